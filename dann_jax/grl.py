@@ -1,0 +1,46 @@
+"""The gradient reversal layer (GRL): identity forward, gradient times -λ backward.
+
+The GRL is what turns one ordinary SGD step into a step towards the saddle point
+of E = L_y - λ L_d: placed between the feature extractor and the domain
+classifier, it lets the domain classifier descend L_d while the features ascend
+it. It has no parameters.
+
+References: Eq. (7)-(8), "pseudo-function" R_λ, of Ganin & Lempitsky,
+arXiv 1409.7495 (Sec. 3.2).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+@jax.custom_vjp
+def gradient_reversal(x, lam):
+  """Returns `x` unchanged; its backward pass multiplies cotangents by `-lam`.
+
+  Args:
+    x: an array or any pytree of arrays.
+    lam: the adaptation factor λ, a Python float or a 0-d array. It is an
+      ordinary (traced) argument, so changing it between calls of a jitted
+      function does not recompile, and it may be batched by `jax.vmap`.
+
+  Returns:
+    `x`, as is.
+  """
+  del lam
+  return x
+
+
+def _forward(x, lam):
+  return x, lam
+
+
+def _backward(lam, cotangent):
+  reversed_cotangent = jax.tree.map(
+      lambda g: (-lam * g).astype(g.dtype), cotangent)
+  # λ is a schedule value, not a parameter: no gradient flows into it.
+  return reversed_cotangent, jnp.zeros_like(lam)
+
+
+gradient_reversal.defvjp(_forward, _backward)

@@ -1,0 +1,59 @@
+"""The paper's schedules against numpy at p = 0, 0.5 and 1."""
+
+import jax
+import numpy as np
+import pytest
+
+from dann_jax import schedules
+
+
+@pytest.mark.parametrize("count,p", [(0, 0.0), (50, 0.5), (100, 1.0),
+                                     (250, 1.0)])
+def test_annealed_learning_rate(count, p):
+  lr = jax.jit(schedules.annealed_learning_rate(100))
+  np.testing.assert_allclose(lr(count), 0.01 / (1 + 10 * p) ** 0.75,
+                             rtol=1e-6)
+
+
+def test_annealed_learning_rate_custom_values():
+  lr = schedules.annealed_learning_rate(10, mu0=0.1, alpha=2.0, beta=0.5)
+  np.testing.assert_allclose(lr(5), 0.1 / (1 + 2 * 0.5) ** 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("count,p", [(0, 0.0), (50, 0.5), (100, 1.0)])
+def test_adaptation_factor(count, p):
+  lam = jax.jit(schedules.adaptation_factor(100))
+  np.testing.assert_allclose(lam(count), 2 / (1 + np.exp(-10 * p)) - 1,
+                             rtol=1e-6, atol=1e-7)
+
+
+def test_adaptation_factor_endpoints():
+  lam = schedules.adaptation_factor(1000)
+  assert float(lam(0)) == 0.0
+  assert 0.9999 < float(lam(1000)) < 1.0
+  assert float(schedules.adaptation_factor(10, lam_max=0.3)(10)) == \
+      pytest.approx(0.3 * (2 / (1 + np.exp(-10)) - 1))
+
+
+def test_constant_variants():
+  assert float(schedules.constant_learning_rate(0.02)(123)) == \
+      pytest.approx(0.02)
+  assert float(schedules.constant_adaptation_factor(0.4)(7)) == \
+      pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5])
+def test_bad_total_steps(bad):
+  with pytest.raises(ValueError, match="total_steps"):
+    schedules.annealed_learning_rate(bad)
+  with pytest.raises(ValueError, match="total_steps"):
+    schedules.adaptation_factor(bad)
+
+
+def test_negative_rates_rejected():
+  with pytest.raises(ValueError, match="mu0"):
+    schedules.annealed_learning_rate(10, mu0=-0.1)
+  with pytest.raises(ValueError, match="gamma"):
+    schedules.adaptation_factor(10, gamma=-1.0)
+  with pytest.raises(ValueError, match="mu0"):
+    schedules.constant_learning_rate(-1.0)
