@@ -1,0 +1,268 @@
+"""Train state, the jitted train and eval steps, multi-step scans, and the loop.
+
+`train_step(state, batch) -> (state, metrics)` is a pure function: the step
+count lives in the state, and λ_p and μ_p are computed from it inside the step,
+so a jitted step compiles once for the whole run. The same step runs under
+`jax.jit`, `jax.vmap` (several seeds in one program), `jax.pmap` with an
+`axis_name`, and `jax.jit` over a sharded batch.
+
+References: Algorithm of Sec. 3.2 (updates (4)-(6)) and the training protocol
+of Sec. 5 of Ganin & Lempitsky, arXiv 1409.7495.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from dann_jax import schedules
+from dann_jax.config import TrainConfig
+from dann_jax.objective import saddle_point_loss
+
+# Tags folded into the run key to derive independent streams.
+_DROPOUT_STREAM = 1
+DATA_STREAM = 2
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything a step reads and writes, as one pytree.
+
+  Attributes:
+    step: the number of steps taken (int32 scalar).
+    params: `{"features", "label_predictor", "domain_classifier"}` parameters.
+    opt_state: the optax state.
+    model_state: non-parameter variable collections (e.g. `batch_stats`).
+    key: the run's PRNG key; per-step keys are `fold_in(key, step)`.
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  model_state: Any
+  key: jax.Array
+  apply_fn: Callable = struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  adaptation_factor: optax.Schedule = struct.field(pytree_node=False)
+  learning_rate: optax.Schedule = struct.field(pytree_node=False)
+  method: str = struct.field(pytree_node=False, default="dann")
+  max_norm: float | None = struct.field(pytree_node=False, default=None)
+
+
+def make_schedules(config: TrainConfig):
+  """The (learning rate, adaptation factor) schedules of `config`."""
+  if config.anneal_learning_rate:
+    lr = schedules.annealed_learning_rate(
+        config.total_steps, config.learning_rate, config.lr_alpha,
+        config.lr_beta)
+  else:
+    lr = schedules.constant_learning_rate(config.learning_rate)
+  if config.method == "dann":
+    lam = schedules.adaptation_factor(config.total_steps, config.gamma,
+                                      config.lam_max)
+  else:
+    # Without a domain term λ only scales a gradient that is never used.
+    lam = schedules.constant_adaptation_factor(0.0)
+  return lr, lam
+
+
+def make_optimizer(config: TrainConfig,
+                   learning_rate: optax.Schedule) -> optax.GradientTransformation:
+  """SGD with momentum on the annealed rate (optionally with L2 weight decay)."""
+  parts = []
+  if config.weight_decay:
+    parts.append(optax.add_decayed_weights(config.weight_decay))
+  if config.optimizer == "sgd":
+    parts.append(optax.sgd(learning_rate, momentum=config.momentum))
+  else:
+    parts.append(optax.adam(learning_rate))
+  return optax.chain(*parts)
+
+
+def create_train_state(model: nn.Module, config: TrainConfig,
+                       sample_images: jax.Array,
+                       key: jax.Array | None = None) -> TrainState:
+  """Initialises parameters and optimizer state for `model` and `config`.
+
+  Args:
+    model: a `dann_jax.models.DANN` (or any module with its call signature).
+    config: the run's hyper-parameters.
+    sample_images: a batch with the input shape (values unused).
+    key: the run's key; `jax.random.key(config.seed)` if None.
+
+  Returns:
+    The state at step 0.
+  """
+  if key is None:
+    key = jax.random.key(config.seed)
+  init_key, run_key = jax.random.split(key)
+  variables = model.init({"params": init_key, "dropout": init_key},
+                         sample_images, 0.0, train=False)
+  variables = dict(variables)
+  params = variables.pop("params")
+  variables.pop("intermediates", None)
+  lr, lam = make_schedules(config)
+  tx = make_optimizer(config, lr)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+      model_state=variables, key=run_key, apply_fn=model.apply, tx=tx,
+      adaptation_factor=lam, learning_rate=lr, method=config.method,
+      max_norm=config.max_norm)
+
+
+def _clip_unit_norms(params, max_norm: float):
+  """Projects each unit's incoming weight vector onto the l2 ball of `max_norm`."""
+  def clip(path, w):
+    if getattr(path[-1], "key", None) != "kernel":
+      return w
+    fan_in_axes = tuple(range(w.ndim - 1))
+    norms = jnp.sqrt(jnp.sum(w * w, axis=fan_in_axes, keepdims=True))
+    return w * jnp.minimum(1.0, max_norm / jnp.maximum(norms, 1e-12))
+  return jax.tree_util.tree_map_with_path(clip, params)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array],
+               axis_name: str | None = None):
+  """One SGD step on L_y + L_d through the GRL (the paper's updates (4)-(6)).
+
+  Args:
+    state: the train state.
+    batch: `image`, `label`, `domain`, `label_mask` (see
+      `dann_jax.objective.saddle_point_loss`).
+    axis_name: the mapped axis when run inside `jax.pmap`; gradients and
+      statistics are then combined over it so every device takes the step of
+      the global batch.
+
+  Returns:
+    `(new_state, metrics)` with `loss`, `label_loss`, `domain_loss`,
+    `domain_accuracy`, `lambda` and `learning_rate` (the values used).
+  """
+  lam = state.adaptation_factor(state.step)
+  step_key = jax.random.fold_in(state.key, state.step)
+  dropout_key = jax.random.fold_in(step_key, _DROPOUT_STREAM)
+  if axis_name is not None:
+    dropout_key = jax.random.fold_in(dropout_key,
+                                     jax.lax.axis_index(axis_name))
+  mutable = list(state.model_state)
+
+  def loss_fn(params):
+    variables = {"params": params, **state.model_state}
+    out = state.apply_fn(variables, batch["image"], lam, train=True,
+                         rngs={"dropout": dropout_key},
+                         mutable=mutable or False)
+    (class_logits, domain_logits), new_model_state = (
+        out if mutable else (out, state.model_state))
+    loss, metrics = saddle_point_loss(class_logits, domain_logits, batch,
+                                      method=state.method,
+                                      axis_name=axis_name)
+    return loss, (metrics, new_model_state)
+
+  grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(
+      state.params)
+  if axis_name is not None:
+    # Each device's loss is its share of the global mean: gradients add up.
+    grads = jax.lax.psum(grads, axis_name)
+    model_state = jax.lax.pmean(model_state, axis_name)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  if state.max_norm is not None:
+    params = _clip_unit_norms(params, state.max_norm)
+  metrics = dict(metrics, loss=_total(metrics, state.method), **{
+      "lambda": jnp.asarray(lam, jnp.float32),
+      "learning_rate": jnp.asarray(state.learning_rate(state.step),
+                                   jnp.float32)})
+  new_state = state.replace(step=state.step + 1, params=params,
+                            opt_state=opt_state, model_state=model_state)
+  return new_state, metrics
+
+
+def _total(metrics, method):
+  if method == "dann":
+    return metrics["label_loss"] + metrics["domain_loss"]
+  return metrics["label_loss"]
+
+
+def train_steps(state: TrainState, batches: dict[str, jax.Array]):
+  """Runs one step per leading index of `batches` in a single `lax.scan`.
+
+  Args:
+    state: the train state.
+    batches: a batch dict whose arrays carry a leading steps axis (K, B, ...).
+
+  Returns:
+    `(state, metrics)` with each metric stacked to shape (K,).
+  """
+  return jax.lax.scan(train_step, state, batches)
+
+
+def train_on_pair(state: TrainState, pair, num_steps: int, batch_size: int):
+  """Runs `num_steps` steps, sampling each batch on the device from `pair`.
+
+  Args:
+    state: the train state.
+    pair: a `dann_jax.data.DomainPair` of device-resident source and target.
+    num_steps: the number of steps (static).
+    batch_size: samples per step (static), half source and half target.
+
+  Returns:
+    `(state, metrics)` with each metric stacked to shape (num_steps,).
+  """
+  from dann_jax.data.batching import sample_batch
+
+  data_key = jax.random.fold_in(state.key, DATA_STREAM)
+
+  def body(state, _):
+    batch = sample_batch(pair, data_key, state.step, batch_size)
+    return train_step(state, batch)
+
+  return jax.lax.scan(body, state, None, length=num_steps)
+
+
+def eval_step(state: TrainState, images: jax.Array, labels: jax.Array,
+              mask: jax.Array | None = None) -> jax.Array:
+  """The number of correctly classified images (mask: which rows count)."""
+  variables = {"params": state.params, **state.model_state}
+  logits = state.apply_fn(variables, images, train=False,
+                          method="classify")
+  correct = jnp.argmax(logits, axis=-1) == labels
+  if mask is not None:
+    correct = correct & mask
+  return jnp.sum(correct)
+
+
+def first_non_finite(metrics: dict[str, Any], first_step: int) -> int | None:
+  """The first step whose loss is not finite in stacked `metrics`, or None."""
+  losses = np.asarray(metrics["loss"]).reshape(len(metrics["loss"]), -1)
+  bad = np.flatnonzero(~np.isfinite(losses).all(axis=1))
+  return None if bad.size == 0 else first_step + int(bad[0])
+
+
+def check_finite(metrics: dict[str, Any], first_step: int) -> None:
+  """Raises FloatingPointError naming the first step with a non-finite loss."""
+  step = first_non_finite(metrics, first_step)
+  if step is not None:
+    raise FloatingPointError(
+        f"the loss became non-finite at step {step}; training stopped. Lower "
+        "the learning rate (or lam_max), or check the inputs for NaN/inf.")
+
+
+def chunk_sizes(start: int, stop: int, every: int) -> Iterator[int]:
+  """Splits steps [start, stop) into chunks that end on multiples of `every`."""
+  step = start
+  while step < stop:
+    size = min(every - step % every, stop - step)
+    yield size
+    step += size
+
+
+jit_train_step = jax.jit(train_step, static_argnames="axis_name",
+                         donate_argnums=0)
+jit_train_steps = jax.jit(train_steps, donate_argnums=0)
+jit_train_on_pair = jax.jit(train_on_pair, static_argnums=(2, 3),
+                            donate_argnums=0)
+jit_eval_step = jax.jit(eval_step)
