@@ -12,7 +12,6 @@ of Sec. 5 of Ganin & Lempitsky, arXiv 1409.7495.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Iterator
 
 import flax.linen as nn
@@ -266,3 +265,86 @@ jit_train_steps = jax.jit(train_steps, donate_argnums=0)
 jit_train_on_pair = jax.jit(train_on_pair, static_argnums=(2, 3),
                             donate_argnums=0)
 jit_eval_step = jax.jit(eval_step)
+
+
+def check_labels(labels, num_classes: int, what: str) -> None:
+  """Raises ValueError if any label lies outside [0, num_classes)."""
+  labels = np.asarray(labels)
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(
+        f"{what} labels must lie in [0, {num_classes}); found values in "
+        f"[{labels.min()}, {labels.max()}]. Relabel the data or build the "
+        f"model with num_classes={int(labels.max()) + 1}.")
+
+
+def fit(state: TrainState, pair, *, num_steps: int, batch_size: int,
+        num_classes: int, chunk: int = 100,
+        callback: Callable[[TrainState, dict[str, np.ndarray]], None]
+        | None = None) -> TrainState:
+  """Trains from `state.step` up to `num_steps`, one jitted scan per chunk.
+
+  Args:
+    state: the starting state (step 0, or restored from a checkpoint); with a
+      leading seeds axis if it was built by `replicate_seeds`.
+    pair: a `dann_jax.data.DomainPair` on the device.
+    num_steps: the step to stop at.
+    batch_size: samples per step, half source and half target.
+    num_classes: the label predictor's number of classes (labels are checked).
+    chunk: steps per compiled scan; chunks end on multiples of it, so a resumed
+      run takes the same chunks.
+    callback: called on the host after each chunk with the new state and the
+      chunk's stacked metrics (evaluation, logging, checkpoints).
+
+  Returns:
+    The state at `num_steps`.
+
+  Raises:
+    ValueError: for an odd batch size or labels outside [0, num_classes).
+    FloatingPointError: naming the first step whose loss is not finite.
+  """
+  if batch_size <= 0 or batch_size % 2:
+    raise ValueError(f"{batch_size=} must be even: half source, half target")
+  check_labels(pair.source_labels, num_classes, "source")
+  check_labels(pair.target_labels, num_classes, "target")
+  steps_axis = state.step.ndim  # 1 with a leading seeds axis
+  run = jit_train_on_pair if steps_axis == 0 else jit_train_on_pair_seeds
+  start = int(np.asarray(state.step).reshape(-1)[0])
+  for size in chunk_sizes(start, num_steps, chunk):
+    first = int(np.asarray(state.step).reshape(-1)[0])
+    state, metrics = run(state, pair, size, batch_size)
+    metrics = jax.device_get(metrics)
+    if steps_axis:
+      metrics = {k: np.moveaxis(v, 0, -1) for k, v in metrics.items()}
+    check_finite(metrics, first)
+    if callback is not None:
+      callback(state, metrics)
+  return state
+
+
+def replicate_seeds(make_state: Callable[[jax.Array], TrainState],
+                    seeds) -> TrainState:
+  """Stacks the states of several seeds along a leading axis for `jax.vmap`.
+
+  Args:
+    make_state: `key -> TrainState`, e.g. a partial of `create_train_state`.
+    seeds: the integer seeds; each run gets `jax.random.key(seed)`.
+
+  Returns:
+    One state whose arrays have a leading axis of len(seeds).
+  """
+  seeds = list(seeds)
+  if not seeds:
+    raise ValueError("seeds is empty; give at least one seed (--seeds K >= 1)")
+  keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
+  return jax.vmap(make_state)(keys)
+
+
+def train_on_pair_seeds(state: TrainState, pair, num_steps: int,
+                        batch_size: int):
+  """`train_on_pair` for states with a leading seeds axis, in one program."""
+  return jax.vmap(
+      lambda s: train_on_pair(s, pair, num_steps, batch_size))(state)
+
+
+jit_train_on_pair_seeds = jax.jit(train_on_pair_seeds, static_argnums=(2, 3),
+                                  donate_argnums=0)

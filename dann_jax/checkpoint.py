@@ -1,0 +1,78 @@
+"""Saving and restoring train states with orbax.
+
+Only the pytree part of a `TrainState` is stored (step, params, optimizer
+state, model state and the raw bits of the PRNG key); the functions it carries
+(model, optimizer, schedules) come from the template the caller builds with
+`create_train_state`, so a resumed run continues with identical numbers.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+from dann_jax.train import TrainState
+
+
+def _to_tree(state: TrainState) -> dict:
+  return {"step": state.step, "params": state.params,
+          "opt_state": state.opt_state, "model_state": state.model_state,
+          "key": jax.random.key_data(state.key)}
+
+
+def _manager(directory: str | os.PathLike, max_to_keep: int = 1):
+  return ocp.CheckpointManager(
+      os.path.abspath(os.fspath(directory)),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                           create=True))
+
+
+def save_checkpoint(directory: str | os.PathLike, state: TrainState,
+                    max_to_keep: int = 1) -> int:
+  """Writes `state` under `directory/<step>` (atomically) and returns the step."""
+  step = int(jax.device_get(state.step).reshape(-1)[0])
+  with _manager(directory, max_to_keep) as manager:
+    manager.save(step, args=ocp.args.StandardSave(_to_tree(state)))
+    manager.wait_until_finished()
+  return step
+
+
+def latest_step(directory: str | os.PathLike) -> int | None:
+  """The newest checkpointed step in `directory`, or None if there is none."""
+  if not os.path.isdir(directory):
+    return None
+  with _manager(directory) as manager:
+    return manager.latest_step()
+
+
+def restore_checkpoint(directory: str | os.PathLike, template: TrainState,
+                       step: int | None = None) -> TrainState:
+  """Restores a checkpoint into the structure (and functions) of `template`.
+
+  Args:
+    directory: where `save_checkpoint` wrote.
+    template: a state built like the saved one (same model, config and seeds
+      axis); its values are replaced.
+    step: the step to restore; the latest if None.
+
+  Returns:
+    The restored state.
+
+  Raises:
+    FileNotFoundError: if `directory` holds no checkpoint.
+  """
+  step = latest_step(directory) if step is None else step
+  if step is None:
+    raise FileNotFoundError(
+        f"no checkpoint in {os.fspath(directory)!r}; train without --resume "
+        "first, or point to the run folder that holds one")
+  with _manager(directory) as manager:
+    tree = manager.restore(
+        step, args=ocp.args.StandardRestore(_to_tree(template)))
+  key_impl = jax.random.key_impl(template.key)
+  return template.replace(
+      step=tree["step"], params=tree["params"], opt_state=tree["opt_state"],
+      model_state=tree["model_state"],
+      key=jax.random.wrap_key_data(tree["key"], impl=key_impl))

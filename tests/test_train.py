@@ -1,0 +1,194 @@
+"""Train state, steps, optimizer arithmetic, the loop, and a toy domain shift."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.datasets import make_moons
+
+from dann_jax.config import TrainConfig
+from dann_jax.models import DANN, MLP, mnist_dann
+from dann_jax.objective import saddle_point_loss
+from dann_jax.train import (chunk_sizes, check_finite, check_labels,
+                            create_train_state, eval_step, jit_train_steps,
+                            train_step)
+
+
+class TwoLayerFeatures(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.relu(nn.Dense(32)(nn.relu(nn.Dense(32)(x))))
+
+
+def toy_model(classes=2):
+  return DANN(TwoLayerFeatures(), MLP(hidden=(), outputs=classes),
+              MLP(hidden=(32,), outputs=1))
+
+
+def image_batch(key, n=8):
+  k1, k2 = jax.random.split(key)
+  domain = jnp.array([0] * (n // 2) + [1] * (n // 2), jnp.int32)
+  return {"image": jax.random.normal(k1, (n, 32, 32, 3)),
+          "label": jax.random.randint(k2, (n,), 0, 10), "domain": domain,
+          "label_mask": domain == 0}
+
+
+def test_two_steps_match_hand_written_sgd_momentum():
+  config = TrainConfig(total_steps=4, learning_rate=0.05)
+  model = mnist_dann()
+  batch = image_batch(jax.random.key(0))
+  state = create_train_state(model, config, batch["image"])
+  theta0 = state.params
+
+  def grad_at(params, step):
+    lam = 2 / (1 + np.exp(-10 * step / 4)) - 1
+    def loss(p):
+      c, d = model.apply({"params": p}, batch["image"], lam, train=True)
+      return saddle_point_loss(c, d, batch)[0]
+    return jax.grad(loss)(params)
+
+  step = jax.jit(train_step)
+  s1, m1 = step(state, batch)
+  s2, m2 = step(s1, batch)
+  mu = lambda k: 0.05 / (1 + 10 * k / 4) ** 0.75
+  g0 = grad_at(theta0, 0)
+  v1 = g0
+  theta1 = jax.tree.map(lambda t, v: t - mu(0) * v, theta0, v1)
+  g1 = grad_at(theta1, 1)
+  v2 = jax.tree.map(lambda v, g: 0.9 * v + g, v1, g1)
+  theta2 = jax.tree.map(lambda t, v: t - mu(1) * v, theta1, v2)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-6),
+               s2.params, theta2)
+  assert int(s2.step) == 2
+  np.testing.assert_allclose(m2["learning_rate"], mu(1), rtol=1e-6)
+  np.testing.assert_allclose(m2["lambda"], 2 / (1 + np.exp(-2.5)) - 1,
+                             rtol=1e-6)
+  assert float(m1["lambda"]) == 0.0
+
+
+@pytest.mark.parametrize("method,changed", [
+    ("dann", {"features", "label_predictor", "domain_classifier"}),
+    ("source_only", {"features", "label_predictor"}),
+    ("target_only", {"features", "label_predictor"}),
+])
+def test_which_parameter_sets_move(method, changed):
+  config = TrainConfig(method=method, total_steps=10)
+  batch = image_batch(jax.random.key(1))
+  state = create_train_state(mnist_dann(), config, batch["image"])
+  # Start past p = 0 so that λ > 0 for DANN.
+  state = state.replace(step=jnp.asarray(5, jnp.int32))
+  new, _ = jax.jit(train_step)(state, batch)
+  moved = {name for name in state.params
+           if not all(np.array_equal(a, b) for a, b in zip(
+               jax.tree.leaves(state.params[name]),
+               jax.tree.leaves(new.params[name])))}
+  assert moved == changed
+
+
+def test_target_only_uses_target_labels_only():
+  config = TrainConfig(method="target_only", total_steps=10)
+  batch = image_batch(jax.random.key(2))
+  state = create_train_state(mnist_dann(), config, batch["image"])
+  _, m_a = jax.jit(train_step)(state, batch)
+  # Changing source labels changes nothing; changing target labels does.
+  flipped_source = dict(batch, label=batch["label"].at[0].add(1) % 10)
+  _, m_b = jax.jit(train_step)(state, flipped_source)
+  flipped_target = dict(batch, label=batch["label"].at[7].add(1) % 10)
+  _, m_c = jax.jit(train_step)(state, flipped_target)
+  assert float(m_a["label_loss"]) == float(m_b["label_loss"])
+  assert float(m_a["label_loss"]) != float(m_c["label_loss"])
+
+
+def _moons(n, seed, angle_deg):
+  x, y = make_moons(n, noise=0.1, random_state=seed)
+  x = x - x.mean(0)
+  a = np.deg2rad(angle_deg)
+  rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+  return (x @ rot.T).astype(np.float32), y.astype(np.int32)
+
+
+def _toy_run(method, steps=1500, seed=0):
+  xs, ys = _moons(300, 0, 0)
+  xt, yt = _moons(300, 1, 30)  # the target: the moons rotated by 30 degrees
+  config = TrainConfig(method=method, total_steps=steps, batch_size=64,
+                       learning_rate=0.1, seed=seed)
+  state = create_train_state(toy_model(), config, jnp.zeros((2, 2)))
+  rng = np.random.default_rng(seed)
+  i_s, i_t = rng.integers(0, 300, (2, steps, 32))
+  batches = {
+      "image": np.concatenate([xs[i_s], xt[i_t]], 1),
+      "label": np.concatenate([ys[i_s], yt[i_t]], 1),
+      "domain": np.tile(np.repeat([0, 1], 32), (steps, 1)).astype(np.int32),
+      "label_mask": np.tile(np.repeat([True, False], 32), (steps, 1)),
+  }
+  state, metrics = jit_train_steps(state, batches)
+  assert metrics["loss"].shape == (steps,)
+  return float(eval_step(state, xt, yt)) / len(yt)
+
+
+def test_dann_beats_source_only_on_rotated_moons():
+  source_only = _toy_run("source_only")
+  dann = _toy_run("dann")
+  assert dann > source_only + 0.1, (dann, source_only)
+  assert dann > 0.85
+
+
+def test_same_seed_same_numbers():
+  config = TrainConfig(total_steps=3)
+  batch = image_batch(jax.random.key(3))
+  runs = []
+  for _ in range(2):
+    state = create_train_state(mnist_dann(), config, batch["image"])
+    for _ in range(2):
+      state, m = jax.jit(train_step)(state, batch)
+    runs.append(state.params)
+  jax.tree.map(np.testing.assert_array_equal, *runs)
+
+
+def test_non_finite_loss_names_the_step():
+  metrics = {"loss": np.array([1.0, 0.5, np.nan, np.inf])}
+  with pytest.raises(FloatingPointError, match="step 12"):
+    check_finite(metrics, first_step=10)
+  check_finite({"loss": np.ones(3)}, first_step=0)
+
+
+def test_diverging_run_stops_with_step():
+  # A huge learning rate on the toy problem overflows within a few steps.
+  config = TrainConfig(total_steps=50, batch_size=64, learning_rate=1e12,
+                       anneal_learning_rate=False)
+  state = create_train_state(toy_model(), config, jnp.zeros((2, 2)))
+  xs, ys = _moons(64, 0, 0)
+  batches = {"image": np.tile(xs * 1e3, (50, 1, 1)),
+             "label": np.tile(ys, (50, 1)),
+             "domain": np.tile(np.repeat([0, 1], 32), (50, 1)).astype(np.int32),
+             "label_mask": np.ones((50, 64), bool)}
+  _, metrics = jit_train_steps(state, batches)
+  with pytest.raises(FloatingPointError, match=r"non-finite at step \d+"):
+    check_finite(jax.device_get(metrics), first_step=0)
+
+
+def test_bad_config_values():
+  with pytest.raises(ValueError, match="must be even"):
+    TrainConfig(batch_size=127)
+  with pytest.raises(ValueError, match="total_steps"):
+    TrainConfig(total_steps=0)
+  with pytest.raises(ValueError, match="unknown method"):
+    TrainConfig(method="coral")
+
+
+def test_labels_outside_range():
+  with pytest.raises(ValueError, match=r"\[0, 10\).*num_classes=11"):
+    check_labels(np.array([0, 3, 10]), 10, "source")
+  with pytest.raises(ValueError, match=r"\[-1, 2\]"):
+    check_labels(np.array([-1, 2]), 10, "target")
+  check_labels(np.array([0, 9]), 10, "source")
+
+
+def test_chunks_end_on_multiples():
+  assert list(chunk_sizes(0, 250, 100)) == [100, 100, 50]
+  assert list(chunk_sizes(130, 300, 100)) == [70, 100]
+  assert list(chunk_sizes(300, 300, 100)) == []
