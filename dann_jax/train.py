@@ -280,7 +280,7 @@ def check_labels(labels, num_classes: int, what: str) -> None:
 def fit(state: TrainState, pair, *, num_steps: int, batch_size: int,
         num_classes: int, chunk: int = 100,
         callback: Callable[[TrainState, dict[str, np.ndarray]], None]
-        | None = None) -> TrainState:
+        | None = None, runner: Callable | None = None) -> TrainState:
   """Trains from `state.step` up to `num_steps`, one jitted scan per chunk.
 
   Args:
@@ -294,6 +294,9 @@ def fit(state: TrainState, pair, *, num_steps: int, batch_size: int,
       run takes the same chunks.
     callback: called on the host after each chunk with the new state and the
       chunk's stacked metrics (evaluation, logging, checkpoints).
+    runner: `(state, pair, num_steps, batch_size) -> (state, metrics)` running
+      one chunk; by default the jitted `train_on_pair` (or its vmapped form for
+      a seeds axis). `dann_jax.parallel` provides multi-device runners.
 
   Returns:
     The state at `num_steps`.
@@ -307,7 +310,8 @@ def fit(state: TrainState, pair, *, num_steps: int, batch_size: int,
   check_labels(pair.source_labels, num_classes, "source")
   check_labels(pair.target_labels, num_classes, "target")
   steps_axis = state.step.ndim  # 1 with a leading seeds axis
-  run = jit_train_on_pair if steps_axis == 0 else jit_train_on_pair_seeds
+  run = runner or (jit_train_on_pair if steps_axis == 0
+                   else jit_train_on_pair_seeds)
   start = int(np.asarray(state.step).reshape(-1)[0])
   for size in chunk_sizes(start, num_steps, chunk):
     first = int(np.asarray(state.step).reshape(-1)[0])
