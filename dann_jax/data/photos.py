@@ -13,6 +13,7 @@ Arbelaez et al., "Contour detection and hierarchical image segmentation", TPAMI 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -59,8 +60,14 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+  array.setflags(write=False)
+  return array
+
+
+@functools.lru_cache(maxsize=1)
 def bundled_photos() -> PhotoSet:
-  """The colour photographs shipped with scikit-image and scikit-learn (no download)."""
+  """The colour photographs shipped with scikit-image and scikit-learn (no download; read once, read-only)."""
   import skimage.data  # pylint: disable=g-import-not-at-top
   from sklearn.datasets import load_sample_images  # pylint: disable=g-import-not-at-top
   photos, names = [], []
@@ -68,11 +75,11 @@ def bundled_photos() -> PhotoSet:
     image = getattr(skimage.data, name)()
     if isinstance(image, tuple):  # stereo_motorcycle returns (left, right, disparity)
       image = image[0]
-    photos.append(_to_rgb(image))
+    photos.append(_read_only(_to_rgb(image)))
     names.append(name)
   sample = load_sample_images()
   for filename, image in zip(sample.filenames, sample.images):
-    photos.append(_to_rgb(image))
+    photos.append(_read_only(_to_rgb(image)))
     names.append(os.path.basename(filename))
   return PhotoSet(tuple(photos), tuple(names), "bundled")
 
