@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Modules of this package that contribute subcommands, in help order.
-_COMMAND_MODULES = ("train", "reproduce", "plot", "data")
+_COMMAND_MODULES = ("demo", "train", "reproduce", "plot", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,13 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
       description="Domain-adversarial training of neural networks (DANN) in JAX.")
   subparsers = parser.add_subparsers(dest="command", required=True)
   for name in _COMMAND_MODULES:
-    try:
-      module = importlib.import_module(f"dann_jax.cli.{name}")
-    except ModuleNotFoundError as e:
-      if e.name != f"dann_jax.cli.{name}":
-        raise
-      continue
-    module.register(subparsers)
+    importlib.import_module(f"dann_jax.cli.{name}").register(subparsers)
   return parser
 
 

@@ -1,0 +1,45 @@
+"""`dann-jax plot tsne RUN_DIR...`: t-SNE of features, source blue and target red."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def register(subparsers) -> None:
+  p = subparsers.add_parser("plot", help="figures from finished runs")
+  sub = p.add_subparsers(dest="figure", required=True)
+  t = sub.add_parser(
+      "tsne", help="t-SNE of source and target features of runs side by side "
+                   "(like the paper's Figure 4), with proxy A-distances")
+  t.add_argument("runs", nargs="+", help="run folders written by "
+                                         "`dann-jax train` on the same pair")
+  t.add_argument("--out", required=True, help="PNG to write")
+  t.add_argument("-n", type=int, default=500,
+                 help="test images per domain (default 500)")
+  t.add_argument("--layer", choices=("features", "hidden"),
+                 default="features",
+                 help="feature extractor output (default) or the label "
+                      "predictor's last hidden layer")
+  t.add_argument("--data-dir", default=None)
+  t.set_defaults(func=run_tsne)
+
+
+def run_tsne(args) -> int:
+  from dann_jax.plots import feature_comparison
+  from dann_jax.runs import load_run
+
+  pairs = {json.loads(open(f"{d}/run.json").read())["pair"]
+           for d in args.runs if os.path.exists(f"{d}/run.json")}
+  if len(pairs) > 1:
+    raise ValueError(f"the runs are on different pairs {sorted(pairs)}; "
+                     "compare runs of one pair")
+  runs, data = [], None
+  for run_dir in args.runs:
+    result = load_run(run_dir, data=data, data_dir=args.data_dir)
+    data = result.data if data is None else data
+    name = result.summary.get("method") or run_dir
+    runs.append((name, result))
+  distances = feature_comparison(runs, args.out, n=args.n, layer=args.layer)
+  print(json.dumps({"figure": args.out, "proxy_a_distance": distances}))
+  return 0

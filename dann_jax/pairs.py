@@ -1,0 +1,84 @@
+"""The paper's digit adaptation pairs, their networks, and the numbers the paper reports.
+
+References: Table 1 of Ganin & Lempitsky, arXiv 1409.7495 v1 (target-domain
+accuracy); ICML 2015 / JMLR 2016 Table 2 for the retrained MNIST-M, Syn->SVHN
+and SVHN->MNIST rows; JMLR 2016 Sec. 5.1 for MNIST -> SVHN (about .25 without
+adaptation, no gain from DANN).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from dann_jax.models import DANN, mnist_dann, svhn_dann
+
+# Column names of results tables; "sa" is subspace alignment (Fernando et al.,
+# ICCV 2013) on the source-only network's last hidden layer.
+METHOD_COLUMNS = ("source_only", "sa", "dann", "target_only")
+
+
+@dataclasses.dataclass(frozen=True)
+class PairSpec:
+  """One adaptation experiment.
+
+  Attributes:
+    source: the labelled source domain (a `dann_jax.data.KNOWN_DOMAINS` name).
+    target: the unlabelled target domain.
+    network: "mnist" or "svhn": the paper uses the MNIST net for MNIST
+      sources and the SVHN net otherwise.
+    anneal_learning_rate: False for MNIST <-> SVHN, where the paper does not
+      anneal.
+    paper: the paper's target accuracies (arXiv v1) per method, if any.
+    paper_icml: the retrained ICML 2015 / JMLR numbers, if any.
+    note: what the paper says where it gives no table entry.
+  """
+  source: str
+  target: str
+  network: str
+  anneal_learning_rate: bool = True
+  paper: dict[str, float] | None = None
+  paper_icml: dict[str, float] | None = None
+  note: str = ""
+
+  @property
+  def name(self) -> str:
+    return f"{self.source}->{self.target}"
+
+  def make_model(self, num_classes: int = 10) -> DANN:
+    return (mnist_dann if self.network == "mnist" else svhn_dann)(num_classes)
+
+
+def _row(source_only, sa, dann, target_only):
+  return dict(zip(METHOD_COLUMNS, (source_only, sa, dann, target_only)))
+
+
+PAIRS: dict[str, PairSpec] = {p.name: p for p in (
+    PairSpec("mnist", "mnist-dilated", "mnist",
+             paper=_row(.9678, .9702, .9830, .9878)),
+    PairSpec("mnist", "mnist-max-bg", "mnist",
+             paper=_row(.9173, .9197, .9476, .9848)),
+    PairSpec("mnist", "mnist-m", "mnist",
+             paper=_row(.5749, .6078, .8149, .9891),
+             paper_icml=_row(.5225, .5690, .7666, .9596)),
+    PairSpec("syn-digits", "svhn", "svhn",
+             paper=_row(.8665, .8672, .9048, .9244),
+             paper_icml=_row(.8674, .8644, .9109, .9220)),
+    PairSpec("svhn", "mnist", "svhn", anneal_learning_rate=False,
+             paper=_row(.5919, .6157, .7107, .9951),
+             paper_icml=_row(.5490, .5932, .7385, .9942)),
+    PairSpec("mnist", "svhn", "mnist", anneal_learning_rate=False,
+             note="JMLR: about .25 without adaptation; DANN gives no gain"),
+    # Offline extras (not in the paper): a rendered source and a second real
+    # handwriting target that need no download.
+    PairSpec("syn-digits", "mnist", "svhn"),
+    PairSpec("mnist", "optdigits", "mnist"),
+)}
+
+
+def get_pair(source: str, target: str) -> PairSpec:
+  """The spec of `source -> target`; raises ValueError listing known pairs."""
+  name = f"{source}->{target}"
+  if name not in PAIRS:
+    raise ValueError(f"unknown pair {name!r}; known pairs: "
+                     f"{', '.join(PAIRS)}")
+  return PAIRS[name]

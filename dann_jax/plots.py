@@ -1,0 +1,130 @@
+"""Figures: training curves, and t-SNE of features like the paper's Figure 4.
+
+Matplotlib's non-interactive Agg backend is used explicitly, so plotting works
+on headless machines and never opens windows.
+
+References: Fig. 4 of Ganin & Lempitsky, arXiv 1409.7495 (t-SNE of features,
+source blue, target red, before and after adaptation).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+
+def _figure(rows: int, cols: int, size: tuple[float, float]):
+  from matplotlib.figure import Figure
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  fig = Figure(figsize=size, dpi=80)
+  FigureCanvasAgg(fig)
+  return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def _series(history: Sequence[dict], key: str):
+  rows = [r for r in history if key in r]
+  steps = np.array([r["step"] for r in rows])
+  values = np.array([np.mean(r[key]) for r in rows], np.float64)
+  return steps, values
+
+
+def training_curves(history: Sequence[dict], path: str | os.PathLike,
+                    title: str = "") -> None:
+  """Label loss, domain loss, domain accuracy and accuracies over steps (PNG).
+
+  Args:
+    history: metric rows with `step` and any of `label_loss`, `domain_loss`,
+      `domain_accuracy`, `source_accuracy`, `target_accuracy` (values or
+      per-seed lists, averaged over seeds).
+    path: the PNG to write.
+    title: the figure title.
+  """
+  fig, axes = _figure(2, 2, (9, 6))
+  panels = [("label loss", ["label_loss"]), ("domain loss", ["domain_loss"]),
+            ("domain-classifier accuracy", ["domain_accuracy"]),
+            ("test accuracy", ["source_accuracy", "target_accuracy"])]
+  for ax, (name, keys) in zip(axes.flat, panels):
+    for key in keys:
+      steps, values = _series(history, key)
+      if len(steps):
+        ax.plot(steps, values, marker="o" if "accuracy" in key and
+                len(steps) < 30 else None, label=key.replace("_", " "))
+    ax.set_title(name)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    if len(keys) > 1:
+      ax.legend()
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(os.fspath(path))
+
+
+def tsne_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
+                path: str | os.PathLike, title: str = "") -> None:
+  """Side-by-side scatter plots of 2-D embeddings, source blue, target red.
+
+  Args:
+    panels: `(name, source_xy, target_xy)` per panel.
+    path: the PNG to write.
+    title: the figure title.
+  """
+  fig, axes = _figure(1, len(panels), (5 * len(panels), 5))
+  for ax, (name, src, tgt) in zip(axes.flat, panels):
+    ax.scatter(src[:, 0], src[:, 1], s=3, c="tab:blue", label="source",
+               alpha=0.6, linewidths=0)
+    ax.scatter(tgt[:, 0], tgt[:, 1], s=3, c="tab:red", label="target",
+               alpha=0.6, linewidths=0)
+    ax.set_title(name)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(loc="upper right", markerscale=4)
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(os.fspath(path))
+
+
+def feature_comparison(runs, path: str | os.PathLike, *, n: int = 500,
+                       layer: str = "features", seed: int = 0,
+                       title: str = "") -> dict[str, float]:
+  """t-SNE panels (source blue, target red) and proxy A-distances of runs.
+
+  Args:
+    runs: `(name, RunResult)` pairs of single-seed runs on the same pair
+      (e.g. source-only and DANN), as returned by `dann_jax.runs.train_pair`
+      or `load_run`.
+    path: the PNG to write.
+    n: test images per domain embedded.
+    layer: "features" (G_f's output, as the paper's MNIST-M figure) or
+      "hidden" (the label predictor's last hidden layer).
+    seed: seed of the subsample, t-SNE and the domain classifier.
+    title: the figure title.
+
+  Returns:
+    The proxy A-distance between source and target features, per run name.
+  """
+  from sklearn.manifold import TSNE
+
+  from dann_jax.divergence import proxy_a_distance
+  from dann_jax.evaluation import features
+  from dann_jax.runs import seed_states
+
+  panels, distances = [], {}
+  rng = np.random.default_rng(seed)
+  for name, result in runs:
+    state = seed_states(result.state)[0]
+    data = result.data
+    si = rng.permutation(len(data.source_test))[:n]
+    ti = rng.permutation(len(data.target_test))[:n]
+    fs = features(state, data.source_test.images[si], result.mean, layer)
+    ft = features(state, data.target_test.images[ti], result.mean, layer)
+    distances[name] = proxy_a_distance(fs, ft, seed=seed)
+    points = np.concatenate([fs, ft])
+    perplexity = min(30.0, (len(points) - 1) / 3)
+    xy = TSNE(2, init="pca", random_state=seed,
+              perplexity=perplexity).fit_transform(points)
+    panels.append((f"{name} (proxy A-distance {distances[name]:.2f})",
+                   xy[:len(fs)], xy[len(fs):]))
+  tsne_panels(panels, path, title)
+  return distances

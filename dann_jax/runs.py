@@ -1,0 +1,297 @@
+"""One training run of a method on a domain pair: data, model, loop, logs, checkpoints, summary.
+
+A run folder holds `run.json` (what was asked), `metrics.jsonl` (one line per
+chunk of steps, with evaluations where they happened), `checkpoint/` (orbax),
+`summary.json` and `curves.png`. `--resume` continues from the checkpoint with
+the same numbers an uninterrupted run would give.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dann_jax import checkpoint
+from dann_jax.data import Domain, load_domain, make_domain_pair
+from dann_jax.data.batching import pixel_mean
+from dann_jax.evaluation import accuracy
+from dann_jax.objective import check_method
+from dann_jax.pairs import PairSpec
+from dann_jax.presets import RunPlan, make_plan
+from dann_jax.train import TrainState, create_train_state, fit, replicate_seeds
+
+
+@dataclasses.dataclass
+class PairData:
+  """The four splits a run needs."""
+  source_train: Domain
+  source_test: Domain
+  target_train: Domain
+  target_test: Domain
+
+
+@dataclasses.dataclass
+class RunResult:
+  """What a finished run leaves in memory (the harness reuses it)."""
+  summary: dict[str, Any]
+  state: TrainState
+  mean: np.ndarray
+  data: PairData
+
+
+def load_pair_data(pair: PairSpec, *, data_dir=None, seed: int = 0,
+                   **options) -> PairData:
+  """Loads (or builds) the train and test splits of both domains of `pair`."""
+  splits = {}
+  for role, name in (("source", pair.source), ("target", pair.target)):
+    for split in ("train", "test"):
+      domain = load_domain(name, split, data_dir=data_dir, seed=seed,
+                           **options)
+      if len(domain) == 0:
+        raise ValueError(f"the {role} domain {name!r} has no {split} samples; "
+                         "rebuild it (dann-jax data fetch NAME)")
+      splits[f"{role}_{split}"] = domain
+  return PairData(**splits)
+
+
+def machine_description() -> str:
+  devices = jax.devices()
+  return (f"{platform.machine()} {os.cpu_count()} cores, "
+          f"{len(devices)} x {devices[0].device_kind} ({jax.default_backend()})"
+          f", jax {jax.__version__}")
+
+
+def _identity(pair: PairSpec, method: str, preset: str, plan: RunPlan,
+              seeds: Sequence[int]) -> dict[str, Any]:
+  return {"pair": pair.name, "method": method, "preset": preset,
+          "steps": plan.config.total_steps,
+          "batch_size": plan.config.batch_size, "seeds": list(seeds)}
+
+
+def _prepare_out_dir(out: Path, identity: dict, resume: bool) -> None:
+  run_file = out / "run.json"
+  if run_file.exists():
+    held = json.loads(run_file.read_text())
+    if not resume:
+      raise ValueError(
+          f"{out} already holds a run ({held}); pass --resume to continue it "
+          "or choose a new --out folder")
+    if held != identity:
+      raise ValueError(f"cannot resume: {out} holds {held}, not {identity}")
+  elif resume:
+    raise FileNotFoundError(f"nothing to resume in {out}: no run.json; "
+                            "start the run without --resume")
+  elif out.exists() and any(out.iterdir()):
+    raise ValueError(f"{out} is not empty and holds no run; choose a new "
+                     "--out folder")
+  out.mkdir(parents=True, exist_ok=True)
+  run_file.write_text(json.dumps(identity))
+
+
+def _per_seed(x) -> float | list[float]:
+  x = np.asarray(x, np.float64)
+  return float(x) if x.ndim == 0 else [float(v) for v in x]
+
+
+def _stats(x) -> dict[str, Any]:
+  x = np.atleast_1d(np.asarray(x, np.float64))
+  return {"mean": float(x.mean()), "std": float(x.std()),
+          "per_seed": [float(v) for v in x]}
+
+
+def _read_metrics(path: Path, upto: int) -> list[dict]:
+  if not path.exists():
+    return []
+  rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+  return [r for r in rows if r["step"] <= upto]
+
+
+def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
+               preset: str = "quick", steps: int | None = None,
+               batch_size: int | None = None, seeds: Sequence[int] = (0,), resume: bool = False,
+               data: PairData | None = None, data_dir=None,
+               progress: bool = True, runner: Callable | None = None,
+               plots: bool = True) -> RunResult:
+  """Trains `method` on `pair`, writing logs, checkpoints and a summary.
+
+  Args:
+    pair: the adaptation pair.
+    method: "dann", "source_only" or "target_only".
+    out_dir: the run folder (created; must not hold another run).
+    preset: "quick" or "paper" (see `dann_jax.presets`).
+    steps: overrides the preset's step count.
+    batch_size: overrides the preset's batch size.
+    seeds: one run per seed; several seeds train in one compiled program
+      (`jax.vmap` over seed-dependent state) and are reported as mean +- std.
+    resume: continue the run in `out_dir` from its checkpoint.
+    data: the pair's splits, if already loaded.
+    data_dir: the data cache folder.
+    progress: show a tqdm progress bar.
+    runner: a multi-device chunk runner from `dann_jax.parallel`, or None.
+    plots: write `curves.png`.
+
+  Returns:
+    The summary, the final state, the normalisation mean and the data.
+  """
+  check_method(method)
+  seeds = list(seeds)
+  if not seeds:
+    raise ValueError("seeds is empty: --seeds must be >= 1")
+  plan = make_plan(pair, method, preset, steps=steps, batch_size=batch_size,
+                   seed=seeds[0])
+  out = Path(out_dir)
+  _prepare_out_dir(out, _identity(pair, method, preset, plan, seeds), resume)
+  data = data or load_pair_data(pair, data_dir=data_dir)
+  domain_pair = make_domain_pair(data.source_train, data.target_train)
+  mean = np.asarray(domain_pair.mean)
+  num_classes = data.source_train.num_classes
+  model = pair.make_model(num_classes)
+  sample = jnp.zeros((1, *data.source_train.images.shape[1:]))
+  make_state = lambda key: create_train_state(model, plan.config, sample, key)
+  if len(seeds) == 1:
+    state = make_state(jax.random.key(seeds[0]))
+  else:
+    state = replicate_seeds(make_state, seeds)
+  if resume:
+    state = checkpoint.restore_checkpoint(out / "checkpoint", state)
+  start = int(np.asarray(state.step).reshape(-1)[0])
+  total = plan.config.total_steps
+
+  metrics_path = out / "metrics.jsonl"
+  history = _read_metrics(metrics_path, upto=start)
+  metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+  n_eval = plan.eval_size
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+               desc=f"{method} {pair.name}")
+  last_eval: dict[str, Any] = {}
+  t0 = time.perf_counter()
+
+  def on_chunk(state: TrainState, metrics: dict[str, np.ndarray]) -> None:
+    step = int(np.asarray(state.step).reshape(-1)[0])
+    row = {"step": step}
+    for k, v in metrics.items():
+      row[k] = _per_seed(np.mean(v, axis=-1))
+    if step % plan.eval_every == 0 or step == total:
+      row["target_accuracy"] = _per_seed(accuracy(
+          state, data.target_test.images[:n_eval],
+          data.target_test.labels[:n_eval], mean))
+      row["source_accuracy"] = _per_seed(accuracy(
+          state, data.source_test.images[:n_eval],
+          data.source_test.labels[:n_eval], mean))
+      last_eval["target"] = np.mean(row["target_accuracy"])
+      checkpoint.save_checkpoint(out / "checkpoint", state)
+    history.append(row)
+    with metrics_path.open("a") as f:
+      f.write(json.dumps(row) + "\n")
+    if bar is not None:
+      bar.update(len(metrics["loss"]) if np.ndim(metrics["loss"]) == 1
+                 else metrics["loss"].shape[-1])
+      postfix = {"Ly": np.mean(row["label_loss"]),
+                 "Ld": np.mean(row["domain_loss"]),
+                 "dacc": np.mean(row["domain_accuracy"]),
+                 "lam": np.mean(row["lambda"])}
+      if "target" in last_eval:
+        postfix["tgt"] = last_eval["target"]
+      bar.set_postfix({k: f"{v:.3f}" for k, v in postfix.items()},
+                      refresh=False)
+
+  try:
+    state = fit(state, domain_pair, num_steps=total,
+                batch_size=plan.config.batch_size, num_classes=num_classes,
+                chunk=100 if plan.eval_every % 100 == 0 else plan.eval_every,
+                callback=on_chunk,
+                runner=runner)
+  finally:
+    if bar is not None:
+      bar.close()
+  train_seconds = time.perf_counter() - t0
+
+  target_acc = accuracy(state, data.target_test.images,
+                        data.target_test.labels, mean)
+  source_acc = accuracy(state, data.source_test.images,
+                        data.source_test.labels, mean)
+  summary = {
+      **_identity(pair, method, preset, plan, seeds),
+      "target_accuracy": _stats(target_acc),
+      "source_accuracy": _stats(source_acc),
+      "target_test_size": len(data.target_test),
+      "paper_v1": (pair.paper or {}).get(method),
+      "paper_icml": (pair.paper_icml or {}).get(method),
+      "train_seconds": round(train_seconds, 1),
+      "steps_run": total - start,
+      "machine": machine_description(),
+      "note": plan.note,
+      "config": dataclasses.asdict(plan.config),
+      "network": plan.network,
+      "provenance": {"source": data.source_train.provenance,
+                     "target": data.target_train.provenance},
+  }
+  (out / "summary.json").write_text(json.dumps(summary, indent=2))
+  if plots:
+    from dann_jax.plots import training_curves
+    training_curves(history, out / "curves.png",
+                    title=f"{method} on {pair.name}")
+  return RunResult(summary, state, mean, data)
+
+
+def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None,
+             data_dir=None) -> RunResult:
+  """Rebuilds a finished (or checkpointed) run from its folder.
+
+  Args:
+    run_dir: a folder written by `train_pair`.
+    data: the pair's splits, if already loaded.
+    data_dir: the data cache folder.
+
+  Returns:
+    The run's summary (empty if it did not finish), restored state, mean and
+    data.
+
+  Raises:
+    FileNotFoundError: if `run_dir` holds no run.
+  """
+  from dann_jax.pairs import PAIRS
+
+  run_dir = Path(run_dir)
+  run_file = run_dir / "run.json"
+  if not run_file.exists():
+    raise FileNotFoundError(f"{run_dir} holds no run (no run.json); pass a "
+                            "folder written by `dann-jax train`")
+  identity = json.loads(run_file.read_text())
+  pair = PAIRS[identity["pair"]]
+  seeds = identity["seeds"]
+  plan = make_plan(pair, identity["method"], identity["preset"],
+                   steps=identity["steps"], batch_size=identity["batch_size"],
+                   seed=seeds[0])
+  data = data or load_pair_data(pair, data_dir=data_dir)
+  mean = pixel_mean(data.source_train.images, data.target_train.images)
+  model = pair.make_model(data.source_train.num_classes)
+  sample = jnp.zeros((1, *data.source_train.images.shape[1:]))
+  make_state = lambda key: create_train_state(model, plan.config, sample, key)
+  state = (make_state(jax.random.key(seeds[0])) if len(seeds) == 1
+           else replicate_seeds(make_state, seeds))
+  state = checkpoint.restore_checkpoint(run_dir / "checkpoint", state)
+  summary_file = run_dir / "summary.json"
+  summary = (json.loads(summary_file.read_text()) if summary_file.exists()
+             else {})
+  return RunResult(summary, state, mean, data)
+
+
+def seed_states(state: TrainState) -> list[TrainState]:
+  """The single-seed states of a state with (or without) a seeds axis."""
+  if state.step.ndim == 0:
+    return [state]
+  return [jax.tree.map(lambda x, i=i: x[i], state)
+          for i in range(state.step.shape[0])]
