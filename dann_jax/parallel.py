@@ -1,0 +1,365 @@
+"""Data-parallel training on several devices: sharded `jit` and `pmap`.
+
+Both paths run the single-device step `dann_jax.train.train_step` on one
+global batch of `batch_size` rows (half source, half target) split evenly over
+the devices, each device holding an equal share of the source half and of the
+target half. Losses are means over the global batch, so N devices take the
+step one device would take, up to the order of floating-point sums.
+
+- Sharding (current JAX practice): `make_mesh` builds a `Mesh` with a "data"
+  axis; `make_sharded_runner(mesh)` jits the chunk of steps with the state
+  replicated and each sampled batch constrained to be split along "data". XLA
+  inserts the gradient all-reduce.
+- pmap (legacy, still common): `make_pmap_train_step` wraps
+  `train_step(..., axis_name=...)`, which `psum`s gradients and `pmean`s model
+  statistics; `make_pmap_runner(devices)` scans whole chunks inside the pmap.
+
+Both runners have the signature `fit(..., runner=...)` expects, take and
+return an ordinary single-device state (or one with a leading seeds axis from
+`replicate_seeds`), so checkpoints and evaluation do not change.
+
+With dropout (the SVHN net) the masks differ from a single device's (the
+pmap step folds the device index into the dropout key; the sharded path
+reorders rows): same distribution, different draws. Nets without dropout
+(the MNIST net) reproduce one device to floating-point tolerance.
+
+References: Sec. 5 of Ganin & Lempitsky, arXiv 1409.7495 (each batch is half
+source, half target; the loss is the mean over the batch).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from dann_jax.data.batching import DomainPair, sample_batch
+from dann_jax.train import DATA_STREAM, TrainState, train_step
+
+DATA_AXIS = "data"
+PMAP_AXIS = "devices"
+PARALLEL_KINDS = ("sharding", "pmap")
+
+Runner = Callable[[TrainState, DomainPair, int, int], tuple[TrainState, Any]]
+
+
+def _nearest_valid(batch_size: int, num_devices: int) -> str:
+  step = 2 * num_devices  # both halves split evenly
+  below = batch_size // step * step
+  sizes = [s for s in (below, below + step) if s > 0 and s != batch_size]
+  return " or ".join(str(s) for s in sizes)
+
+
+def check_split(batch_size: int, num_devices: int) -> None:
+  """Raises ValueError unless both halves of the batch split evenly.
+
+  Args:
+    batch_size: the global batch, half source and half target.
+    num_devices: the number of devices it is split over.
+
+  Raises:
+    ValueError: naming the nearest batch sizes that split.
+  """
+  if num_devices < 1:
+    raise ValueError(f"{num_devices=} must be >= 1")
+  if batch_size <= 0 or batch_size % 2:
+    raise ValueError(f"{batch_size=} must be even and positive: half source, "
+                     "half target")
+  half = batch_size // 2
+  if half % num_devices:  # then the whole batch splits too
+    raise ValueError(
+        f"batch_size={batch_size} with {num_devices} devices: each half "
+        f"({half}) must split evenly; use "
+        f"{_nearest_valid(batch_size, num_devices)}")
+
+
+def check_devices(batch_size: int, num_devices: int,
+                  available: int | None = None) -> None:
+  """Raises ValueError for a batch that does not split or too few devices.
+
+  Args:
+    batch_size: the global batch, half source and half target.
+    num_devices: the number of devices asked for.
+    available: the devices there are; `jax.local_device_count()` if None.
+
+  Raises:
+    ValueError: naming the nearest valid batch sizes, or the device count
+      that exists.
+  """
+  check_split(batch_size, num_devices)
+  _check_available(num_devices, available)
+
+
+def _check_available(num_devices: int, available: int | None = None) -> None:
+  if num_devices < 1:
+    raise ValueError(f"{num_devices=} must be >= 1")
+  if available is None:
+    available = jax.local_device_count()
+  if num_devices > available:
+    raise ValueError(
+        f"{num_devices} devices asked for, but only {available} "
+        f"{jax.default_backend()} device(s) exist; use --devices {available} "
+        "or fewer (on CPU, fake more with XLA_FLAGS="
+        "--xla_force_host_platform_device_count=N set before importing jax)")
+
+
+def _local_devices(num_devices: int | None) -> list:
+  devices = jax.local_devices()
+  if num_devices is None:
+    return devices
+  _check_available(num_devices, len(devices))
+  return devices[:num_devices]
+
+
+def make_mesh(num_devices: int | None = None,
+              devices: Sequence[Any] | None = None) -> Mesh:
+  """A one-axis ("data") mesh over the first `num_devices` devices.
+
+  Args:
+    num_devices: how many; all of `devices` if None.
+    devices: the devices to draw from; `jax.local_devices()` if None (pass
+      `jax.devices()` for a multi-host mesh).
+
+  Returns:
+    The mesh.
+
+  Raises:
+    ValueError: for more devices than exist.
+  """
+  if devices is None:
+    devices = _local_devices(num_devices)
+  else:
+    devices = list(devices)
+    count = len(devices) if num_devices is None else num_devices
+    _check_available(count, len(devices))
+    devices = devices[:count]
+  return Mesh(np.asarray(devices), (DATA_AXIS,),
+              axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def split_batch(batch: dict[str, Any], num_devices: int) -> dict[str, Any]:
+  """Splits a global batch into per-device shards, half source, half target.
+
+  Shard d is [source rows of block d, target rows of block d], where the
+  source half (first B/2 rows) and target half (last B/2 rows) are each cut
+  into `num_devices` consecutive blocks.
+
+  Args:
+    batch: arrays with a leading axis of B rows, first half source.
+    num_devices: N; both halves must split evenly.
+
+  Returns:
+    The same arrays reshaped to (N, B/N, ...).
+
+  Raises:
+    ValueError: if B/2 is not divisible by N.
+  """
+  def split(x):
+    check_split(x.shape[0], num_devices)
+    halves = x.reshape((2, num_devices, -1) + x.shape[1:])
+    return jnp.swapaxes(halves, 0, 1).reshape((num_devices, -1) + x.shape[1:])
+  return jax.tree.map(split, batch)
+
+
+def interleave_batch(batch: dict[str, Any],
+                     num_devices: int) -> dict[str, Any]:
+  """Reorders rows to [S0 T0 S1 T1 ...] so N equal row blocks split both halves.
+
+  Args:
+    batch: arrays with a leading axis of B rows, first half source.
+    num_devices: N.
+
+  Returns:
+    The rows of `split_batch(batch, N)` laid end to end, shape (B, ...).
+  """
+  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]),
+                      split_batch(batch, num_devices))
+
+
+def _scan_chunk(state: TrainState, pair: DomainPair, num_steps: int,
+                batch_size: int, prepare: Callable,
+                axis_name: str | None = None):
+  """`train_on_pair` with `prepare` applied to each sampled batch."""
+  data_key = jax.random.fold_in(state.key, DATA_STREAM)
+
+  def body(state, _):
+    batch = prepare(sample_batch(pair, data_key, state.step, batch_size))
+    return train_step(state, batch, axis_name=axis_name)
+
+  return jax.lax.scan(body, state, None, length=num_steps)
+
+
+def _per_seed(chunk: Callable, state: TrainState):
+  """Runs `chunk(state)`, vmapped when `state` carries a leading seeds axis."""
+  return jax.vmap(chunk)(state) if state.step.ndim else chunk(state)
+
+
+def make_sharded_runner(mesh: Mesh) -> Runner:
+  """A `fit` runner that splits each batch over the mesh's "data" axis.
+
+  The state and the domain pair are replicated on every device; each sampled
+  batch is reordered by `interleave_batch` and constrained to be sharded along
+  "data", so device d holds the d-th share of the source and of the target
+  rows. One compilation per (chunk length, batch size).
+
+  Args:
+    mesh: from `make_mesh`.
+
+  Returns:
+    `runner(state, pair, num_steps, batch_size) -> (state, metrics)`; the
+    returned state is replicated over the mesh (a normal `jax.Array` pytree).
+  """
+  num_devices = mesh.shape[DATA_AXIS]
+  replicated = NamedSharding(mesh, P())
+  by_rows = NamedSharding(mesh, P(DATA_AXIS))
+
+  def prepare(batch):
+    return jax.lax.with_sharding_constraint(
+        interleave_batch(batch, num_devices), by_rows)
+
+  @functools.partial(jax.jit, static_argnums=(2, 3), donate_argnums=0,
+                     out_shardings=replicated)
+  def run(state, pair, num_steps, batch_size):
+    return _per_seed(
+        lambda s: _scan_chunk(s, pair, num_steps, batch_size, prepare), state)
+
+  def runner(state, pair, num_steps, batch_size):
+    check_split(batch_size, num_devices)
+    state, pair = jax.device_put((state, pair), replicated)
+    return run(state, pair, num_steps, batch_size)
+
+  return runner
+
+
+def replicate(tree: Any, devices: Sequence[Any],
+              axis_name: str = PMAP_AXIS) -> Any:
+  """Copies every array of `tree` to each device, along a new leading axis.
+
+  Args:
+    tree: a pytree of arrays (e.g. a `TrainState` or a `DomainPair`).
+    devices: the devices, in the order `jax.pmap(devices=...)` uses.
+    axis_name: the name of the new axis' mesh.
+
+  Returns:
+    The tree with arrays of shape (len(devices), ...), one copy per device.
+  """
+  devices = list(devices)
+  sharding = NamedSharding(Mesh(np.asarray(devices), (axis_name,)),
+                           P(axis_name))
+
+  def copies(x):
+    # One transfer per device, never an N-fold stack on a single device.
+    x = jnp.asarray(x)[None]
+    return jax.make_array_from_single_device_arrays(
+        (len(devices),) + x.shape[1:], sharding,
+        [jax.device_put(x, device) for device in devices])
+  return jax.tree.map(copies, tree)
+
+
+def unreplicate(tree: Any) -> Any:
+  """The first device's copy of a `replicate`d (or pmap output) tree."""
+  def first(x):
+    if not isinstance(x, jax.Array) or len(x.sharding.device_set) == 1:
+      return x[0]
+    # The first shard's data avoids a gather across devices.
+    shard = x.addressable_shards[0].data
+    return shard if x.sharding.is_fully_replicated else shard[0]
+  return jax.tree.map(first, tree)
+
+
+def make_pmap_train_step(axis_name: str = PMAP_AXIS,
+                         devices: Sequence[Any] | None = None) -> Callable:
+  """`train_step` inside `jax.pmap`: gradients summed, statistics averaged.
+
+  Use with `replicate(state, devices)` and `split_batch(batch, len(devices))`:
+
+    step = make_pmap_train_step(devices=devices)
+    state = replicate(state, devices)
+    state, metrics = step(state, split_batch(batch, len(devices)))
+
+  Args:
+    axis_name: the pmapped axis, passed to `train_step` for its collectives.
+    devices: the devices to map over; all local devices if None.
+
+  Returns:
+    `step(replicated_state, sharded_batch) -> (replicated_state, metrics)`;
+    every device's metrics are those of the global batch.
+  """
+  return jax.pmap(functools.partial(train_step, axis_name=axis_name),
+                  axis_name=axis_name, devices=devices, donate_argnums=0)
+
+
+def make_pmap_runner(devices: Sequence[Any],
+                     axis_name: str = PMAP_AXIS) -> Runner:
+  """A `fit` runner that scans chunks of steps inside `jax.pmap`.
+
+  Each device samples the same global batch (same key, same step), keeps its
+  shard by `lax.axis_index` (see `split_batch`), and takes
+  `train_step(..., axis_name=axis_name)`. The state is replicated on the way
+  in and the first copy returned, so `fit` and checkpoints see one state.
+
+  Args:
+    devices: the devices to map over (e.g. `jax.local_devices()[:n]`).
+    axis_name: the pmapped axis' name.
+
+  Returns:
+    `runner(state, pair, num_steps, batch_size) -> (state, metrics)`.
+  """
+  devices = list(devices)
+  num_devices = len(devices)
+  cached_pair = [None, None]  # (pair, its replicated copy): placed once
+
+  def own_shard(batch):
+    index = jax.lax.axis_index(axis_name)
+    return jax.tree.map(
+        lambda x: jax.lax.dynamic_index_in_dim(x, index, keepdims=False),
+        split_batch(batch, num_devices))
+
+  @functools.partial(jax.pmap, axis_name=axis_name, devices=devices,
+                     static_broadcasted_argnums=(2, 3), donate_argnums=0)
+  def run(state, pair, num_steps, batch_size):
+    return _per_seed(
+        lambda s: _scan_chunk(s, pair, num_steps, batch_size, own_shard,
+                              axis_name), state)
+
+  def runner(state, pair, num_steps, batch_size):
+    check_split(batch_size, num_devices)
+    if cached_pair[0] is not pair:
+      cached_pair[:] = [pair, replicate(pair, devices, axis_name)]
+    state, metrics = run(replicate(state, devices, axis_name), cached_pair[1],
+                         num_steps, batch_size)
+    return unreplicate(state), unreplicate(metrics)
+
+  return runner
+
+
+def make_runner(kind: str, num_devices: int | None = None,
+                batch_size: int | None = None) -> Runner:
+  """The `fit` runner for `--parallel kind --devices num_devices`.
+
+  Args:
+    kind: "sharding" (mesh + `jax.jit`) or "pmap".
+    num_devices: how many local devices; all if None.
+    batch_size: checked against the device count now if given, so a bad
+      combination fails before data is loaded.
+
+  Returns:
+    `runner(state, pair, num_steps, batch_size) -> (state, metrics)`.
+
+  Raises:
+    ValueError: an unknown kind, too many devices, or a batch that does not
+      split evenly (the message names the nearest sizes that do).
+  """
+  if kind not in PARALLEL_KINDS:
+    raise ValueError(f"unknown parallel kind {kind!r}; choose one of "
+                     f"{PARALLEL_KINDS}")
+  devices = _local_devices(num_devices)
+  if batch_size is not None:
+    check_devices(batch_size, len(devices))
+  if kind == "sharding":
+    return make_sharded_runner(make_mesh(devices=devices))
+  return make_pmap_runner(devices)
