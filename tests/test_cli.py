@@ -82,3 +82,28 @@ def test_bad_arguments(args, message, tmp_path, capsys):
 def test_resume_without_run(tmp_path, capsys, tiny_mnist):
   assert main(TRAIN + ["--out", str(tmp_path / "none"), "--resume"]) == 2
   assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_train_on_four_fake_devices(tiny_mnist, tmp_path):
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  for parallel in ("sharding", "pmap"):
+    out = tmp_path / parallel
+    cmd = [sys.executable, "-m", "dann_jax.cli", "train", "--source", "mnist",
+           "--target", "mnist-m", "--steps", "5", "--batch-size", "8",
+           "--devices", "4", "--parallel", parallel, "--no-progress",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 5
+  # A half batch of 4 does not split over 3 devices: the nearest sizes.
+  proc = subprocess.run(cmd[:-7] + ["--devices", "3", "--out",
+                                    str(tmp_path / "bad")],
+                        env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2
+  assert "use 6 or 12" in proc.stderr

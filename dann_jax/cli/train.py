@@ -6,6 +6,7 @@ import argparse
 import json
 
 from dann_jax.pairs import PAIRS, get_pair
+from dann_jax.parallel import PARALLEL_KINDS
 from dann_jax.presets import PRESETS
 
 METHOD_FLAGS = {"dann": "dann", "source-only": "source_only",
@@ -28,9 +29,9 @@ def seed_list(args) -> list[int]:
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--devices", type=int, default=None,
-                      help="devices for data parallelism (default: one "
-                           "device; 0 = all local devices)")
-  parser.add_argument("--parallel", choices=("sharding", "pmap"),
+                      help="devices for data parallelism (default: all "
+                           "local devices)")
+  parser.add_argument("--parallel", choices=PARALLEL_KINDS,
                       default="sharding",
                       help="multi-device path: jit over a sharded batch "
                            "(default) or jax.pmap")
@@ -38,11 +39,13 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
 
 def make_runner(args, batch_size: int):
   """The multi-device chunk runner asked for on the command line, or None."""
-  if args.devices is None or args.devices == 1:
-    return None
-  from dann_jax import parallel
-  return parallel.make_runner(args.parallel, args.devices or None,
-                              batch_size)
+  import jax
+
+  from dann_jax.parallel import make_runner as parallel_runner
+  n = jax.local_device_count() if args.devices is None else args.devices
+  if n == 1:
+    return None  # the plain single-device path
+  return parallel_runner(args.parallel, n, batch_size)
 
 
 def register(subparsers) -> None:
