@@ -181,8 +181,8 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
   def on_chunk(state: TrainState, metrics: dict[str, np.ndarray]) -> None:
     step = int(np.asarray(state.step).reshape(-1)[0])
     row = {"step": step}
-    for k, v in metrics.items():
-      row[k] = _per_seed(np.mean(v, axis=-1))
+    for k, v in metrics.items():  # (steps,) or (steps, seeds)
+      row[k] = _per_seed(np.mean(v, axis=0))
     if step % plan.eval_every == 0 or step == total:
       row["target_accuracy"] = _per_seed(accuracy(
           state, data.target_test.images[:n_eval],
@@ -196,8 +196,7 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
     with metrics_path.open("a") as f:
       f.write(json.dumps(row) + "\n")
     if bar is not None:
-      bar.update(len(metrics["loss"]) if np.ndim(metrics["loss"]) == 1
-                 else metrics["loss"].shape[-1])
+      bar.update(len(metrics["loss"]))
       postfix = {"Ly": np.mean(row["label_loss"]),
                  "Ld": np.mean(row["domain_loss"]),
                  "dacc": np.mean(row["domain_accuracy"]),

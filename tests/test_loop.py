@@ -119,3 +119,12 @@ def test_accuracy_and_features_against_direct_apply(pair):
       atol=1e-6)
   h = features(state, images, pair.mean, layer="hidden", batch_size=7)
   assert h.shape == (24, 100)
+
+
+def test_scan_and_stepwise_runners_agree(pair):
+  from dann_jax.train import jit_train_on_pair, train_on_pair_stepwise
+  scanned, m_scan = jit_train_on_pair(_state(), pair, 3, BATCH)
+  looped, m_loop = train_on_pair_stepwise(_state(), pair, 3, BATCH)
+  _assert_trees_close(scanned.params, looped.params, rtol=1e-5)
+  np.testing.assert_allclose(m_scan["loss"], m_loop["loss"], rtol=1e-5)
+  assert m_loop["loss"].shape == (3,)
