@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from dann_jax.grl import gradient_reversal
-from dann_jax.layers import max_pool
+from dann_jax.layers import conv_general_dilated, max_pool
 
 
 def _takes_train(module: nn.Module) -> bool:
@@ -54,7 +54,8 @@ class ConvFeatures(nn.Module):
           f"{x.shape}. Add a batch axis or move channels last.")
     for width, pool in zip(self.features, self.pools, strict=True):
       x = nn.Conv(width, (self.kernel_size, self.kernel_size),
-                  padding=self.padding)(x)
+                  padding=self.padding,
+                  conv_general_dilated=conv_general_dilated)(x)
       x = nn.relu(x)
       if pool is not None:
         x = max_pool(x, *pool, padding=self.padding)

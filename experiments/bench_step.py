@@ -1,0 +1,294 @@
+"""Times one DANN train step: the jitted JAX step against PyTorch eager.
+
+Both frameworks run the paper's MNIST and SVHN networks on the same batch of
+128 (64 source + 64 target) random 32x32x3 images: forward, label and domain
+losses through a gradient reversal layer, backward, and an SGD-momentum step.
+The steps alternate in one process (JAX, PyTorch, JAX, ...) so that both see
+the same machine load; each reports the median of the timed steps after a
+warm-up. The plain Flax step (`nn.Conv` + `nn.max_pool`, the formulation
+before `dann_jax.layers`) is timed alongside for the MNIST net.
+
+Threads: XLA:CPU runs one intra-op thread per core this process may use;
+PyTorch is set to the same number (`torch.set_num_threads`). XLA flags come
+from the `XLA_FLAGS` environment variable only, and are printed.
+
+    python experiments/bench_step.py                 # both nets, 30 steps
+    python experiments/bench_step.py --nets mnist --steps 50
+    pip install -e .[bench]                          # PyTorch (CPU build)
+
+PyTorch is optional: without it the JAX steps are still timed and the JSON
+line has null torch numbers.
+
+The last line printed is one JSON object: `jax_ms`, `torch_ms` and `ratio`
+(jax / torch) for the MNIST net, `svhn_*` for the SVHN net, and the context
+(threads, load average, versions, flags).
+
+References: architectures of Ganin & Lempitsky, arXiv 1409.7495 (appendix /
+JMLR 2016 Fig. 4); batch and optimizer of its Sec. 5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def _threads() -> int:
+  """Cores this process may run on: XLA:CPU's intra-op thread count."""
+  return len(os.sched_getaffinity(0))
+
+
+def make_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """A random batch in the train step's format, first half source."""
+  rng = np.random.default_rng(seed)
+  half = batch_size // 2
+  return {
+      "image": rng.random((batch_size, 32, 32, 3), np.float32) - 0.5,
+      "label": rng.integers(0, 10, batch_size).astype(np.int32),
+      "domain": (np.arange(batch_size) >= half).astype(np.int32),
+      "label_mask": np.arange(batch_size) < half,
+  }
+
+
+# ----------------------------------------------------------------------------
+# JAX
+
+
+def plain_mnist_dann():
+  """The MNIST DANN with stock `nn.Conv` and `nn.max_pool` (the baseline)."""
+  import flax.linen as nn
+
+  from dann_jax import models
+
+  class PlainConvFeatures(nn.Module):
+    features: Sequence[int]
+    pools: Sequence[tuple[int, int] | None]
+
+    @nn.compact
+    def __call__(self, x):
+      for width, pool in zip(self.features, self.pools):
+        x = nn.relu(nn.Conv(width, (5, 5), padding="VALID")(x))
+        if pool is not None:
+          x = nn.max_pool(x, (pool[0],) * 2, strides=(pool[1],) * 2)
+      return x.reshape(x.shape[0], -1)
+
+  fast = models.mnist_dann()
+  return models.DANN(
+      features=PlainConvFeatures(features=(32, 48), pools=((2, 2), (2, 2))),
+      label_predictor=fast.label_predictor,
+      domain_classifier=fast.domain_classifier)
+
+
+def jax_stepper(model, batch: dict[str, np.ndarray]) -> Callable[[], None]:
+  """A closure running one jitted, state-donating train step to completion."""
+  import jax
+
+  from dann_jax import train
+  from dann_jax.config import TrainConfig
+
+  batch = jax.device_put(batch)
+  holder = [train.create_train_state(model, TrainConfig(), batch["image"])]
+
+  def step():
+    holder[0], metrics = train.jit_train_step(holder[0], batch)
+    jax.block_until_ready((holder[0], metrics))
+
+  return step
+
+
+# ----------------------------------------------------------------------------
+# PyTorch
+
+
+def torch_stepper(net_name: str, batch: dict[str, np.ndarray]
+                  ) -> Callable[[], None]:
+  """The same network, loss and optimizer in PyTorch eager (NCHW)."""
+  import torch
+  from torch import nn
+  from torch.nn import functional as F
+
+  class GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, lam):
+      ctx.lam = lam
+      return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+      return -ctx.lam * grad, None
+
+  def mlp(sizes, dropout):
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
+      layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+      if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(sizes[-2], sizes[-1]))
+    return nn.Sequential(*layers)
+
+  class Dann(nn.Module):
+    def __init__(self, svhn: bool):
+      super().__init__()
+      if svhn:
+        # "SAME" 5x5 convolutions and 3x3 stride-2 pools (32 -> 16 -> 8).
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 5, padding=2), nn.ReLU(),
+            nn.MaxPool2d(3, 2, padding=1),
+            nn.Conv2d(64, 64, 5, padding=2), nn.ReLU(),
+            nn.MaxPool2d(3, 2, padding=1),
+            nn.Conv2d(64, 128, 5, padding=2), nn.ReLU(), nn.Flatten())
+        self.label = mlp((8 * 8 * 128, 3072, 2048, 10), 0.5)
+        self.domain = mlp((8 * 8 * 128, 1024, 1024, 1), 0.5)
+      else:
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 32, 5), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(32, 48, 5), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Flatten())
+        self.label = mlp((5 * 5 * 48, 100, 100, 10), 0.0)
+        self.domain = mlp((5 * 5 * 48, 100, 1), 0.0)
+
+    def forward(self, x, lam):
+      f = self.features(x)
+      return (self.label(f),
+              self.domain(GradientReversal.apply(f, lam)).squeeze(1))
+
+  torch.manual_seed(0)
+  net = Dann(net_name == "svhn")
+  net.train()
+  opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+  x = torch.from_numpy(np.ascontiguousarray(
+      batch["image"].transpose(0, 3, 1, 2)))
+  label = torch.from_numpy(batch["label"]).long()
+  domain = torch.from_numpy(batch["domain"]).float()
+  mask = torch.from_numpy(batch["label_mask"]).float()
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    class_logits, domain_logits = net(x, 0.5)
+    label_loss = (F.cross_entropy(class_logits, label, reduction="none")
+                  * mask).sum() / mask.sum()
+    domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domain)
+    (label_loss + domain_loss).backward()
+    opt.step()
+
+  return step
+
+
+# ----------------------------------------------------------------------------
+
+
+def time_alternating(steppers: dict[str, Callable[[], None]], steps: int,
+                     warmup: int) -> dict[str, list[float]]:
+  """Runs the steppers round-robin; returns each one's step times in ms."""
+  for _ in range(warmup):
+    for step in steppers.values():
+      step()
+  times = {name: [] for name in steppers}
+  for _ in range(steps):
+    for name, step in steppers.items():
+      start = time.perf_counter()
+      step()
+      times[name].append(1e3 * (time.perf_counter() - start))
+  return times
+
+
+def _summary(times: list[float] | None) -> dict[str, float] | None:
+  if not times:
+    return None
+  return {"median": statistics.median(times), "min": min(times),
+          "max": max(times)}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--nets", default="mnist,svhn",
+                      help="comma-separated subset of mnist,svhn")
+  parser.add_argument("--steps", type=int, default=30,
+                      help="timed steps per stepper (>= 20 for the issue)")
+  parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--no-torch", action="store_true",
+                      help="time JAX only")
+  parser.add_argument("--no-plain", action="store_true",
+                      help="skip the plain-Flax baseline of the MNIST net")
+  args = parser.parse_args(argv)
+  nets = [n for n in args.nets.split(",") if n]
+  unknown = set(nets) - {"mnist", "svhn"}
+  if unknown:
+    parser.error(f"unknown nets {sorted(unknown)}; choose from mnist, svhn")
+  if args.batch_size <= 0 or args.batch_size % 2:
+    parser.error(f"--batch-size={args.batch_size} must be even and positive")
+
+  import jax
+
+  from dann_jax import models
+
+  threads = _threads()
+  torch = None
+  if not args.no_torch:
+    try:
+      import torch
+    except ImportError:
+      print("PyTorch is not installed (pip install -e .[bench]); timing JAX "
+            "only.")
+  if torch is not None:
+    torch.set_num_threads(threads)
+
+  batch = make_batch(args.batch_size)
+  load_before = os.getloadavg()
+  results = {}
+  for net in nets:
+    steppers = {"jax": jax_stepper(
+        models.mnist_dann() if net == "mnist" else models.svhn_dann(), batch)}
+    if net == "mnist" and not args.no_plain:
+      steppers["jax_plain"] = jax_stepper(plain_mnist_dann(), batch)
+    if torch is not None:
+      steppers["torch"] = torch_stepper(net, batch)
+    times = time_alternating(steppers, args.steps, args.warmup)
+    results[net] = {name: _summary(t) for name, t in times.items()}
+
+  print(f"batch {args.batch_size}, {args.steps} timed steps after "
+        f"{args.warmup} warm-up, {threads} threads (XLA:CPU intra-op = "
+        f"torch.set_num_threads), load average {load_before[0]:.2f} -> "
+        f"{os.getloadavg()[0]:.2f}; XLA_FLAGS="
+        f"{os.environ.get('XLA_FLAGS', '')!r}")
+  print(f"{'net':6} {'stepper':10} {'median ms':>10} {'min ms':>8} "
+        f"{'max ms':>8} {'/ torch':>8}")
+  for net, by_stepper in results.items():
+    torch_median = (by_stepper.get("torch") or {}).get("median")
+    for name, s in by_stepper.items():
+      ratio = f"{s['median'] / torch_median:8.2f}" if torch_median else ""
+      print(f"{net:6} {name:10} {s['median']:10.1f} {s['min']:8.1f} "
+            f"{s['max']:8.1f} {ratio}")
+
+  def pick(net, name):
+    s = results.get(net, {}).get(name)
+    return None if s is None else round(s["median"], 2)
+
+  record = {}
+  for net, prefix in (("mnist", ""), ("svhn", "svhn_")):
+    jax_ms, torch_ms = pick(net, "jax"), pick(net, "torch")
+    record[f"{prefix}jax_ms"] = jax_ms
+    record[f"{prefix}torch_ms"] = torch_ms
+    record[f"{prefix}ratio"] = (round(jax_ms / torch_ms, 3)
+                                if jax_ms and torch_ms else None)
+  record["plain_jax_ms"] = pick("mnist", "jax_plain")
+  record.update(
+      batch_size=args.batch_size, steps=args.steps, threads=threads,
+      load_avg_1min=round(load_before[0], 2),
+      xla_flags=os.environ.get("XLA_FLAGS", ""), jax=jax.__version__,
+      torch=getattr(torch, "__version__", None),
+      cpu=platform.processor() or platform.machine())
+  print(json.dumps(record))
+  return record
+
+
+if __name__ == "__main__":
+  main()

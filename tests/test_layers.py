@@ -1,0 +1,139 @@
+"""The fast layers compute the plain layers' function: outputs and gradients."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from dann_jax import layers
+
+_TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def _plain_pool(x, window, stride, padding):
+  return nn.max_pool(x, (window, window), strides=(stride, stride),
+                     padding=padding)
+
+
+def _value_and_grad(f, x, cotangent):
+  y, vjp = jax.vjp(f, x)
+  return y, vjp(cotangent)[0]
+
+
+@pytest.mark.parametrize("shape, window, stride, padding", [
+    ((4, 28, 28, 8), 2, 2, "VALID"),  # MNIST net, first pool
+    ((4, 10, 10, 8), 2, 2, "VALID"),  # MNIST net, second pool
+    ((4, 7, 9, 3), 2, 2, "VALID"),  # odd sizes: the remainder is dropped
+    ((4, 32, 32, 8), 3, 2, "SAME"),  # SVHN net, overlapping windows
+    ((4, 15, 13, 3), 3, 2, "SAME"),  # odd sizes with -inf padding
+    ((4, 11, 8, 3), 3, 2, "VALID"),
+    ((4, 9, 9, 3), 3, 3, "SAME"),
+    ((4, 6, 6, 3), 3, 1, "SAME"),
+])
+def test_max_pool_matches_flax_values_and_gradients(shape, window, stride,
+                                                    padding):
+  # Continuous random inputs have no ties, so the gradients must agree exactly
+  # (each window's gradient goes to its unique maximum).
+  x = jax.random.normal(jax.random.key(0), shape)
+  plain = lambda x: _plain_pool(x, window, stride, padding)
+  fast = lambda x: layers.max_pool(x, window, stride, padding)
+  expected_y = plain(x)
+  cotangent = jax.random.normal(jax.random.key(1), expected_y.shape)
+  y, g = jax.jit(lambda x: _value_and_grad(fast, x, cotangent))(x)
+  expected_y, expected_g = _value_and_grad(plain, x, cotangent)
+  assert y.shape == expected_y.shape
+  np.testing.assert_allclose(y, expected_y, **_TOL)
+  np.testing.assert_allclose(g, expected_g, **_TOL)
+
+
+def test_max_pool_ties_share_the_gradient_of_their_window():
+  # Two equal maxima in each 2x2 window: select_and_scatter gives all of the
+  # window's gradient to one of them, `max_pool` splits it. Both put the same
+  # total on the maxima and nothing elsewhere.
+  window = jnp.array([[3.0, 3.0], [1.0, -2.0]])
+  x = jnp.tile(window, (3, 3))[None, :, :, None]
+  cotangent = jnp.arange(1.0, 10.0).reshape(1, 3, 3, 1)
+  _, g = _value_and_grad(lambda x: layers.max_pool(x, 2, 2), x, cotangent)
+  _, g_plain = _value_and_grad(lambda x: _plain_pool(x, 2, 2, "VALID"), x,
+                               cotangent)
+  g = np.asarray(g)[0, :, :, 0].reshape(3, 2, 3, 2)
+  g_plain = np.asarray(g_plain)[0, :, :, 0].reshape(3, 2, 3, 2)
+  np.testing.assert_allclose(g.sum(axis=(1, 3)), cotangent[0, :, :, 0])
+  np.testing.assert_allclose(g.sum(axis=(1, 3)), g_plain.sum(axis=(1, 3)))
+  np.testing.assert_allclose(g[:, 0, :, 0], g[:, 0, :, 1])  # split evenly
+  assert np.all(g[:, 1] == 0) and np.all(g_plain[:, 1] == 0)
+
+
+def test_max_pool_after_relu_gradient_matches_at_zero_ties():
+  # Windows that are entirely negative before the ReLU tie at 0 after it; the
+  # ReLU's zero derivative there makes both formulations give zero.
+  x = jax.random.normal(jax.random.key(2), (2, 12, 12, 4)) - 1.0
+  cotangent = jax.random.normal(jax.random.key(3), (2, 6, 6, 4))
+  fast = lambda x: layers.max_pool(nn.relu(x), 2, 2)
+  plain = lambda x: _plain_pool(nn.relu(x), 2, 2, "VALID")
+  assert np.any(np.asarray(plain(x)) == 0)  # the tie case does occur
+  _, g = _value_and_grad(fast, x, cotangent)
+  _, expected = _value_and_grad(plain, x, cotangent)
+  np.testing.assert_allclose(g, expected, **_TOL)
+
+
+def test_max_pool_rejects_bad_arguments():
+  with pytest.raises(ValueError, match="padding"):
+    layers.max_pool(jnp.zeros((1, 4, 4, 1)), 2, 2, padding="FULL")
+  with pytest.raises(ValueError, match="NHWC"):
+    layers.max_pool(jnp.zeros((4, 4, 1)), 2, 2)
+  with pytest.raises(ValueError, match="larger than"):
+    layers.max_pool(jnp.zeros((1, 2, 2, 1)), 3, 1)
+
+
+def _plain_conv(x, k, padding, strides=(1, 1)):
+  return lax.conv_general_dilated(x, k, strides, padding,
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _fast_conv(x, k, padding, strides=(1, 1)):
+  return layers.conv_general_dilated(
+      x, k, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("x_shape, k_shape, padding, strides", [
+    ((3, 32, 32, 3), (5, 5, 3, 8), "VALID", (1, 1)),  # MNIST net, layer 1
+    ((3, 14, 14, 8), (5, 5, 8, 6), "VALID", (1, 1)),  # MNIST net, layer 2
+    ((3, 16, 16, 3), (5, 5, 3, 8), "SAME", (1, 1)),  # SVHN net
+    ((3, 9, 7, 2), (3, 2, 2, 4), "SAME", (1, 1)),  # odd sizes, odd kernel
+    ((3, 9, 7, 2), (3, 3, 2, 4), ((1, 0), (2, 1)), (1, 1)),  # explicit pads
+    ((3, 9, 7, 2), (3, 3, 2, 4), "SAME", (2, 1)),  # strided: plain fallback
+])
+def test_conv_matches_lax_values_and_gradients(x_shape, k_shape, padding,
+                                               strides):
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  k = jax.random.normal(jax.random.key(1), k_shape)
+  expected, plain_vjp = jax.vjp(
+      lambda x, k: _plain_conv(x, k, padding, strides), x, k)
+  cotangent = jax.random.normal(jax.random.key(2), expected.shape)
+
+  @jax.jit
+  def fast(x, k):
+    y, vjp = jax.vjp(lambda x, k: _fast_conv(x, k, padding, strides), x, k)
+    return y, vjp(cotangent)
+
+  y, (gx, gk) = fast(x, k)
+  ex, ek = plain_vjp(cotangent)
+  assert y.shape == expected.shape
+  np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(gx, ex, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(gk, ek, rtol=1e-4, atol=2e-4)
+
+
+def test_conv_module_keeps_flax_parameters_and_outputs():
+  x = jax.random.normal(jax.random.key(0), (2, 12, 12, 3))
+  plain = nn.Conv(5, (3, 3), padding="VALID")
+  fast = nn.Conv(5, (3, 3), padding="VALID",
+                 conv_general_dilated=layers.conv_general_dilated)
+  variables = plain.init(jax.random.key(1), x)
+  assert jax.tree.structure(fast.init(jax.random.key(1), x)) == (
+      jax.tree.structure(variables))
+  np.testing.assert_allclose(fast.apply(variables, x),
+                             plain.apply(variables, x), rtol=1e-5, atol=1e-5)
