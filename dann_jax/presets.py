@@ -8,7 +8,11 @@ and the SVHN net otherwise. The paper gives no iteration count; 20,000 steps
 MNIST -> MNIST-M run measured on this project's machine had converged (.910
 target accuracy at 20k after .846 at 14k and .894 at 18k; issue 4).
 
-`quick` departs from the paper to fit minutes on a CPU (see `QUICK_NOTE`).
+`quick` departs from the paper to fit minutes on a CPU (see `QUICK_NOTE`):
+measured on MNIST -> MNIST-M over 3,000 steps on this project's 2-core machine,
+SGD with the paper's schedules reached .575/.612/.594/.673/.650/.550 target
+accuracy at 500-step intervals (the oscillation the paper preset outgrows after
+~10k steps), while Adam at 1e-3 rose steadily to .72.
 
 References: Sec. 5 of Ganin & Lempitsky, arXiv 1409.7495.
 """
@@ -24,10 +28,14 @@ PRESETS = ("quick", "paper")
 PAPER_STEPS = 20_000
 
 QUICK_STEPS = 3_000
+QUICK_LEARNING_RATE = 1e-3
 QUICK_NOTE = (
-    "quick preset: {steps} steps instead of the paper's long runs, SGD "
-    "momentum 0.9 with the paper's schedules compressed into that budget, "
-    "the MNIST net for every pair, evaluation on subsets while training.")
+    "quick preset, departing from the paper to fit minutes on a CPU: {steps} "
+    "steps, Adam with mu_0 = 1e-3 under the paper's annealing formula instead "
+    "of SGD momentum 0.9 with mu_0 = 0.01 (over a budget this short, SGD "
+    "with the paper's schedules oscillated and fell back to the source-only "
+    "level, see the README), the paper's lambda ramp compressed into the "
+    "budget, and the MNIST net for every pair.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +86,7 @@ def make_plan(pair: PairSpec, method: str, preset: str = "quick", *,
     return RunPlan(config, pair.network, eval_every=1000, eval_size=5000)
   total = steps or QUICK_STEPS
   config = TrainConfig(method=method, total_steps=total, seed=seed,
+                       optimizer="adam", learning_rate=QUICK_LEARNING_RATE,
                        **overrides)
   return RunPlan(config, "mnist", eval_every=_eval_every(total),
                  eval_size=2000, note=QUICK_NOTE.format(steps=total))

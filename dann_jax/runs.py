@@ -77,7 +77,8 @@ def _identity(pair: PairSpec, method: str, preset: str, plan: RunPlan,
           "batch_size": plan.config.batch_size, "seeds": list(seeds)}
 
 
-def _prepare_out_dir(out: Path, identity: dict, resume: bool) -> None:
+def _check_out_dir(out: Path, identity: dict, resume: bool) -> None:
+  """Refuses to overwrite another run, or to resume a different one."""
   run_file = out / "run.json"
   if run_file.exists():
     held = json.loads(run_file.read_text())
@@ -93,8 +94,6 @@ def _prepare_out_dir(out: Path, identity: dict, resume: bool) -> None:
   elif out.exists() and any(out.iterdir()):
     raise ValueError(f"{out} is not empty and holds no run; choose a new "
                      "--out folder")
-  out.mkdir(parents=True, exist_ok=True)
-  run_file.write_text(json.dumps(identity))
 
 
 def _per_seed(x) -> float | list[float]:
@@ -149,7 +148,8 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
   plan = make_plan(pair, method, preset, steps=steps, batch_size=batch_size,
                    seed=seeds[0])
   out = Path(out_dir)
-  _prepare_out_dir(out, _identity(pair, method, preset, plan, seeds), resume)
+  identity = _identity(pair, method, preset, plan, seeds)
+  _check_out_dir(out, identity, resume)
   data = data or load_pair_data(pair, data_dir=data_dir)
   domain_pair = make_domain_pair(data.source_train, data.target_train)
   mean = np.asarray(domain_pair.mean)
@@ -161,7 +161,10 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
     state = make_state(jax.random.key(seeds[0]))
   else:
     state = replicate_seeds(make_state, seeds)
-  if resume:
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "run.json").write_text(json.dumps(identity))
+  # A run stopped before its first checkpoint resumes from step 0.
+  if resume and checkpoint.latest_step(out / "checkpoint") is not None:
     state = checkpoint.restore_checkpoint(out / "checkpoint", state)
   start = int(np.asarray(state.step).reshape(-1)[0])
   total = plan.config.total_steps
@@ -222,7 +225,7 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
   source_acc = accuracy(state, data.source_test.images,
                         data.source_test.labels, mean)
   summary = {
-      **_identity(pair, method, preset, plan, seeds),
+      **identity,
       "target_accuracy": _stats(target_acc),
       "source_accuracy": _stats(source_acc),
       "target_test_size": len(data.target_test),
