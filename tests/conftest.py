@@ -1,6 +1,11 @@
 """Shared fixtures: an isolated, offline data directory and a tiny stand-in for genuine MNIST."""
 
 import gzip
+import os
+
+# The suite runs in parallel workers (pytest -n 2): on a GPU machine, do not let
+# each worker preallocate most of the accelerator's memory.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import numpy as np
 import pytest
