@@ -147,8 +147,8 @@ def to_markdown(table: dict) -> str:
     return f"| {label} | " + " | ".join(get(r) for r in rows) + " |"
 
   for m in METHOD_COLUMNS:
-    lines.append(line(LABELS[m], lambda r, m=m: r["status"] if "status" in r
-                      else _cell(r["network_head"].get(m),
+    lines.append(line(LABELS[m], lambda r, m=m: "not run (below)"
+                      if "status" in r else _cell(r["network_head"].get(m),
                                  (r["paper_v1"] or {}).get(m))))
   for m in ("sa", "dann"):
     lines.append(line(f"gap covered, {LABELS[m]}", lambda r, m=m: "-"
