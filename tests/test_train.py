@@ -192,3 +192,22 @@ def test_chunks_end_on_multiples():
   assert list(chunk_sizes(0, 250, 100)) == [100, 100, 50]
   assert list(chunk_sizes(130, 300, 100)) == [70, 100]
   assert list(chunk_sizes(300, 300, 100)) == []
+
+
+def test_max_norm_clips_each_units_incoming_weights():
+  config = TrainConfig(total_steps=10, max_norm=0.5, weight_decay=1e-3)
+  batch = image_batch(jax.random.key(5))
+  state = create_train_state(mnist_dann(), config, batch["image"])
+  new, _ = jax.jit(train_step)(state, batch)
+  kernels = [w for path, w in jax.tree_util.tree_leaves_with_path(new.params)
+             if path[-1].key == "kernel"]
+  assert kernels
+  for w in kernels:
+    norms = np.sqrt(np.sum(np.asarray(w) ** 2, axis=tuple(range(w.ndim - 1))))
+    assert norms.max() <= 0.5 + 1e-5
+  # Without the restriction some unit exceeds the bound (the test can fail).
+  free, _ = jax.jit(train_step)(
+      create_train_state(mnist_dann(), config.replace(max_norm=None),
+                         batch["image"]), batch)
+  w = free.params["features"]["Conv_1"]["kernel"]
+  assert np.sqrt(np.sum(np.asarray(w) ** 2, axis=(0, 1, 2))).max() > 0.5
