@@ -23,6 +23,7 @@ from flax import struct
 
 from dann_jax import schedules
 from dann_jax.config import TrainConfig
+from dann_jax.data.batching import sample_batch
 from dann_jax.objective import saddle_point_loss
 
 # Tags folded into the run key to derive independent streams.
@@ -201,8 +202,6 @@ def train_steps(state: TrainState, batches: dict[str, jax.Array]):
 
 def step_on_pair(state: TrainState, pair, batch_size: int):
   """One step on a batch sampled on the device from `pair` (see `train_on_pair`)."""
-  from dann_jax.data.batching import sample_batch
-
   data_key = jax.random.fold_in(state.key, DATA_STREAM)
   return train_step(state, sample_batch(pair, data_key, state.step,
                                         batch_size))
