@@ -287,7 +287,6 @@ jit_train_steps = jax.jit(train_steps, donate_argnums=0)
 jit_train_on_pair = jax.jit(train_on_pair, static_argnums=(2, 3),
                             donate_argnums=0)
 jit_step_on_pair = jax.jit(step_on_pair, static_argnums=2, donate_argnums=0)
-jit_eval_step = jax.jit(eval_step)
 
 
 def check_labels(labels, num_classes: int, what: str) -> None:
