@@ -77,6 +77,28 @@ def _identity(pair: PairSpec, method: str, preset: str, plan: RunPlan,
           "batch_size": plan.config.batch_size, "seeds": list(seeds)}
 
 
+def _initial_state(pair: PairSpec, plan: RunPlan, data: PairData,
+                   seeds: Sequence[int]) -> TrainState:
+  """Step-0 state of the pair's network; a leading seeds axis if several."""
+  model = pair.make_model(data.source_train.num_classes)
+  sample = jnp.zeros((1, *data.source_train.images.shape[1:]))
+  make_state = lambda key: create_train_state(model, plan.config, sample, key)
+  if len(seeds) == 1:
+    return make_state(jax.random.key(seeds[0]))
+  return replicate_seeds(make_state, seeds)
+
+
+def train_or_reuse(pair: PairSpec, method: str, out_dir, **kwargs) -> RunResult:
+  """`train_pair`, unless `out_dir` already holds the finished run (then
+  `load_run`); a run stopped midway is resumed from its checkpoint."""
+  out = Path(out_dir)
+  if (out / "summary.json").exists():
+    return load_run(out, data=kwargs.get("data"),
+                    data_dir=kwargs.get("data_dir"))
+  return train_pair(pair, method, out_dir=out,
+                    resume=(out / "run.json").exists(), **kwargs)
+
+
 def _check_out_dir(out: Path, identity: dict, resume: bool) -> None:
   """Refuses to overwrite another run, or to resume a different one."""
   run_file = out / "run.json"
@@ -101,7 +123,8 @@ def _per_seed(x) -> float | list[float]:
   return float(x) if x.ndim == 0 else [float(v) for v in x]
 
 
-def _stats(x) -> dict[str, Any]:
+def accuracy_stats(x) -> dict[str, Any]:
+  """Mean, std and per-seed values of per-seed numbers."""
   x = np.atleast_1d(np.asarray(x, np.float64))
   return {"mean": float(x.mean()), "std": float(x.std()),
           "per_seed": [float(v) for v in x]}
@@ -154,13 +177,7 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
   domain_pair = make_domain_pair(data.source_train, data.target_train)
   mean = np.asarray(domain_pair.mean)
   num_classes = data.source_train.num_classes
-  model = pair.make_model(num_classes)
-  sample = jnp.zeros((1, *data.source_train.images.shape[1:]))
-  make_state = lambda key: create_train_state(model, plan.config, sample, key)
-  if len(seeds) == 1:
-    state = make_state(jax.random.key(seeds[0]))
-  else:
-    state = replicate_seeds(make_state, seeds)
+  state = _initial_state(pair, plan, data, seeds)
   out.mkdir(parents=True, exist_ok=True)
   (out / "run.json").write_text(json.dumps(identity))
   # A run stopped before its first checkpoint resumes from step 0.
@@ -226,8 +243,8 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
                         data.source_test.labels, mean)
   summary = {
       **identity,
-      "target_accuracy": _stats(target_acc),
-      "source_accuracy": _stats(source_acc),
+      "target_accuracy": accuracy_stats(target_acc),
+      "source_accuracy": accuracy_stats(source_acc),
       "target_test_size": len(data.target_test),
       "paper_v1": (pair.paper or {}).get(method),
       "paper_icml": (pair.paper_icml or {}).get(method),
@@ -279,12 +296,8 @@ def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None,
                    seed=seeds[0])
   data = data or load_pair_data(pair, data_dir=data_dir)
   mean = pixel_mean(data.source_train.images, data.target_train.images)
-  model = pair.make_model(data.source_train.num_classes)
-  sample = jnp.zeros((1, *data.source_train.images.shape[1:]))
-  make_state = lambda key: create_train_state(model, plan.config, sample, key)
-  state = (make_state(jax.random.key(seeds[0])) if len(seeds) == 1
-           else replicate_seeds(make_state, seeds))
-  state = checkpoint.restore_checkpoint(run_dir / "checkpoint", state)
+  state = checkpoint.restore_checkpoint(
+      run_dir / "checkpoint", _initial_state(pair, plan, data, seeds))
   summary_file = run_dir / "summary.json"
   summary = (json.loads(summary_file.read_text()) if summary_file.exists()
              else {})

@@ -31,8 +31,8 @@ from dann_jax.baselines import linear_svm_accuracy, subspace_alignment
 from dann_jax.evaluation import features
 from dann_jax.pairs import METHOD_COLUMNS, PAIRS
 from dann_jax.plots import feature_comparison
-from dann_jax.runs import (load_pair_data, load_run, machine_description,
-                           seed_states, train_pair)
+from dann_jax.runs import (accuracy_stats, load_pair_data,
+                           machine_description, seed_states, train_or_reuse)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TRAINED = ("source_only", "dann", "target_only")
@@ -51,18 +51,9 @@ def _subsample(n: int, k: int, seed: int) -> np.ndarray:
 
 def _run(spec, method, args, data):
   out = Path(args.runs) / spec.name.replace("->", "_to_") / method
-  if (out / "summary.json").exists():
-    return load_run(out, data=data)
-  return train_pair(spec, method, out_dir=out, preset=args.preset,
-                    steps=args.steps, seeds=args.seed_list,
-                    resume=(out / "run.json").exists(), data=data,
-                    progress=not args.no_progress)
-
-
-def _stats(values) -> dict:
-  v = np.asarray(values, np.float64)
-  return {"mean": float(v.mean()), "std": float(v.std()),
-          "per_seed": [float(x) for x in v]}
+  return train_or_reuse(spec, method, out, preset=args.preset,
+                        steps=args.steps, seeds=args.seed_list, data=data,
+                        progress=not args.no_progress)
 
 
 def run_pair(spec, args) -> dict:
@@ -94,8 +85,8 @@ def run_pair(spec, args) -> dict:
             test_x, tgt.labels)
         sa.append(sa_result.accuracy)
         sa_d.append(sa_result.d)
-  row["svm_head"] = {m: _stats(v) for m, v in svm.items()}
-  row["network_head"]["sa"] = _stats(sa)
+  row["svm_head"] = {m: accuracy_stats(v) for m, v in svm.items()}
+  row["network_head"]["sa"] = accuracy_stats(sa)
   row["sa_dimension"] = sa_d
   so = row["network_head"]["source_only"]["mean"]
   to = row["network_head"]["target_only"]["mean"]

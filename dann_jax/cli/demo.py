@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
   from dann_jax.pairs import get_pair
-  from dann_jax.runs import load_pair_data, load_run, train_pair
+  from dann_jax.runs import load_pair_data, train_or_reuse
 
   t0 = time.perf_counter()
   pair = get_pair("mnist", "mnist-m")
@@ -37,15 +37,10 @@ def run(args) -> int:
   print(f"target: {data.target_train.provenance}", flush=True)
   rows = []
   for method in ("source_only", "dann"):
-    out = Path(args.out) / method
-    if (out / "summary.json").exists():
-      result = load_run(out, data=data)
-      print(f"{method}: reusing the finished run in {out}")
-    else:
-      result = train_pair(pair, method, out_dir=out, preset="quick",
-                          steps=args.steps, seeds=[args.seed],
-                          resume=(out / "run.json").exists(), data=data,
-                          progress=not args.no_progress)
+    result = train_or_reuse(pair, method, Path(args.out) / method,
+                            preset="quick", steps=args.steps,
+                            seeds=[args.seed], data=data,
+                            progress=not args.no_progress)
     rows.append((method, result.summary))
   print()
   print(f"MNIST -> MNIST-M (target test set: {len(data.target_test)} images)")
