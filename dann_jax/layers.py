@@ -5,11 +5,15 @@ one convolution they run, so that a faster formulation of the *same function*
 lives here without touching the models. Both are drop-in replacements:
 
 * `max_pool` computes `flax.linen.max_pool` as a running `jnp.maximum` over
-  strided slices, one spatial axis after the other (a max over a window is the
-  max over its rows of the max over its columns). XLA:CPU lowers the plain
-  `reduce_window` gradient to `select_and_scatter`, which took ~42 ms for the
-  first pool of the MNIST network on a 2-core CPU; the slice form fuses into
-  elementwise loops forwards and backwards.
+  the entries of each window, one spatial axis after the other (a max over a
+  window is the max over its rows of the max over its columns). XLA:CPU
+  lowers the plain `reduce_window` gradient to `select_and_scatter`, which
+  took ~42 ms for the first pool of the MNIST network on a 2-core CPU; the
+  running max fuses into elementwise loops forwards and backwards. Windows
+  that tile the axis (window == stride, the MNIST net) are taken by splitting
+  the axis into (windows, window), whose gradient is one elementwise loop;
+  overlapping ones (the SVHN net's 3x3/2) by strided slices, whose gradient
+  pads and adds.
 * `conv_general_dilated` has the signature of `jax.lax.conv_general_dilated`
   (pass it to `flax.linen.Conv(conv_general_dilated=...)`; parameter names and
   shapes are unchanged). On CPU it pads the output to one row taller than the
@@ -62,11 +66,21 @@ def _max_pool_axis(x: jax.Array, axis: int, window: int, stride: int,
         f"max_pool {window=} is larger than the input's axis {axis} of size "
         f"{x.shape[axis]} with {padding=}; use 'SAME' padding or a smaller "
         "window")
-  out = None
-  for offset in range(window):
-    rows = lax.slice_in_dim(x, offset, offset + (size - 1) * stride + 1,
-                            stride, axis=axis)
-    out = rows if out is None else jnp.maximum(out, rows)
+  if window == stride:
+    # Non-overlapping windows: split the axis into (size, window) and take the
+    # running max over the window index. Same maxima in the same order as the
+    # strided slices below, but XLA:CPU fuses its gradient into one
+    # elementwise loop instead of padded scatters (first MNIST pool, fwd+bwd:
+    # 12.8 -> 4.3 ms on 2 cores).
+    x = lax.slice_in_dim(x, 0, size * window, axis=axis)
+    x = x.reshape(x.shape[:axis] + (size, window) + x.shape[axis + 1:])
+    take = lambda offset: lax.index_in_dim(x, offset, axis + 1, keepdims=False)
+  else:
+    take = lambda offset: lax.slice_in_dim(
+        x, offset, offset + (size - 1) * stride + 1, stride, axis=axis)
+  out = take(0)
+  for offset in range(1, window):
+    out = jnp.maximum(out, take(offset))
   return out
 
 

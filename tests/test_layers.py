@@ -30,6 +30,8 @@ def _value_and_grad(f, x, cotangent):
     ((4, 15, 13, 3), 3, 2, "SAME"),  # odd sizes with -inf padding
     ((4, 11, 8, 3), 3, 2, "VALID"),
     ((4, 9, 9, 3), 3, 3, "SAME"),
+    ((4, 10, 11, 3), 3, 3, "SAME"),  # window == stride, padded
+    ((4, 11, 8, 3), 3, 3, "VALID"),  # window == stride, remainder dropped
     ((4, 6, 6, 3), 3, 1, "SAME"),
 ])
 def test_max_pool_matches_flax_values_and_gradients(shape, window, stride,
