@@ -4,10 +4,11 @@ Two comparisons, each on a synthetic domain pair (random uint8 digits-sized
 images, so no download) with batches sampled on the device:
 
 1. Steps: `train_on_pair` (all steps in one jitted `lax.scan`) against a Python
-   loop that calls one jitted "sample a batch, take a step" function per step.
-2. Seeds: K seeds in one program (`replicate_seeds` + `train_on_pair_seeds`,
-   i.e. `jax.vmap` over the seed axis) against K separate `train_on_pair` runs
-   one after the other.
+   loop that calls one jitted "sample a batch, take a step" function per step
+   (`train_on_pair_stepwise`, what `fit` runs on CPU).
+2. Seeds, on both paths: K seeds in one program (`replicate_seeds`, then
+   `jax.vmap` over the seed axis of the scan or of each jitted step) against K
+   separate runs one after the other.
 
 Every variant is compiled and run once before it is timed, so the numbers
 exclude compilation. The last line printed is one JSON object.
@@ -65,7 +66,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
   from dann_jax import models, train
   from dann_jax.config import TrainConfig
-  from dann_jax.data.batching import sample_batch
 
   model = models.mnist_dann()
   config = TrainConfig(batch_size=args.batch_size)
@@ -75,34 +75,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                  images)
   steps, seeds, batch = args.steps, args.seeds, args.batch_size
 
-  @functools.partial(jax.jit, donate_argnums=0)
-  def sample_and_step(state, pair):
-    data_key = jax.random.fold_in(state.key, train.DATA_STREAM)
-    return train.train_step(
-        state, sample_batch(pair, data_key, state.step, batch))
-
   def scan_run(state):
     return train.jit_train_on_pair(state, pair, steps, batch)
 
-  def loop_run(state):
-    for _ in range(steps):
-      state, metrics = sample_and_step(state, pair)
-    return state, metrics
+  def loop_run(state):  # also takes a seeds axis (one vmapped step per call)
+    return train.train_on_pair_stepwise(state, pair, steps, batch)
 
   def vmap_run(state):
     return train.jit_train_on_pair_seeds(state, pair, steps, batch)
 
-  def separate_runs(states):
-    return [scan_run(s) for s in states]
-
   fresh = lambda: make_state(jax.random.key(0))
   fresh_seeds = lambda: train.replicate_seeds(make_state, range(seeds))
   fresh_list = lambda: [make_state(jax.random.key(s)) for s in range(seeds)]
+  separately = lambda run: lambda states: [run(s) for s in states]
 
   seconds = {}
-  for name, run, new in (("scan", scan_run, fresh), ("loop", loop_run, fresh),
-                         ("seeds_vmap", vmap_run, fresh_seeds),
-                         ("seeds_separate", separate_runs, fresh_list)):
+  for name, run, new in (
+      ("scan", scan_run, fresh), ("loop", loop_run, fresh),
+      ("seeds_vmap_scan", vmap_run, fresh_seeds),
+      ("seeds_separate_scan", separately(scan_run), fresh_list),
+      ("seeds_vmap_loop", loop_run, fresh_seeds),
+      ("seeds_separate_loop", separately(loop_run), fresh_list)):
     _timed(lambda: run(new()))  # compile and warm up
     state = new()
     jax.block_until_ready(state)
@@ -114,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   print(f"MNIST DANN, batch {batch}, {steps} steps, {seeds} seeds, load "
         f"average {os.getloadavg()[0]:.2f}")
   for name, rate in images_per_s.items():
-    print(f"{name:15} {rate:9.1f} images/s  ({seconds[name]:.2f} s)")
+    print(f"{name:20} {rate:9.1f} images/s  ({seconds[name]:.2f} s)")
   record = {f"{name}_images_per_s": round(rate, 1)
             for name, rate in images_per_s.items()}
   record.update(steps=steps, seeds=seeds, batch_size=batch,
