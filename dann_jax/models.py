@@ -12,6 +12,7 @@ architectures are those of the arXiv v2 appendix / JMLR 2016 Fig. 4.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -167,4 +168,4 @@ def svhn_dann(num_classes: int = 10, dropout_rate: float = 0.5) -> DANN:
 
 def count_params(tree: Any) -> int:
   """Number of scalar parameters in a pytree."""
-  return sum(int(jnp.size(x)) for x in jax.tree.leaves(tree))
+  return sum(math.prod(jnp.shape(x)) for x in jax.tree.leaves(tree))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from dann_jax.models import DANN, mnist_dann, svhn_dann
 
 # Column names of results tables; "sa" is subspace alignment (Fernando et al.,
 # ICCV 2013) on the source-only network's last hidden layer.
@@ -44,8 +43,6 @@ class PairSpec:
   def name(self) -> str:
     return f"{self.source}->{self.target}"
 
-  def make_model(self, num_classes: int = 10) -> DANN:
-    return (mnist_dann if self.network == "mnist" else svhn_dann)(num_classes)
 
 
 def _row(source_only, sa, dann, target_only):

@@ -25,9 +25,11 @@ from __future__ import annotations
 import dataclasses
 
 from dann_jax.config import TrainConfig
+from dann_jax.models import DANN, mnist_dann, svhn_dann
 from dann_jax.pairs import PairSpec
 
 PRESETS = ("quick", "paper")
+NETWORKS = {"mnist": mnist_dann, "svhn": svhn_dann}
 PAPER_STEPS = 20_000
 
 QUICK_STEPS = 3_000
@@ -58,6 +60,10 @@ class RunPlan:
   eval_every: int
   eval_size: int
   note: str = ""
+
+  def make_model(self, num_classes: int = 10) -> DANN:
+    """The network this plan trains (`network`), untrained."""
+    return NETWORKS[self.network](num_classes)
 
 
 def make_plan(pair: PairSpec, method: str, preset: str = "quick", *,

@@ -77,10 +77,10 @@ def _identity(pair: PairSpec, method: str, preset: str, plan: RunPlan,
           "batch_size": plan.config.batch_size, "seeds": list(seeds)}
 
 
-def _initial_state(pair: PairSpec, plan: RunPlan, data: PairData,
+def _initial_state(plan: RunPlan, data: PairData,
                    seeds: Sequence[int]) -> TrainState:
-  """Step-0 state of the pair's network; a leading seeds axis if several."""
-  model = pair.make_model(data.source_train.num_classes)
+  """Step-0 state of the plan's network; a leading seeds axis if several."""
+  model = plan.make_model(data.source_train.num_classes)
   sample = jnp.zeros((1, *data.source_train.images.shape[1:]))
   make_state = lambda key: create_train_state(model, plan.config, sample, key)
   if len(seeds) == 1:
@@ -177,7 +177,7 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
   domain_pair = make_domain_pair(data.source_train, data.target_train)
   mean = np.asarray(domain_pair.mean)
   num_classes = data.source_train.num_classes
-  state = _initial_state(pair, plan, data, seeds)
+  state = _initial_state(plan, data, seeds)
   out.mkdir(parents=True, exist_ok=True)
   (out / "run.json").write_text(json.dumps(identity))
   # A run stopped before its first checkpoint resumes from step 0.
@@ -297,7 +297,7 @@ def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None,
   data = data or load_pair_data(pair, data_dir=data_dir)
   mean = pixel_mean(data.source_train.images, data.target_train.images)
   state = checkpoint.restore_checkpoint(
-      run_dir / "checkpoint", _initial_state(pair, plan, data, seeds))
+      run_dir / "checkpoint", _initial_state(plan, data, seeds))
   summary_file = run_dir / "summary.json"
   summary = (json.loads(summary_file.read_text()) if summary_file.exists()
              else {})
