@@ -7,13 +7,12 @@ the dataset length. States with a leading seeds axis (see
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dann_jax.data.batching import preprocess
+from dann_jax.layers import cpu_jit
 from dann_jax.train import TrainState, eval_step
 
 
@@ -28,7 +27,7 @@ def _chunks(images: np.ndarray, batch_size: int):
     yield start, chunk, n
 
 
-@functools.partial(jax.jit, static_argnames="seeds")
+@cpu_jit(static_argnames="seeds")
 def _correct(state, images, labels, mask, mean, seeds):
   x = preprocess(images, mean)
   if seeds:
@@ -64,7 +63,7 @@ def accuracy(state: TrainState, images: np.ndarray, labels: np.ndarray,
   return result if seeds else float(result)
 
 
-@functools.partial(jax.jit, static_argnames="layer")
+@cpu_jit(static_argnames="layer")
 def _embed(state, images, mean, layer):
   variables = {"params": state.params, **state.model_state}
   x = preprocess(images, mean)

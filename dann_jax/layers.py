@@ -44,11 +44,86 @@ arXiv 1409.7495 (appendix / JMLR 2016 Fig. 4).
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import functools
+import threading
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+# XLA:CPU debug options for this project's jitted steps: jax 0.10's default
+# set of YNNPACK library fusions (individual dots and reductions) without
+# individual convolutions, so that every convolution runs on XLA's Eigen
+# kernels. Unknown to other backends' compilers only in effect, not in name:
+# `cpu_jit` passes them on CPU only.
+EIGEN_CONVOLUTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type":
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
+}
+
+_trace = threading.local()
+
+
+@contextlib.contextmanager
+def plain_convolutions():
+  """Within: `conv_general_dilated` is `lax.conv_general_dilated` as is.
+
+  For functions compiled with `EIGEN_CONVOLUTIONS` (see `cpu_jit`), where the
+  spare output row that steers a convolution away from YNNPACK is pure waste.
+  Only tracing reads it; compiled functions keep what they were traced with.
+  """
+  previous = getattr(_trace, "plain", False)
+  _trace.plain = True
+  try:
+    yield
+  finally:
+    _trace.plain = previous
+
+
+class _CpuJit:
+  """`jax.jit(fun)`, or on CPU: traced under `plain_convolutions()` and
+  compiled with `EIGEN_CONVOLUTIONS`. The backend is looked up at the first
+  call, so that importing the library does not initialise JAX."""
+
+  def __init__(self, fun: Callable, jit_kwargs: dict[str, Any]):
+    functools.update_wrapper(self, fun)
+    self._fun, self._jit_kwargs, self._jitted = fun, jit_kwargs, None
+
+  def _compiled(self):
+    if self._jitted is None:
+      if jax.default_backend() == "cpu":
+        fun = self._fun
+
+        @functools.wraps(fun)
+        def traced(*args, **kwargs):
+          with plain_convolutions():
+            return fun(*args, **kwargs)
+
+        self._jitted = jax.jit(traced, compiler_options=EIGEN_CONVOLUTIONS,
+                               **self._jit_kwargs)
+      else:
+        self._jitted = jax.jit(self._fun, **self._jit_kwargs)
+    return self._jitted
+
+  def __call__(self, *args, **kwargs):
+    return self._compiled()(*args, **kwargs)
+
+  def lower(self, *args, **kwargs):
+    return self._compiled().lower(*args, **kwargs)
+
+
+def cpu_jit(fun: Callable | None = None, **jit_kwargs):
+  """`jax.jit` that, on CPU, runs every convolution on XLA's Eigen kernels.
+
+  Usable as `cpu_jit(f, donate_argnums=0)` or as a decorator
+  (`@cpu_jit(static_argnames="n")`). Same results as `jax.jit(f)` to float32
+  rounding; on other backends it is `jax.jit(f)`.
+  """
+  if fun is None:
+    return lambda fun: _CpuJit(fun, jit_kwargs)
+  return _CpuJit(fun, jit_kwargs)
 
 
 def _max_pool_axis(x: jax.Array, axis: int, window: int, stride: int,
@@ -173,7 +248,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
     # rewritten by XLA into a slow generic (non-Eigen) convolution: 3 s per
     # SVHN step. Unpadded ("VALID") convolutions stay on Eigen.
     applies = not any(low or high for low, high in pads)
-  if not applies:
+  if not applies or getattr(_trace, "plain", False):
     return plain(lhs, rhs)
   spare = lambda lhs, rhs: _spare_row_conv(
       lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,

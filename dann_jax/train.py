@@ -24,6 +24,7 @@ from flax import struct
 from dann_jax import schedules
 from dann_jax.config import TrainConfig
 from dann_jax.data.batching import sample_batch
+from dann_jax.layers import cpu_jit
 from dann_jax.objective import saddle_point_loss
 
 # Tags folded into the run key to derive independent streams.
@@ -281,12 +282,14 @@ def chunk_sizes(start: int, stop: int, every: int) -> Iterator[int]:
     step += size
 
 
-jit_train_step = jax.jit(train_step, static_argnames="axis_name",
+# Jitted entry points. `cpu_jit` is `jax.jit`, except that on CPU it runs the
+# convolutions on XLA's Eigen kernels (see `dann_jax.layers`).
+jit_train_step = cpu_jit(train_step, static_argnames="axis_name",
                          donate_argnums=0)
-jit_train_steps = jax.jit(train_steps, donate_argnums=0)
-jit_train_on_pair = jax.jit(train_on_pair, static_argnums=(2, 3),
+jit_train_steps = cpu_jit(train_steps, donate_argnums=0)
+jit_train_on_pair = cpu_jit(train_on_pair, static_argnums=(2, 3),
                             donate_argnums=0)
-jit_step_on_pair = jax.jit(step_on_pair, static_argnums=2, donate_argnums=0)
+jit_step_on_pair = cpu_jit(step_on_pair, static_argnums=2, donate_argnums=0)
 
 
 def check_labels(labels, num_classes: int, what: str) -> None:
@@ -379,9 +382,12 @@ def train_on_pair_seeds(state: TrainState, pair, num_steps: int,
       lambda s: train_on_pair(s, pair, num_steps, batch_size))(state)
 
 
-jit_train_on_pair_seeds = jax.jit(train_on_pair_seeds, static_argnums=(2, 3),
+def step_on_pair_seeds(state: TrainState, pair, batch_size: int):
+  """`step_on_pair` for states with a leading seeds axis."""
+  return jax.vmap(lambda s: step_on_pair(s, pair, batch_size))(state)
+
+
+jit_train_on_pair_seeds = cpu_jit(train_on_pair_seeds, static_argnums=(2, 3),
                                   donate_argnums=0)
-jit_step_on_pair_seeds = jax.jit(
-    lambda state, pair, batch_size: jax.vmap(
-        lambda s: step_on_pair(s, pair, batch_size))(state),
-    static_argnums=2, donate_argnums=0)
+jit_step_on_pair_seeds = cpu_jit(step_on_pair_seeds, static_argnums=2,
+                                 donate_argnums=0)

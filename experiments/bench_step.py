@@ -5,8 +5,10 @@ Both frameworks run the paper's MNIST and SVHN networks on the same batch of
 losses through a gradient reversal layer, backward, and an SGD-momentum step.
 The steps alternate in one process (JAX, PyTorch, JAX, ...) so that both see
 the same machine load; each reports the median of the timed steps after a
-warm-up. The plain Flax step (`nn.Conv` + `nn.max_pool`, the formulation
-before `dann_jax.layers`) is timed alongside for the MNIST net.
+warm-up. The JAX step is `dann_jax.train.jit_train_step` (on CPU compiled
+with `dann_jax.layers.EIGEN_CONVOLUTIONS`); the plain Flax step (`nn.Conv` +
+`nn.max_pool` under a stock `jax.jit`, the formulation before
+`dann_jax.layers`) is timed alongside for the MNIST net.
 
 Threads: XLA:CPU runs one intra-op thread per core this process may use;
 PyTorch is set to the same number (`torch.set_num_threads`). XLA flags come
@@ -86,8 +88,13 @@ def plain_mnist_dann():
       domain_classifier=fast.domain_classifier)
 
 
-def jax_stepper(model, batch: dict[str, np.ndarray]) -> Callable[[], None]:
-  """A closure running one jitted, state-donating train step to completion."""
+def jax_stepper(model, batch: dict[str, np.ndarray],
+                plain_jit: bool = False) -> Callable[[], None]:
+  """A closure running one jitted, state-donating train step to completion.
+
+  `train.jit_train_step` (compiled with `dann_jax.layers.EIGEN_CONVOLUTIONS`
+  on CPU), or with `plain_jit` a stock `jax.jit` of the same step.
+  """
   import jax
 
   from dann_jax import train
@@ -95,9 +102,11 @@ def jax_stepper(model, batch: dict[str, np.ndarray]) -> Callable[[], None]:
 
   batch = jax.device_put(batch)
   holder = [train.create_train_state(model, TrainConfig(), batch["image"])]
+  jitted = (jax.jit(train.train_step, donate_argnums=0) if plain_jit
+            else train.jit_train_step)
 
   def step():
-    holder[0], metrics = train.jit_train_step(holder[0], batch)
+    holder[0], metrics = jitted(holder[0], batch)
     jax.block_until_ready((holder[0], metrics))
 
   return step
@@ -248,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     steppers = {"jax": jax_stepper(
         models.mnist_dann() if net == "mnist" else models.svhn_dann(), batch)}
     if net == "mnist" and not args.no_plain:
-      steppers["jax_plain"] = jax_stepper(plain_mnist_dann(), batch)
+      steppers["jax_plain"] = jax_stepper(plain_mnist_dann(), batch,
+                                          plain_jit=True)
     if torch is not None:
       steppers["torch"] = torch_stepper(net, batch)
     times = time_alternating(steppers, args.steps, args.warmup)

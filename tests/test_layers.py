@@ -2,6 +2,7 @@
 
 import flax.linen as nn
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -139,3 +140,59 @@ def test_conv_module_keeps_flax_parameters_and_outputs():
       jax.tree.structure(variables))
   np.testing.assert_allclose(fast.apply(variables, x),
                              plain.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
+def _conv_shapes(fun, *args):
+  """Output shapes of the convolutions in `fun`'s jaxpr, nested ones too."""
+  shapes = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == "conv_general_dilated":
+        shapes.append(eqn.outvars[0].aval.shape)
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        walk(sub)
+
+  walk(jax.make_jaxpr(fun)(*args).jaxpr)
+  return shapes
+
+
+def test_plain_convolutions_context_emits_the_plain_convolution():
+  x = jnp.zeros((2, 14, 14, 4))
+  k = jnp.zeros((5, 5, 4, 6))
+  # A new function per trace: JAX caches traces by function, not by context.
+  shapes = lambda: _conv_shapes(lambda x, k: _fast_conv(x, k, "VALID"), x, k)
+  # Outside the context the CPU branch computes one row taller than the input.
+  assert shapes() == [(2, 15, 10, 6), (2, 10, 10, 6)]  # CPU / other branch
+  with layers.plain_convolutions():
+    with layers.plain_convolutions():
+      pass
+    assert shapes() == [(2, 10, 10, 6)]  # nesting kept it on
+  assert shapes() == [(2, 15, 10, 6), (2, 10, 10, 6)]  # the exit restored it
+  with pytest.raises(RuntimeError):
+    with layers.plain_convolutions():
+      raise RuntimeError
+  assert shapes() == [(2, 15, 10, 6), (2, 10, 10, 6)]
+
+
+def test_cpu_jit_matches_jit_with_static_and_donated_arguments():
+  x = jax.random.normal(jax.random.key(0), (3, 14, 14, 4))
+  k = jax.random.normal(jax.random.key(1), (5, 5, 4, 6))
+
+  def loss(x, k, power):
+    return jnp.sum(nn.relu(_fast_conv(x, k, "VALID")) ** power)
+
+  def value_and_grad(k, x, power):
+    return jax.value_and_grad(loss, argnums=1)(x, k, power)
+
+  expected = jax.jit(value_and_grad, static_argnames="power")(k, x, power=2)
+  fast = layers.cpu_jit(value_and_grad, static_argnames="power",
+                        donate_argnums=0)
+  got = fast(jnp.array(k), x, power=2)
+  np.testing.assert_allclose(got[0], expected[0], rtol=1e-5)
+  np.testing.assert_allclose(got[1], expected[1], rtol=1e-4, atol=1e-4)
+  assert fast.__name__ == "value_and_grad"
+  assert "conv" in fast.lower(k, x, power=2).as_text()
+  decorated = layers.cpu_jit(static_argnames="power")(value_and_grad)
+  np.testing.assert_allclose(decorated(k, x, power=2)[0], expected[0],
+                             rtol=1e-5)
