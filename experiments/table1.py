@@ -128,7 +128,9 @@ def to_markdown(table: dict) -> str:
   lines = [f"# Table 1 reproduction, `{table['preset']}` preset", "",
            f"Command: `{table['command']}`  ",
            f"Machine: {table['machine']}  ",
-           f"Wall time: {table['wall_seconds'] / 60:.1f} min; seeds: "
+           f"Wall time of this invocation: {table['wall_seconds'] / 60:.1f} "
+           "min (runs finished by an earlier one are reused; each pair's "
+           "training times are listed below); seeds: "
            f"{table['seeds']}; {table['note']}", "",
            "Target-domain test accuracy, ours (paper, arXiv v1). Mean ± std "
            "over seeds where several.", "", header,
@@ -163,7 +165,11 @@ def to_markdown(table: dict) -> str:
     if "status" in r:
       lines.append(f"- {r['pair']}: {r['status']}")
     else:
-      lines.append(f"- {r['pair']}: SA d = {r['sa_dimension']}; wall "
+      trained = ", ".join(
+          f"{m} {t / 60:.1f} min" for m, t in r["train_seconds"].items()
+          if t is not None)
+      lines.append(f"- {r['pair']}: SA d = {r['sa_dimension']}; training "
+                   f"{trained}; wall in this invocation "
                    f"{r['wall_seconds'] / 60:.1f} min; t-SNE: "
                    f"[{r['tsne']}]({r['tsne']})"
                    + (f"; note: {r['note']}" if r["note"] else ""))
