@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 # Column names of results tables; "sa" is subspace alignment (Fernando et al.,
 # ICCV 2013) on the source-only network's last hidden layer.
 METHOD_COLUMNS = ("source_only", "sa", "dann", "target_only")
@@ -42,7 +41,6 @@ class PairSpec:
   @property
   def name(self) -> str:
     return f"{self.source}->{self.target}"
-
 
 
 def _row(source_only, sa, dann, target_only):

@@ -59,8 +59,10 @@ def summarise(group: list[dict]) -> dict:
               for a in run["summary"]["target_accuracy"]["per_seed"]]
   seeds = [s for run in group for s in run["summary"]["seeds"]]
   steps = sorted(set.intersection(*(set(r["trajectory"]) for r in group)))
-  trajectory = {str(k): [float(np.mean(np.atleast_1d(r["trajectory"][k])))
-                         for r in group] for k in steps}
+  # One value per seed, in the order of `seeds` (a run may hold several).
+  trajectory = {str(k): [float(a) for r in group
+                         for a in np.atleast_1d(r["trajectory"][k])]
+                for k in steps}
   return {
       "pair": first["pair"], "method": first["method"],
       "preset": first["preset"], "steps": first["steps"], "seeds": seeds,

@@ -63,3 +63,17 @@ def test_unfinished_run_is_refused(tmp_path):
   (tmp_path / "half").mkdir()
   with pytest.raises(SystemExit, match="has not finished"):
     collect_runs.main([str(tmp_path / "half"), "--out", str(tmp_path / "o")])
+
+
+def test_a_run_of_several_seeds_counts_each_seed(tmp_path):
+  one = _fake_run(tmp_path, "d0", "dann", 0, 0.90, {2000: 0.9})
+  both = _fake_run(tmp_path, "d12", "dann", 1, 0.0, {2000: [0.8, 0.7]})
+  summary = json.loads((both / "summary.json").read_text())
+  summary.update(seeds=[1, 2], target_accuracy={
+      "mean": 0.75, "std": 0.05, "per_seed": [0.8, 0.7]})
+  (both / "summary.json").write_text(json.dumps(summary))
+  row = collect_runs.summarise(
+      [collect_runs.read_run(one), collect_runs.read_run(both)])
+  assert row["seeds"] == [0, 1, 2]
+  assert row["trajectory"] == {"2000": [0.9, 0.8, 0.7]}
+  assert row["target_accuracy"]["per_seed"] == [0.9, 0.8, 0.7]
