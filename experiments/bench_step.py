@@ -16,6 +16,7 @@ from the `XLA_FLAGS` environment variable only, and are printed.
 
     python experiments/bench_step.py                 # both nets, 30 steps
     python experiments/bench_step.py --nets mnist --steps 50
+    python experiments/bench_step.py --torch-device cuda --steps 200  # GPU
     pip install -e .[bench]                          # PyTorch (CPU build)
 
 PyTorch is optional: without it the JAX steps are still timed and the JSON
@@ -116,9 +117,13 @@ def jax_stepper(model, batch: dict[str, np.ndarray],
 # PyTorch
 
 
-def torch_stepper(net_name: str, batch: dict[str, np.ndarray]
-                  ) -> Callable[[], None]:
-  """The same network, loss and optimizer in PyTorch eager (NCHW)."""
+def torch_stepper(net_name: str, batch: dict[str, np.ndarray],
+                  device: str = "cpu") -> Callable[[], None]:
+  """The same network, loss and optimizer in PyTorch eager (NCHW).
+
+  On "cuda" the closure synchronizes the device before it returns, as the JAX
+  closure blocks on its results.
+  """
   import torch
   from torch import nn
   from torch.nn import functional as F
@@ -169,14 +174,15 @@ def torch_stepper(net_name: str, batch: dict[str, np.ndarray]
               self.domain(GradientReversal.apply(f, lam)).squeeze(1))
 
   torch.manual_seed(0)
-  net = Dann(net_name == "svhn")
+  net = Dann(net_name == "svhn").to(device)
   net.train()
   opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
   x = torch.from_numpy(np.ascontiguousarray(
-      batch["image"].transpose(0, 3, 1, 2)))
-  label = torch.from_numpy(batch["label"]).long()
-  domain = torch.from_numpy(batch["domain"]).float()
-  mask = torch.from_numpy(batch["label_mask"]).float()
+      batch["image"].transpose(0, 3, 1, 2))).to(device)
+  label = torch.from_numpy(batch["label"]).long().to(device)
+  domain = torch.from_numpy(batch["domain"]).float().to(device)
+  mask = torch.from_numpy(batch["label_mask"]).float().to(device)
+  sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
 
   def step():
     opt.zero_grad(set_to_none=True)
@@ -186,6 +192,7 @@ def torch_stepper(net_name: str, batch: dict[str, np.ndarray]
     domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domain)
     (label_loss + domain_loss).backward()
     opt.step()
+    sync()
 
   return step
 
@@ -227,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                       help="time JAX only")
   parser.add_argument("--no-plain", action="store_true",
                       help="skip the plain-Flax baseline of the MNIST net")
+  parser.add_argument("--torch-device", default="cpu",
+                      help='PyTorch device: "cpu" (default) or "cuda"; JAX '
+                      "runs on its default backend")
   args = parser.parse_args(argv)
   nets = [n for n in args.nets.split(",") if n]
   unknown = set(nets) - {"mnist", "svhn"}
@@ -249,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "only.")
   if torch is not None:
     torch.set_num_threads(threads)
+    if args.torch_device.startswith("cuda") and not torch.cuda.is_available():
+      parser.error(f"--torch-device={args.torch_device!r} but this PyTorch "
+                   f"({torch.__version__}) sees no CUDA device; pass "
+                   "--torch-device cpu")
 
   batch = make_batch(args.batch_size)
   load_before = os.getloadavg()
@@ -260,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
       steppers["jax_plain"] = jax_stepper(plain_mnist_dann(), batch,
                                           plain_jit=True)
     if torch is not None:
-      steppers["torch"] = torch_stepper(net, batch)
+      steppers["torch"] = torch_stepper(net, batch, args.torch_device)
     times = time_alternating(steppers, args.steps, args.warmup)
     results[net] = {name: _summary(t) for name, t in times.items()}
 
@@ -295,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
       load_avg_1min=round(load_before[0], 2),
       xla_flags=os.environ.get("XLA_FLAGS", ""), jax=jax.__version__,
       torch=getattr(torch, "__version__", None),
+      torch_device=args.torch_device if torch is not None else None,
+      jax_device=str(jax.devices()[0].device_kind),
       cpu=platform.processor() or platform.machine())
   print(json.dumps(record))
   return record
