@@ -4,16 +4,16 @@
 one convolution they run, so that a faster formulation of the *same function*
 lives here without touching the models. Both are drop-in replacements:
 
-* `max_pool` computes `flax.linen.max_pool` as a running `jnp.maximum` over
-  the entries of each window, one spatial axis after the other (a max over a
-  window is the max over its rows of the max over its columns). XLA:CPU
-  lowers the plain `reduce_window` gradient to `select_and_scatter`, which
-  took ~42 ms for the first pool of the MNIST network on a 2-core CPU; the
-  running max fuses into elementwise loops forwards and backwards. Windows
-  that tile the axis (window == stride, the MNIST net) are taken by splitting
-  the axis into (windows, window), whose gradient is one elementwise loop;
-  overlapping ones (the SVHN net's 3x3/2) by strided slices, whose gradient
-  pads and adds.
+* `max_pool` computes `flax.linen.max_pool` as a selection: the index of
+  each window's first maximal entry (row-major, as `select_and_scatter`
+  picks it) is found without gradient, and the entry at that index is
+  selected, so values and gradients equal the plain layer's, ties included.
+  XLA:CPU lowers the plain `reduce_window` gradient to `select_and_scatter`,
+  which took ~42 ms for the first pool of the MNIST network on a 2-core CPU.
+  Windows that tile the axes (window == stride, the MNIST net) are a masked
+  sum over a (rows, window, cols, window) view, whose gradient is one
+  elementwise select; overlapping ones (the SVHN net's 3x3/2) are pooled one
+  axis at a time over strided slices.
 * `conv_general_dilated` has the signature of `jax.lax.conv_general_dilated`
   (pass it to `flax.linen.Conv(conv_general_dilated=...)`; parameter names and
   shapes are unchanged). On CPU it pads the output to one row taller than the
@@ -34,15 +34,6 @@ lives here without touching the models. Both are drop-in replacements:
   with `EIGEN_CONVOLUTIONS`, an XLA option that takes YNNPACK off
   convolutions only, so every convolution, padded or not, runs on Eigen
   (MNIST step 60-66 -> 54-61 ms, SVHN step ~535 -> ~510 ms on 2 cores).
-
-Ties in `max_pool`: where several entries of a window share the maximum,
-`select_and_scatter` (the gradient of `nn.max_pool`) sends the whole gradient
-to one of them, while the gradient of `jnp.maximum` splits it evenly between
-its two arguments, so here tied entries share it (halving at each pairwise
-maximum). Both are valid subgradients, the sum over the window is the same,
-and they agree wherever the maximum is unique, which is almost surely the case
-for pre-activations of a trained network; ties at 0 after a ReLU get a zero
-gradient downstream of the ReLU either way.
 
 References: the layers of the digit networks of Ganin & Lempitsky,
 arXiv 1409.7495 (appendix / JMLR 2016 Fig. 4).
@@ -132,9 +123,10 @@ def cpu_jit(fun: Callable | None = None, **jit_kwargs):
   return _CpuJit(fun, jit_kwargs)
 
 
-def _max_pool_axis(x: jax.Array, axis: int, window: int, stride: int,
-                   padding: str) -> jax.Array:
-  """Max over windows of `window` entries every `stride` along one axis."""
+def _fit_axis(x: jax.Array, axis: int, window: int, stride: int,
+              padding: str) -> tuple[jax.Array, int]:
+  """Pads one axis with -inf ("SAME") or drops its remainder ("VALID" with
+  window == stride); returns it with the number of windows along it."""
   (low, high), = lax.padtype_to_pads((x.shape[axis],), (window,), (stride,),
                                      padding)
   if low or high:
@@ -148,21 +140,21 @@ def _max_pool_axis(x: jax.Array, axis: int, window: int, stride: int,
         f"{x.shape[axis]} with {padding=}; use 'SAME' padding or a smaller "
         "window")
   if window == stride:
-    # Non-overlapping windows: split the axis into (size, window) and take the
-    # running max over the window index. Same maxima in the same order as the
-    # strided slices below, but XLA:CPU fuses its gradient into one
-    # elementwise loop instead of padded scatters (first MNIST pool, fwd+bwd:
-    # 12.8 -> 3.3 ms on 2 cores).
     x = lax.slice_in_dim(x, 0, size * window, axis=axis)
-    x = x.reshape(x.shape[:axis] + (size, window) + x.shape[axis + 1:])
-    take = lambda offset: lax.index_in_dim(x, offset, axis + 1, keepdims=False)
-  else:
-    take = lambda offset: lax.slice_in_dim(
-        x, offset, offset + (size - 1) * stride + 1, stride, axis=axis)
-  out = take(0)
-  for offset in range(1, window):
-    out = jnp.maximum(out, take(offset))
-  return out
+  return x, size
+
+
+def _first_argmax(entries: Sequence[jax.Array]) -> jax.Array:
+  """Index of the first maximal entry, elementwise; a NaN counts as maximal,
+  as in `reduce_window`'s max."""
+  best = entries[0]
+  dtype = jnp.int8 if len(entries) <= 127 else jnp.int32
+  index = jnp.zeros(best.shape, dtype)
+  for i, entry in enumerate(entries[1:], 1):
+    take = (entry > best) | (jnp.isnan(entry) & ~jnp.isnan(best))
+    best = jnp.where(take, entry, best)
+    index = jnp.where(take, jnp.asarray(i, dtype), index)
+  return index
 
 
 def max_pool(x: jax.Array, window: int, stride: int,
@@ -170,10 +162,12 @@ def max_pool(x: jax.Array, window: int, stride: int,
   """Max pooling over the two spatial axes of an NHWC batch.
 
   Equal to `nn.max_pool(x, (window, window), (stride, stride), padding)`
-  for any sizes, including windows that overlap ("SAME" 3x3 stride 2) and
-  sizes that the stride does not divide (the remainder is dropped for
-  "VALID", padded with -inf for "SAME"). Gradients agree except at ties
-  inside a window (see the module docstring).
+  in value and in gradient, for any sizes, including windows that overlap
+  ("SAME" 3x3 stride 2) and sizes that the stride does not divide (the
+  remainder is dropped for "VALID", padded with -inf for "SAME"). Like
+  `nn.max_pool`'s gradient (`select_and_scatter`), each window's gradient goes
+  to its first maximal entry in row-major order, also at ties. Forward- and
+  reverse-mode differentiable (no custom rule).
 
   Args:
     x: (batch, height, width, channels).
@@ -188,8 +182,43 @@ def max_pool(x: jax.Array, window: int, stride: int,
     raise ValueError(f"max_pool expects an NHWC batch; got shape {x.shape}")
   if padding not in ("VALID", "SAME"):
     raise ValueError(f"{padding=} must be 'VALID' or 'SAME'")
-  x = _max_pool_axis(x, 1, window, stride, padding)
-  return _max_pool_axis(x, 2, window, stride, padding)
+  x, rows = _fit_axis(x, 1, window, stride, padding)
+  x, cols = _fit_axis(x, 2, window, stride, padding)
+  if window != stride:
+    # Overlapping windows, one axis at a time: the first maximum of a window
+    # in row-major order is, in the first row that holds the window's
+    # maximum, that row's first maximal column; so a first-maximum pool over
+    # columns, then one over rows, routes the gradient exactly like
+    # `select_and_scatter`, with 2 * window strided slices instead of
+    # window**2.
+    return _select_first_max_along(_select_first_max_along(x, 2, window,
+                                                           stride, cols),
+                                   1, window, stride, rows)
+  # Tiling windows: view the batch as (n, rows, window, cols, window, c).
+  n, _, _, c = x.shape
+  x6 = x.reshape(n, rows, window, cols, window, c)
+  index = _first_argmax([lax.stop_gradient(x6[:, :, a, :, b, :])
+                         for a in range(window) for b in range(window)])
+  # The selected entry as a masked sum over the window axes: exactly one term
+  # is not 0. Its gradient is a single elementwise select that writes the
+  # input's layout directly, where a running maximum's gradient pads and
+  # adds once per entry (first MNIST pool + ReLU backward ~9 -> ~2 ms).
+  position = jnp.arange(window * window, dtype=index.dtype)
+  hit = (index[:, :, None, :, None, :]
+         == position.reshape(1, 1, window, 1, window, 1))
+  return jnp.sum(jnp.where(hit, x6, 0), axis=(2, 4))
+
+
+def _select_first_max_along(x: jax.Array, axis: int, window: int,
+                            stride: int, size: int) -> jax.Array:
+  """Pools one axis: the first maximal entry of each window, selected."""
+  entries = [lax.slice_in_dim(x, offset, offset + (size - 1) * stride + 1,
+                              stride, axis=axis) for offset in range(window)]
+  index = _first_argmax([lax.stop_gradient(e) for e in entries])
+  out = entries[-1]
+  for i in range(window - 2, -1, -1):
+    out = jnp.where(index == i, entries[i], out)
+  return out
 
 
 def _spare_row_conv(lhs, rhs, window_strides, padding, lhs_dilation,

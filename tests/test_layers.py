@@ -51,22 +51,62 @@ def test_max_pool_matches_flax_values_and_gradients(shape, window, stride,
   np.testing.assert_allclose(g, expected_g, **_TOL)
 
 
-def test_max_pool_ties_share_the_gradient_of_their_window():
-  # Two equal maxima in each 2x2 window: select_and_scatter gives all of the
-  # window's gradient to one of them, `max_pool` splits it. Both put the same
-  # total on the maxima and nothing elsewhere.
-  window = jnp.array([[3.0, 3.0], [1.0, -2.0]])
-  x = jnp.tile(window, (3, 3))[None, :, :, None]
-  cotangent = jnp.arange(1.0, 10.0).reshape(1, 3, 3, 1)
-  _, g = _value_and_grad(lambda x: layers.max_pool(x, 2, 2), x, cotangent)
-  _, g_plain = _value_and_grad(lambda x: _plain_pool(x, 2, 2, "VALID"), x,
-                               cotangent)
-  g = np.asarray(g)[0, :, :, 0].reshape(3, 2, 3, 2)
-  g_plain = np.asarray(g_plain)[0, :, :, 0].reshape(3, 2, 3, 2)
-  np.testing.assert_allclose(g.sum(axis=(1, 3)), cotangent[0, :, :, 0])
-  np.testing.assert_allclose(g.sum(axis=(1, 3)), g_plain.sum(axis=(1, 3)))
-  np.testing.assert_allclose(g[:, 0, :, 0], g[:, 0, :, 1])  # split evenly
-  assert np.all(g[:, 1] == 0) and np.all(g_plain[:, 1] == 0)
+@pytest.mark.parametrize("window, stride, padding", [
+    (2, 2, "VALID"), (3, 2, "SAME"), (3, 3, "SAME"), (3, 1, "VALID")])
+def test_max_pool_gradient_at_ties_is_select_and_scatters(window, stride,
+                                                          padding):
+  # Small integers make ties everywhere: equal pairs, whole windows of one
+  # value, ties across overlapping windows. `nn.max_pool`'s gradient sends
+  # each window's cotangent to its first maximum (row-major); so must ours:
+  # the same entries get gradient, and the same amounts (exactly for tiling
+  # windows; overlapping ones may add a shared entry's terms in another
+  # order).
+  x = jax.random.randint(jax.random.key(4), (2, 9, 10, 3), 0, 3).astype(
+      jnp.float32)
+  x = x.at[0, :4, :4, 0].set(1.0)  # windows that are entirely one value
+  plain = lambda x: _plain_pool(x, window, stride, padding)
+  fast = lambda x: layers.max_pool(x, window, stride, padding)
+  cotangent = jax.random.normal(jax.random.key(5), plain(x).shape)
+  y, g = _value_and_grad(fast, x, cotangent)
+  expected_y, expected_g = _value_and_grad(plain, x, cotangent)
+  np.testing.assert_array_equal(y, expected_y)
+  np.testing.assert_array_equal(g != 0, expected_g != 0)
+  if window == stride:
+    np.testing.assert_array_equal(g, expected_g)
+  np.testing.assert_allclose(g, expected_g, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_ties_hand_worked():
+  # One 2x2 window [[3, 3], [1, -2]]: the first 3 gets the cotangent.
+  x = jnp.array([[3.0, 3.0], [1.0, -2.0]])[None, :, :, None]
+  _, g = _value_and_grad(lambda x: layers.max_pool(x, 2, 2), x,
+                         jnp.full((1, 1, 1, 1), 7.0))
+  np.testing.assert_array_equal(g[0, :, :, 0], [[7.0, 0.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("window, stride, padding", [
+    (2, 2, "VALID"), (3, 2, "SAME")])
+def test_max_pool_propagates_nan_like_reduce_window(window, stride, padding):
+  x = jax.random.normal(jax.random.key(6), (1, 8, 8, 2))
+  x = x.at[0, 3, 5, 1].set(jnp.nan)
+  y = layers.max_pool(x, window, stride, padding)
+  expected = _plain_pool(x, window, stride, padding)
+  np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+  assert np.isnan(y).any()
+  np.testing.assert_array_equal(y, expected)  # equal_nan by default
+
+
+@pytest.mark.parametrize("window, stride, padding", [
+    (2, 2, "VALID"), (3, 2, "SAME")])
+def test_max_pool_forward_mode_matches_flax(window, stride, padding):
+  x = jax.random.normal(jax.random.key(7), (2, 10, 10, 3))
+  tangent = jax.random.normal(jax.random.key(8), x.shape)
+  y, dy = jax.jvp(lambda x: layers.max_pool(x, window, stride, padding),
+                  (x,), (tangent,))
+  expected_y, expected_dy = jax.jvp(
+      lambda x: _plain_pool(x, window, stride, padding), (x,), (tangent,))
+  np.testing.assert_array_equal(y, expected_y)
+  np.testing.assert_allclose(dy, expected_dy, **_TOL)
 
 
 def test_max_pool_after_relu_gradient_matches_at_zero_ties():
