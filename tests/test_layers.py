@@ -215,6 +215,53 @@ def test_plain_convolutions_context_emits_the_plain_convolution():
   assert shapes() == [(2, 15, 10, 6), (2, 10, 10, 6)]
 
 
+def _traced_plain(fun):
+  """`fun` traced as `cpu_jit` traces on CPU: under `plain_convolutions()`."""
+  def traced(*args):
+    with layers.plain_convolutions():
+      return fun(*args)
+  return traced
+
+
+@pytest.mark.parametrize("x_shape, k_shape", [
+    ((3, 14, 14, 8), (5, 5, 8, 6)),  # MNIST net, layer 2
+    ((2, 9, 12, 3), (3, 4, 3, 5)),  # non-square kernel and image
+])
+def test_eigen_formulation_gradients_match_the_plain_convolution(x_shape,
+                                                                 k_shape):
+  # Inside cpu_jit the input gradient is computed row-stacked (a convolution
+  # padded in width only, then shifted adds over rows): same function, same
+  # gradients to float32 rounding, in reverse and forward mode.
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  k = jax.random.normal(jax.random.key(1), k_shape)
+  fast = _traced_plain(lambda x, k: _fast_conv(x, k, "VALID"))
+  plain = lambda x, k: _plain_conv(x, k, "VALID")
+  y, vjp = jax.vjp(jax.jit(fast), x, k)
+  expected_y, expected_vjp = jax.vjp(plain, x, k)
+  cotangent = jax.random.normal(jax.random.key(2), y.shape)
+  np.testing.assert_allclose(y, expected_y, **_TOL)
+  for got, want in zip(vjp(cotangent), expected_vjp(cotangent)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  tangents = (jax.random.normal(jax.random.key(3), x.shape),
+              jax.random.normal(jax.random.key(4), k.shape))
+  _, dy = jax.jvp(fast, (x, k), tangents)
+  _, expected_dy = jax.jvp(plain, (x, k), tangents)
+  np.testing.assert_allclose(dy, expected_dy, rtol=1e-4, atol=1e-4)
+
+
+def test_eigen_formulation_input_gradient_pads_width_only():
+  x = jnp.zeros((2, 14, 14, 4))
+  k = jnp.zeros((5, 5, 4, 6))
+  fast = _traced_plain(lambda x, k: _fast_conv(x, k, "VALID"))
+  # The input gradient: one convolution to (2, 10, 14, 5 * 4), not the plain
+  # transpose's (2, 14, 14, 4) from an input padded by 4 on both axes.
+  grad_x = lambda x, k: jax.grad(lambda x: fast(x, k).sum())(x)
+  assert _conv_shapes(grad_x, x, k) == [(2, 10, 10, 6), (2, 10, 14, 20)]
+  # A kernel-only gradient (the first layer's case) runs no input gradient.
+  grad_k = lambda x, k: jax.grad(lambda k: fast(x, k).sum())(k)
+  assert _conv_shapes(grad_k, x, k) == [(2, 10, 10, 6), (5, 5, 4, 6)]
+
+
 def test_cpu_jit_matches_jit_with_static_and_donated_arguments():
   x = jax.random.normal(jax.random.key(0), (3, 14, 14, 4))
   k = jax.random.normal(jax.random.key(1), (5, 5, 4, 6))
