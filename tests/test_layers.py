@@ -262,6 +262,30 @@ def test_eigen_formulation_input_gradient_pads_width_only():
   assert _conv_shapes(grad_k, x, k) == [(2, 10, 10, 6), (5, 5, 4, 6)]
 
 
+def test_eigen_formulation_stacks_rows_of_few_channel_inputs():
+  # A 3-channel input (the first layer) is convolved as 5 stacked rows of 3
+  # channels with a 1 x 5 kernel; a 32-channel one as is.
+  def lhs_shapes(x, k):
+    jaxpr = jax.make_jaxpr(_traced_plain(
+        lambda x, k: _fast_conv(x, k, "VALID")))(x, k).jaxpr
+    found = []
+
+    def walk(jaxpr):
+      for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+          found.append((eqn.invars[0].aval.shape, eqn.invars[1].aval.shape))
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+          walk(sub)
+
+    walk(jaxpr)
+    return found
+
+  assert lhs_shapes(jnp.zeros((2, 32, 32, 3)), jnp.zeros((5, 5, 3, 8))) == [
+      ((2, 28, 32, 15), (1, 5, 15, 8))]
+  assert lhs_shapes(jnp.zeros((2, 14, 14, 32)), jnp.zeros((5, 5, 32, 8))) == [
+      ((2, 14, 14, 32), (5, 5, 32, 8))]
+
+
 def test_cpu_jit_matches_jit_with_static_and_donated_arguments():
   x = jax.random.normal(jax.random.key(0), (3, 14, 14, 4))
   k = jax.random.normal(jax.random.key(1), (5, 5, 4, 6))
