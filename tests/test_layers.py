@@ -122,6 +122,17 @@ def test_max_pool_after_relu_gradient_matches_at_zero_ties():
   np.testing.assert_allclose(g, expected, **_TOL)
 
 
+def test_max_pool_off_cpu_is_reduce_window(monkeypatch):
+  x = jax.random.normal(jax.random.key(9), (2, 9, 9, 3))
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  jaxpr = jax.make_jaxpr(lambda x: layers.max_pool(x, 3, 2, "SAME"))(x)
+  assert [e.primitive.name for e in jaxpr.jaxpr.eqns] == ["reduce_window_max"]
+  np.testing.assert_array_equal(layers.max_pool(x, 3, 2, "SAME"),
+                                _plain_pool(x, 3, 2, "SAME"))
+  with pytest.raises(ValueError, match="larger than"):
+    layers.max_pool(jnp.zeros((1, 2, 2, 1)), 3, 1)
+
+
 def test_max_pool_rejects_bad_arguments():
   with pytest.raises(ValueError, match="padding"):
     layers.max_pool(jnp.zeros((1, 4, 4, 1)), 2, 2, padding="FULL")
