@@ -359,7 +359,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
   Same arguments and result as `jax.lax.conv_general_dilated`. The CPU-only
   formulation (see the module docstring) applies to the networks' case: a
   2-D NHWC/HWIO convolution with unit strides and dilations; anything else,
-  and every non-CPU platform, runs the plain convolution.
+  and any default backend other than CPU (looked up when tracing), runs the
+  plain convolution.
 
   Returns:
     The convolution of `lhs` with `rhs`.
@@ -387,13 +388,12 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
     # rewritten by XLA into a slow generic (non-Eigen) convolution: 3 s per
     # SVHN step. Unpadded ("VALID") convolutions stay on Eigen.
     applies = not any(low or high for low, high in pads)
-  if not applies:
+  if not applies or jax.default_backend() != "cpu":
     return plain(lhs, rhs)
   if getattr(_trace, "plain", False):
     if feature_group_count != 1:
       return plain(lhs, rhs)
     return _valid_conv(lhs, rhs, precision)
-  spare = lambda lhs, rhs: _spare_row_conv(
-      lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-      dimension_numbers, feature_group_count, precision)
-  return lax.platform_dependent(lhs, rhs, cpu=spare, default=plain)
+  return _spare_row_conv(lhs, rhs, window_strides, padding, lhs_dilation,
+                         rhs_dilation, dimension_numbers, feature_group_count,
+                         precision)

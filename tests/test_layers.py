@@ -213,17 +213,17 @@ def test_plain_convolutions_context_emits_the_plain_convolution():
   k = jnp.zeros((5, 5, 4, 6))
   # A new function per trace: JAX caches traces by function, not by context.
   shapes = lambda: _conv_shapes(lambda x, k: _fast_conv(x, k, "VALID"), x, k)
-  # Outside the context the CPU branch computes one row taller than the input.
-  assert shapes() == [(2, 15, 10, 6), (2, 10, 10, 6)]  # CPU / other branch
+  # Outside the context it computes one row taller than the input (CPU).
+  assert shapes() == [(2, 15, 10, 6)]
   with layers.plain_convolutions():
     with layers.plain_convolutions():
       pass
     assert shapes() == [(2, 10, 10, 6)]  # nesting kept it on
-  assert shapes() == [(2, 15, 10, 6), (2, 10, 10, 6)]  # the exit restored it
+  assert shapes() == [(2, 15, 10, 6)]  # the exit restored it
   with pytest.raises(RuntimeError):
     with layers.plain_convolutions():
       raise RuntimeError
-  assert shapes() == [(2, 15, 10, 6), (2, 10, 10, 6)]
+  assert shapes() == [(2, 15, 10, 6)]
 
 
 def _traced_plain(fun):
@@ -295,6 +295,17 @@ def test_eigen_formulation_stacks_rows_of_few_channel_inputs():
       ((2, 28, 32, 15), (1, 5, 15, 8))]
   assert lhs_shapes(jnp.zeros((2, 14, 14, 32)), jnp.zeros((5, 5, 32, 8))) == [
       ((2, 14, 14, 32), (5, 5, 32, 8))]
+
+
+def test_conv_off_cpu_is_the_plain_convolution(monkeypatch):
+  x = jnp.zeros((2, 14, 14, 4))
+  k = jnp.zeros((5, 5, 4, 6))
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  conv = lambda x, k: _fast_conv(x, k, "VALID")
+  assert _conv_shapes(conv, x, k) == [(2, 10, 10, 6)]
+  with layers.plain_convolutions():
+    grad_x = lambda x, k: jax.grad(lambda x: conv(x, k).sum())(x)
+    assert _conv_shapes(grad_x, x, k) == [(2, 10, 10, 6), (2, 14, 14, 4)]
 
 
 def test_cpu_jit_matches_jit_with_static_and_donated_arguments():
