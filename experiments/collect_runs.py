@@ -100,7 +100,7 @@ def to_markdown(rows: list[dict], command: str) -> str:
             "`eval_size` target test images, per seed):", ""]
   for r in rows:
     lines.append(f"- {r['pair']} {r['method']}: " + "; ".join(
-        f"{int(k) // 1000}k " + "/".join(f"{a:.3f}" for a in v)
+        f"{int(k) / 1000:g}k " + "/".join(f"{a:.3f}" for a in v)
         for k, v in r["trajectory"].items()))
   notes = sorted({r["note"] for r in rows if r["note"]})
   if notes:

@@ -77,3 +77,11 @@ def test_a_run_of_several_seeds_counts_each_seed(tmp_path):
   assert row["seeds"] == [0, 1, 2]
   assert row["trajectory"] == {"2000": [0.9, 0.8, 0.7]}
   assert row["target_accuracy"]["per_seed"] == [0.9, 0.8, 0.7]
+
+
+def test_trajectory_steps_below_a_thousand_keep_their_value(tmp_path):
+  run = _fake_run(tmp_path, "q0", "dann", 0, 0.7, {500: 0.5, 1500: 0.6})
+  out = tmp_path / "quick"
+  assert collect_runs.main([str(run), "--out", str(out)]) == 0
+  markdown = out.with_suffix(".md").read_text()
+  assert "0.5k 0.500; 1.5k 0.600" in markdown
