@@ -7,7 +7,9 @@ lives here without touching the models. Both are drop-in replacements:
 * `max_pool` computes `flax.linen.max_pool` as a selection: the index of
   each window's first maximal entry (row-major, as `select_and_scatter`
   picks it) is found without gradient, and the entry at that index is
-  selected, so values and gradients equal the plain layer's, ties included.
+  selected, so values and gradients equal the plain layer's, ties included
+  (a window holding a NaN yields NaN like `reduce_window`, but sends its
+  gradient to the NaN, where `select_and_scatter` picks another entry).
   XLA:CPU lowers the plain `reduce_window` gradient to `select_and_scatter`,
   which took ~42 ms for the first pool of the MNIST network on a 2-core CPU.
   Windows that tile the axes (window == stride, the MNIST net) are a masked
@@ -77,8 +79,8 @@ def plain_convolutions():
 
   For functions compiled with `EIGEN_CONVOLUTIONS` (see `cpu_jit`), where the
   spare output row that steers a convolution away from YNNPACK is pure waste.
-  Unpadded convolutions get the row-stacked input gradient (module
-  docstring); the forward convolution is the plain one.
+  Unpadded convolutions get the row-stacked input gradient, and those over
+  at most 4 input channels a row-stacked forward (module docstring).
   Only tracing reads it; compiled functions keep what they were traced with.
   """
   previous = getattr(_trace, "plain", False)
@@ -229,8 +231,9 @@ def max_pool(x: jax.Array, window: int, stride: int,
   ("SAME" 3x3 stride 2) and sizes that the stride does not divide (the
   remainder is dropped for "VALID", padded with -inf for "SAME"). Like
   `nn.max_pool`'s gradient (`select_and_scatter`), each window's gradient goes
-  to its first maximal entry in row-major order, also at ties. Forward- and
-  reverse-mode differentiable. Off CPU (the backend JAX defaults to) it is
+  to its first maximal entry in row-major order, also at ties (a NaN counts
+  as maximal, for the gradient too). Forward- and reverse-mode
+  differentiable. Off CPU (the backend JAX defaults to) it is
   `lax.reduce_window`, as `nn.max_pool` computes it.
 
   Args:
