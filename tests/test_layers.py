@@ -109,6 +109,23 @@ def test_max_pool_forward_mode_matches_flax(window, stride, padding):
   np.testing.assert_allclose(dy, expected_dy, **_TOL)
 
 
+@pytest.mark.parametrize("window, stride, padding", [
+    (2, 2, "VALID"), (3, 2, "SAME")])
+def test_max_pool_forward_mode_is_the_adjoint_of_reverse_mode_at_ties(
+    window, stride, padding):
+  # At ties JAX's own forward mode of `reduce_window` max (a packed reduction
+  # in unspecified order) need not pick the entry its reverse mode picks;
+  # ours picks the first maximum in both, so <vjp(c), t> == <c, jvp(t)>.
+  x = jnp.round(jax.random.normal(jax.random.key(7), (2, 10, 10, 3)))
+  pool = lambda x: layers.max_pool(x, window, stride, padding)
+  tangent = jax.random.normal(jax.random.key(8), x.shape)
+  y, dy = jax.jvp(pool, (x,), (tangent,))
+  cotangent = jax.random.normal(jax.random.key(9), y.shape)
+  grad = jax.vjp(pool, x)[1](cotangent)[0]
+  np.testing.assert_allclose(jnp.sum(grad * tangent),
+                             jnp.sum(cotangent * dy), rtol=1e-5)
+
+
 def test_max_pool_after_relu_gradient_matches_at_zero_ties():
   # Windows that are entirely negative before the ReLU tie at 0 after it; the
   # ReLU's zero derivative there makes both formulations give zero.
