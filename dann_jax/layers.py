@@ -150,17 +150,17 @@ def _pads_and_windows(x: jax.Array, axis: int, window: int, stride: int,
 
 
 def _fit_axis(x: jax.Array, axis: int, window: int, stride: int,
-              padding: str) -> tuple[jax.Array, int]:
+              pads: tuple[int, int], size: int) -> jax.Array:
   """Pads one axis with -inf ("SAME") or drops its remainder ("VALID" with
-  window == stride); returns it with the number of windows along it."""
-  (low, high), size = _pads_and_windows(x, axis, window, stride, padding)
+  window == stride), given its `_pads_and_windows`."""
+  low, high = pads
   if low or high:
     config = [(0, 0, 0)] * x.ndim
     config[axis] = (low, high, 0)
     x = lax.pad(x, jnp.array(-jnp.inf, x.dtype), config)
   if window == stride:
     x = lax.slice_in_dim(x, 0, size * window, axis=axis)
-  return x, size
+  return x
 
 
 def _first_max(entries: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
@@ -249,16 +249,16 @@ def max_pool(x: jax.Array, window: int, stride: int,
     raise ValueError(f"max_pool expects an NHWC batch; got shape {x.shape}")
   if padding not in ("VALID", "SAME"):
     raise ValueError(f"{padding=} must be 'VALID' or 'SAME'")
-  for axis in (1, 2):
-    _pads_and_windows(x, axis, window, stride, padding)
+  (row_pads, rows), (col_pads, cols) = (
+      _pads_and_windows(x, axis, window, stride, padding) for axis in (1, 2))
   if jax.default_backend() != "cpu":
     # The formulation below is for XLA:CPU; GPU and TPU compilers have good
     # max-pool gradients of their own (H200: the plain step was a little
     # faster). Same values and gradients either way.
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1),
                              (1, stride, stride, 1), padding)
-  x, rows = _fit_axis(x, 1, window, stride, padding)
-  x, cols = _fit_axis(x, 2, window, stride, padding)
+  x = _fit_axis(x, 1, window, stride, row_pads, rows)
+  x = _fit_axis(x, 2, window, stride, col_pads, cols)
   if window != stride:
     # Overlapping windows, one axis at a time: the first maximum of a window
     # in row-major order is, in the first row that holds the window's

@@ -210,19 +210,24 @@ def test_conv_module_keeps_flax_parameters_and_outputs():
                              plain.apply(variables, x), rtol=1e-5, atol=1e-5)
 
 
-def _conv_shapes(fun, *args):
-  """Output shapes of the convolutions in `fun`'s jaxpr, nested ones too."""
-  shapes = []
+def _conv_eqns(fun, *args):
+  """The convolutions in `fun`'s jaxpr, nested ones too."""
+  eqns = []
 
   def walk(jaxpr):
     for eqn in jaxpr.eqns:
       if eqn.primitive.name == "conv_general_dilated":
-        shapes.append(eqn.outvars[0].aval.shape)
+        eqns.append(eqn)
       for sub in jax.extend.core.jaxprs_in_params(eqn.params):
         walk(sub)
 
   walk(jax.make_jaxpr(fun)(*args).jaxpr)
-  return shapes
+  return eqns
+
+
+def _conv_shapes(fun, *args):
+  """Output shapes of the convolutions in `fun`'s jaxpr, nested ones too."""
+  return [eqn.outvars[0].aval.shape for eqn in _conv_eqns(fun, *args)]
 
 
 def test_plain_convolutions_context_emits_the_plain_convolution():
@@ -294,19 +299,9 @@ def test_eigen_formulation_stacks_rows_of_few_channel_inputs():
   # A 3-channel input (the first layer) is convolved as 5 stacked rows of 3
   # channels with a 1 x 5 kernel; a 32-channel one as is.
   def lhs_shapes(x, k):
-    jaxpr = jax.make_jaxpr(_traced_plain(
-        lambda x, k: _fast_conv(x, k, "VALID")))(x, k).jaxpr
-    found = []
-
-    def walk(jaxpr):
-      for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "conv_general_dilated":
-          found.append((eqn.invars[0].aval.shape, eqn.invars[1].aval.shape))
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-          walk(sub)
-
-    walk(jaxpr)
-    return found
+    fast = _traced_plain(lambda x, k: _fast_conv(x, k, "VALID"))
+    return [(eqn.invars[0].aval.shape, eqn.invars[1].aval.shape)
+            for eqn in _conv_eqns(fast, x, k)]
 
   assert lhs_shapes(jnp.zeros((2, 32, 32, 3)), jnp.zeros((5, 5, 3, 8))) == [
       ((2, 28, 32, 15), (1, 5, 15, 8))]
