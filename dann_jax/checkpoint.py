@@ -22,7 +22,7 @@ def _to_tree(state: TrainState) -> dict:
           "key": jax.random.key_data(state.key)}
 
 
-def _manager(directory: str | os.PathLike, max_to_keep: int = 1):
+def _manager(directory: str | os.PathLike, max_to_keep: int | None = 1):
   return ocp.CheckpointManager(
       os.path.abspath(os.fspath(directory)),
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
@@ -30,8 +30,11 @@ def _manager(directory: str | os.PathLike, max_to_keep: int = 1):
 
 
 def save_checkpoint(directory: str | os.PathLike, state: TrainState,
-                    max_to_keep: int = 1) -> int:
-  """Writes `state` under `directory/<step>` (atomically) and returns the step."""
+                    max_to_keep: int | None = 1) -> int:
+  """Writes `state` under `directory/<step>` (atomically) and returns the step.
+
+  `max_to_keep` checkpoints are kept, the newest first (None keeps all).
+  """
   step = int(jax.device_get(state.step).reshape(-1)[0])
   with _manager(directory, max_to_keep) as manager:
     manager.save(step, args=ocp.args.StandardSave(_to_tree(state)))
@@ -45,6 +48,14 @@ def latest_step(directory: str | os.PathLike) -> int | None:
     return None
   with _manager(directory) as manager:
     return manager.latest_step()
+
+
+def all_steps(directory: str | os.PathLike) -> list[int]:
+  """Every checkpointed step in `directory`, oldest first."""
+  if not os.path.isdir(directory):
+    return []
+  with _manager(directory, None) as manager:
+    return sorted(manager.all_steps())
 
 
 def restore_checkpoint(directory: str | os.PathLike, template: TrainState,

@@ -26,11 +26,14 @@ class TrainConfig:
     lr_beta: β of the learning-rate annealing.
     gamma: γ of the adaptation-factor ramp λ_p.
     lam_max: the value λ_p approaches at p = 1 (1 in the paper).
+    lam_warmup: fraction of training with λ = 0 before the ramp starts (0 in
+      the paper; the ramp then runs over the remaining steps).
     momentum: SGD momentum.
     weight_decay: L2 weight decay added to the gradients (0: none).
     max_norm: if set, the l2 norm of each unit's incoming weights is clipped
       to this after every step (the paper's "l2-norm restriction").
     optimizer: "sgd" (the paper) or "adam" (a faster departure for quick runs).
+    adam_b1: Adam's first-moment decay (ignored by SGD).
     seed: the run's seed; `jax.random.key(seed)` is split once at the top.
   """
   method: str = "dann"
@@ -42,10 +45,12 @@ class TrainConfig:
   lr_beta: float = 0.75
   gamma: float = 10.0
   lam_max: float = 1.0
+  lam_warmup: float = 0.0
   momentum: float = 0.9
   weight_decay: float = 0.0
   max_norm: float | None = None
   optimizer: str = "sgd"
+  adam_b1: float = 0.9
   seed: int = 0
 
   def __post_init__(self):

@@ -69,6 +69,8 @@ def _embed(state, images, mean, layer):
   x = preprocess(images, mean)
   if layer == "features":
     return state.apply_fn(variables, x, method="embed")
+  if layer == "logits":
+    return state.apply_fn(variables, x, method="classify")
   _, inter = state.apply_fn(variables, x, method="classify",
                             mutable=["intermediates"])
   return inter["intermediates"]["label_predictor"]["hidden"][0]
@@ -83,15 +85,16 @@ def features(state: TrainState, images: np.ndarray, mean,
     images: (N, H, W, C) uint8.
     mean: the per-channel training mean.
     layer: "features" (the feature extractor's output G_f, used by the
-      paper's MNIST-M t-SNE) or "hidden" (the label predictor's last hidden
-      layer, used by SA and the Syn Numbers t-SNE).
+      paper's MNIST-M t-SNE), "hidden" (the label predictor's last hidden
+      layer, used by SA and the Syn Numbers t-SNE) or "logits" (the label
+      predictor's output).
     batch_size: rows per compiled chunk.
 
   Returns:
     (N, D) float32.
   """
-  if layer not in ("features", "hidden"):
-    raise ValueError(f"{layer=} must be 'features' or 'hidden'")
+  if layer not in ("features", "hidden", "logits"):
+    raise ValueError(f"{layer=} must be 'features', 'hidden' or 'logits'")
   out = []
   for _, chunk, n in _chunks(np.asarray(images), batch_size):
     out.append(np.asarray(_embed(state, chunk, mean, layer))[:n])

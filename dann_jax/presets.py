@@ -34,6 +34,8 @@ PAPER_STEPS = 20_000
 
 QUICK_STEPS = 3_000
 QUICK_LEARNING_RATE = 1e-3
+# Labelled source images kept out of quick training for label-free selection.
+QUICK_SOURCE_HOLDOUT = 5_000
 QUICK_NOTE = (
     "quick preset, departing from the paper to fit minutes on a CPU: {steps} "
     "steps, Adam with mu_0 = 1e-3 under the paper's annealing formula instead "
@@ -54,12 +56,16 @@ class RunPlan:
     eval_size: test images per domain evaluated while training (the final
       evaluation uses the whole test sets).
     note: what departs from the paper's protocol, in words ("" for none).
+    source_holdout: source *train* images held out of training as a labelled
+      validation split for label-free model selection (`dann_jax.selection`),
+      at most a tenth of them; 0 trains on all of them, as the paper does.
   """
   config: TrainConfig
   network: str
   eval_every: int
   eval_size: int
   note: str = ""
+  source_holdout: int = 0
 
   def make_model(self, num_classes: int = 10) -> DANN:
     """The network this plan trains (`network`), untrained."""
@@ -68,7 +74,8 @@ class RunPlan:
 
 def make_plan(pair: PairSpec, method: str, preset: str = "quick", *,
               steps: int | None = None, batch_size: int | None = None,
-              seed: int = 0) -> RunPlan:
+              seed: int = 0, overrides: dict | None = None,
+              source_holdout: int | None = None) -> RunPlan:
   """The run plan of `method` on `pair` under `preset`.
 
   Args:
@@ -78,10 +85,32 @@ def make_plan(pair: PairSpec, method: str, preset: str = "quick", *,
     steps: overrides the preset's step count (the schedules follow it).
     batch_size: overrides the batch of 128 (half source, half target).
     seed: the run's seed.
+    overrides: `TrainConfig` fields to set on top of the preset's values.
+    source_holdout: overrides the preset's held-out source validation size.
 
   Raises:
-    ValueError: unknown preset or method, or steps <= 0.
+    ValueError: unknown preset, method or override, or steps <= 0.
   """
+  plan = _preset_plan(pair, method, preset, steps=steps,
+                      batch_size=batch_size, seed=seed)
+  changes = {}
+  if overrides:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+      raise ValueError(f"unknown config fields {unknown}; known: "
+                       f"{sorted(fields)}")
+    changes["config"] = plan.config.replace(**overrides)
+  if source_holdout is not None:
+    if source_holdout < 0:
+      raise ValueError(f"{source_holdout=} must be >= 0")
+    changes["source_holdout"] = int(source_holdout)
+  return dataclasses.replace(plan, **changes) if changes else plan
+
+
+def _preset_plan(pair: PairSpec, method: str, preset: str, *,
+                 steps: int | None, batch_size: int | None,
+                 seed: int) -> RunPlan:
   if preset not in PRESETS:
     raise ValueError(f"unknown {preset=}; choose one of {PRESETS}")
   if steps is not None and steps <= 0:
@@ -98,7 +127,8 @@ def make_plan(pair: PairSpec, method: str, preset: str = "quick", *,
                        optimizer="adam", learning_rate=QUICK_LEARNING_RATE,
                        **overrides)
   return RunPlan(config, "mnist", eval_every=_eval_every(total),
-                 eval_size=2000, note=QUICK_NOTE.format(steps=total))
+                 eval_size=2000, note=QUICK_NOTE.format(steps=total),
+                 source_holdout=QUICK_SOURCE_HOLDOUT)
 
 
 def _eval_every(total: int) -> int:

@@ -65,28 +65,38 @@ def constant_learning_rate(mu0: float = 0.01) -> optax.Schedule:
 
 
 def adaptation_factor(total_steps: int, gamma: float = 10.0,
-                      lam_max: float = 1.0) -> optax.Schedule:
-  """λ_p = lam_max * (2 / (1 + exp(-gamma p)) - 1), growing from 0 to ~lam_max.
+                      lam_max: float = 1.0,
+                      warmup: float = 0.0) -> optax.Schedule:
+  """λ_p = lam_max * (2 / (1 + exp(-gamma q)) - 1), growing from 0 to ~lam_max.
 
-  The ramp suppresses the noisy domain signal at the start of training.
+  The ramp suppresses the noisy domain signal at the start of training. With
+  the paper's `warmup=0`, q = p; otherwise λ stays 0 for the first `warmup`
+  fraction of training (a source-only start) and the ramp runs over the rest,
+  q = (p - warmup) / (1 - warmup) clipped to [0, 1].
 
   Args:
     total_steps: steps over which p goes from 0 to 1 (> 0).
     gamma: steepness of the ramp (>= 0); the paper's 10 is not tuned.
     lam_max: the value approached at p = 1 (1 in the paper).
+    warmup: the fraction of training before the ramp starts, in [0, 1).
 
   Returns:
     A schedule `count -> λ`.
 
   Raises:
-    ValueError: for total_steps <= 0 or a negative gamma or lam_max.
+    ValueError: for total_steps <= 0, a negative gamma or lam_max, or a
+      warmup outside [0, 1).
   """
   _check_total_steps(total_steps)
   _check_non_negative(gamma=gamma, lam_max=lam_max)
+  if not 0.0 <= warmup < 1.0:
+    raise ValueError(f"{warmup=} must lie in [0, 1): the fraction of "
+                     "training before the λ ramp starts")
 
   def schedule(count):
     p = progress(count, total_steps)
-    return lam_max * (2.0 / (1.0 + jnp.exp(-gamma * p)) - 1.0)
+    q = jnp.clip((p - warmup) / (1.0 - warmup), 0.0, 1.0)
+    return lam_max * (2.0 / (1.0 + jnp.exp(-gamma * q)) - 1.0)
 
   return schedule
 

@@ -65,7 +65,7 @@ def make_schedules(config: TrainConfig):
     lr = schedules.constant_learning_rate(config.learning_rate)
   if config.method == "dann":
     lam = schedules.adaptation_factor(config.total_steps, config.gamma,
-                                      config.lam_max)
+                                      config.lam_max, config.lam_warmup)
   else:
     # Without a domain term λ only scales a gradient that is never used.
     lam = schedules.constant_adaptation_factor(0.0)
@@ -81,7 +81,7 @@ def make_optimizer(config: TrainConfig,
   if config.optimizer == "sgd":
     parts.append(optax.sgd(learning_rate, momentum=config.momentum))
   else:
-    parts.append(optax.adam(learning_rate))
+    parts.append(optax.adam(learning_rate, b1=config.adam_b1))
   return optax.chain(*parts)
 
 
@@ -373,6 +373,14 @@ def replicate_seeds(make_state: Callable[[jax.Array], TrainState],
     raise ValueError("seeds is empty; give at least one seed (--seeds K >= 1)")
   keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
   return jax.vmap(make_state)(keys)
+
+
+def seed_states(state: TrainState) -> list[TrainState]:
+  """The single-seed states of a state with (or without) a seeds axis."""
+  if state.step.ndim == 0:
+    return [state]
+  return [jax.tree.map(lambda x, i=i: x[i], state)
+          for i in range(state.step.shape[0])]
 
 
 def train_on_pair_seeds(state: TrainState, pair, num_steps: int,

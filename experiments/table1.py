@@ -30,9 +30,11 @@ import numpy as np
 from dann_jax.baselines import linear_svm_accuracy, subspace_alignment
 from dann_jax.evaluation import features
 from dann_jax.pairs import METHOD_COLUMNS, PAIRS
-from dann_jax.plots import feature_comparison
+from dann_jax.analysis import compare_features
+from dann_jax.plots import tsne_panels
 from dann_jax.runs import (accuracy_stats, load_pair_data,
-                           machine_description, seed_states, train_or_reuse)
+                           machine_description, train_or_reuse)
+from dann_jax.train import seed_states
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TRAINED = ("source_only", "dann", "target_only")
@@ -96,9 +98,11 @@ def run_pair(spec, args) -> dict:
   # Figures and domain distances for source-only vs DANN.
   layer = TSNE_LAYERS.get(spec.name, "features")
   figure = RESULTS / f"tsne_{spec.name.replace('->', '_to_')}_{args.preset}.png"
-  row["proxy_a_distance"] = feature_comparison(
+  comparison = compare_features(
       [("source only", runs["source_only"]), ("DANN", runs["dann"])],
-      figure, layer=layer, title=f"{spec.name}, {layer} (t-SNE)")
+      layer=layer)
+  tsne_panels(comparison.panels, figure, f"{spec.name}, {layer} (t-SNE)")
+  row["proxy_a_distance"] = comparison.proxy_a_distance
   row["tsne"] = figure.name
   if spec.name == "mnist->mnist-m":
     for method in ("source_only", "dann"):

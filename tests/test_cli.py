@@ -61,8 +61,69 @@ def test_seeds_and_tsne(tiny_mnist, tmp_path, capsys):
   png = tmp_path / "tsne.png"
   assert main(["plot", "tsne", *runs, "--out", str(png), "-n", "12"]) == 0
   assert png.read_bytes()[:4] == b"\x89PNG"
-  distances = json.loads(capsys.readouterr().out)["proxy_a_distance"]
+  last = capsys.readouterr().out.strip().splitlines()[-1]
+  distances = json.loads(last)["proxy_a_distance"]
   assert set(distances) == {"source_only", "dann"}
+
+
+def test_keep_best_agrees_with_select(tiny_mnist, tmp_path, capsys):
+  out = tmp_path / "kb"
+  args = TRAIN[:-5] + ["--steps", "1000", "--batch-size", "8",
+                       "--no-progress", "--keep-best", "source-risk",
+                       "--out", str(out)]
+  assert main(args) == 0
+  summary = json.loads((out / "summary.json").read_text())
+  rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+  scored = [(r["selection"], r["step"]) for r in rows if "selection" in r]
+  assert [step for _, step in scored] == list(range(100, 1001, 100))
+  best_score, best_step = min(scored)  # ties: the earliest step
+  assert summary["best"]["step"] == best_step
+  assert summary["best"]["score"] == best_score
+  assert summary["best"]["final_score"] == scored[-1][0]
+  assert "label-free best" in capsys.readouterr().out
+  # The ranking of the same run's checkpoints by `select` agrees, and each
+  # score is the held-out source error (4 of the 40 tiny MNIST images).
+  ranking_file = tmp_path / "ranking.json"
+  assert main(["select", str(out), "--criterion", "source-risk",
+               "--checkpoints", "--out", str(ranking_file)]) == 0
+  ranking = json.loads(ranking_file.read_text())["ranking"]
+  assert len(ranking) == 10
+  assert ranking[0]["step"] == best_step
+  assert sorted(r["score"] for r in ranking) == [r["score"] for r in ranking]
+  assert all(r["score"] * 4 == round(r["score"] * 4) for r in ranking)
+  assert {r["step"]: r["score"] for r in ranking} == {
+      step: score for score, step in scored}
+
+
+def test_select_refuses_runs_without_holdout(tiny_mnist, tmp_path, capsys):
+  out = tmp_path / "paper"
+  assert main(TRAIN + ["--preset", "paper", "--out", str(out)]) == 0
+  capsys.readouterr()
+  assert main(["select", str(out), "--criterion", "dev",
+               "--out", str(tmp_path / "r.json")]) == 2
+  assert "no held-out validation split" in capsys.readouterr().err
+  assert not (tmp_path / "r.json").exists()
+
+
+def test_demo_writes_a_report_and_says_when_it_reuses(tiny_mnist, tmp_path,
+                                                      capsys):
+  out = tmp_path / "demo"
+  args = ["demo", "--steps", "4", "--batch-size", "8", "--no-progress",
+          "--out", str(out)]
+  assert main(args) == 0
+  printed = capsys.readouterr().out
+  report = out / "report.md"
+  assert f"report: {report}" in printed
+  text = report.read_text()
+  assert "| DANN |" in text and "| source only |" in text
+  assert "0.8149" in text  # the paper's number beside ours
+  assert (out / "tsne.png").read_bytes()[:4] == b"\x89PNG"
+  for link in ("tsne.png", "source_only/curves.png", "dann/curves.png"):
+    assert f"]({link})" in text and (out / link).exists()
+  assert main(args) == 0
+  assert "reusing the runs already in" in capsys.readouterr().out
+  assert main(args + ["--force"]) == 0
+  assert "training afresh" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args,message", [

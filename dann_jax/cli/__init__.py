@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Modules of this package that contribute subcommands, in help order.
-_COMMAND_MODULES = ("demo", "train", "reproduce", "plot", "data")
+_COMMAND_MODULES = ("demo", "train", "select", "reproduce", "plot", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,8 @@ def register(subparsers) -> None:
 
 
 def run_tsne(args) -> int:
-  from dann_jax.plots import feature_comparison
+  from dann_jax.analysis import compare_features
+  from dann_jax.plots import tsne_panels
   from dann_jax.runs import load_run
 
   pairs = {json.loads(open(f"{d}/run.json").read())["pair"]
@@ -40,6 +41,10 @@ def run_tsne(args) -> int:
     data = result.data if data is None else data
     name = result.summary.get("method") or run_dir
     runs.append((name, result))
-  distances = feature_comparison(runs, args.out, n=args.n, layer=args.layer)
-  print(json.dumps({"figure": args.out, "proxy_a_distance": distances}))
+  print(f"embedding {args.n} test images per domain of {len(runs)} run(s) "
+        "with t-SNE ...", flush=True)
+  comparison = compare_features(runs, n=args.n, layer=args.layer)
+  tsne_panels(comparison.panels, args.out, f"{args.layer} (t-SNE)")
+  print(json.dumps({"figure": args.out,
+                    "proxy_a_distance": comparison.proxy_a_distance}))
   return 0

@@ -63,6 +63,11 @@ def register(subparsers) -> None:
                  help="override the batch of 128 (half source, half target)")
   add_seed_arguments(p)
   p.add_argument("--out", required=True, help="run folder to write")
+  p.add_argument("--keep-best", default=None, metavar="CRITERION",
+                 choices=("reverse-validation", "source-risk", "dev"),
+                 help="also keep the checkpoint that scores best under this "
+                      "label-free criterion (reverse-validation, source-risk "
+                      "or dev), evaluated at every evaluation step")
   p.add_argument("--resume", action="store_true",
                  help="continue the run in --out from its checkpoint")
   p.add_argument("--data-dir", default=None,
@@ -87,12 +92,18 @@ def run(args) -> int:
                       seeds=seed_list(args),
                       resume=args.resume, data_dir=args.data_dir,
                       progress=not args.no_progress,
-                      runner=make_runner(args, plan.config.batch_size))
+                      runner=make_runner(args, plan.config.batch_size),
+                      keep_best=args.keep_best)
   s = result.summary
   t, src = s["target_accuracy"], s["source_accuracy"]
   print(f"{method} {pair.name}: target accuracy {t['mean']:.4f} "
         f"+- {t['std']:.4f} (source {src['mean']:.4f}) over "
         f"{len(s['seeds'])} seed(s); paper v1: {s['paper_v1']}")
+  if "best" in s:
+    b = s["best"]
+    print(f"label-free best ({b['criterion']} {b['score']:.4f}) at step "
+          f"{b['step']}: target accuracy {b['target_accuracy']['mean']:.4f} "
+          f"(final state: {t['mean']:.4f}); kept in {args.out}/best")
   print(json.dumps({k: s[k] for k in ("pair", "method", "target_accuracy",
                                       "train_seconds")}))
   return 0

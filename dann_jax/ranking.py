@@ -1,0 +1,95 @@
+"""Ranking run folders, and the checkpoints along them, by a label-free criterion.
+
+Each candidate (a run's seed at a checkpointed step) is scored by one
+`dann_jax.selection` criterion, which reads source labels and unlabelled
+target images only. Target test accuracy is computed beside the score for
+reporting; it never enters the ranking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from dann_jax import checkpoint, selection
+from dann_jax.evaluation import accuracy
+from dann_jax.runs import (REVERSE_STEPS, load_run, plan_of, seed_states,
+                           with_holdout)
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """One scored candidate."""
+  run: str
+  seed: int
+  step: int
+  score: float
+  target_accuracy: float  # reported only
+
+
+def score_runs(run_dirs: Sequence[str | os.PathLike], criterion: str, *,
+               along_run: bool = False, reverse_steps: int = REVERSE_STEPS,
+               data_dir=None, progress=print) -> list[Candidate]:
+  """Scores every run (every seed; with `along_run`, every checkpoint).
+
+  Args:
+    run_dirs: folders written by `dann_jax.runs.train_pair`, on one pair.
+    criterion: one of `dann_jax.selection.CRITERIA`.
+    along_run: score each checkpointed step, not only the last.
+    reverse_steps: steps of the reverse model (reverse validation).
+    data_dir: the data cache folder.
+    progress: called with one line per scored candidate (None: silent).
+
+  Returns:
+    The candidates, best (lowest score) first (a NaN score last).
+
+  Raises:
+    ValueError: unknown criterion, runs on different pairs, or a run
+      trained without a held-out source split.
+  """
+  selection.check_criterion(criterion)
+  if not run_dirs:
+    raise ValueError("give at least one run folder")
+  data, pair_name, out = None, None, []
+  for run_dir in map(Path, run_dirs):
+    result = load_run(run_dir, data=data, data_dir=data_dir)
+    identity = result.identity
+    if pair_name not in (None, identity["pair"]):
+      raise ValueError(f"{run_dir} is on {identity['pair']}, the others on "
+                       f"{pair_name}; rank runs of one pair")
+    pair_name = identity["pair"]
+    if data is None:
+      data = result.data
+    run_data = with_holdout(data, identity.get("source_holdout", 0))
+    if run_data.source_val is None:
+      raise ValueError(
+          f"{run_dir} was trained on all source images (no held-out "
+          "validation split), so no label-free criterion can score it; "
+          "retrain it with a source holdout (the quick preset has one)")
+    plan = plan_of(identity)
+    view = selection.selection_set(run_data, result.mean)
+    steps = (checkpoint.all_steps(run_dir / "checkpoint") if along_run
+             else [None])
+    for step in steps:
+      state = (result.state if step is None else checkpoint.restore_checkpoint(
+          run_dir / "checkpoint", result.state, step))
+      for seed, single in zip(identity["seeds"], seed_states(state)):
+        score = selection.score_state(
+            single, view, criterion,
+            reverse_config=plan.config.replace(seed=seed),
+            reverse_model=plan.make_model(run_data.source_train.num_classes),
+            reverse_steps=reverse_steps)
+        acc = accuracy(single, run_data.target_test.images,
+                       run_data.target_test.labels, result.mean)
+        cand = Candidate(str(run_dir), seed,
+                         int(np.asarray(single.step)), float(score),
+                         float(acc))
+        out.append(cand)
+        if progress is not None:
+          progress(f"{cand.run} seed {cand.seed} step {cand.step}: "
+                   f"{criterion} {cand.score:.4f}")
+  return sorted(out, key=lambda c: (np.isnan(c.score), c.score))
