@@ -1,20 +1,34 @@
 """dann_jax: domain-adversarial training of neural networks (DANN) in JAX.
 
+The names below are imported on first use, so `import dann_jax` (and the
+command line's `--help`) does not pay for importing JAX and Flax.
+
 References: Ganin & Lempitsky, "Unsupervised Domain Adaptation by
 Backpropagation", arXiv 1409.7495.
 """
 
-from dann_jax import schedules
-from dann_jax.config import TrainConfig
-from dann_jax.grl import gradient_reversal
-from dann_jax.models import DANN, mnist_dann, svhn_dann
-from dann_jax.objective import saddle_point_loss
-from dann_jax.train import (TrainState, create_train_state, eval_step,
-                            train_step)
+import importlib
 
-__all__ = [
-    "DANN", "TrainConfig", "TrainState", "create_train_state", "eval_step",
-    "gradient_reversal", "mnist_dann", "saddle_point_loss", "schedules",
-    "svhn_dann", "train_step",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "DANN": "dann_jax.models", "mnist_dann": "dann_jax.models",
+    "svhn_dann": "dann_jax.models", "TrainConfig": "dann_jax.config",
+    "gradient_reversal": "dann_jax.grl",
+    "saddle_point_loss": "dann_jax.objective",
+    "TrainState": "dann_jax.train", "create_train_state": "dann_jax.train",
+    "eval_step": "dann_jax.train", "train_step": "dann_jax.train",
+}
+__all__ = sorted([*_EXPORTS, "schedules"])
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+  if name == "schedules":
+    return importlib.import_module("dann_jax.schedules")
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+  raise AttributeError(f"module 'dann_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return __all__

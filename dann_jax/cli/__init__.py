@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Modules of this package that contribute subcommands, in help order.
@@ -33,6 +34,42 @@ def main(argv: list[str] | None = None) -> int:
   except (ValueError, FileNotFoundError) as e:
     print(f"dann-jax: error: {e}", file=sys.stderr)
     return 2
+
+
+# XLA:CPU allocates a step's tens of MB of temporaries per execution, above
+# glibc's default mmap threshold (32 MB at most), so every step would page-fault
+# fresh memory; these thresholds keep freed memory in the heap instead.
+MALLOC_TUNING = ("glibc.malloc.mmap_threshold=4294967296:"
+                 "glibc.malloc.trim_threshold=4294967296")
+MALLOC_OPT_OUT = "DANN_JAX_MALLOC_TUNING"
+
+
+def wants_malloc_tuning(env) -> bool:
+  """True on glibc Linux unless the user set GLIBC_TUNABLES or opted out."""
+  if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in env:
+    return False
+  if env.get(MALLOC_OPT_OUT, "1") == "0":
+    return False
+  try:
+    return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+  except (ValueError, OSError):
+    return False
+
+
+def entry() -> None:
+  """The `dann-jax` console script: `main`, in a process with the allocator tuned.
+
+  glibc reads GLIBC_TUNABLES only at process start, so the command re-executes
+  itself once with it set (opt out with DANN_JAX_MALLOC_TUNING=0).
+  """
+  if wants_malloc_tuning(os.environ):
+    env = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNING)
+    try:
+      os.execve(sys.executable,
+                [sys.executable, "-m", "dann_jax.cli", *sys.argv[1:]], env)
+    except OSError:
+      pass  # run untuned rather than not at all
+  sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -4,16 +4,17 @@
 paper's datasets are built from them, `batching` how training batches of half source, half target are drawn.
 """
 
-from dann_jax.data.batching import DomainPair
-from dann_jax.data.batching import eval_batches
-from dann_jax.data.batching import make_domain_pair
-from dann_jax.data.batching import preprocess
-from dann_jax.data.batching import sample_batch
-from dann_jax.data.domains import Domain
-from dann_jax.data.domains import KNOWN_DOMAINS
-from dann_jax.data.domains import load_domain
-from dann_jax.data.sources import data_root
-from dann_jax.data.sources import load_mnist
+import importlib
+
+# public name -> the module that defines it (imported on first use, so that
+# reading data does not import JAX until batches are made).
+_EXPORTS = {
+    "DomainPair": "batching", "eval_batches": "batching",
+    "make_domain_pair": "batching", "preprocess": "batching",
+    "sample_batch": "batching", "Domain": "domains",
+    "KNOWN_DOMAINS": "domains", "load_domain": "domains",
+    "data_root": "sources", "load_mnist": "sources",
+}
 
 __all__ = [
     "Domain",
@@ -27,3 +28,10 @@ __all__ = [
     "preprocess",
     "sample_batch",
 ]
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    module = importlib.import_module(f"dann_jax.data.{_EXPORTS[name]}")
+    return getattr(module, name)
+  raise AttributeError(f"module 'dann_jax.data' has no attribute {name!r}")

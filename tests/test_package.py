@@ -1,0 +1,85 @@
+"""The package's shape: no import loops, a light command line, names that agree."""
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dann_jax
+
+PACKAGE = Path(dann_jax.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+  parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+  """module -> the dann_jax modules it imports (top-level or inside functions)."""
+  modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+  graph = {}
+  for name, path in modules.items():
+    deps = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.ImportFrom) and node.module:
+        targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+      elif isinstance(node, ast.Import):
+        targets = [a.name for a in node.names]
+      else:
+        continue
+      deps |= {t for t in targets if t in modules and t != name}
+    graph[name] = deps
+  return graph
+
+
+def test_no_module_imports_one_that_imports_it_back():
+  graph = _import_graph()
+  # Package __init__ files only re-export names; an edge into them is not a
+  # dependency of the package's own modules.
+  deps = {m: {d for d in ds if not PACKAGE.joinpath(
+      *d.split(".")[1:], "__init__.py").exists()} for m, ds in graph.items()}
+
+  def reachable(start):
+    seen, todo = set(), [start]
+    while todo:
+      for d in deps.get(todo.pop(), ()):
+        if d not in seen:
+          seen.add(d)
+          todo.append(d)
+    return seen
+
+  loops = sorted(m for m in deps if m in reachable(m))
+  assert not loops, f"modules on an import loop: {loops}"
+
+
+def test_help_does_not_import_jax():
+  code = ("import sys; from dann_jax.cli import build_parser; build_parser(); "
+          "print('jax' in sys.modules, 'flax' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, check=True).stdout.split()
+  assert out == ["False", "False"]
+
+
+def test_cli_spells_the_library_names():
+  from dann_jax import parallel, presets, selection
+  from dann_jax.cli import select, train
+  assert train.PRESETS == presets.PRESETS
+  assert train.PARALLEL_KINDS == parallel.PARALLEL_KINDS
+  assert select.CRITERIA == selection.CRITERIA
+
+
+def test_malloc_tuning_respects_the_user():
+  from dann_jax.cli import wants_malloc_tuning
+  glibc = os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+  assert wants_malloc_tuning({}) == (glibc and sys.platform == "linux")
+  assert not wants_malloc_tuning({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+  assert not wants_malloc_tuning({"DANN_JAX_MALLOC_TUNING": "0"})
+
+
+def test_lazy_exports_resolve():
+  assert dann_jax.TrainConfig().batch_size == 128
+  assert callable(dann_jax.schedules.adaptation_factor)
+  from dann_jax import data
+  assert "mnist-m" in data.KNOWN_DOMAINS
