@@ -168,3 +168,31 @@ def test_train_on_four_fake_devices(tiny_mnist, tmp_path):
                         env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 2
   assert "use 6 or 12" in proc.stderr
+
+
+def test_reproduce_tabulates_finished_runs_and_says_what_is_running(
+    tiny_mnist, tmp_path, capsys):
+  runs, results = tmp_path / "runs", tmp_path / "results"
+  done = runs / "mnist_to_mnist-dilated" / "dann"
+  assert main(TRAIN[:3] + ["--target", "mnist-dilated", "--steps", "4",
+                           "--batch-size", "8", "--no-progress",
+                           "--out", str(done)]) == 0
+  # A run stopped midway: its run.json and metrics, no summary.
+  stopped = runs / "mnist_to_mnist-dilated" / "source_only"
+  stopped.mkdir(parents=True)
+  (stopped / "run.json").write_text(json.dumps({"steps": 3000}))
+  (stopped / "metrics.jsonl").write_text(json.dumps({"step": 1200}) + "\n")
+  capsys.readouterr()
+  assert main(["reproduce", "table1", "--pairs", "mnist->mnist-dilated",
+               "--steps", "4", "--runs", str(runs), "--results",
+               str(results), "--table-only"]) == 0
+  table = json.loads((results / "table1_quick.json").read_text())
+  cells = table["pairs"]["mnist->mnist-dilated"]
+  finished = json.loads((done / "summary.json").read_text())
+  assert cells["dann"] == finished["target_accuracy"]["per_seed"]
+  assert cells["status"] == {"source_only": "running: step 1,200 of 3,000",
+                             "target_only": "not started"}
+  assert table["steps"] == 4 and table["seeds"] == [0]
+  md = (results / "table1_quick.md").read_text()
+  assert "running: step 1,200 of 3,000" in md
+  assert f"{finished['target_accuracy']['mean']:.4f}" in md

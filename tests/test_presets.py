@@ -65,3 +65,47 @@ def test_train_pair_builds_the_plans_network(tmp_path):
                       batch_size=4, data=data, progress=False, plots=False)
   assert count_params(result.state.params) == MNIST_NET
   assert result.summary["network"] == "mnist"
+
+
+def test_quick_preset_keeps_the_papers_lambda_schedule():
+  plan = make_plan(PAIRS["mnist->mnist-m"], "dann", "quick")
+  c = plan.config
+  assert (c.optimizer, c.learning_rate, c.adam_b1) == ("adam", 1e-3, 0.5)
+  assert (c.gamma, c.lam_max, c.lam_warmup) == (10.0, 1.0, 0.0)
+  assert c.total_steps == 3000 and plan.source_holdout == 5000
+  assert make_plan(PAIRS["mnist->mnist-m"], "dann", "paper").source_holdout == 0
+
+
+def test_overrides_set_config_fields_and_name_unknown_ones():
+  pair = PAIRS["mnist->mnist-m"]
+  plan = make_plan(pair, "dann", "quick", overrides={"lam_max": 0.5},
+                   source_holdout=100)
+  assert plan.config.lam_max == 0.5 and plan.source_holdout == 100
+  assert plan.config.adam_b1 == 0.5  # the rest of the preset stays
+  with pytest.raises(ValueError, match="unknown config fields.*lr"):
+    make_plan(pair, "dann", "quick", overrides={"lr": 0.1})
+  with pytest.raises(ValueError, match="must be > 0"):
+    make_plan(pair, "dann", "quick", overrides={"max_norm": -1.0})
+
+
+def test_source_holdout_is_a_fixed_disjoint_split():
+  from dann_jax.runs import holdout_size, split_holdout, with_holdout
+  assert holdout_size(5000, 60_000) == 5000
+  assert holdout_size(5000, 40) == 4  # at most a tenth
+  assert holdout_size(0, 40) == 0
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
+  images[:, 0, 0, 0] = np.arange(50)  # a tag per image
+  source = Domain("mnist", images, np.arange(50) % 10, 10, "random")
+  rest, held = split_holdout(source, 5)
+  tags = lambda d: d.images[:, 0, 0, 0].tolist()
+  assert len(held) == 5 and len(rest) == 45
+  assert sorted(tags(rest) + tags(held)) == list(range(50))
+  assert tags(rest) == sorted(tags(rest))  # order kept
+  np.testing.assert_array_equal(held.labels, np.asarray(tags(held)) % 10)
+  # The same images every time (the split does not follow the run's seed).
+  assert tags(split_holdout(source, 5)[1]) == tags(held)
+  data = PairData(source, source, source, source)
+  assert tags(with_holdout(data, 5).source_val) == tags(held)
+  with pytest.raises(ValueError, match="hold out 5 source images"):
+    with_holdout(with_holdout(data, 5), 0)

@@ -57,3 +57,15 @@ def test_negative_rates_rejected():
     schedules.adaptation_factor(10, gamma=-1.0)
   with pytest.raises(ValueError, match="mu0"):
     schedules.constant_learning_rate(-1.0)
+
+
+def test_adaptation_factor_warmup_shifts_the_ramp():
+  # 30% of 1,000 steps at λ = 0, then the paper's ramp over the other 700:
+  # at step 300 + 0.5 * 700 it equals the plain ramp at p = 0.5.
+  lam = jax.jit(schedules.adaptation_factor(1000, warmup=0.3))
+  plain = lambda p: 2.0 / (1.0 + np.exp(-10.0 * p)) - 1.0
+  assert float(lam(0)) == 0.0 and float(lam(300)) == 0.0
+  np.testing.assert_allclose(float(lam(650)), plain(0.5), rtol=1e-6)
+  np.testing.assert_allclose(float(lam(1000)), plain(1.0), rtol=1e-6)
+  with pytest.raises(ValueError, match="warmup=1.0 must lie in"):
+    schedules.adaptation_factor(10, warmup=1.0)

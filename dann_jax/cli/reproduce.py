@@ -1,31 +1,26 @@
-"""`dann-jax reproduce table1`: the paper's Table 1 (harness in experiments/table1.py)."""
+"""`dann-jax reproduce table1`: the paper's Table 1 (`dann_jax.reproduce`)."""
 
 from __future__ import annotations
 
-import runpy
-from pathlib import Path
-
-# The harness is an experiment script, not library code: it lives in the
-# source checkout next to the package.
-HARNESS = Path(__file__).resolve().parents[2] / "experiments" / "table1.py"
+import sys
 
 
 def register(subparsers) -> None:
+  from dann_jax.reproduce import add_arguments
+
   p = subparsers.add_parser(
       "reproduce", help="reproduce the paper's tables",
-      description="Runs experiments/table1.py; pass its options after the "
-                  "table name, e.g. `dann-jax reproduce table1 --preset quick "
-                  "--seeds 2`.")
+      description="Trains (or reuses, or resumes) every run of the paper's "
+                  "Table 1 and writes table1_<preset>.{json,md} after each "
+                  "pair, e.g. `dann-jax reproduce table1 --preset paper "
+                  "--seeds 3`.")
   p.add_argument("table", choices=("table1",))
-  p.add_argument("options", nargs="...", help="options of the harness "
-                 "(--preset, --seeds, --seed, --steps, --pairs, --runs)")
+  add_arguments(p)
   p.set_defaults(func=run)
 
 
 def run(args) -> int:
-  if not HARNESS.exists():
-    raise FileNotFoundError(
-        f"{HARNESS} not found: `reproduce` needs a source checkout of "
-        "dann-jax (pip install -e .)")
-  module = runpy.run_path(str(HARNESS))
-  return module["main"](args.options)
+  from dann_jax.reproduce import args_from, reproduce_table1
+
+  reproduce_table1(args_from(args), "dann-jax " + " ".join(sys.argv[1:]))
+  return 0
