@@ -42,7 +42,7 @@ def compare_features(runs: Sequence, *, n: int = 500, layer: str = "features",
 
   from dann_jax.divergence import proxy_a_distance
   from dann_jax.evaluation import features
-  from dann_jax.train import seed_states
+  from dann_jax.loop import seed_states
 
   panels, distances = [], {}
   rng = np.random.default_rng(seed)

@@ -61,6 +61,8 @@ class TrainConfig:
     if self.batch_size <= 0 or self.batch_size % 2:
       raise ValueError(f"batch_size={self.batch_size} must be even and "
                        "positive: half source, half target")
+    if not self.learning_rate > 0:  # also rejects NaN
+      raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
     if self.optimizer not in ("sgd", "adam"):
       raise ValueError(f"optimizer={self.optimizer!r} must be 'sgd' or 'adam'")
     if self.max_norm is not None and not self.max_norm > 0:

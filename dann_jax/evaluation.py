@@ -2,7 +2,7 @@
 
 Chunks are padded to one size so each jitted function compiles once, whatever
 the dataset length. States with a leading seeds axis (see
-`dann_jax.train.replicate_seeds`) are evaluated with `jax.vmap`, per seed.
+`dann_jax.loop.replicate_seeds`) are evaluated with `jax.vmap`, per seed.
 """
 
 from __future__ import annotations

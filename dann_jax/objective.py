@@ -29,6 +29,12 @@ def check_method(method: str) -> None:
     raise ValueError(f"unknown {method=}; choose one of {METHODS}")
 
 
+def uses_domain_loss(method: Method) -> bool:
+  """Whether `method`'s objective includes the domain term L_d (only DANN)."""
+  check_method(method)
+  return method == "dann"
+
+
 def _global_sum(x, axis_name):
   return x if axis_name is None else jax.lax.psum(x, axis_name)
 
@@ -50,11 +56,12 @@ def saddle_point_loss(class_logits: jax.Array, domain_logits: jax.Array,
       caller then sums (`psum`) gradients over that axis.
 
   Returns:
-    `(loss, metrics)`: the scalar to differentiate and a dict with
-    `label_loss` (mean cross-entropy over labelled rows), `domain_loss` (mean
-    binary cross-entropy over all rows) and `domain_accuracy`.
+    `(loss, metrics)`: the scalar to differentiate and a dict with `loss`
+    (the objective's global value: `label_loss + domain_loss` for DANN,
+    `label_loss` otherwise), `label_loss` (mean cross-entropy over labelled
+    rows), `domain_loss` (mean binary cross-entropy over all rows, reported
+    for every method) and `domain_accuracy`.
   """
-  check_method(method)
   domain = batch["domain"]
   if method == "target_only":
     label_mask = domain == 1
@@ -74,9 +81,12 @@ def saddle_point_loss(class_logits: jax.Array, domain_logits: jax.Array,
   domain_correct = (domain_logits > 0) == (domain == 1)
   domain_accuracy = jnp.sum(domain_correct) / n_all
 
-  loss = label_loss + domain_loss if method == "dann" else label_loss
+  adversarial = uses_domain_loss(method)
+  loss = label_loss + domain_loss if adversarial else label_loss
   metrics = dict(label_loss=label_loss, domain_loss=domain_loss,
                  domain_accuracy=domain_accuracy)
   if axis_name is not None:
     metrics = jax.lax.psum(metrics, axis_name)
+  metrics["loss"] = (metrics["label_loss"] + metrics["domain_loss"]
+                     if adversarial else metrics["label_loss"])
   return loss, metrics

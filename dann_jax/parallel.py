@@ -38,7 +38,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dann_jax.data.batching import DomainPair, sample_batch
-from dann_jax.train import DATA_STREAM, TrainState, train_step
+from dann_jax.loop import train_on_pair
+from dann_jax.train import TrainState, train_step
 
 DATA_AXIS = "data"
 PMAP_AXIS = "devices"
@@ -180,19 +181,6 @@ def interleave_batch(batch: dict[str, Any],
                       split_batch(batch, num_devices))
 
 
-def _scan_chunk(state: TrainState, pair: DomainPair, num_steps: int,
-                batch_size: int, prepare: Callable,
-                axis_name: str | None = None):
-  """`train_on_pair` with `prepare` applied to each sampled batch."""
-  data_key = jax.random.fold_in(state.key, DATA_STREAM)
-
-  def body(state, _):
-    batch = prepare(sample_batch(pair, data_key, state.step, batch_size))
-    return train_step(state, batch, axis_name=axis_name)
-
-  return jax.lax.scan(body, state, None, length=num_steps)
-
-
 def _per_seed(chunk: Callable, state: TrainState):
   """Runs `chunk(state)`, vmapped when `state` carries a leading seeds axis."""
   return jax.vmap(chunk)(state) if state.step.ndim else chunk(state)
@@ -225,7 +213,8 @@ def make_sharded_runner(mesh: Mesh) -> Runner:
                      out_shardings=replicated)
   def run(state, pair, num_steps, batch_size):
     return _per_seed(
-        lambda s: _scan_chunk(s, pair, num_steps, batch_size, prepare), state)
+        lambda s: train_on_pair(s, pair, num_steps, batch_size, prepare),
+        state)
 
   def runner(state, pair, num_steps, batch_size):
     check_split(batch_size, num_devices)
@@ -323,8 +312,8 @@ def make_pmap_runner(devices: Sequence[Any],
                      static_broadcasted_argnums=(2, 3), donate_argnums=0)
   def run(state, pair, num_steps, batch_size):
     return _per_seed(
-        lambda s: _scan_chunk(s, pair, num_steps, batch_size, own_shard,
-                              axis_name), state)
+        lambda s: train_on_pair(s, pair, num_steps, batch_size, own_shard,
+                                axis_name), state)
 
   def runner(state, pair, num_steps, batch_size):
     check_split(batch_size, num_devices)

@@ -119,7 +119,7 @@ def _svm_and_sa(runs: dict, data) -> tuple[dict, list, list]:
   """Linear-SVM heads on every finished method; SA on source-only's layer."""
   from dann_jax.baselines import linear_svm_accuracy, subspace_alignment
   from dann_jax.evaluation import features
-  from dann_jax.train import seed_states
+  from dann_jax.loop import seed_states
 
   tgt = data.target_test
   svm, sa, sa_d = {}, [], []

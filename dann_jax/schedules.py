@@ -58,12 +58,6 @@ def annealed_learning_rate(
   return schedule
 
 
-def constant_learning_rate(mu0: float = 0.01) -> optax.Schedule:
-  """A constant rate: the paper uses no annealing for MNIST <-> SVHN."""
-  _check_non_negative(mu0=mu0)
-  return lambda count: jnp.full((), mu0, jnp.float32)
-
-
 def adaptation_factor(total_steps: int, gamma: float = 10.0,
                       lam_max: float = 1.0,
                       warmup: float = 0.0) -> optax.Schedule:
@@ -99,9 +93,3 @@ def adaptation_factor(total_steps: int, gamma: float = 10.0,
     return lam_max * (2.0 / (1.0 + jnp.exp(-gamma * q)) - 1.0)
 
   return schedule
-
-
-def constant_adaptation_factor(lam: float = 1.0) -> optax.Schedule:
-  """A constant λ (no ramp)."""
-  _check_non_negative(lam=lam)
-  return lambda count: jnp.full((), lam, jnp.float32)

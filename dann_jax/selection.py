@@ -246,7 +246,8 @@ def _dann_reverse_fitter(view: SelectionSet, config, model, steps: int,
 
   from dann_jax.data import make_domain_pair
   from dann_jax.evaluation import features
-  from dann_jax.train import create_train_state, fit
+  from dann_jax.loop import fit
+  from dann_jax.train import create_train_state
 
   def fit_reverse(pseudo: np.ndarray):
     reverse_source = (view.target_images, pseudo.astype(np.int32))

@@ -31,7 +31,8 @@ def measure(num_devices: int, batch_size: int, steps: int,
   from dann_jax.config import TrainConfig
   from dann_jax.data.batching import make_domain_pair
   from dann_jax.models import mnist_dann
-  from dann_jax.train import create_train_state, jit_train_on_pair
+  from dann_jax.loop import jit_train_on_pair
+  from dann_jax.train import create_train_state
 
   rng = np.random.default_rng(0)
   domain = lambda: (rng.integers(0, 256, (2000, 32, 32, 3), dtype=np.uint8),

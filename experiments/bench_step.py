@@ -5,7 +5,7 @@ Both frameworks run the paper's MNIST and SVHN networks on the same batch of
 losses through a gradient reversal layer, backward, and an SGD-momentum step.
 The steps alternate in one process (JAX, PyTorch, JAX, ...) so that both see
 the same machine load; each reports the median of the timed steps after a
-warm-up. The JAX step is `dann_jax.train.jit_train_step` (on CPU compiled
+warm-up. The JAX step is `dann_jax.loop.jit_train_step` (on CPU compiled
 with `dann_jax.layers.EIGEN_CONVOLUTIONS`); the plain Flax step (`nn.Conv` +
 `nn.max_pool` under a stock `jax.jit`, the formulation before
 `dann_jax.layers`) is timed alongside for the MNIST net.
@@ -93,18 +93,18 @@ def jax_stepper(model, batch: dict[str, np.ndarray],
                 plain_jit: bool = False) -> Callable[[], None]:
   """A closure running one jitted, state-donating train step to completion.
 
-  `train.jit_train_step` (compiled with `dann_jax.layers.EIGEN_CONVOLUTIONS`
+  `loop.jit_train_step` (compiled with `dann_jax.layers.EIGEN_CONVOLUTIONS`
   on CPU), or with `plain_jit` a stock `jax.jit` of the same step.
   """
   import jax
 
-  from dann_jax import train
+  from dann_jax import loop, train
   from dann_jax.config import TrainConfig
 
   batch = jax.device_put(batch)
   holder = [train.create_train_state(model, TrainConfig(), batch["image"])]
   jitted = (jax.jit(train.train_step, donate_argnums=0) if plain_jit
-            else train.jit_train_step)
+            else loop.jit_train_step)
 
   def step():
     holder[0], metrics = jitted(holder[0], batch)

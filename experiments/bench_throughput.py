@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
   import jax
 
-  from dann_jax import models, train
+  from dann_jax import loop, models, train
   from dann_jax.config import TrainConfig
 
   model = models.mnist_dann()
@@ -76,16 +76,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
   steps, seeds, batch = args.steps, args.seeds, args.batch_size
 
   def scan_run(state):
-    return train.jit_train_on_pair(state, pair, steps, batch)
+    return loop.jit_train_on_pair(state, pair, steps, batch)
 
   def loop_run(state):  # also takes a seeds axis (one vmapped step per call)
-    return train.train_on_pair_stepwise(state, pair, steps, batch)
+    return loop.train_on_pair_stepwise(state, pair, steps, batch)
 
   def vmap_run(state):
-    return train.jit_train_on_pair_seeds(state, pair, steps, batch)
+    return loop.jit_train_on_pair_seeds(state, pair, steps, batch)
 
   fresh = lambda: make_state(jax.random.key(0))
-  fresh_seeds = lambda: train.replicate_seeds(make_state, range(seeds))
+  fresh_seeds = lambda: loop.replicate_seeds(make_state, range(seeds))
   fresh_list = lambda: [make_state(jax.random.key(s)) for s in range(seeds)]
   separately = lambda run: lambda states: [run(s) for s in states]
 

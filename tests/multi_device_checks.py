@@ -21,8 +21,8 @@ from dann_jax import parallel
 from dann_jax.config import TrainConfig
 from dann_jax.data.batching import make_domain_pair, sample_batch
 from dann_jax.models import mnist_dann
-from dann_jax.train import (DATA_STREAM, create_train_state, fit,
-                            jit_train_on_pair)
+from dann_jax.loop import DATA_STREAM, fit, jit_train_on_pair
+from dann_jax.train import create_train_state
 
 NUM_DEVICES = 4
 BATCH = 16  # two source and two target rows per device

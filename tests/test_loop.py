@@ -12,7 +12,8 @@ from dann_jax.config import TrainConfig
 from dann_jax.data.batching import make_domain_pair, preprocess
 from dann_jax.evaluation import accuracy, features
 from dann_jax.models import mnist_dann
-from dann_jax.train import create_train_state, fit, replicate_seeds
+from dann_jax.loop import fit, replicate_seeds
+from dann_jax.train import create_train_state
 
 BATCH = 16
 
@@ -122,7 +123,7 @@ def test_accuracy_and_features_against_direct_apply(pair):
 
 
 def test_scan_and_stepwise_runners_agree(pair):
-  from dann_jax.train import jit_train_on_pair, train_on_pair_stepwise
+  from dann_jax.loop import jit_train_on_pair, train_on_pair_stepwise
   scanned, m_scan = jit_train_on_pair(_state(), pair, 3, BATCH)
   looped, m_loop = train_on_pair_stepwise(_state(), pair, 3, BATCH)
   _assert_trees_close(scanned.params, looped.params, rtol=1e-5)

@@ -13,7 +13,8 @@ from dann_jax.config import TrainConfig
 from dann_jax.data import make_domain_pair
 from dann_jax.evaluation import accuracy
 from dann_jax.models import DANN
-from dann_jax.train import create_train_state, fit
+from dann_jax.loop import fit
+from dann_jax.train import create_train_state
 
 
 def test_source_risk_hand_case():

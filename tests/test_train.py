@@ -12,9 +12,9 @@ from sklearn.datasets import make_moons
 from dann_jax.config import TrainConfig
 from dann_jax.models import DANN, MLP, mnist_dann
 from dann_jax.objective import saddle_point_loss
-from dann_jax.train import (chunk_sizes, check_finite, check_labels,
-                            create_train_state, eval_step, jit_train_steps,
-                            train_step)
+from dann_jax.loop import (check_finite, check_labels, chunk_sizes,
+                           jit_train_steps)
+from dann_jax.train import create_train_state, eval_step, train_step
 
 
 class TwoLayerFeatures(nn.Module):
