@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dann_jax.data.batching import preprocess
-from dann_jax.layers import cpu_jit
+from dann_jax.xla_cpu import cpu_jit
 from dann_jax.train import TrainState, eval_step
 
 

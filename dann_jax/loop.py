@@ -8,7 +8,7 @@ up to a step count, chunk by chunk, with batches sampled on the device
 `default_runner` picks a host loop of jitted steps on CPU (XLA:CPU runs
 convolutions inside a `while` loop several times slower) and one `lax.scan`
 elsewhere; `dann_jax.parallel` builds multi-device runners on the same scan.
-This module makes the one choice of jit: `dann_jax.layers.cpu_jit`, which is
+This module makes the one choice of jit: `dann_jax.xla_cpu.cpu_jit`, which is
 `jax.jit` with XLA:CPU's convolutions on its Eigen kernels.
 
 References: the training protocol of Sec. 5 of Ganin & Lempitsky,
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dann_jax.data.batching import sample_batch
-from dann_jax.layers import cpu_jit
+from dann_jax.xla_cpu import cpu_jit
 from dann_jax.train import TrainState, train_step
 
 # Tag folded into the run key for the stream of sampled batches.
@@ -126,7 +126,7 @@ def chunk_sizes(start: int, stop: int, every: int) -> Iterator[int]:
 
 
 # Jitted entry points. `cpu_jit` is `jax.jit`, except that on CPU it runs the
-# convolutions on XLA's Eigen kernels (see `dann_jax.layers`).
+# convolutions on XLA's Eigen kernels (see `dann_jax.xla_cpu`).
 jit_train_step = cpu_jit(train_step, static_argnames="axis_name",
                          donate_argnums=0)
 jit_train_steps = cpu_jit(train_steps, donate_argnums=0)

@@ -3,7 +3,10 @@
 `DANN` joins *any* three Flax modules — the paper's claim is that the method
 fits almost any feed-forward model — with the gradient reversal layer between
 the feature extractor and the domain classifier. The factories build the exact
-architectures of the paper's digit experiments.
+architectures of the paper's digit experiments. Their convolution and pooling
+are attributes that default to stock Flax (`lax.conv_general_dilated`,
+`nn.max_pool`); `dann_jax.xla_cpu.tuned` gives the same networks with the
+CPU-fast formulations of the same functions.
 
 References: Ganin & Lempitsky, arXiv 1409.7495, Fig. 1 and Sec. 3; the digit
 architectures are those of the arXiv v2 appendix / JMLR 2016 Fig. 4.
@@ -13,14 +16,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from dann_jax.grl import gradient_reversal
-from dann_jax.layers import conv_general_dilated, max_pool
 
 
 def _takes_train(module: nn.Module) -> bool:
@@ -32,6 +35,12 @@ def _apply(module: nn.Module, x, train: bool):
   return module(x, train=train) if _takes_train(module) else module(x)
 
 
+def max_pool(x: jax.Array, window: int, stride: int,
+             padding: str = "VALID") -> jax.Array:
+  """Square max pooling of NHWC `x` (`flax.linen.max_pool`)."""
+  return nn.max_pool(x, (window, window), (stride, stride), padding)
+
+
 class ConvFeatures(nn.Module):
   """Convolutions, each followed by ReLU and an optional max pooling, then flatten.
 
@@ -41,11 +50,16 @@ class ConvFeatures(nn.Module):
       None for no pooling.
     kernel_size: square kernel side of every convolution.
     padding: padding of the convolutions and poolings ("VALID" or "SAME").
+    conv_general_dilated: the convolution primitive, with the signature of
+      `jax.lax.conv_general_dilated` (passed to `nn.Conv`).
+    max_pool: `(x, window, stride, padding) -> pooled x`.
   """
   features: Sequence[int]
   pools: Sequence[tuple[int, int] | None]
   kernel_size: int = 5
   padding: str = "VALID"
+  conv_general_dilated: Callable = lax.conv_general_dilated
+  max_pool: Callable = max_pool
 
   @nn.compact
   def __call__(self, x):
@@ -56,10 +70,10 @@ class ConvFeatures(nn.Module):
     for width, pool in zip(self.features, self.pools, strict=True):
       x = nn.Conv(width, (self.kernel_size, self.kernel_size),
                   padding=self.padding,
-                  conv_general_dilated=conv_general_dilated)(x)
+                  conv_general_dilated=self.conv_general_dilated)(x)
       x = nn.relu(x)
       if pool is not None:
-        x = max_pool(x, *pool, padding=self.padding)
+        x = self.max_pool(x, *pool, padding=self.padding)
     return x.reshape(x.shape[0], -1)
 
 
@@ -134,20 +148,26 @@ class DANN(nn.Module):
     return _apply(self.label_predictor, self.embed(x, train=train), train)
 
 
-def mnist_dann(num_classes: int = 10) -> DANN:
+def mnist_dann(num_classes: int = 10, **layers) -> DANN:
   """The paper's MNIST network (valid convolutions, for 32x32 inputs).
 
   Features: conv 5x5x32, ReLU, max-pool 2x2/2, conv 5x5x48, ReLU, max-pool 2x2/2.
   Label predictor: fc 100, ReLU, fc 100, ReLU, fc `num_classes`.
   Domain classifier: fc 100, ReLU, fc 1.
+
+  Args:
+    num_classes: outputs of the label predictor.
+    **layers: `conv_general_dilated` and/or `max_pool` for `ConvFeatures`.
   """
   return DANN(
-      features=ConvFeatures(features=(32, 48), pools=((2, 2), (2, 2))),
+      features=ConvFeatures(features=(32, 48), pools=((2, 2), (2, 2)),
+                            **layers),
       label_predictor=MLP(hidden=(100, 100), outputs=num_classes),
       domain_classifier=MLP(hidden=(100,), outputs=1))
 
 
-def svhn_dann(num_classes: int = 10, dropout_rate: float = 0.5) -> DANN:
+def svhn_dann(num_classes: int = 10, dropout_rate: float = 0.5,
+              **layers) -> DANN:
   """The paper's SVHN network (used when the source is not MNIST).
 
   Features: conv 5x5x64, ReLU, max-pool 3x3/2, conv 5x5x64, ReLU, max-pool 3x3/2,
@@ -156,10 +176,12 @@ def svhn_dann(num_classes: int = 10, dropout_rate: float = 0.5) -> DANN:
   Label predictor: fc 3072, fc 2048, fc `num_classes`; domain classifier:
   fc 1024, fc 1024, fc 1; ReLU and dropout after each hidden layer (the paper
   uses dropout for this net without giving the rate; 0.5 by default).
+  `**layers` as for `mnist_dann`.
   """
   return DANN(
       features=ConvFeatures(features=(64, 64, 128),
-                            pools=((3, 2), (3, 2), None), padding="SAME"),
+                            pools=((3, 2), (3, 2), None), padding="SAME",
+                            **layers),
       label_predictor=MLP(hidden=(3072, 2048), outputs=num_classes,
                           dropout_rate=dropout_rate),
       domain_classifier=MLP(hidden=(1024, 1024), outputs=1,

@@ -31,6 +31,7 @@ def measure(num_devices: int, batch_size: int, steps: int,
   from dann_jax.config import TrainConfig
   from dann_jax.data.batching import make_domain_pair
   from dann_jax.models import mnist_dann
+  from dann_jax.xla_cpu import tuned
   from dann_jax.loop import jit_train_on_pair
   from dann_jax.train import create_train_state
 
@@ -39,7 +40,7 @@ def measure(num_devices: int, batch_size: int, steps: int,
                     rng.integers(0, 10, 2000).astype(np.int32))
   pair = make_domain_pair(domain(), domain())
   config = TrainConfig(total_steps=10_000, batch_size=batch_size)
-  state = create_train_state(mnist_dann(), config,
+  state = create_train_state(tuned(mnist_dann)(), config,
                              np.zeros((2, 32, 32, 3), np.float32))
   runners = {"sharding": parallel.make_runner("sharding", num_devices,
                                               batch_size),

@@ -6,9 +6,9 @@ losses through a gradient reversal layer, backward, and an SGD-momentum step.
 The steps alternate in one process (JAX, PyTorch, JAX, ...) so that both see
 the same machine load; each reports the median of the timed steps after a
 warm-up. The JAX step is `dann_jax.loop.jit_train_step` (on CPU compiled
-with `dann_jax.layers.EIGEN_CONVOLUTIONS`); the plain Flax step (`nn.Conv` +
+with `dann_jax.xla_cpu.EIGEN_CONVOLUTIONS`); the plain Flax step (`nn.Conv` +
 `nn.max_pool` under a stock `jax.jit`, the formulation before
-`dann_jax.layers`) is timed alongside for the MNIST net.
+`dann_jax.xla_cpu`) is timed alongside for the MNIST net.
 
 Threads: XLA:CPU runs one intra-op thread per core this process may use;
 PyTorch is set to the same number (`torch.set_num_threads`). XLA flags come
@@ -66,34 +66,16 @@ def make_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def plain_mnist_dann():
   """The MNIST DANN with stock `nn.Conv` and `nn.max_pool` (the baseline)."""
-  import flax.linen as nn
-
   from dann_jax import models
 
-  class PlainConvFeatures(nn.Module):
-    features: Sequence[int]
-    pools: Sequence[tuple[int, int] | None]
-
-    @nn.compact
-    def __call__(self, x):
-      for width, pool in zip(self.features, self.pools):
-        x = nn.relu(nn.Conv(width, (5, 5), padding="VALID")(x))
-        if pool is not None:
-          x = nn.max_pool(x, (pool[0],) * 2, strides=(pool[1],) * 2)
-      return x.reshape(x.shape[0], -1)
-
-  fast = models.mnist_dann()
-  return models.DANN(
-      features=PlainConvFeatures(features=(32, 48), pools=((2, 2), (2, 2))),
-      label_predictor=fast.label_predictor,
-      domain_classifier=fast.domain_classifier)
+  return models.mnist_dann()
 
 
 def jax_stepper(model, batch: dict[str, np.ndarray],
                 plain_jit: bool = False) -> Callable[[], None]:
   """A closure running one jitted, state-donating train step to completion.
 
-  `loop.jit_train_step` (compiled with `dann_jax.layers.EIGEN_CONVOLUTIONS`
+  `loop.jit_train_step` (compiled with `dann_jax.xla_cpu.EIGEN_CONVOLUTIONS`
   on CPU), or with `plain_jit` a stock `jax.jit` of the same step.
   """
   import jax
@@ -247,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
   import jax
 
-  from dann_jax import models
+  from dann_jax import models, xla_cpu
 
   threads = _threads()
   torch = None
@@ -269,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
   results = {}
   for net in nets:
     steppers = {"jax": jax_stepper(
-        models.mnist_dann() if net == "mnist" else models.svhn_dann(), batch)}
+        xla_cpu.tuned(models.mnist_dann)() if net == "mnist"
+        else xla_cpu.tuned(models.svhn_dann)(), batch)}
     if net == "mnist" and not args.no_plain:
       steppers["jax_plain"] = jax_stepper(plain_mnist_dann(), batch,
                                           plain_jit=True)

@@ -64,10 +64,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
   import jax
 
-  from dann_jax import loop, models, train
+  from dann_jax import loop, models, train, xla_cpu
   from dann_jax.config import TrainConfig
 
-  model = models.mnist_dann()
+  model = xla_cpu.tuned(models.mnist_dann)()
   config = TrainConfig(batch_size=args.batch_size)
   pair = synthetic_pair(args.domain_size)
   images = np.zeros((1, 32, 32, 3), np.float32)

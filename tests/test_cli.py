@@ -196,3 +196,33 @@ def test_reproduce_tabulates_finished_runs_and_says_what_is_running(
   md = (results / "table1_quick.md").read_text()
   assert "running: step 1,200 of 3,000" in md
   assert f"{finished['target_accuracy']['mean']:.4f}" in md
+
+
+def test_set_overrides_config_fields(tiny_mnist, tmp_path):
+  from dann_jax.cli.train import parse_overrides
+  assert parse_overrides(["learning_rate=3e-4", "optimizer=sgd",
+                          "anneal_learning_rate=false", "max_norm=none",
+                          "batch_size=64"]) == {
+      "learning_rate": 3e-4, "optimizer": "sgd",
+      "anneal_learning_rate": False, "max_norm": None, "batch_size": 64}
+  out = tmp_path / "set"
+  assert main(TRAIN + ["--set", "lam_max=0.5", "--set", "adam_b1=0.8",
+                       "--out", str(out)]) == 0
+  config = json.loads((out / "summary.json").read_text())["config"]
+  assert config["lam_max"] == 0.5 and config["adam_b1"] == 0.8
+  assert json.loads((out / "run.json").read_text())["overrides"] == {
+      "lam_max": 0.5, "adam_b1": 0.8}
+
+
+@pytest.mark.parametrize("item,message", [
+    ("lr=0.1", "FIELD one of"), ("learning_rate", "FIELD one of"),
+    ("learning_rate=fast", "'fast' is not a valid float"),
+    ("anneal_learning_rate=maybe", "not a valid bool"),
+    ("total_steps=10", "use --steps"),
+    ("learning_rate=-1", "learning_rate=-1.0 must be > 0"),
+])
+def test_bad_set_is_one_clear_error(item, message, tmp_path, capsys):
+  assert main(["train", "--source", "mnist", "--target", "mnist-m",
+               "--set", item, "--out", str(tmp_path / "x")]) == 2
+  assert message in capsys.readouterr().err
+  assert not (tmp_path / "x").exists()

@@ -67,6 +67,11 @@ def register(subparsers) -> None:
                  help="override the batch of 128 (half source, half target)")
   add_seed_arguments(p)
   p.add_argument("--out", required=True, help="run folder to write")
+  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                 dest="overrides",
+                 help="override one training hyper-parameter of the preset "
+                      "(a dann_jax.TrainConfig field), e.g. --set "
+                      "learning_rate=3e-4 --set optimizer=sgd; repeatable")
   p.add_argument("--keep-best", default=None, metavar="CRITERION",
                  choices=("reverse-validation", "source-risk", "dev"),
                  help="also keep the checkpoint that scores best under this "
@@ -83,21 +88,59 @@ def register(subparsers) -> None:
   p.set_defaults(func=run)
 
 
+def parse_overrides(items: list[str]) -> dict:
+  """`["FIELD=VALUE", ...]` as TrainConfig overrides, typed like the fields."""
+  import dataclasses
+
+  from dann_jax.config import TrainConfig
+
+  defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+  out = {}
+  for item in items:
+    field, sep, text = item.partition("=")
+    if not sep or field not in defaults:
+      raise ValueError(f"--set {item}: expected FIELD=VALUE with FIELD one "
+                       f"of {', '.join(sorted(defaults))}")
+    if field in ("method", "total_steps", "seed"):
+      flag = {"method": "--method", "total_steps": "--steps",
+              "seed": "--seed"}[field]
+      raise ValueError(f"--set {item}: use {flag} for that")
+    default = defaults[field]
+    try:
+      if isinstance(default, bool):
+        if text.lower() not in ("true", "false"):
+          raise ValueError
+        value = text.lower() == "true"
+      elif isinstance(default, (int, float)) and not isinstance(default, bool):
+        value = type(default)(text)
+      elif default is None:  # an optional float
+        value = None if text.lower() == "none" else float(text)
+      else:
+        value = text
+    except ValueError:
+      raise ValueError(f"--set {item}: {text!r} is not a valid "
+                       f"{type(default).__name__ if default is not None else 'number or none'}"
+                       ) from None
+    out[field] = value
+  return out
+
+
 def run(args) -> int:
   from dann_jax.presets import make_plan
   from dann_jax.runs import train_pair
 
   pair = get_pair(args.source, args.target)
   method = METHOD_FLAGS[args.method]
+  overrides = parse_overrides(args.overrides)
   plan = make_plan(pair, method, args.preset, steps=args.steps,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, overrides=overrides)
   result = train_pair(pair, method, out_dir=args.out, preset=args.preset,
                       steps=args.steps, batch_size=args.batch_size,
                       seeds=seed_list(args),
                       resume=args.resume, data_dir=args.data_dir,
                       progress=not args.no_progress,
                       runner=make_runner(args, plan.config.batch_size),
-                      keep_best=args.keep_best)
+                      keep_best=args.keep_best, overrides=overrides or None)
   s = result.summary
   t, src = s["target_accuracy"], s["source_accuracy"]
   print(f"{method} {pair.name}: target accuracy {t['mean']:.4f} "

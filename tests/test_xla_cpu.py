@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from dann_jax import layers
+from dann_jax import xla_cpu
 
 _TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -41,7 +41,7 @@ def test_max_pool_matches_flax_values_and_gradients(shape, window, stride,
   # (each window's gradient goes to its unique maximum).
   x = jax.random.normal(jax.random.key(0), shape)
   plain = lambda x: _plain_pool(x, window, stride, padding)
-  fast = lambda x: layers.max_pool(x, window, stride, padding)
+  fast = lambda x: xla_cpu.max_pool(x, window, stride, padding)
   expected_y = plain(x)
   cotangent = jax.random.normal(jax.random.key(1), expected_y.shape)
   y, g = jax.jit(lambda x: _value_and_grad(fast, x, cotangent))(x)
@@ -65,7 +65,7 @@ def test_max_pool_gradient_at_ties_is_select_and_scatters(window, stride,
       jnp.float32)
   x = x.at[0, :4, :4, 0].set(1.0)  # windows that are entirely one value
   plain = lambda x: _plain_pool(x, window, stride, padding)
-  fast = lambda x: layers.max_pool(x, window, stride, padding)
+  fast = lambda x: xla_cpu.max_pool(x, window, stride, padding)
   cotangent = jax.random.normal(jax.random.key(5), plain(x).shape)
   y, g = _value_and_grad(fast, x, cotangent)
   expected_y, expected_g = _value_and_grad(plain, x, cotangent)
@@ -79,7 +79,7 @@ def test_max_pool_gradient_at_ties_is_select_and_scatters(window, stride,
 def test_max_pool_ties_hand_worked():
   # One 2x2 window [[3, 3], [1, -2]]: the first 3 gets the cotangent.
   x = jnp.array([[3.0, 3.0], [1.0, -2.0]])[None, :, :, None]
-  _, g = _value_and_grad(lambda x: layers.max_pool(x, 2, 2), x,
+  _, g = _value_and_grad(lambda x: xla_cpu.max_pool(x, 2, 2), x,
                          jnp.full((1, 1, 1, 1), 7.0))
   np.testing.assert_array_equal(g[0, :, :, 0], [[7.0, 0.0], [0.0, 0.0]])
 
@@ -89,7 +89,7 @@ def test_max_pool_ties_hand_worked():
 def test_max_pool_propagates_nan_like_reduce_window(window, stride, padding):
   x = jax.random.normal(jax.random.key(6), (1, 8, 8, 2))
   x = x.at[0, 3, 5, 1].set(jnp.nan)
-  y = layers.max_pool(x, window, stride, padding)
+  y = xla_cpu.max_pool(x, window, stride, padding)
   expected = _plain_pool(x, window, stride, padding)
   np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
   assert np.isnan(y).any()
@@ -101,7 +101,7 @@ def test_max_pool_propagates_nan_like_reduce_window(window, stride, padding):
 def test_max_pool_forward_mode_matches_flax(window, stride, padding):
   x = jax.random.normal(jax.random.key(7), (2, 10, 10, 3))
   tangent = jax.random.normal(jax.random.key(8), x.shape)
-  y, dy = jax.jvp(lambda x: layers.max_pool(x, window, stride, padding),
+  y, dy = jax.jvp(lambda x: xla_cpu.max_pool(x, window, stride, padding),
                   (x,), (tangent,))
   expected_y, expected_dy = jax.jvp(
       lambda x: _plain_pool(x, window, stride, padding), (x,), (tangent,))
@@ -117,7 +117,7 @@ def test_max_pool_forward_mode_is_the_adjoint_of_reverse_mode_at_ties(
   # in unspecified order) need not pick the entry its reverse mode picks;
   # ours picks the first maximum in both, so <vjp(c), t> == <c, jvp(t)>.
   x = jnp.round(jax.random.normal(jax.random.key(7), (2, 10, 10, 3)))
-  pool = lambda x: layers.max_pool(x, window, stride, padding)
+  pool = lambda x: xla_cpu.max_pool(x, window, stride, padding)
   tangent = jax.random.normal(jax.random.key(8), x.shape)
   y, dy = jax.jvp(pool, (x,), (tangent,))
   cotangent = jax.random.normal(jax.random.key(9), y.shape)
@@ -131,7 +131,7 @@ def test_max_pool_after_relu_gradient_matches_at_zero_ties():
   # ReLU's zero derivative there makes both formulations give zero.
   x = jax.random.normal(jax.random.key(2), (2, 12, 12, 4)) - 1.0
   cotangent = jax.random.normal(jax.random.key(3), (2, 6, 6, 4))
-  fast = lambda x: layers.max_pool(nn.relu(x), 2, 2)
+  fast = lambda x: xla_cpu.max_pool(nn.relu(x), 2, 2)
   plain = lambda x: _plain_pool(nn.relu(x), 2, 2, "VALID")
   assert np.any(np.asarray(plain(x)) == 0)  # the tie case does occur
   _, g = _value_and_grad(fast, x, cotangent)
@@ -142,21 +142,21 @@ def test_max_pool_after_relu_gradient_matches_at_zero_ties():
 def test_max_pool_off_cpu_is_reduce_window(monkeypatch):
   x = jax.random.normal(jax.random.key(9), (2, 9, 9, 3))
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  jaxpr = jax.make_jaxpr(lambda x: layers.max_pool(x, 3, 2, "SAME"))(x)
+  jaxpr = jax.make_jaxpr(lambda x: xla_cpu.max_pool(x, 3, 2, "SAME"))(x)
   assert [e.primitive.name for e in jaxpr.jaxpr.eqns] == ["reduce_window_max"]
-  np.testing.assert_array_equal(layers.max_pool(x, 3, 2, "SAME"),
+  np.testing.assert_array_equal(xla_cpu.max_pool(x, 3, 2, "SAME"),
                                 _plain_pool(x, 3, 2, "SAME"))
   with pytest.raises(ValueError, match="larger than"):
-    layers.max_pool(jnp.zeros((1, 2, 2, 1)), 3, 1)
+    xla_cpu.max_pool(jnp.zeros((1, 2, 2, 1)), 3, 1)
 
 
 def test_max_pool_rejects_bad_arguments():
   with pytest.raises(ValueError, match="padding"):
-    layers.max_pool(jnp.zeros((1, 4, 4, 1)), 2, 2, padding="FULL")
+    xla_cpu.max_pool(jnp.zeros((1, 4, 4, 1)), 2, 2, padding="FULL")
   with pytest.raises(ValueError, match="NHWC"):
-    layers.max_pool(jnp.zeros((4, 4, 1)), 2, 2)
+    xla_cpu.max_pool(jnp.zeros((4, 4, 1)), 2, 2)
   with pytest.raises(ValueError, match="larger than"):
-    layers.max_pool(jnp.zeros((1, 2, 2, 1)), 3, 1)
+    xla_cpu.max_pool(jnp.zeros((1, 2, 2, 1)), 3, 1)
 
 
 def _plain_conv(x, k, padding, strides=(1, 1)):
@@ -165,7 +165,7 @@ def _plain_conv(x, k, padding, strides=(1, 1)):
 
 
 def _fast_conv(x, k, padding, strides=(1, 1)):
-  return layers.conv_general_dilated(
+  return xla_cpu.conv_general_dilated(
       x, k, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
@@ -202,7 +202,7 @@ def test_conv_module_keeps_flax_parameters_and_outputs():
   x = jax.random.normal(jax.random.key(0), (2, 12, 12, 3))
   plain = nn.Conv(5, (3, 3), padding="VALID")
   fast = nn.Conv(5, (3, 3), padding="VALID",
-                 conv_general_dilated=layers.conv_general_dilated)
+                 conv_general_dilated=xla_cpu.conv_general_dilated)
   variables = plain.init(jax.random.key(1), x)
   assert jax.tree.structure(fast.init(jax.random.key(1), x)) == (
       jax.tree.structure(variables))
@@ -237,13 +237,13 @@ def test_plain_convolutions_context_emits_the_plain_convolution():
   shapes = lambda: _conv_shapes(lambda x, k: _fast_conv(x, k, "VALID"), x, k)
   # Outside the context it computes one row taller than the input (CPU).
   assert shapes() == [(2, 15, 10, 6)]
-  with layers.plain_convolutions():
-    with layers.plain_convolutions():
+  with xla_cpu.plain_convolutions():
+    with xla_cpu.plain_convolutions():
       pass
     assert shapes() == [(2, 10, 10, 6)]  # nesting kept it on
   assert shapes() == [(2, 15, 10, 6)]  # the exit restored it
   with pytest.raises(RuntimeError):
-    with layers.plain_convolutions():
+    with xla_cpu.plain_convolutions():
       raise RuntimeError
   assert shapes() == [(2, 15, 10, 6)]
 
@@ -251,7 +251,7 @@ def test_plain_convolutions_context_emits_the_plain_convolution():
 def _traced_plain(fun):
   """`fun` traced as `cpu_jit` traces on CPU: under `plain_convolutions()`."""
   def traced(*args):
-    with layers.plain_convolutions():
+    with xla_cpu.plain_convolutions():
       return fun(*args)
   return traced
 
@@ -315,7 +315,7 @@ def test_conv_off_cpu_is_the_plain_convolution(monkeypatch):
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   conv = lambda x, k: _fast_conv(x, k, "VALID")
   assert _conv_shapes(conv, x, k) == [(2, 10, 10, 6)]
-  with layers.plain_convolutions():
+  with xla_cpu.plain_convolutions():
     grad_x = lambda x, k: jax.grad(lambda x: conv(x, k).sum())(x)
     assert _conv_shapes(grad_x, x, k) == [(2, 10, 10, 6), (2, 14, 14, 4)]
 
@@ -331,13 +331,13 @@ def test_cpu_jit_matches_jit_with_static_and_donated_arguments():
     return jax.value_and_grad(loss, argnums=1)(x, k, power)
 
   expected = jax.jit(value_and_grad, static_argnames="power")(k, x, power=2)
-  fast = layers.cpu_jit(value_and_grad, static_argnames="power",
+  fast = xla_cpu.cpu_jit(value_and_grad, static_argnames="power",
                         donate_argnums=0)
   got = fast(jnp.array(k), x, power=2)
   np.testing.assert_allclose(got[0], expected[0], rtol=1e-5)
   np.testing.assert_allclose(got[1], expected[1], rtol=1e-4, atol=1e-4)
   assert fast.__name__ == "value_and_grad"
   assert "conv" in fast.lower(k, x, power=2).as_text()
-  decorated = layers.cpu_jit(static_argnames="power")(value_and_grad)
+  decorated = xla_cpu.cpu_jit(static_argnames="power")(value_and_grad)
   np.testing.assert_allclose(decorated(k, x, power=2)[0], expected[0],
                              rtol=1e-5)

@@ -1,8 +1,9 @@
-"""Building blocks shared by the paper's networks: max pooling and convolution.
+"""XLA:CPU tuning: faster formulations of the networks' pooling and convolution, and the CPU jit.
 
-`max_pool` is the one place the networks pool and `conv_general_dilated` the
-one convolution they run, so that a faster formulation of the *same function*
-lives here without touching the models. Both are drop-in replacements:
+Nothing here changes what is computed; it changes how XLA:CPU is asked to
+compute it. `tuned(factory)` builds a network of `dann_jax.models` with the
+layers below instead of stock Flax's; `cpu_jit` is the jit `dann_jax.loop`
+and `dann_jax.evaluation` compile with. Both layers are drop-in replacements:
 
 * `max_pool` computes `flax.linen.max_pool` as a selection: the index of
   each window's first maximal entry (row-major, as `select_and_scatter`
@@ -400,3 +401,17 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
   return _spare_row_conv(lhs, rhs, window_strides, padding, lhs_dilation,
                          rhs_dilation, dimension_numbers, feature_group_count,
                          precision)
+
+
+def tuned(factory: Callable[..., Any]) -> Callable[..., Any]:
+  """`factory` (e.g. `dann_jax.models.mnist_dann`) building its network with
+  this module's `conv_general_dilated` and `max_pool`.
+
+  The parameters are those of the stock network (same names and shapes), so
+  states and checkpoints move between the two.
+  """
+  @functools.wraps(factory)
+  def build(*args, **kwargs):
+    return factory(*args, conv_general_dilated=conv_general_dilated,
+                   max_pool=max_pool, **kwargs)
+  return build
