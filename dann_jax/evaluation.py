@@ -8,7 +8,6 @@ the dataset length. States with a leading seeds axis (see
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dann_jax.data.batching import preprocess

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from dann_jax.data.batching import DomainPair, sample_batch
+from dann_jax.data.batching import DomainPair
 from dann_jax.loop import train_on_pair
 from dann_jax.train import TrainState, train_step
 

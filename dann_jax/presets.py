@@ -11,7 +11,7 @@ docs/reproduction.md.
 3,000 steps of Adam (μ_0 = 1e-3 under the paper's annealing formula, first-moment
 decay b1 = 0.5) with the paper's λ ramp compressed into the budget, and 5,000
 source train images held out for label-free selection. How it was chosen:
-candidates (`experiments/quick_sweep.py`) were trained on MNIST -> MNIST-M-like
+candidates (`experiments/quick/quick_sweep.py`) were trained on MNIST -> MNIST-M-like
 and scored by reverse validation (`dann_jax.selection`), the criterion fixed
 before the sweep; target labels were not used to choose. The adaptation
 strength (λ_max, a λ warm-up) is kept at the paper's values rather than chosen
@@ -19,7 +19,7 @@ by the criterion, since every criterion computed on source labels favours
 weaker adaptation by construction (its limit is source-only training); among
 the remaining candidates (optimizer, learning rate, b1) reverse validation
 ranked Adam with b1 = 0.5 first. The whole table, with target accuracy reported
-beside each score: experiments/results/quick_sweep.md.
+beside each score: experiments/results/quick/quick_sweep.md.
 
 Command of the quick preset: `dann-jax train --source mnist --target mnist-m
 --preset quick --out runs/quick`; of the paper preset: the same with

@@ -17,7 +17,8 @@ import numpy as np
 
 from dann_jax import checkpoint, selection
 from dann_jax.evaluation import accuracy
-from dann_jax.runs import (REVERSE_STEPS, load_run, plan_of, seed_states,
+from dann_jax.loop import seed_states
+from dann_jax.runs import (REVERSE_STEPS, load_run, plan_of,
                            with_holdout)
 
 

@@ -62,7 +62,7 @@ class TableArgs:
   methods: Sequence[str] = TRAINED
   steps: int | None = None
   runs: str | None = None
-  results: str = "experiments/results"
+  results: str = "experiments/results/table1"
   table_only: bool = False
   progress: bool = True
 
@@ -310,7 +310,7 @@ def reproduce_table1(args: TableArgs, command: str = "") -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """`python experiments/table1.py ...` (the same options as the CLI)."""
+  """`python experiments/paper/table1.py ...` (the same options as the CLI)."""
   import argparse
 
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -335,7 +335,7 @@ def add_arguments(parser) -> None:
                       "finished runs of the others are still tabulated)")
   parser.add_argument("--runs", default=None,
                       help="where the runs go (default runs/table1_<preset>)")
-  parser.add_argument("--results", default="experiments/results",
+  parser.add_argument("--results", default="experiments/results/table1",
                       help="folder for the table and figures")
   parser.add_argument("--table-only", action="store_true",
                       help="train nothing; tabulate the finished runs")

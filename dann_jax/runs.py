@@ -27,7 +27,7 @@ from dann_jax.evaluation import accuracy
 from dann_jax.objective import check_method
 from dann_jax.pairs import PairSpec
 from dann_jax.presets import QUICK_SOURCE_HOLDOUT, RunPlan, make_plan
-from dann_jax.loop import fit, replicate_seeds, seed_states
+from dann_jax.loop import fit, replicate_seeds
 from dann_jax.train import TrainState, create_train_state
 
 

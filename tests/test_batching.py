@@ -1,6 +1,5 @@
 """Tests of dann_jax.data.batching: half/half batches, masks, epoch reshuffling, mean subtraction, jit and scan."""
 
-import functools
 
 import jax
 import jax.numpy as jnp

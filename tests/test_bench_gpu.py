@@ -1,11 +1,11 @@
-"""experiments/bench_gpu.py: card names and its refusal of a missing cache."""
+"""experiments/bench/bench_gpu.py: card names and its refusal of a missing cache."""
 
 import importlib.util
 from pathlib import Path
 
 import pytest
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "bench_gpu.py"
+_SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "bench" / "bench_gpu.py"
 _spec = importlib.util.spec_from_file_location("bench_gpu", _SCRIPT)
 bench_gpu = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_gpu)

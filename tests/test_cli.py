@@ -29,7 +29,7 @@ def test_train_writes_and_resumes(tiny_mnist, tmp_path, capsys):
   assert 0.0 <= summary["target_accuracy"]["mean"] <= 1.0
   assert summary["target_test_size"] == 20
   assert summary["paper_v1"] == pytest.approx(0.8149)
-  rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+  rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [4]
   assert "target_accuracy" in rows[-1]
   assert np.isfinite(rows[-1]["loss"])
@@ -73,7 +73,7 @@ def test_keep_best_agrees_with_select(tiny_mnist, tmp_path, capsys):
                        "--out", str(out)]
   assert main(args) == 0
   summary = json.loads((out / "summary.json").read_text())
-  rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+  rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
   scored = [(r["selection"], r["step"]) for r in rows if "selection" in r]
   assert [step for _, step in scored] == list(range(100, 1001, 100))
   best_score, best_step = min(scored)  # ties: the earliest step

@@ -1,4 +1,4 @@
-"""experiments/collect_runs.py groups finished runs into mean +- std."""
+"""experiments/paper/collect_runs.py groups finished runs into mean +- std."""
 
 import importlib.util
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "collect_runs.py"
+_SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "paper" / "collect_runs.py"
 _spec = importlib.util.spec_from_file_location("collect_runs", _SCRIPT)
 collect_runs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(collect_runs)

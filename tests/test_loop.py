@@ -1,6 +1,5 @@
 """The training loop: resume from a checkpoint, seeds in one program, evaluation."""
 
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -1,6 +1,5 @@
 """Train state, steps, optimizer arithmetic, the loop, and a toy domain shift."""
 
-import functools
 
 import flax.linen as nn
 import jax

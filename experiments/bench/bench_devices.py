@@ -7,8 +7,8 @@ this measures the overhead of the split, not a speed-up; on a multi-GPU host
 (`--platform gpu`) it measures the real thing.
 
 Run:
-  PYTHONPATH=. python experiments/bench_devices.py              # 1 vs 4 CPU
-  PYTHONPATH=. python experiments/bench_devices.py --platform gpu --devices 1 8
+  PYTHONPATH=. python experiments/bench/bench_devices.py              # 1 vs 4 CPU
+  PYTHONPATH=. python experiments/bench/bench_devices.py --platform gpu --devices 1 8
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ is done, so a part that fails or runs out of time leaves the others:
 3. `bench_throughput.py`: `lax.scan` against a Python loop of jitted steps,
    and K seeds in one vmapped program against K separate runs.
 
-    PYTHONPATH=. python experiments/bench_gpu.py --data-dir DIR --out OUT
+    PYTHONPATH=. python experiments/bench/bench_gpu.py --data-dir DIR --out OUT
     # writes OUT/bench_<card>.json, e.g. bench_h200.json, and OUT/run/
 
 Each process of it allocates GPU memory as it goes
@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parents[1]))
 
 
 def card_name(device_kind: str) -> str:
@@ -75,7 +75,7 @@ def whole_run(data_dir: Path, run_dir: Path, steps: int | None, seed: int,
     command += ["--steps", str(steps)]
   env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false",
              PYTHONPATH=os.pathsep.join(
-                 [str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+                 [str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")]))
   start = time.perf_counter()
   subprocess.run(command, check=True, env=env)
   wall = time.perf_counter() - start

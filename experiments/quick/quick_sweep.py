@@ -8,12 +8,12 @@ unlabelled target images and nothing else). Target test accuracy is recorded
 beside each score for *reporting* only: the preset is chosen by the criterion.
 
 Run:
-  python experiments/quick_sweep.py train --pairs mnist->mnist-m --seeds 0
-  python experiments/quick_sweep.py score --pairs mnist->mnist-m --seeds 0
+  python experiments/quick/quick_sweep.py train --pairs mnist->mnist-m --seeds 0
+  python experiments/quick/quick_sweep.py score --pairs mnist->mnist-m --seeds 0
 
 Runs go under runs/quick_sweep/<pair>/<candidate>_s<seed>/ (reused when the
 command is repeated, resumed when interrupted); the table goes to
-experiments/results/quick_sweep.{json,md}.
+experiments/results/quick/quick_sweep.{json,md}.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def eligible(candidate: str) -> bool:
 
 
 RUNS = Path("runs/quick_sweep")
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "quick"
 # Fixed before the sweep ran: the criterion of the DANN papers themselves.
 SELECTION_CRITERION = "reverse-validation"
 
@@ -175,7 +175,7 @@ def write_table(args) -> None:
   RESULTS.mkdir(parents=True, exist_ok=True)
   write_atomic(RESULTS / "quick_sweep.json", json.dumps(table, indent=2))
   lines = ["# Quick-preset sweep, scored without target labels", "",
-           f"Command: `python experiments/quick_sweep.py score --pairs "
+           f"Command: `python experiments/quick/quick_sweep.py score --pairs "
            f"{' '.join(args.pairs)} --seeds "
            f"{' '.join(map(str, args.seeds))}` (after the same `train`).", "",
            f"Each candidate is DANN under the quick preset with the listed "

@@ -7,9 +7,9 @@ can be repeated until the table is complete. Target accuracy is measured on
 each pair's whole target test set.
 
 Run:
-  python experiments/quick_table1.py --seeds 0 1 2
+  python experiments/quick/quick_table1.py --seeds 0 1 2
 
-Writes experiments/results/quick_table1_3seeds.{json,md} (and each pair's DANN
+Writes experiments/results/quick/quick_table1_3seeds.{json,md} (and each pair's DANN
 curves as quick_table1_curves_<pair>.png); runs go to runs/quick_table1/.
 """
 
@@ -29,7 +29,7 @@ from dann_jax.pairs import PAIRS
 OFFLINE_PAIRS = ("mnist->mnist-m", "mnist->mnist-dilated",
                  "mnist->mnist-max-bg", "syn-digits->mnist", "mnist->optdigits")
 METHODS = ("source_only", "dann")
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "quick"
 STEM = "quick_table1_3seeds"
 
 
@@ -56,7 +56,7 @@ def train(args) -> None:
 def write(args) -> None:
   table = {"preset": "quick", "seeds": args.seeds, "pairs": {}}
   lines = ["# Table 1, quick preset, three seeds", "",
-           f"Command: `python experiments/quick_table1.py --seeds "
+           f"Command: `python experiments/quick/quick_table1.py --seeds "
            f"{' '.join(map(str, args.seeds))}`", "",
            "Target accuracy on each pair's whole target test set, per seed "
            "and mean ± std; `bar` checks DANN ≥ source only on the mean and "

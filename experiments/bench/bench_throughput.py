@@ -13,8 +13,8 @@ images, so no download) with batches sampled on the device:
 Every variant is compiled and run once before it is timed, so the numbers
 exclude compilation. The last line printed is one JSON object.
 
-    python experiments/bench_throughput.py                 # 20 steps, 4 seeds
-    python experiments/bench_throughput.py --steps 50 --seeds 8
+    python experiments/bench/bench_throughput.py                 # 20 steps, 4 seeds
+    python experiments/bench/bench_throughput.py --steps 50 --seeds 8
 
 References: batch of 128 (64 source + 64 target), Sec. 5 of Ganin &
 Lempitsky, arXiv 1409.7495.

@@ -14,9 +14,9 @@ Threads: XLA:CPU runs one intra-op thread per core this process may use;
 PyTorch is set to the same number (`torch.set_num_threads`). XLA flags come
 from the `XLA_FLAGS` environment variable only, and are printed.
 
-    python experiments/bench_step.py                 # both nets, 30 steps
-    python experiments/bench_step.py --nets mnist --steps 50
-    python experiments/bench_step.py --torch-device cuda --steps 200  # GPU
+    python experiments/bench/bench_step.py                 # both nets, 30 steps
+    python experiments/bench/bench_step.py --nets mnist --steps 50
+    python experiments/bench/bench_step.py --torch-device cuda --steps 200  # GPU
     pip install -e .[bench]                          # PyTorch (CPU build)
 
 PyTorch is optional: without it the JAX steps are still timed and the JSON

@@ -7,8 +7,8 @@ times, and the target accuracy at every evaluation while training (on the
 `eval_size` test images of the preset), so the trajectory can be compared
 with the paper preset's reference run in `dann_jax/presets.py`.
 
-    python experiments/collect_runs.py runs/paper_mnist-m_dann_s0 \\
-        runs/paper_mnist-m_dann_s1 --out experiments/results/paper_mnist-m \\
+    python experiments/paper/collect_runs.py runs/paper_mnist-m_dann_s0 \\
+        runs/paper_mnist-m_dann_s1 --out experiments/results/paper/paper_mnist-m \\
         --command "dann-jax train ... --seed {0,1}"
 
 Writes OUT.json and OUT.md; the curves of the first run of each group are

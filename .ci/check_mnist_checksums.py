@@ -2,8 +2,8 @@
 
 CI runs this on every run so that the real data path, not only its mocks, is exercised:
 
-  python experiments/check_mnist_checksums.py            # mirror into a temporary directory (about 10 s)
-  python experiments/check_mnist_checksums.py --cached   # check the copy in $DANN_JAX_DATA instead
+  python .ci/check_mnist_checksums.py            # mirror into a temporary directory (about 10 s)
+  python .ci/check_mnist_checksums.py --cached   # check the copy in $DANN_JAX_DATA instead
 
 Exit status 0 when the four rebuilt IDX files have the published md5s and the label histograms match, 1 otherwise.
 
