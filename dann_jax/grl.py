@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 
 
-@jax.custom_vjp
 def gradient_reversal(x, lam):
   """Returns `x` unchanged; its backward pass multiplies cotangents by `-lam`.
 
@@ -27,7 +26,21 @@ def gradient_reversal(x, lam):
 
   Returns:
     `x`, as is.
+
+  Raises:
+    ValueError: if `lam` is None or not a scalar.
   """
+  if lam is None or jnp.ndim(lam) != 0:
+    shape = None if lam is None else jnp.shape(lam)
+    raise ValueError(
+        f"gradient_reversal: lam must be a scalar (a float or 0-d array), got "
+        f"{'None' if lam is None else f'shape {shape}'}; to scale features "
+        "differently, scale them before the layer")
+  return _reverse(x, lam)
+
+
+@jax.custom_vjp
+def _reverse(x, lam):
   del lam
   return x
 
@@ -43,4 +56,4 @@ def _backward(lam, cotangent):
   return reversed_cotangent, jnp.zeros_like(lam)
 
 
-gradient_reversal.defvjp(_forward, _backward)
+_reverse.defvjp(_forward, _backward)

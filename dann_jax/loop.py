@@ -176,6 +176,9 @@ def fit(state: TrainState, pair, *, num_steps: int, batch_size: int,
   """
   if batch_size <= 0 or batch_size % 2:
     raise ValueError(f"{batch_size=} must be even: half source, half target")
+  if int(num_steps) != num_steps or num_steps < 0:
+    raise ValueError(f"{num_steps=} must be a non-negative integer: the step "
+                     "to stop at")
   check_labels(pair.source_labels, num_classes, "source")
   check_labels(pair.target_labels, num_classes, "target")
   steps_axis = state.step.ndim  # 1 with a leading seeds axis

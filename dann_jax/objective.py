@@ -62,6 +62,11 @@ def saddle_point_loss(class_logits: jax.Array, domain_logits: jax.Array,
     rows), `domain_loss` (mean binary cross-entropy over all rows, reported
     for every method) and `domain_accuracy`.
   """
+  missing = [k for k in ("label", "domain", "label_mask") if k not in batch]
+  if missing:
+    raise ValueError(
+        f"the batch lacks {missing}: a batch holds image, label, domain "
+        "(0 source, 1 target) and label_mask (labels the learner may use)")
   domain = batch["domain"]
   if method == "target_only":
     label_mask = domain == 1

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -177,8 +178,20 @@ def train_or_reuse(pair: PairSpec, method: str, out_dir,
                     resume=(out / "run.json").exists(), **kwargs)
 
 
+def _remove_run_files(out: Path) -> None:
+  """Deletes what a run that failed before its first checkpoint wrote."""
+  for name in ("run.json", "metrics.jsonl"):
+    (out / name).unlink(missing_ok=True)
+  shutil.rmtree(out / "checkpoint", ignore_errors=True)
+  if out.is_dir() and not any(out.iterdir()):
+    out.rmdir()
+
+
 def _check_out_dir(out: Path, identity: dict, resume: bool) -> None:
   """Refuses to overwrite another run, or to resume a different one."""
+  if out.exists() and not out.is_dir():
+    raise ValueError(f"out_dir {out} is a file; the run needs a folder there "
+                     "(choose another path)")
   run_file = out / "run.json"
   if run_file.exists():
     held = json.loads(run_file.read_text())
@@ -351,6 +364,10 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
                 chunk=100 if plan.eval_every % 100 == 0 else plan.eval_every,
                 callback=on_chunk,
                 runner=runner)
+  except BaseException:
+    if not resume and checkpoint.latest_step(out / "checkpoint") is None:
+      _remove_run_files(out)  # nothing to resume: leave the folder reusable
+    raise
   finally:
     if bar is not None:
       bar.close()

@@ -226,3 +226,22 @@ def test_bad_set_is_one_clear_error(item, message, tmp_path, capsys):
                "--set", item, "--out", str(tmp_path / "x")]) == 2
   assert message in capsys.readouterr().err
   assert not (tmp_path / "x").exists()
+
+
+def test_out_naming_a_file_is_one_clear_error(tmp_path, capsys):
+  target = tmp_path / "afile"
+  target.write_text("x")
+  assert main(["train", "--source", "mnist", "--target", "mnist-m",
+               "--out", str(target)]) == 2
+  assert "is a file" in capsys.readouterr().err
+
+
+def test_a_run_failing_at_start_leaves_its_folder_reusable(tiny_mnist,
+                                                            tmp_path, capsys):
+  out = tmp_path / "run"
+  # 40 tiny MNIST images cannot fill a batch of 128.
+  assert main(TRAIN[:7] + ["--batch-size", "128", "--no-progress",
+                           "--out", str(out)]) == 2
+  assert "use a smaller batch" in capsys.readouterr().err
+  assert not out.exists()
+  assert main(TRAIN + ["--out", str(out)]) == 0

@@ -1,5 +1,7 @@
 """Gradient reversal: values, gradients, transformations, and compile caching."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,3 +90,18 @@ def test_grad_of_function_using_it_twice():
   # Reversing twice in sequence multiplies the factors: (-a)(-b) = ab.
   h = lambda x: gradient_reversal(gradient_reversal(x, a), b) ** 2
   np.testing.assert_allclose(jax.grad(h)(x), a * b * 2 * x, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lam,shown", [(None, "got None"),
+                                       (np.ones(5), "got shape (5,)"),
+                                       (np.ones((1,)), "got shape (1,)")])
+def test_lam_must_be_a_scalar(lam, shown):
+  with pytest.raises(ValueError, match=rf"lam must be a scalar.*{re.escape(shown)}"):
+    gradient_reversal(jnp.ones((2, 5)), lam)
+
+
+def test_batched_lam_under_vmap_is_a_scalar_per_example():
+  lams = jnp.array([0.5, 2.0])
+  grads = jax.vmap(jax.grad(lambda x, lam: gradient_reversal(x, lam).sum()))(
+      jnp.ones((2, 3)), lams)
+  np.testing.assert_allclose(grads, -lams[:, None] * jnp.ones((2, 3)))

@@ -128,3 +128,9 @@ def test_scan_and_stepwise_runners_agree(pair):
   _assert_trees_close(scanned.params, looped.params, rtol=1e-5)
   np.testing.assert_allclose(m_scan["loss"], m_loop["loss"], rtol=1e-5)
   assert m_loop["loss"].shape == (3,)
+
+
+@pytest.mark.parametrize("steps", [-5, 2.5])
+def test_fit_rejects_a_bad_step_count(steps):
+  with pytest.raises(ValueError, match="must be a non-negative integer"):
+    fit(None, None, num_steps=steps, batch_size=8, num_classes=10)

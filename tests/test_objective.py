@@ -100,3 +100,10 @@ def test_gradient_equals_paper_updates_4_to_6():
   plain = jax.tree.map(lambda a, b: a + b, dly_f, dld_f)
   assert not np.allclose(g["features"]["Conv_0"]["kernel"],
                          plain["Conv_0"]["kernel"], rtol=1e-3)
+
+
+def test_a_batch_without_domain_is_named():
+  import jax.numpy as jnp
+  batch = {"label": jnp.zeros(4, jnp.int32), "label_mask": jnp.ones(4, bool)}
+  with pytest.raises(ValueError, match=r"lacks \['domain'\]"):
+    saddle_point_loss(jnp.zeros((4, 10)), jnp.zeros(4), batch)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -304,6 +305,10 @@ def read_tfds(name: str, split: str, *, tfds_dir: str | None = None,
       array_record.
   """
   tfds = _tfds()
+  # Probing an unprepared dataset makes tfds warn about version folders it looked for; the error below says it all.
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
   try:
     source = tfds.data_source(name, split=split, data_dir=tfds_dir, download=False,
                               builder_kwargs={"file_format": "array_record"})
@@ -312,6 +317,8 @@ def read_tfds(name: str, split: str, *, tfds_dir: str | None = None,
         f"tfds dataset {name!r} is not prepared as array_record in {tfds_dir or 'the tfds data dir'} ({e}); "
         f"prepare it with `{_TFDS_FETCH_COMMAND.get(name, 'dann-jax data fetch ' + name)}` "
         "(needs the web and `pip install 'dann-jax[tfds]'`)") from None
+  finally:
+    absl_logger.setLevel(level)
   images, labels = [], []
   for start in range(0, len(source), chunk):
     records = [source[i] for i in range(start, min(start + chunk, len(source)))]
