@@ -77,8 +77,8 @@ def restore_checkpoint(directory: str | os.PathLike, template: TrainState,
   step = latest_step(directory) if step is None else step
   if step is None:
     raise FileNotFoundError(
-        f"no checkpoint in {os.fspath(directory)!r}; train without --resume "
-        "first, or point to the run folder that holds one")
+        f"no checkpoint in {os.fspath(directory)!r}; start the run without "
+        "`resume` first, or point to the run folder that holds one")
   with _manager(directory) as manager:
     tree = manager.restore(
         step, args=ocp.args.StandardRestore(_to_tree(template)))

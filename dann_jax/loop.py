@@ -217,7 +217,7 @@ def replicate_seeds(make_state: Callable[[jax.Array], TrainState],
   """
   seeds = list(seeds)
   if not seeds:
-    raise ValueError("seeds is empty; give at least one seed (--seeds K >= 1)")
+    raise ValueError("`seeds` is empty; give at least one seed")
   keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
   return jax.vmap(make_state)(keys)
 

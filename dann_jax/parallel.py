@@ -103,7 +103,7 @@ def _check_available(num_devices: int, available: int | None = None) -> None:
   if num_devices > available:
     raise ValueError(
         f"{num_devices} devices asked for, but only {available} "
-        f"{jax.default_backend()} device(s) exist; use --devices {available} "
+        f"{jax.default_backend()} device(s) exist; use `num_devices={available}` "
         "or fewer (on CPU, fake more with XLA_FLAGS="
         "--xla_force_host_platform_device_count=N set before importing jax)")
 

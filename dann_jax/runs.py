@@ -190,23 +190,23 @@ def _remove_run_files(out: Path) -> None:
 def _check_out_dir(out: Path, identity: dict, resume: bool) -> None:
   """Refuses to overwrite another run, or to resume a different one."""
   if out.exists() and not out.is_dir():
-    raise ValueError(f"out_dir {out} is a file; the run needs a folder there "
-                     "(choose another path)")
+    raise ValueError(f"{out} is a file; the run needs a folder there "
+                     "(choose another `out_dir`)")
   run_file = out / "run.json"
   if run_file.exists():
     held = json.loads(run_file.read_text())
     if not resume:
       raise ValueError(
-          f"{out} already holds a run ({held}); pass --resume to continue it "
-          "or choose a new --out folder")
+          f"{out} already holds a run ({held}); pass `resume=True` to continue "
+          "it or choose another `out_dir`")
     if held != identity:
       raise ValueError(f"cannot resume: {out} holds {held}, not {identity}")
   elif resume:
     raise FileNotFoundError(f"nothing to resume in {out}: no run.json; "
-                            "start the run without --resume")
+                            "start the run without `resume=True`")
   elif out.exists() and any(out.iterdir()):
-    raise ValueError(f"{out} is not empty and holds no run; choose a new "
-                     "--out folder")
+    raise ValueError(f"{out} is not empty and holds no run; choose another "
+                     "`out_dir`")
 
 
 def _per_seed(x) -> float | list[float]:
@@ -268,7 +268,7 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
   check_method(method)
   seeds = list(seeds)
   if not seeds:
-    raise ValueError("seeds is empty: --seeds must be >= 1")
+    raise ValueError("`seeds` is empty; give at least one seed")
   if keep_best is not None:
     selection.check_criterion(keep_best)
     if len(seeds) != 1:

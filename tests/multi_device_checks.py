@@ -119,7 +119,7 @@ def main():
       try:
         make()
       except ValueError as e:
-        assert f"only {NUM_DEVICES}" in str(e) and "--devices 4" in str(e), e
+        assert f"only {NUM_DEVICES}" in str(e) and "`num_devices=4`" in str(e), e
       else:
         raise AssertionError("no ValueError for too many devices")
 

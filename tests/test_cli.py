@@ -39,7 +39,8 @@ def test_train_writes_and_resumes(tiny_mnist, tmp_path, capsys):
 
   # The same folder again without --resume: a clear error, nothing touched.
   assert main(TRAIN + ["--out", str(out)]) == 2
-  assert "already holds a run" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "already holds a run" in err and "pass --resume to continue" in err
   # A longer run resumed from the step-4 checkpoint is refused (different
   # run), the same run resumed is a no-op that rewrites the summary.
   assert main(TRAIN + ["--out", str(out), "--resume"]) == 0
@@ -142,7 +143,8 @@ def test_bad_arguments(args, message, tmp_path, capsys):
 
 def test_resume_without_run(tmp_path, capsys, tiny_mnist):
   assert main(TRAIN + ["--out", str(tmp_path / "none"), "--resume"]) == 2
-  assert "nothing to resume" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "nothing to resume" in err and "without --resume" in err
 
 
 def test_train_on_four_fake_devices(tiny_mnist, tmp_path):

@@ -83,7 +83,7 @@ def test_seeds_in_one_program_equal_separate_runs(pair):
 
 
 def test_no_seeds():
-  with pytest.raises(ValueError, match="--seeds"):
+  with pytest.raises(ValueError, match="give at least one seed"):
     replicate_seeds(lambda key: None, [])
 
 

@@ -78,9 +78,9 @@ def test_indivisible_batch_names_nearest_sizes(batch_size, devices, message):
 
 def test_too_many_devices_names_what_exists():
   count = jax.local_device_count()
-  with pytest.raises(ValueError, match=f"only {count} .*--devices {count}"):
+  with pytest.raises(ValueError, match=f"only {count} .*`num_devices={count}`"):
     parallel.check_devices(128, count + 1)
-  with pytest.raises(ValueError, match=f"--devices {count} or fewer"):
+  with pytest.raises(ValueError, match=f"`num_devices={count}` or fewer"):
     parallel.make_mesh(count + 1)
 
 

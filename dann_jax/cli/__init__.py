@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 # Modules of this package that contribute subcommands, in help order.
@@ -32,8 +33,26 @@ def main(argv: list[str] | None = None) -> int:
   try:
     return int(args.func(args) or 0)
   except (ValueError, FileNotFoundError) as e:
-    print(f"dann-jax: error: {e}", file=sys.stderr)
+    print(f"dann-jax: error: {as_flags(str(e))}", file=sys.stderr)
     return 2
+
+
+# Library arguments named in error messages, as the flags that set them.
+ARGUMENT_FLAGS = {"resume": "--resume", "out_dir": "--out",
+                  "num_devices": "--devices", "seeds": "--seeds"}
+
+
+def as_flags(message: str) -> str:
+  """Rewrites the library's `name=value` and `name` mentions as CLI flags."""
+  def assignment(m):
+    flag = ARGUMENT_FLAGS.get(m.group(1))
+    if flag is None:
+      return m.group(0)
+    return flag if m.group(2) == "True" else f"{flag} {m.group(2)}"
+
+  message = re.sub(r"`(\w+)=([^`]*)`", assignment, message)
+  return re.sub(r"`(\w+)`",
+                lambda m: ARGUMENT_FLAGS.get(m.group(1), m.group(0)), message)
 
 
 # XLA:CPU allocates a step's tens of MB of temporaries per execution, above
