@@ -175,12 +175,12 @@ def test_train_on_four_fake_devices(tiny_mnist, tmp_path):
 def test_reproduce_tabulates_finished_runs_and_says_what_is_running(
     tiny_mnist, tmp_path, capsys):
   runs, results = tmp_path / "runs", tmp_path / "results"
-  done = runs / "mnist_to_mnist-dilated" / "dann"
+  done = runs / "mnist_to_mnist-dilated" / "dann_s0"
   assert main(TRAIN[:3] + ["--target", "mnist-dilated", "--steps", "4",
                            "--batch-size", "8", "--no-progress",
                            "--out", str(done)]) == 0
   # A run stopped midway: its run.json and metrics, no summary.
-  stopped = runs / "mnist_to_mnist-dilated" / "source_only"
+  stopped = runs / "mnist_to_mnist-dilated" / "source_only_s0"
   stopped.mkdir(parents=True)
   (stopped / "run.json").write_text(json.dumps({"steps": 3000}))
   (stopped / "metrics.jsonl").write_text(json.dumps({"step": 1200}) + "\n")
@@ -192,8 +192,9 @@ def test_reproduce_tabulates_finished_runs_and_says_what_is_running(
   cells = table["pairs"]["mnist->mnist-dilated"]
   finished = json.loads((done / "summary.json").read_text())
   assert cells["dann"] == finished["target_accuracy"]["per_seed"]
-  assert cells["status"] == {"source_only": "running: step 1,200 of 3,000",
-                             "target_only": "not started"}
+  assert cells["status"] == {
+      "source_only": "seed 0: running: step 1,200 of 3,000",
+      "target_only": "seed 0: not started"}
   assert table["steps"] == 4 and table["seeds"] == [0]
   md = (results / "table1_quick.md").read_text()
   assert "running: step 1,200 of 3,000" in md
