@@ -18,8 +18,7 @@ import numpy as np
 from dann_jax import checkpoint, selection
 from dann_jax.evaluation import accuracy
 from dann_jax.loop import seed_states
-from dann_jax.runs import (REVERSE_STEPS, load_run, plan_of,
-                           with_holdout)
+from dann_jax.runs import REVERSE_STEPS, load_run, plan_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +62,9 @@ def score_runs(run_dirs: Sequence[str | os.PathLike], criterion: str, *,
       raise ValueError(f"{run_dir} is on {identity['pair']}, the others on "
                        f"{pair_name}; rank runs of one pair")
     pair_name = identity["pair"]
-    if data is None:
-      data = result.data
-    run_data = with_holdout(data, identity.get("source_holdout", 0))
+    # load_run gives the data with this run's held-out split; later runs reuse
+    # the loaded images.
+    data = run_data = result.data
     if run_data.source_val is None:
       raise ValueError(
           f"{run_dir} was trained on all source images (no held-out "

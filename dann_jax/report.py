@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from dann_jax.data.sources import write_text_atomic
 from dann_jax.pairs import PairSpec
 
 TSNE_POINTS = 500  # test images per domain in the t-SNE
@@ -71,7 +72,5 @@ def demo_report(pair: PairSpec, results: Mapping, out: str | os.PathLike, *,
       "![DANN](dann/curves.png)", "",
       f"Preset: {dann['note'] or 'the paper protocol'}", ""]
   path = out / "report.md"
-  tmp = out / ".report.md.tmp"
-  tmp.write_text("\n".join(lines))
-  os.replace(tmp, path)
+  write_text_atomic(path, "\n".join(lines))
   return path

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dann_jax.data.sources import write_text_atomic
 from dann_jax.pairs import METHOD_COLUMNS, PAIRS
 
 TRAINED = ("source_only", "dann", "target_only")
@@ -285,12 +285,6 @@ def _summary_json(table: dict) -> dict:
       "pairs": pairs, "details": table["rows"]}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
-
-
 def reproduce_table1(args: TableArgs, command: str = "") -> dict:
   """Trains (or reuses) every run of the table and writes it after each pair.
 
@@ -319,9 +313,9 @@ def reproduce_table1(args: TableArgs, command: str = "") -> dict:
                                               "network_head")}), flush=True)
     table["rows"].append(row)
     stem = results / f"table1_{args.preset}"
-    _write_atomic(stem.with_suffix(".json"),
+    write_text_atomic(stem.with_suffix(".json"),
                   json.dumps(_summary_json(table), indent=2))
-    _write_atomic(stem.with_suffix(".md"), to_markdown(table))
+    write_text_atomic(stem.with_suffix(".md"), to_markdown(table))
   return table
 
 

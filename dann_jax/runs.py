@@ -314,10 +314,10 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
   scorer = None
   if keep_best is not None:
     view = selection.selection_set(data, mean)
+    reverse_model = plan.make_model(num_classes)
     scorer = lambda s: selection.score_state(
         s, view, keep_best, reverse_config=plan.config,
-        reverse_model=plan.make_model(num_classes),
-        reverse_steps=reverse_steps)
+        reverse_model=reverse_model, reverse_steps=reverse_steps)
     best = min((r for r in history if "selection" in r),
                key=lambda r: r["selection"], default=None)
     last_eval["best"] = (None if best is None

@@ -179,6 +179,15 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
   assert os.listdir(tmp_path / "cache") == []
 
 
+def test_text_is_written_whole_or_not_at_all(tmp_path):
+  path = tmp_path / "out" / "table.md"
+  sources.write_text_atomic(path, "| ü |\n")
+  assert path.read_text(encoding="utf-8") == "| ü |\n"
+  sources.write_text_atomic(path, "second")
+  assert path.read_text() == "second"
+  assert sorted(os.listdir(path.parent)) == ["table.md"]  # no temporary left
+
+
 def test_save_then_load_roundtrip(tmp_path):
   sources.save_npz_atomic(tmp_path / "x.npz", a=np.arange(4, dtype=np.uint8), note=np.array("hello"))
   loaded = sources.load_npz_cache(tmp_path / "x.npz", ["a", "note"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from dann_jax.cli.select import CRITERIA
 from dann_jax.pairs import PAIRS, get_pair
 
 # The library's names (dann_jax.presets.PRESETS, dann_jax.parallel.
@@ -73,7 +74,7 @@ def register(subparsers) -> None:
                       "(a dann_jax.TrainConfig field), e.g. --set "
                       "learning_rate=3e-4 --set optimizer=sgd; repeatable")
   p.add_argument("--keep-best", default=None, metavar="CRITERION",
-                 choices=("reverse-validation", "source-risk", "dev"),
+                 choices=CRITERIA,
                  help="also keep the checkpoint that scores best under this "
                       "label-free criterion (reverse-validation, source-risk "
                       "or dev), evaluated at every evaluation step")

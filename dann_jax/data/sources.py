@@ -32,7 +32,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -87,6 +87,16 @@ def save_npz_atomic(path: Path, **arrays: Any) -> None:
   The data are written to a temporary file in the same directory and renamed over `path`; an interrupted write
   (an exception, KeyboardInterrupt) removes the temporary file.
   """
+  _write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+  """Writes `text` (UTF-8) to `path` so that `path` is either complete or absent (as `save_npz_atomic`)."""
+  _write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _write_atomic(path: str | os.PathLike[str], write: Callable[[Any], Any]) -> None:
+  """Calls `write` on a binary temporary file beside `path`, then renames it over `path`."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -95,7 +105,7 @@ def save_npz_atomic(path: Path, **arrays: Any) -> None:
     os.umask(umask)
     os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes the file private; a cache is as readable as any file
     with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp_name, path)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
+from dann_jax.data.sources import write_text_atomic
 from dann_jax.pairs import PAIRS
 
 # name -> TrainConfig overrides (the quick preset's Adam at 1e-3 otherwise).
@@ -102,15 +102,9 @@ def score(args) -> None:
           if criterion not in scores:
             (cand,) = score_runs([folder], criterion, progress=None)
             scores[criterion] = cand.score
-            write_atomic(cache, json.dumps(scores, indent=2))
+            write_text_atomic(cache, json.dumps(scores, indent=2))
         print(f"{folder}: {scores}", flush=True)
   write_table(args)
-
-
-def write_atomic(path: Path, text: str) -> None:
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 def collect(args) -> dict:
@@ -173,7 +167,7 @@ def write_table(args) -> None:
 
   table = collect(args)
   RESULTS.mkdir(parents=True, exist_ok=True)
-  write_atomic(RESULTS / "quick_sweep.json", json.dumps(table, indent=2))
+  write_text_atomic(RESULTS / "quick_sweep.json", json.dumps(table, indent=2))
   lines = ["# Quick-preset sweep, scored without target labels", "",
            f"Command: `python experiments/quick/quick_sweep.py score --pairs "
            f"{' '.join(args.pairs)} --seeds "
@@ -217,7 +211,7 @@ def write_table(args) -> None:
       "candidate: at 3,000 steps DANN's target accuracy moves by several "
       "points between evaluations, so close scores do not separate "
       "candidates.", ""]
-  write_atomic(RESULTS / "quick_sweep.md", "\n".join(lines))
+  write_text_atomic(RESULTS / "quick_sweep.md", "\n".join(lines))
 
 
 def main(argv=None) -> int:

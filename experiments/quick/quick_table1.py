@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from dann_jax.data.sources import write_text_atomic
 from dann_jax.pairs import PAIRS
 
 OFFLINE_PAIRS = ("mnist->mnist-m", "mnist->mnist-dilated",
@@ -97,12 +97,8 @@ def write(args) -> None:
   if "note" in table:
     lines += ["", f"Preset: {table['note']}", ""]
   RESULTS.mkdir(parents=True, exist_ok=True)
-  for suffix, text in ((".json", json.dumps(table, indent=2)),
-                       (".md", "\n".join(lines) + "\n")):
-    path = RESULTS / f"{STEM}{suffix}"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+  write_text_atomic(RESULTS / f"{STEM}.json", json.dumps(table, indent=2))
+  write_text_atomic(RESULTS / f"{STEM}.md", "\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:
