@@ -9,6 +9,7 @@ state, model state and the raw bits of the PRNG key); the functions it carries
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -25,8 +26,11 @@ def _to_tree(state: TrainState) -> dict:
 def _manager(directory: str | os.PathLike, max_to_keep: int | None = 1):
   return ocp.CheckpointManager(
       os.path.abspath(os.fspath(directory)),
-      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                           create=True))
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=max_to_keep, create=True,
+          # A save killed midway leaves `<step>.orbax-checkpoint-tmp`; the
+          # finished steps stay readable, and the next manager removes it.
+          cleanup_tmp_directories=True))
 
 
 def save_checkpoint(directory: str | os.PathLike, state: TrainState,
@@ -58,32 +62,72 @@ def all_steps(directory: str | os.PathLike) -> list[int]:
     return sorted(manager.all_steps())
 
 
+def _reason(error: BaseException) -> str:
+  """The first line of the root cause of an orbax/TensorStore error, short
+  enough for one line."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  lines = str(error).strip().splitlines() or [type(error).__name__]
+  first = lines[0]
+  return first if len(first) <= 160 else first[:157] + "..."
+
+
+def _restore_tree(directory, step: int, template: TrainState) -> dict:
+  with _manager(directory) as manager:
+    return manager.restore(
+        step, args=ocp.args.StandardRestore(_to_tree(template)))
+
+
 def restore_checkpoint(directory: str | os.PathLike, template: TrainState,
                        step: int | None = None) -> TrainState:
   """Restores a checkpoint into the structure (and functions) of `template`.
+
+  Without `step`, the newest checkpoint that can be read is restored: a damaged
+  or partial newer one (a truncated file, a missing part) is reported in one
+  line on stderr, naming the folder, the step skipped and the step used.
 
   Args:
     directory: where `save_checkpoint` wrote.
     template: a state built like the saved one (same model, config and seeds
       axis); its values are replaced.
-    step: the step to restore; the latest if None.
+    step: the step to restore; the newest readable one if None.
 
   Returns:
     The restored state.
 
   Raises:
     FileNotFoundError: if `directory` holds no checkpoint.
+    ValueError: if the checkpoint (every one, when `step` is None) cannot be
+      read; the message names the folder, the steps and why.
   """
-  step = latest_step(directory) if step is None else step
-  if step is None:
+  directory = os.fspath(directory)
+  steps = [step] if step is not None else all_steps(directory)[::-1]
+  if not steps:
     raise FileNotFoundError(
-        f"no checkpoint in {os.fspath(directory)!r}; start the run without "
+        f"no checkpoint in {directory!r}; start the run without "
         "`resume` first, or point to the run folder that holds one")
-  with _manager(directory) as manager:
-    tree = manager.restore(
-        step, args=ocp.args.StandardRestore(_to_tree(template)))
-  key_impl = jax.random.key_impl(template.key)
-  return template.replace(
-      step=tree["step"], params=tree["params"], opt_state=tree["opt_state"],
-      model_state=tree["model_state"],
-      key=jax.random.wrap_key_data(tree["key"], impl=key_impl))
+  damaged = []
+  for candidate in steps:
+    try:
+      tree = _restore_tree(directory, candidate, template)
+    except Exception as e:  # noqa: BLE001 - orbax and TensorStore raise many types for unreadable data
+      damaged.append(f"step {candidate}: {_reason(e)}")
+      continue
+    if damaged:
+      print(f"dann-jax: checkpoint {directory!r} has damaged steps "
+            f"({'; '.join(damaged)}); restored step {candidate}, the newest "
+            "readable one", file=sys.stderr)
+    key_impl = jax.random.key_impl(template.key)
+    return template.replace(
+        step=tree["step"], params=tree["params"], opt_state=tree["opt_state"],
+        model_state=tree["model_state"],
+        key=jax.random.wrap_key_data(tree["key"], impl=key_impl))
+  if step is not None:
+    others = [s for s in all_steps(directory) if s != step]
+    hint = (f"other steps there: {others}; pass one of them" if others
+            else "no other step is there")
+  else:
+    hint = ("no readable step is left; delete the folder and start again "
+            "without `resume`")
+  raise ValueError(f"cannot read the checkpoint in {directory!r} "
+                   f"({'; '.join(damaged)}); {hint}")

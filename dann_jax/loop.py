@@ -136,9 +136,16 @@ jit_step_on_pair = cpu_jit(step_on_pair, static_argnums=2, donate_argnums=0)
 
 
 
-def check_labels(labels, num_classes: int, what: str) -> None:
-  """Raises ValueError if any label lies outside [0, num_classes)."""
+def check_labels(labels, num_classes: int, what: str,
+                 unknown_ok: bool = False) -> None:
+  """Raises ValueError if any label lies outside [0, num_classes).
+
+  With `unknown_ok`, negative labels mean "unknown" (an unlabelled target) and
+  only the others are checked.
+  """
   labels = np.asarray(labels)
+  if unknown_ok:
+    labels = labels[labels >= 0]
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     raise ValueError(
         f"{what} labels must lie in [0, {num_classes}); found values in "
@@ -180,7 +187,12 @@ def fit(state: TrainState, pair, *, num_steps: int, batch_size: int,
     raise ValueError(f"{num_steps=} must be a non-negative integer: the step "
                      "to stop at")
   check_labels(pair.source_labels, num_classes, "source")
-  check_labels(pair.target_labels, num_classes, "target")
+  trains_on_target = state.method == "target_only" or bool(
+      np.asarray(pair.target_label_known).any())
+  if trains_on_target:
+    known = np.asarray(pair.target_label_known) | (state.method == "target_only")
+    check_labels(np.asarray(pair.target_labels)[known], num_classes, "target")
+  check_labels(pair.target_labels, num_classes, "target", unknown_ok=True)
   steps_axis = state.step.ndim  # 1 with a leading seeds axis
   run = runner or default_runner(seeds_axis=steps_axis == 1)
   start = int(np.asarray(state.step).reshape(-1)[0])

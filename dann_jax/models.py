@@ -114,10 +114,13 @@ class DANN(nn.Module):
     label_predictor: any module mapping features to class logits.
     domain_classifier: any module mapping features to one domain logit per
       sample (shape (batch,) or (batch, 1)); domain 1 means target.
+    input_shape: the shape of one input, e.g. (32, 32, 3), checked on every
+      call (a static check, free under jit); None accepts any.
   """
   features: nn.Module
   label_predictor: nn.Module
   domain_classifier: nn.Module
+  input_shape: tuple[int, ...] | None = None
 
   def __call__(self, x, lam, *, train: bool):
     """Returns `(class_logits, domain_logits)` of shapes (batch, classes), (batch,).
@@ -141,11 +144,24 @@ class DANN(nn.Module):
 
   def embed(self, x, *, train: bool = False):
     """The feature extractor's output G_f(x)."""
+    if self.input_shape is not None and tuple(jnp.shape(x)[1:]) != tuple(
+        self.input_shape):
+      want = tuple(self.input_shape)
+      raise ValueError(
+          f"this network takes a batch of NHWC images of shape (batch, "
+          f"{', '.join(map(str, want))}); got {tuple(jnp.shape(x))}. Bring "
+          "images to that size first (28x28 MNIST digits: pad and repeat the "
+          "grey channel with dann_jax.data.domains.mnist_to_rgb32; other "
+          "sizes: resize)")
     return _apply(self.features, x, train)
 
   def classify(self, x, *, train: bool = False):
     """Class logits G_y(G_f(x)) alone (evaluation; no domain branch)."""
     return _apply(self.label_predictor, self.embed(x, train=train), train)
+
+
+# The paper's inputs (v1): 32x32 colour patches, MNIST's channel replicated.
+INPUT_SHAPE = (32, 32, 3)
 
 
 def mnist_dann(num_classes: int = 10, **layers) -> DANN:
@@ -163,7 +179,8 @@ def mnist_dann(num_classes: int = 10, **layers) -> DANN:
       features=ConvFeatures(features=(32, 48), pools=((2, 2), (2, 2)),
                             **layers),
       label_predictor=MLP(hidden=(100, 100), outputs=num_classes),
-      domain_classifier=MLP(hidden=(100,), outputs=1))
+      domain_classifier=MLP(hidden=(100,), outputs=1),
+      input_shape=INPUT_SHAPE)
 
 
 def svhn_dann(num_classes: int = 10, dropout_rate: float = 0.5,
@@ -185,7 +202,8 @@ def svhn_dann(num_classes: int = 10, dropout_rate: float = 0.5,
       label_predictor=MLP(hidden=(3072, 2048), outputs=num_classes,
                           dropout_rate=dropout_rate),
       domain_classifier=MLP(hidden=(1024, 1024), outputs=1,
-                            dropout_rate=dropout_rate))
+                            dropout_rate=dropout_rate),
+      input_shape=INPUT_SHAPE)
 
 
 def count_params(tree: Any) -> int:

@@ -18,7 +18,9 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.experimental import checkify
 
 Method = Literal["dann", "source_only", "target_only"]
 METHODS: tuple[str, ...] = ("dann", "source_only", "target_only")
@@ -37,6 +39,36 @@ def uses_domain_loss(method: Method) -> bool:
 
 def _global_sum(x, axis_name):
   return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def _checked_labels(labels, label_mask, num_classes: int):
+  """The labels with unusable rows set to 0, so that no row outside the mask
+  can poison the loss (a NaN times a zero weight is still NaN).
+
+  Labels the learner uses must lie in [0, num_classes). With concrete arrays
+  (an eager call) that is checked here; under `jit` it is a
+  `checkify.debug_check`, free unless the caller wraps the step in
+  `jax.experimental.checkify.checkify`. The training loop checks every label
+  once, where the data enter (`dann_jax.loop.fit`).
+  """
+  labels = jnp.asarray(labels)
+  valid = (labels >= 0) & (labels < num_classes)
+  used = jnp.asarray(label_mask).astype(bool)
+  # Inside a trace even operations on constants give tracers.
+  if isinstance(valid, jax.core.Tracer) or isinstance(used, jax.core.Tracer):
+    checkify.debug_check(
+        jnp.all(valid | ~used),
+        f"batch['label'] must lie in [0, {num_classes}) where label_mask is "
+        "set")
+  else:
+    bad = np.asarray(used) & ~np.asarray(valid)
+    if bad.any():
+      values = np.unique(np.asarray(labels)[bad])
+      raise ValueError(
+          f"batch['label'] holds {values.tolist()} where label_mask is set; "
+          f"labels must lie in [0, {num_classes}) for a model with "
+          f"{num_classes} classes")
+  return jnp.where(valid, labels, 0)
 
 
 def saddle_point_loss(class_logits: jax.Array, domain_logits: jax.Array,
@@ -72,10 +104,10 @@ def saddle_point_loss(class_logits: jax.Array, domain_logits: jax.Array,
     label_mask = domain == 1
   else:
     label_mask = batch["label_mask"]
+  labels = _checked_labels(batch["label"], label_mask, class_logits.shape[-1])
   label_mask = label_mask.astype(jnp.float32)
 
-  ce = optax.softmax_cross_entropy_with_integer_labels(
-      class_logits, batch["label"])
+  ce = optax.softmax_cross_entropy_with_integer_labels(class_logits, labels)
   n_labelled = jnp.maximum(_global_sum(label_mask.sum(), axis_name), 1.0)
   label_loss = jnp.sum(ce * label_mask) / n_labelled
 

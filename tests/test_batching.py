@@ -146,3 +146,39 @@ def test_eval_batches_cover_everything_in_order():
   assert all(images.dtype == np.uint8 for images, _ in chunks)
   images, labels = next(batching.eval_batches((TARGET.images, TARGET.labels), 100))
   assert len(labels) == 12
+
+
+def test_float_images_are_converted_as_documented():
+  unit = np.linspace(0, 1, 12 * 32 * 32 * 3).reshape(12, 32, 32, 3).astype(np.float32)
+  pair = batching.make_domain_pair((unit[:10], np.arange(10) % 10), (unit[10:], np.zeros(2, int)))
+  np.testing.assert_array_equal(np.asarray(pair.source_images), np.rint(unit[:10] * 255).astype(np.uint8))
+  wide = (unit * 255).astype(np.float64)
+  np.testing.assert_array_equal(batching.as_uint8_images(wide), np.rint(wide).astype(np.uint8))
+  np.testing.assert_array_equal(batching.as_uint8_images(wide.astype(np.int32)), wide.astype(np.uint8))
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (np.nan, ValueError, "source images hold 1 NaN or infinite pixels"),
+    (np.inf, ValueError, "NaN or infinite"),
+    (300.0, ValueError, r"floats in \[0.5, 300\]; give uint8 images"),
+    (-1.0, ValueError, r"floats in \[-1, 0.5\]"),
+])
+def test_unusable_float_pixels_are_refused(bad, error, match):
+  images = np.full((4, 32, 32, 3), 0.5, np.float32)
+  images[1, 2, 3, 0] = bad
+  with pytest.raises(error, match=match):
+    batching.make_domain_pair((images, np.zeros(4, int)), TARGET)
+
+
+def test_bad_labels_and_pixel_types_are_refused():
+  with pytest.raises(ValueError, match=r"values in \[-3, 70\]"):
+    batching.as_uint8_images(np.array([[[[-3, 70]]]]))
+  with pytest.raises(TypeError, match="dtype bool"):
+    batching.as_uint8_images(np.zeros((1, 2, 2, 3), bool))
+  with pytest.raises(ValueError, match="source labels hold -1"):
+    batching.make_domain_pair((SOURCE.images, SOURCE.labels - 1), TARGET)
+  with pytest.raises(TypeError, match="not whole numbers"):
+    batching.make_domain_pair((SOURCE.images, SOURCE.labels + 0.5), TARGET)
+  # an unlabelled target may mark its labels unknown with -1
+  pair = batching.make_domain_pair(SOURCE, (TARGET.images, np.full(12, -1)))
+  assert int(pair.target_labels.min()) == -1

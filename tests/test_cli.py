@@ -248,3 +248,17 @@ def test_a_run_failing_at_start_leaves_its_folder_reusable(tiny_mnist,
   assert "use a smaller batch" in capsys.readouterr().err
   assert not out.exists()
   assert main(TRAIN + ["--out", str(out)]) == 0
+
+
+def test_resume_over_a_damaged_checkpoint_is_one_clear_error(tiny_mnist, tmp_path, capsys):
+  out = tmp_path / "run"
+  assert main(TRAIN + ["--out", str(out)]) == 0
+  (out / "summary.json").unlink()
+  for path in (out / "checkpoint" / "4").rglob("*"):
+    if path.is_file() and path.parent.name == "d":
+      path.write_bytes(b"damaged")
+  capsys.readouterr()
+  assert main(TRAIN + ["--out", str(out), "--resume"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("dann-jax: error: cannot read the checkpoint in ") and err.count("\n") == 1
+  assert str(out / "checkpoint") in err and "start again without --resume" in err

@@ -185,6 +185,34 @@ def test_syn_digits_bytes_do_not_depend_on_worker_count():
   assert other[0].tobytes() != serial[0].tobytes()
 
 
+_UNGUARDED = """
+import numpy as np
+from dann_jax.data import render
+fonts = render.find_fonts()[:2]
+images, labels = render.render_digits(20, seed=5, split="test", fonts=fonts, workers=2, chunk_size=10)
+np.save(OUT, images)
+"""
+
+
+@pytest.mark.parametrize("how", ["script", "stdin"])
+def test_parallel_rendering_works_from_an_unguarded_caller(tmp_path, how):
+  """No `if __name__ == "__main__":` guard in the caller: the pool must not re-run the caller's main module."""
+  import subprocess
+  import sys
+  out = tmp_path / "images.npy"
+  code = f"OUT = {str(out)!r}\n" + _UNGUARDED
+  if how == "script":
+    script = tmp_path / "unguarded.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+  else:
+    done = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert "rendering in this process" not in done.stderr  # the helper's pool did the work, no fallback
+  expected = render.render_digits(20, seed=5, split="test", fonts=render.find_fonts()[:2], workers=1, chunk_size=10)
+  assert np.load(out).tobytes() == expected[0].tobytes()
+
+
 def test_font_allowlist_excludes_math_fonts():
   fonts = render.find_fonts()
   assert any(f.endswith("DejaVuSans.ttf") for f in fonts)

@@ -115,9 +115,85 @@ def test_idx_dir_source_is_verified_cached_and_reused(fake_mnist, monkeypatch):
   assert "IDX files" in first["provenance"] and first["ordered"]
   assert sources.mnist_cache_path().exists()
   monkeypatch.setattr(sources, "read_mnist_idx_dir", lambda d: pytest.fail("cache not used"))
-  second = sources.load_mnist(idx_dir=idx_dir, use_tfds=False, use_mirror=False)
+  second = sources.load_mnist(use_tfds=False, use_mirror=False)
   for key, value in arrays.items():
     np.testing.assert_array_equal(second[key], value)
+
+
+def test_explicit_idx_dir_is_read_and_verified_even_with_a_cache(fake_mnist, tmp_path):
+  idx_dir, arrays = fake_mnist
+  sources.load_mnist(idx_dir=idx_dir, use_tfds=False, use_mirror=False)
+  with pytest.raises(FileNotFoundError, match="`idx_dir=.*missing` is not a directory"):
+    sources.load_mnist(idx_dir=tmp_path / "missing", use_tfds=False, use_mirror=False)
+  garbage = tmp_path / "garbage"
+  garbage.mkdir()
+  for name in sources.MNIST_IDX_MD5:
+    (garbage / name).write_bytes(b"\x00\x00\x08\x01" + b"\x00\x00\x00\x05" + b"junk!")
+  with pytest.raises(ValueError, match="not genuine MNIST.*nothing was cached"):
+    sources.load_mnist(idx_dir=garbage, use_tfds=False, use_mirror=False)
+  (garbage / "train-images-idx3-ubyte").write_bytes(b"not an idx file")
+  with pytest.raises(ValueError, match="does not hold readable MNIST IDX files"):
+    sources.load_mnist(idx_dir=garbage, use_tfds=False, use_mirror=False)
+  cached = sources.load_mnist(use_tfds=False, use_mirror=False)  # the good cache is untouched
+  np.testing.assert_array_equal(cached["train_images"], arrays["train_images"])
+
+
+def test_cli_idx_dir_errors_are_one_line(fake_mnist, tmp_path, capsys):
+  from dann_jax import cli
+  assert cli.main(["data", "fetch", "mnist", "--idx-dir", str(tmp_path / "missing")]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("dann-jax: error: --idx-dir ") and err.count("\n") == 1
+
+
+def test_unwritable_data_root_fails_before_any_download(tmp_path, monkeypatch):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  monkeypatch.setenv("DANN_JAX_DATA", str(blocker / "cache"))
+  monkeypatch.setattr(sources, "_mnist_candidates", lambda *a: pytest.fail("a source was tried"))
+  with pytest.raises(ValueError, match="DANN_JAX_DATA=.*cannot be written.*set DANN_JAX_DATA"):
+    sources.load_mnist()
+  with pytest.raises(ValueError, match=r"from `data_dir=.*`\) cannot be written"):
+    sources.load_mnist(blocker / "x")
+  with pytest.raises(ValueError, match="cannot be written"):
+    sources.writable_data_root()
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
+  import subprocess
+  import sys
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+  dead_pid = int(dead.stdout)
+  stale = tmp_path / f".mnist.npz.{dead_pid}.abc123.tmp"
+  live = tmp_path / f".other.npz.{os.getppid()}.def456.tmp"  # a running process: left alone
+  foreign = tmp_path / ".notes.tmp"  # not an atomic writer's name: left alone
+  for path in (stale, live, foreign):
+    path.write_bytes(b"partial")
+  sources.save_npz_atomic(tmp_path / "x.npz", a=np.zeros(2))
+  assert not stale.exists() and live.exists() and foreign.exists()
+
+
+def test_killed_writer_leaves_a_temp_file_that_the_next_write_removes(tmp_path):
+  import signal
+  import subprocess
+  import sys
+  code = (
+      "import sys, time, numpy as np\n"
+      "from dann_jax.data import sources\n"
+      "def slow(f, **arrays):\n"
+      "  f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(120)\n"
+      "np.savez = slow\n"
+      f"sources.save_npz_atomic(__import__('pathlib').Path({str(tmp_path / 'big.npz')!r}), a=np.zeros(3))\n")
+  child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+  try:
+    assert child.stdout.readline().strip() == "writing"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+  finally:
+    child.kill()
+  left = [p.name for p in tmp_path.iterdir()]
+  assert len(left) == 1 and left[0].startswith(".big.npz.") and left[0].endswith(".tmp")
+  sources.save_npz_atomic(tmp_path / "big.npz", a=np.ones(3))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npz"]
 
 
 def test_offline_without_source_names_all_three():

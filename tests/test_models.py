@@ -94,3 +94,14 @@ def test_last_hidden_layer_is_sown():
                          mutable=["intermediates"])
   (hidden,) = state["intermediates"]["label_predictor"]["hidden"]
   assert hidden.shape == (3, 100)
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 28, 1), (2, 32, 32, 1), (2, 28, 28, 3)])
+def test_paper_nets_name_the_input_shape_they_expect(shape):
+  for make in (mnist_dann, svhn_dann):
+    model = make()
+    variables = _init(model)
+    with pytest.raises(ValueError, match=r"NHWC images of shape \(batch, 32, 32, 3\); got \(2, "):
+      model.apply(variables, jnp.zeros(shape), 0.0, train=False)
+    with pytest.raises(ValueError, match="mnist_to_rgb32"):
+      model.apply(variables, jnp.zeros(shape), method="classify")

@@ -107,3 +107,29 @@ def test_a_batch_without_domain_is_named():
   batch = {"label": jnp.zeros(4, jnp.int32), "label_mask": jnp.ones(4, bool)}
   with pytest.raises(ValueError, match=r"lacks \['domain'\]"):
     saddle_point_loss(jnp.zeros((4, 10)), jnp.zeros(4), batch)
+
+
+def test_labels_out_of_range_are_named_eagerly_and_ignored_outside_the_mask():
+  logits, domain_logits = jnp.zeros((4, 10)), jnp.zeros(4)
+  batch = {"label": jnp.array([0, 1, 12, -1]), "domain": jnp.array([0, 0, 1, 1]),
+           "label_mask": jnp.array([True, True, False, False])}
+  loss, _ = saddle_point_loss(logits, domain_logits, batch)
+  # rows outside the mask do not count: the same loss as with valid labels there
+  clean = dict(batch, label=jnp.array([0, 1, 3, 4]))
+  np.testing.assert_allclose(loss, saddle_point_loss(logits, domain_logits, clean)[0])
+  assert np.isfinite(jax.jit(lambda b: saddle_point_loss(logits, domain_logits, b)[0])(batch))
+  bad = dict(batch, label_mask=jnp.array([True, True, True, False]))
+  with pytest.raises(ValueError, match=r"holds \[12\] where label_mask is set.*\[0, 10\)"):
+    saddle_point_loss(logits, domain_logits, bad)
+
+
+def test_labels_out_of_range_under_jit_are_caught_by_checkify():
+  from jax.experimental import checkify
+  logits, domain_logits = jnp.zeros((4, 10)), jnp.zeros(4)
+  bad = {"label": jnp.array([0, -1, 2, 3]), "domain": jnp.array([0, 0, 1, 1]),
+         "label_mask": jnp.array([True, True, False, False])}
+  checked = checkify.checkify(jax.jit(lambda b: saddle_point_loss(logits, domain_logits, b)[0]))
+  err, _ = checked(bad)
+  assert "must lie in [0, 10)" in err.get()
+  err, _ = checked(dict(bad, label=jnp.array([0, 9, 2, 3])))
+  assert err.get() is None

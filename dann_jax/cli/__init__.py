@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # Library arguments named in error messages, as the flags that set them.
 ARGUMENT_FLAGS = {"resume": "--resume", "out_dir": "--out",
-                  "num_devices": "--devices", "seeds": "--seeds"}
+                  "num_devices": "--devices", "seeds": "--seeds",
+                  "idx_dir": "--idx-dir", "data_dir": "--data-dir"}
 
 
 def as_flags(message: str) -> str:

@@ -54,6 +54,53 @@ def _arrays(data: Any) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(images), np.asarray(labels)
 
 
+def as_uint8_images(images: Any, name: str = "images") -> np.ndarray:
+  """Images as uint8 in [0, 255], converting float and wider integer images explicitly.
+
+  uint8 passes unchanged. Integer images must already lie in [0, 255]. Float images must be finite; if every value
+  lies in [0, 1] they are read as [0, 1] intensities and become `round(255 * x)`, otherwise every value must lie in
+  [0, 255] and becomes `round(x)`.
+
+  Args:
+    images: an array of images.
+    name: the argument's name, for errors.
+
+  Raises:
+    TypeError: for images that are not numbers (e.g. bool or object arrays).
+    ValueError: for NaN/inf pixels or values outside [0, 1] / [0, 255].
+  """
+  images = np.asarray(images)
+  if images.dtype == np.uint8:
+    return images
+  if np.issubdtype(images.dtype, np.floating):
+    finite = np.isfinite(images)
+    if not finite.all():
+      raise ValueError(f"{name} hold {int(images.size - finite.sum())} NaN or infinite pixels; clean or drop those "
+                       "images first")
+    lo, hi = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+    if lo >= 0.0 and hi <= 1.0:
+      return np.rint(images * 255.0).astype(np.uint8)
+    if lo >= 0.0 and hi <= 255.0:
+      return np.rint(images).astype(np.uint8)
+    raise ValueError(f"{name} are floats in [{lo:g}, {hi:g}]; give uint8 images, or floats in [0, 1] or [0, 255]")
+  if np.issubdtype(images.dtype, np.integer) and images.dtype != np.bool_:
+    lo, hi = (int(images.min()), int(images.max())) if images.size else (0, 0)
+    if lo < 0 or hi > 255:
+      raise ValueError(f"{name} ({images.dtype}) hold values in [{lo}, {hi}]; pixel values must lie in [0, 255]")
+    return images.astype(np.uint8)
+  raise TypeError(f"{name} have dtype {images.dtype}; give uint8 images (or floats in [0, 1] or [0, 255])")
+
+
+def _as_labels(labels: np.ndarray, name: str) -> np.ndarray:
+  if not (np.issubdtype(labels.dtype, np.integer) or
+          (np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels))
+           and np.all(labels == np.round(labels)))):
+    raise TypeError(f"{name} have dtype {labels.dtype} and are not whole numbers; give integer class indices")
+  if labels.ndim != 1:
+    raise ValueError(f"{name} have shape {labels.shape}; need one class index per image, shape (N,)")
+  return labels.astype(np.int64)
+
+
 def pixel_mean(*image_sets: np.ndarray) -> np.ndarray:
   """Per-channel mean of all pixels of all image sets (pooled, each image weighs the same), in [0, 1] units."""
   total = sum(np.sum(images, axis=tuple(range(images.ndim - 1)), dtype=np.uint64) for images in image_sets)
@@ -70,8 +117,12 @@ def make_domain_pair(source: Any, target: Any, *, target_label_known: Any = None
       'target_only' method, and for monitoring.
     target_label_known: (Nt,) bool; default all False (unsupervised adaptation).
 
+  Images may be uint8, or floats converted as `as_uint8_images` says (values in [0, 1] are scaled by 255).
+
   Raises:
-    ValueError: images of different shape, an empty domain, or mismatched lengths.
+    ValueError: images of different shape, an empty domain, mismatched lengths, NaN/inf pixels, pixel values out of
+      range, or negative source labels.
+    TypeError: images or labels that are not numbers.
   """
   source_images, source_labels = _arrays(source)
   target_images, target_labels = _arrays(target)
@@ -80,6 +131,12 @@ def make_domain_pair(source: Any, target: Any, *, target_label_known: Any = None
       raise ValueError(f"{role} images have shape {images.shape}; need (N, H, W, C) with N > 0 samples")
     if len(labels) != len(images):
       raise ValueError(f"{role} has {len(images)} images but {len(labels)} labels; they must match")
+  source_images = as_uint8_images(source_images, "source images")
+  target_images = as_uint8_images(target_images, "target images")
+  source_labels = _as_labels(source_labels, "source labels")
+  target_labels = _as_labels(target_labels, "target labels")
+  if source_labels.min() < 0:
+    raise ValueError(f"source labels hold {source_labels.min()}; every source image needs a class index >= 0")
   if source_images.shape[1:] != target_images.shape[1:]:
     raise ValueError(f"source images {source_images.shape[1:]} and target images {target_images.shape[1:]} differ "
                      "in shape; bring both to (32, 32, 3)")

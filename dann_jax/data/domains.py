@@ -229,6 +229,7 @@ def load_domain(name: str, split: str, *, data_dir: str | os.PathLike[str] | Non
     cached = sources.load_npz_cache(path, ("images", "labels", "provenance"))
     if cached is not None:
       return Domain(name, cached["images"], cached["labels"], 10, str(cached["provenance"]))
+    sources.writable_data_root(data_dir)  # before the build, not after it
   images, labels, provenance = _BUILDERS[name](split, seed, data_dir, options)
   images = np.ascontiguousarray(images, np.uint8)
   labels = np.ascontiguousarray(labels, np.int32)

@@ -5,7 +5,8 @@ digit at the centre of the crop (as in SVHN's cropped format, neighbours may be 
 font, size, spacing, position, rotation, background (flat or gradient) and stroke colours, blur and noise. Fonts come
 from the usual font directories, filtered by an allowlist of text families (symbol and math fonts draw no usable
 digits); DejaVu is always there. Rendering is split into chunks, each with its own seed, run in a process pool, so
-the bytes depend only on (seed, split, chunk index), not on the number of workers.
+the bytes depend only on (seed, split, chunk index), not on the number of workers. The pool is started by a helper
+process whose main module is this one, so any caller works, guarded by `if __name__ == "__main__":` or not.
 
 References: Ganin & Lempitsky, arXiv 1409.7495, Sec. 5 ("Syn Numbers": ~500,000 images rendered from Windows fonts,
 varying positioning, orientation, background and stroke colours, and blur); Netzer et al. 2011 (SVHN format).
@@ -16,8 +17,13 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import hashlib
+import json
 import multiprocessing
 import os
+import subprocess
+import sys
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -178,8 +184,48 @@ def render_digits(count: int, *, seed: int = 0, split: str = "train", fonts: Seq
   if workers == 1:
     results = [render_chunk(*job) for job in jobs]
   else:
-    # spawn, not fork: the parent may hold JAX's threads, which fork would copy in an undefined state.
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-      results = list(pool.map(render_chunk, *zip(*jobs)))
+    results = _render_in_helper_process(jobs, workers)
   return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+
+
+def _render_in_helper_process(jobs: list[tuple], workers: int) -> list[tuple[np.ndarray, np.ndarray]]:
+  """Renders `jobs` in a pool started by a helper process that runs only this module.
+
+  A pool started from the caller's process would re-run the caller's main module in every worker (the spawn start
+  method does that; fork is unsafe once JAX's threads exist), which breaks scripts without an
+  `if __name__ == "__main__":` guard and scripts read from standard input. The helper's main module is this one, so
+  its workers import only library code. Should the helper fail to start, the chunks are rendered here, one by one.
+  """
+  with tempfile.TemporaryDirectory(prefix="dann_jax_render_") as tmp:
+    request, result = Path(tmp) / "jobs.json", Path(tmp) / "chunks.npz"
+    request.write_text(json.dumps({"jobs": jobs, "workers": workers}))
+    try:
+      done = subprocess.run([sys.executable, "-m", __name__, str(request), str(result)], capture_output=True,
+                            text=True, check=False)
+    except OSError as e:
+      warnings.warn(f"could not start the rendering helper process ({e}); rendering in this process")
+      done = None
+    if done is not None and done.returncode == 0 and result.exists():
+      with np.load(result) as arrays:
+        return [(arrays[f"images_{i}"], arrays[f"labels_{i}"]) for i in range(len(jobs))]
+    if done is not None:
+      warnings.warn("the rendering helper process failed (exit code "
+                    f"{done.returncode}: {done.stderr.strip()[-300:]}); rendering in this process")
+  return [render_chunk(*job) for job in jobs]
+
+
+def _helper_main(request: str, result: str) -> None:
+  """The helper process: renders the requested chunks in a spawn pool and saves them to `result`."""
+  spec = json.loads(Path(request).read_text())
+  jobs = [(seed, split_id, index, size, tuple(fonts)) for seed, split_id, index, size, fonts in spec["jobs"]]
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(spec["workers"], mp_context=context) as pool:
+    results = list(pool.map(render_chunk, *zip(*jobs)))
+  arrays = {}
+  for i, (images, labels) in enumerate(results):
+    arrays[f"images_{i}"], arrays[f"labels_{i}"] = images, labels
+  np.savez(result, **arrays)
+
+
+if __name__ == "__main__":
+  _helper_main(*sys.argv[1:3])

