@@ -18,13 +18,13 @@ _EXPORTS = {
     "TrainState": "dann_jax.train", "create_train_state": "dann_jax.train",
     "eval_step": "dann_jax.train", "train_step": "dann_jax.train",
 }
-__all__ = sorted([*_EXPORTS, "schedules"])
+__all__ = sorted([*_EXPORTS, "schedules", "nnx"])
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
-  if name == "schedules":
-    return importlib.import_module("dann_jax.schedules")
+  if name in ("schedules", "nnx"):
+    return importlib.import_module(f"dann_jax.{name}")
   if name in _EXPORTS:
     return getattr(importlib.import_module(_EXPORTS[name]), name)
   raise AttributeError(f"module 'dann_jax' has no attribute {name!r}")

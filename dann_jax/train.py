@@ -27,7 +27,7 @@ from dann_jax.objective import saddle_point_loss, uses_domain_loss
 
 # Tag folded into each step's key for the dropout stream (`dann_jax.loop`
 # folds 2 into the run key for the batch stream).
-_DROPOUT_STREAM = 1
+DROPOUT_STREAM = 1
 
 
 class TrainState(struct.PyTreeNode):
@@ -114,7 +114,7 @@ def create_train_state(model: nn.Module, config: TrainConfig,
       max_norm=config.max_norm)
 
 
-def _clip_unit_norms(params, max_norm: float):
+def clip_unit_norms(params, max_norm: float):
   """Projects each unit's incoming weight vector onto the l2 ball of `max_norm`."""
   def clip(path, w):
     if getattr(path[-1], "key", None) != "kernel":
@@ -143,7 +143,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   """
   lam = state.adaptation_factor(state.step)
   step_key = jax.random.fold_in(state.key, state.step)
-  dropout_key = jax.random.fold_in(step_key, _DROPOUT_STREAM)
+  dropout_key = jax.random.fold_in(step_key, DROPOUT_STREAM)
   if axis_name is not None:
     dropout_key = jax.random.fold_in(dropout_key,
                                      jax.lax.axis_index(axis_name))
@@ -170,7 +170,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   if state.max_norm is not None:
-    params = _clip_unit_norms(params, state.max_norm)
+    params = clip_unit_norms(params, state.max_norm)
   metrics = dict(metrics, **{
       "lambda": jnp.asarray(lam, jnp.float32),
       "learning_rate": jnp.asarray(state.learning_rate(state.step),

@@ -357,7 +357,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
                          feature_group_count: int = 1,
                          batch_group_count: int = 1,
                          precision=None,
-                         preferred_element_type=None) -> jax.Array:
+                         preferred_element_type=None,
+                         out_sharding=None) -> jax.Array:
   """`jax.lax.conv_general_dilated`, formulated for XLA:CPU's Eigen kernels.
 
   Same arguments and result as `jax.lax.conv_general_dilated`. The CPU-only
@@ -374,7 +375,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
       rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
       feature_group_count=feature_group_count,
       batch_group_count=batch_group_count, precision=precision,
-      preferred_element_type=preferred_element_type)
+      preferred_element_type=preferred_element_type, out_sharding=out_sharding)
   nhwc = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
   unit = lambda v: v is None or all(d == 1 for d in v)
   applies = (
@@ -383,7 +384,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
                                      dimension_numbers) == nhwc
       and unit(window_strides) and unit(lhs_dilation)
       and unit(rhs_dilation) and batch_group_count == 1
-      and preferred_element_type is None)
+      and preferred_element_type is None and out_sharding is None)
   if applies:
     pads = (lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides,
                                 padding) if isinstance(padding, str)

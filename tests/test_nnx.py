@@ -1,0 +1,246 @@
+"""The NNX front door: architectures, Linen converters, steps equal to Linen's."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dann_jax import models, train, xla_cpu
+from dann_jax import nnx as dann_nnx
+from dann_jax.config import TrainConfig
+from dann_jax.objective import saddle_point_loss
+
+
+def image_batch(key, n=8):
+  k1, k2 = jax.random.split(key)
+  domain = jnp.array([0] * (n // 2) + [1] * (n // 2), jnp.int32)
+  return {"image": jax.random.normal(k1, (n, 32, 32, 3)),
+          "label": jax.random.randint(k2, (n,), 0, 10), "domain": domain,
+          "label_mask": domain == 0}
+
+
+def linen_state(config, batch, factory=models.mnist_dann):
+  return train.create_train_state(factory(), config, batch["image"])
+
+
+def nnx_twin(linen_params, factory=dann_nnx.mnist_dann):
+  """An NNX network holding `linen_params`."""
+  return dann_nnx.from_linen(factory(rngs=nnx.Rngs(0)), linen_params)
+
+
+def assert_trees_close(a, b, atol=1e-5, rtol=1e-5):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol,
+                                                       atol=atol), a, b)
+
+
+def test_mnist_parameter_counts_match_paper_architecture():
+  params = dann_nnx.to_linen(dann_nnx.mnist_dann(rngs=nnx.Rngs(0)))
+  counts = {k: models.count_params(v) for k, v in params.items()}
+  assert counts == {"features": 40_880, "label_predictor": 131_210,
+                    "domain_classifier": 120_201}
+  assert models.count_params(nnx.state(
+      dann_nnx.mnist_dann(rngs=nnx.Rngs(0)), nnx.Param)) == sum(
+          counts.values())
+
+
+@pytest.mark.parametrize("name", ["mnist_dann", "svhn_dann"])
+def test_parameter_names_and_shapes_equal_linen(name):
+  # Shapes only: no weights are materialised for the 40M-parameter SVHN net.
+  nnx_shapes = jax.tree.map(jnp.shape, dann_nnx.to_linen(nnx.eval_shape(
+      lambda: getattr(dann_nnx, name)(rngs=nnx.Rngs(0)))))
+  linen_shapes = jax.tree.map(jnp.shape, jax.eval_shape(
+      lambda: getattr(models, name)().init(
+          jax.random.key(0), jnp.zeros((2, 32, 32, 3)), 0.0,
+          train=False)["params"]))
+  assert nnx_shapes == linen_shapes
+
+
+def test_linen_to_nnx_to_linen_is_exact():
+  batch = image_batch(jax.random.key(0))
+  params = linen_state(TrainConfig(), batch).params
+  back = dann_nnx.to_linen(nnx_twin(params))
+  assert jax.tree.structure(back) == jax.tree.structure(params)
+  jax.tree.map(np.testing.assert_array_equal, back, params)
+
+
+def test_forward_equals_linen_stock_and_tuned_layers():
+  batch = image_batch(jax.random.key(1), n=4)
+  params = linen_state(TrainConfig(), batch).params
+  expected = models.mnist_dann().apply({"params": params}, batch["image"],
+                                       0.5, train=True)
+  stock = nnx_twin(params)
+  tuned = nnx_twin(params, xla_cpu.tuned(dann_nnx.mnist_dann))
+  assert tuned.features.max_pool is xla_cpu.max_pool
+  conv = tuned.features.convs[0].conv_general_dilated
+  assert getattr(conv, "__wrapped__", conv) is xla_cpu.conv_general_dilated
+  for model in (stock, tuned):
+    out = nnx.jit(lambda m, x: m(x, 0.5))(model, batch["image"])
+    assert out[0].shape == (4, 10) and out[1].shape == (4,)
+    assert_trees_close(out, expected)
+
+
+@pytest.mark.parametrize("config", [
+    TrainConfig(total_steps=4, learning_rate=0.05),
+    TrainConfig(total_steps=4, max_norm=0.5, weight_decay=1e-3),
+    TrainConfig(method="source_only", total_steps=4, optimizer="adam",
+                learning_rate=1e-3),
+], ids=["dann", "max_norm+decay", "source_only+adam"])
+def test_k_steps_equal_linen_steps(config):
+  batch = image_batch(jax.random.key(2))
+  lstate = linen_state(config, batch)
+  state = dann_nnx.create_train_state(nnx_twin(lstate.params), config)
+  linen_step, nnx_step = jax.jit(train.train_step), nnx.jit(
+      dann_nnx.train_step)
+  for _ in range(3):
+    lstate, linen_metrics = linen_step(lstate, batch)
+    returned, metrics = nnx_step(state, batch)
+    assert returned is state
+    assert set(metrics) == set(linen_metrics)
+    assert_trees_close(metrics, linen_metrics)
+  assert int(state.step) == int(lstate.step) == 3
+  params = dann_nnx.to_linen(state.model)
+  for part in dann_nnx.PARTS:
+    assert_trees_close(params[part], lstate.params[part])
+
+
+def test_one_step_follows_updates_4_to_6():
+  """θ_y, θ_d descend L_y, L_d; θ_f descends L_y and ascends λ L_d."""
+  # Plain rate 1 and a first step (zero momentum): the update is -gradient.
+  config = TrainConfig(total_steps=10, learning_rate=1.0,
+                       anneal_learning_rate=False)
+  batch = image_batch(jax.random.key(3))
+  model = dann_nnx.mnist_dann(rngs=nnx.Rngs(4))
+  theta0 = dann_nnx.to_linen(model)
+  state = dann_nnx.create_train_state(model, config)
+  state.optimizer.step[...] = 5  # past p = 0, so that λ > 0
+  _, metrics = nnx.jit(dann_nnx.train_step)(state, batch)
+  lam = float(metrics["lambda"])
+  assert lam > 0.9
+  update = jax.tree.map(lambda a, b: a - b, dann_nnx.to_linen(state.model),
+                        theta0)
+
+  # The losses module by module, with no GRL anywhere, at the old weights.
+  old = dann_nnx.from_linen(dann_nnx.mnist_dann(rngs=nnx.Rngs(0)), theta0)
+  zeros_d, zeros_c = jnp.zeros(8), jnp.zeros((8, 10))
+
+  def label_loss(features, label_predictor):
+    c = label_predictor(features(batch["image"]))
+    return saddle_point_loss(c, zeros_d, batch, method="source_only")[0]
+
+  def domain_loss(features, domain_classifier):
+    d = domain_classifier(features(batch["image"]))[:, 0]
+    return saddle_point_loss(zeros_c, d, batch)[1]["domain_loss"]
+
+  def as_linen(part, grads):
+    """The gradient State of one part under its Linen names."""
+    holder = nnx.clone(old)
+    nnx.update(getattr(holder, part), grads)
+    return dann_nnx.to_linen(holder)[part]
+
+  dly_f, dly_y = nnx.grad(label_loss, argnums=(0, 1))(
+      old.features, old.label_predictor)
+  dld_f, dld_d = nnx.grad(domain_loss, argnums=(0, 1))(
+      old.features, old.domain_classifier)
+  dly_f, dld_f = as_linen("features", dly_f), as_linen("features", dld_f)
+  close = lambda a, b: jax.tree.map(
+      lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6),
+      a, b)
+  neg = lambda tree: jax.tree.map(lambda g: -g, tree)
+  close(update["label_predictor"], neg(as_linen("label_predictor", dly_y)))
+  close(update["domain_classifier"],
+        neg(as_linen("domain_classifier", dld_d)))
+  close(update["features"],
+        jax.tree.map(lambda a, b: -(a - lam * b), dly_f, dld_f))
+  # The reversal matters: the feature update is not minus the plain sum.
+  assert not np.allclose(update["features"]["Conv_0"]["kernel"],
+                         -(dly_f["Conv_0"]["kernel"]
+                           + dld_f["Conv_0"]["kernel"]), rtol=1e-3)
+
+
+def test_same_seed_same_numbers_with_dropout():
+  # The SVHN net's layers and dropout on 8x8 images (2x2x128 features): the
+  # same randomness as at 32x32, a tenth of the weights.
+  config = TrainConfig(total_steps=3, seed=7)
+  batch = jax.tree.map(lambda x: x[3:5], image_batch(jax.random.key(5)))
+  batch["image"] = batch["image"][:, :8, :8]
+  build = lambda: dann_nnx.svhn_dann(rngs=nnx.Rngs(config.seed),
+                                     input_shape=(8, 8, 3))
+  model = build()
+  jax.tree.map(np.testing.assert_array_equal, dann_nnx.to_linen(model),
+               dann_nnx.to_linen(build()))
+  model.eval()  # the step trains with dropout whatever the model's mode
+  start = dann_nnx.create_train_state(model, config)
+  rerun, other_key = nnx.clone(start), nnx.clone(start)
+  # The model's own dropout streams do not matter: masks depend on the run
+  # key and the step only.
+  nnx.reseed(rerun.model, dropout=123)
+  other_key.key.set_value(jax.random.key(8))
+  step = nnx.jit(dann_nnx.train_step)
+  runs = []
+  for state in (start, rerun, other_key):
+    losses = [float(step(state, batch)[1]["loss"]) for _ in range(2)]
+    runs.append((losses, dann_nnx.to_linen(state.model)))
+  (losses_a, params_a), (losses_b, params_b), (losses_c, _) = runs
+  assert losses_a == losses_b
+  jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+  # Another run key, the same weights: other dropout masks.
+  assert losses_a[0] != losses_c[0]
+
+
+def test_data_parallel_step_equals_one_device_step():
+  """Two members of a mapped axis, each with half the batch, take the
+  one-device step (the NNX counterpart of the Linen pmap path)."""
+  config = TrainConfig(total_steps=4)
+  batch = image_batch(jax.random.key(6))
+  whole = dann_nnx.create_train_state(
+      dann_nnx.mnist_dann(rngs=nnx.Rngs(1)), config)
+  graphdef, start = nnx.split(nnx.clone(whole))
+  nnx.jit(dann_nnx.train_step)(whole, batch)
+
+  def member(state, half):
+    state = nnx.merge(graphdef, state)
+    _, metrics = dann_nnx.train_step(state, half, axis_name="devices")
+    return nnx.state(state), metrics
+
+  # Rows 0-1 and 4-5 on one member, 2-3 and 6-7 on the other.
+  halves = jax.tree.map(lambda x: x.reshape(2, 2, 2, *x.shape[1:])
+                        .swapaxes(0, 1).reshape(2, 4, *x.shape[1:]), batch)
+  new, metrics = jax.jit(jax.vmap(member, in_axes=(None, 0),
+                                  axis_name="devices"))(start, halves)
+  first = nnx.merge(graphdef, jax.tree.map(lambda x: x[0], new))
+  assert_trees_close(dann_nnx.to_linen(first.model),
+                     dann_nnx.to_linen(whole.model))
+
+
+def test_eval_step_counts_like_linen():
+  batch = image_batch(jax.random.key(7))
+  lstate = linen_state(TrainConfig(), batch)
+  state = dann_nnx.create_train_state(nnx_twin(lstate.params), TrainConfig())
+  labels = jnp.argmax(models.mnist_dann().apply(
+      {"params": lstate.params}, batch["image"], method="classify"), -1)
+  labels = labels.at[:3].add(1) % 10  # three wrong
+  mask = jnp.arange(8) != 7  # leaves out a correct row
+  assert int(dann_nnx.jit_eval_step(state, batch["image"], labels)) == 5
+  assert int(dann_nnx.jit_eval_step(state, batch["image"], labels,
+                                    mask)) == 4
+  assert int(train.eval_step(lstate, batch["image"], labels, mask)) == 4
+
+
+def test_wrong_input_shape_is_named():
+  model = dann_nnx.mnist_dann(rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError,
+                     match=r"\(batch, 32, 32, 3\).*\(2, 28, 28, 1\)"):
+    model(jnp.zeros((2, 28, 28, 1)), 0.0)
+  with pytest.raises(ValueError, match="NHWC"):
+    model(jnp.zeros((32, 32, 3)), 0.0)
+
+
+def test_converter_rejects_other_networks_params():
+  params = dann_nnx.to_linen(dann_nnx.mnist_dann(rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match=r"\['out'\]\['kernel'\].*num_classes"):
+    dann_nnx.from_linen(dann_nnx.mnist_dann(5, rngs=nnx.Rngs(0)), params)
+  with pytest.raises(ValueError, match="'params' collection"):
+    dann_nnx.from_linen(dann_nnx.mnist_dann(rngs=nnx.Rngs(0)),
+                        {"params": params})
