@@ -9,8 +9,12 @@ and a t-SNE of source-only vs DANN features (the paper's Figure 4).
 
 Runs go to `<runs>/<pair>/<method>_s<seed>/`: a finished run is reused, an unfinished
 one continues from its last checkpoint, so an interrupted table resumes where
-it stopped. `table_only=True` trains nothing and writes the table from the
-runs that have finished; the other cells say how far their runs got. A pair
+it stopped. What the table needs of each finished run (accuracies, SVM head,
+SA) is kept as a small JSON record under `<results>/table1/records/`, and the
+t-SNE figures beside them, so the table can be rebuilt, and extended with runs
+done elsewhere (e.g. on a GPU machine), without the run folders.
+`table_only=True` trains nothing and writes the table from the finished runs
+and records; the other cells say how far their runs got. A pair
 whose data is missing on this machine is reported as "not run: <reason>".
 
 Command: `dann-jax reproduce table1 --preset paper --seeds 3` (see
@@ -52,7 +56,8 @@ class TableArgs:
     methods: the trained methods to run, in order (SA follows source-only).
     steps: overrides the preset's step count.
     runs: folder of the runs (default `runs/table1_<preset>`).
-    results: folder for `table1_<preset>.{json,md}` and the figures.
+    results: folder for `table1_<preset>.{json,md}`; the figures and the
+      per-run records go to its `table1/` subfolder.
     table_only: train nothing; tabulate the finished runs.
     progress: show progress bars.
   """
@@ -62,7 +67,7 @@ class TableArgs:
   methods: Sequence[str] = TRAINED
   steps: int | None = None
   runs: str | None = None
-  results: str = "experiments/results/table1"
+  results: str = "experiments/results"
   table_only: bool = False
   progress: bool = True
 
@@ -86,6 +91,13 @@ def _folder(args: TableArgs, pair: str, method: str, seed: int) -> Path:
   return Path(args.runs) / pair.replace("->", "_to_") / f"{method}_s{seed}"
 
 
+def _records(args: TableArgs, pair: str) -> Path:
+  """Where the pair's per-run records and feature analysis are kept."""
+  plan_steps = "" if args.steps is None else f"_{args.steps}steps"
+  return (Path(args.results) / "table1" / "records" /
+          f"{args.preset}{plan_steps}" / pair.replace("->", "_to_"))
+
+
 def _progress_of(folder: Path) -> str:
   """How far an unfinished run got, in words."""
   metrics = folder / "metrics.jsonl"
@@ -97,84 +109,154 @@ def _progress_of(folder: Path) -> str:
   return f"running: step {step:,} of {steps:,}"
 
 
-def _runs_of_pair(spec, args: TableArgs, data) -> tuple[dict, dict]:
-  """Per method, its finished runs (one per seed), training the asked-for
-  methods first; methods with unfinished seeds are described in `status`.
+def run_record(result, method: str, seed: int) -> dict:
+  """What the table needs of one finished run, computed once from its state.
 
-  Each seed is its own run: on a CPU, one program over vmapped seeds ran
-  about 2.7x slower than separate runs.
+  The network head's target accuracy (from the run's summary), a linear-SVM
+  head retrained on the label predictor's last hidden layer (on target train
+  images for train-on-target, else source train images), and for source-only
+  subspace alignment on that layer. Kept as JSON beside the table, so the
+  table can be rebuilt on a machine that no longer has the run folders.
   """
-  from dann_jax.runs import load_run, train_or_reuse
-
-  runs, status = {}, {}
-  for method in TRAINED:
-    done, states = [], []
-    for seed in args.seeds:
-      folder = _folder(args, spec.name, method, seed)
-      if not args.table_only and method in args.methods:
-        done.append(train_or_reuse(
-            spec, method, folder, preset=args.preset, steps=args.steps,
-            seeds=[seed], data=data, progress=args.progress))
-      elif (folder / "summary.json").exists():
-        done.append(load_run(folder, data=data))
-        states.append(f"seed {seed}: "
-                      f"{done[-1].summary['target_accuracy']['mean']:.4f}")
-      else:
-        states.append(f"seed {seed}: {_progress_of(folder)}")
-    if len(done) == len(args.seeds):
-      runs[method] = done
-    else:
-      status[method] = "; ".join(states)
-  return runs, status
-
-
-def _svm_and_sa(runs: dict, data) -> tuple[dict, list, list]:
-  """Linear-SVM heads on every finished method; SA on source-only's layer."""
   from dann_jax.baselines import linear_svm_accuracy, subspace_alignment
   from dann_jax.evaluation import features
   from dann_jax.loop import seed_states
 
+  data = result.data
   tgt = data.target_test
-  svm, sa, sa_d = {}, [], []
-  for method, seed_runs in runs.items():
-    labelled = (data.target_train if method == "target_only"
-                else data.source_train)
-    idx = _subsample(len(labelled), SVM_TRAIN, 0)
-    svm[method] = []
-    for result, state in ((r, s) for r in seed_runs
-                          for s in seed_states(r.state)):
-      train_x = features(state, labelled.images[idx], result.mean, "hidden")
-      test_x = features(state, tgt.images, result.mean, "hidden")
-      svm[method].append(linear_svm_accuracy(
-          train_x, labelled.labels[idx], test_x, tgt.labels))
-      if method == "source_only":
-        keep = np.isin(idx, _subsample(len(data.source_train), SA_SOURCE, 1))
-        result_sa = subspace_alignment(train_x[keep], labelled.labels[idx][keep],
-                                       test_x, tgt.labels)
-        sa.append(result_sa.accuracy)
-        sa_d.append(result_sa.d)
-  return svm, sa, sa_d
+  labelled = data.target_train if method == "target_only" else data.source_train
+  idx = _subsample(len(labelled), SVM_TRAIN, 0)
+  state = seed_states(result.state)[0]
+  train_x = features(state, labelled.images[idx], result.mean, "hidden")
+  test_x = features(state, tgt.images, result.mean, "hidden")
+  summary = result.summary
+  record = {
+      "pair": summary["pair"], "method": method, "seed": seed,
+      "preset": summary["preset"], "steps": summary["steps"],
+      "target_accuracy": summary["target_accuracy"]["mean"],
+      "source_accuracy": summary["source_accuracy"]["mean"],
+      "svm_accuracy": linear_svm_accuracy(train_x, labelled.labels[idx],
+                                          test_x, tgt.labels),
+      "train_seconds": summary.get("train_seconds"),
+      "machine": summary.get("machine"),
+  }
+  if method == "source_only":
+    keep = np.isin(idx, _subsample(len(data.source_train), SA_SOURCE, 1))
+    sa = subspace_alignment(train_x[keep], labelled.labels[idx][keep], test_x,
+                            tgt.labels)
+    record["sa"] = {"accuracy": sa.accuracy, "d": sa.d}
+  return record
+
+
+def _read_json(path: Path) -> dict | None:
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
+  """Per method, the records of its seeds (training the asked-for methods
+  first); methods with unfinished seeds are described in `status`.
+
+  A finished run folder gives its record once (kept under `_records`); a
+  record without its run folder (a run done in another session or on another
+  machine) counts as finished. Each seed is its own run: on a CPU, one
+  program over vmapped seeds ran about 2.7x slower than separate runs.
+
+  Returns:
+    `(records, status, results)`: `results` holds the loaded runs of this
+    call (for the feature analysis), by method, first seed only.
+  """
+  from dann_jax.runs import load_run, train_or_reuse
+
+  records, status, results = {}, {}, {}
+  folder_of_records = _records(args, spec.name)
+  for method in TRAINED:
+    done, states = [], []
+    for seed in args.seeds:
+      folder = _folder(args, spec.name, method, seed)
+      record_path = folder_of_records / f"{method}_s{seed}.json"
+      record = _read_json(record_path)
+      result = None
+      if record is None and not args.table_only and method in args.methods:
+        result = train_or_reuse(
+            spec, method, folder, preset=args.preset, steps=args.steps,
+            seeds=[seed], data=data_of(), progress=args.progress)
+      elif record is None and (folder / "summary.json").exists():
+        result = load_run(folder, data=data_of())
+      if result is not None:
+        record = run_record(result, method, seed)
+        write_text_atomic(record_path, json.dumps(record, indent=2))
+        if seed == args.seeds[0]:
+          results[method] = result
+      if record is not None:
+        done.append(record)
+        states.append(f"seed {seed}: {record['target_accuracy']:.4f}")
+      else:
+        states.append(f"seed {seed}: {_progress_of(folder)}")
+    if len(done) == len(args.seeds):
+      records[method] = done
+    else:
+      status[method] = "; ".join(states)
+  return records, status, results
+
+
+def _feature_analysis(spec, args: TableArgs, results: dict, data_of) -> dict | None:
+  """Proxy A-distances and the t-SNE figure of source-only vs DANN (first
+  seed), computed once and kept beside the records."""
+  from dann_jax.analysis import compare_features
+  from dann_jax.plots import tsne_panels
+  from dann_jax.runs import load_run
+
+  path = _records(args, spec.name) / "analysis.json"
+  seed = args.seeds[0]
+  analysis = _read_json(path)
+  if analysis is not None and analysis.get("seed") == seed:
+    return analysis
+  runs = {}
+  for method in ("source_only", "dann"):
+    folder = _folder(args, spec.name, method, seed)
+    if method in results:
+      runs[method] = results[method]
+    elif (folder / "summary.json").exists():
+      runs[method] = load_run(folder, data=data_of())
+    else:
+      return None
+  layer = TSNE_LAYERS.get(spec.name, "features")
+  figure = (Path(args.results) / "table1" /
+            f"tsne_{spec.name.replace('->', '_to_')}_{args.preset}.png")
+  comparison = compare_features(
+      [("source only", runs["source_only"]), ("DANN", runs["dann"])],
+      layer=layer)
+  tsne_panels(comparison.panels, figure, f"{spec.name}, {layer} (t-SNE)")
+  analysis = {"seed": seed, "layer": layer,
+              "proxy_a_distance": comparison.proxy_a_distance,
+              "tsne": str(figure.relative_to(args.results))}
+  write_text_atomic(path, json.dumps(analysis, indent=2))
+  return analysis
 
 
 def run_pair(spec, args: TableArgs) -> dict:
   """All methods on one pair; a dict for the results table."""
-  from dann_jax.analysis import compare_features
-  from dann_jax.plots import tsne_panels
   from dann_jax.runs import accuracy_stats, load_pair_data
 
   t0 = time.perf_counter()
-  data = load_pair_data(spec)
-  runs, status = _runs_of_pair(spec, args, data)
+  loaded = []
+
+  def data_of():
+    if not loaded:
+      loaded.append(load_pair_data(spec))
+    return loaded[0]
+
+  records, status, results = _records_of_pair(spec, args, data_of)
   row = {"pair": spec.name, "paper_v1": spec.paper,
          "paper_icml": spec.paper_icml, "note": spec.note, "status": status,
-         "network_head": {m: accuracy_stats(
-             [r.summary["target_accuracy"]["mean"] for r in rs])
-             for m, rs in runs.items()}}
-  svm, sa, sa_d = _svm_and_sa(runs, data)
-  row["svm_head"] = {m: accuracy_stats(v) for m, v in svm.items()}
-  if sa:
-    row["network_head"]["sa"] = accuracy_stats(sa)
-    row["sa_dimension"] = sa_d
+         "network_head": {m: accuracy_stats([r["target_accuracy"] for r in rs])
+                          for m, rs in records.items()},
+         "svm_head": {m: accuracy_stats([r["svm_accuracy"] for r in rs])
+                      for m, rs in records.items()}}
+  if "source_only" in records:
+    row["network_head"]["sa"] = accuracy_stats(
+        [r["sa"]["accuracy"] for r in records["source_only"]])
+    row["sa_dimension"] = [r["sa"]["d"] for r in records["source_only"]]
   head = row["network_head"]
   row["gap_covered"] = {}
   if "source_only" in head and "target_only" in head:
@@ -182,19 +264,13 @@ def run_pair(spec, args: TableArgs) -> dict:
     for m in ("sa", "dann"):
       if m in head and to != so:
         row["gap_covered"][m] = (head[m]["mean"] - so) / (to - so)
-  if "source_only" in runs and "dann" in runs:
-    layer = TSNE_LAYERS.get(spec.name, "features")
-    figure = (Path(args.results) /
-              f"tsne_{spec.name.replace('->', '_to_')}_{args.preset}.png")
-    comparison = compare_features(
-        [("source only", runs["source_only"][0]), ("DANN", runs["dann"][0])],
-        layer=layer)
-    tsne_panels(comparison.panels, figure, f"{spec.name}, {layer} (t-SNE)")
-    row["proxy_a_distance"] = comparison.proxy_a_distance
-    row["tsne"] = figure.name
-  row["train_seconds"] = {m: sum(r.summary.get("train_seconds") or 0
-                              for r in rs) / len(rs)
-                          for m, rs in runs.items()}
+  analysis = _feature_analysis(spec, args, results, data_of)
+  if analysis is not None:
+    row["proxy_a_distance"] = analysis["proxy_a_distance"]
+    row["tsne"] = analysis["tsne"]
+  row["train_seconds"] = {m: float(np.mean([r["train_seconds"] or 0
+                                            for r in rs]))
+                          for m, rs in records.items()}
   row["wall_seconds"] = round(time.perf_counter() - t0, 1)
   return row
 
@@ -345,7 +421,7 @@ def add_arguments(parser) -> None:
                       "finished runs of the others are still tabulated)")
   parser.add_argument("--runs", default=None,
                       help="where the runs go (default runs/table1_<preset>)")
-  parser.add_argument("--results", default="experiments/results/table1",
+  parser.add_argument("--results", default="experiments/results",
                       help="folder for the table and figures")
   parser.add_argument("--table-only", action="store_true",
                       help="train nothing; tabulate the finished runs")
