@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from dann_jax.data.batching import half_batch
 from dann_jax.objective import check_method
 
 
@@ -58,9 +59,7 @@ class TrainConfig:
     if int(self.total_steps) != self.total_steps or self.total_steps <= 0:
       raise ValueError(f"total_steps={self.total_steps} must be a positive "
                        "integer")
-    if self.batch_size <= 0 or self.batch_size % 2:
-      raise ValueError(f"batch_size={self.batch_size} must be even and "
-                       "positive: half source, half target")
+    half_batch(self.batch_size)
     if not self.learning_rate > 0:  # also rejects NaN
       raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
     if self.optimizer not in ("sgd", "adam"):

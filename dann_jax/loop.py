@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dann_jax.data.batching import sample_batch
+from dann_jax.data.batching import half_batch, sample_batch
 from dann_jax.xla_cpu import cpu_jit
 from dann_jax.train import TrainState, train_step
 
@@ -125,14 +125,19 @@ def chunk_sizes(start: int, stop: int, every: int) -> Iterator[int]:
 
 
 
-# Jitted entry points. `cpu_jit` is `jax.jit`, except that on CPU it runs the
-# convolutions on XLA's Eigen kernels (see `dann_jax.xla_cpu`).
-jit_train_step = cpu_jit(train_step, static_argnames="axis_name",
+def runner_jit(fun: Callable | None = None, **jit_kwargs):
+  """The one choice of jit for every step and runner (single- and
+  multi-device): `dann_jax.xla_cpu.cpu_jit`, which is `jax.jit` except that on
+  CPU it runs the convolutions on XLA's Eigen kernels."""
+  return cpu_jit(fun, **jit_kwargs)
+
+
+jit_train_step = runner_jit(train_step, static_argnames="axis_name",
                          donate_argnums=0)
-jit_train_steps = cpu_jit(train_steps, donate_argnums=0)
-jit_train_on_pair = cpu_jit(train_on_pair, static_argnums=(2, 3),
+jit_train_steps = runner_jit(train_steps, donate_argnums=0)
+jit_train_on_pair = runner_jit(train_on_pair, static_argnums=(2, 3),
                             donate_argnums=0)
-jit_step_on_pair = cpu_jit(step_on_pair, static_argnums=2, donate_argnums=0)
+jit_step_on_pair = runner_jit(step_on_pair, static_argnums=2, donate_argnums=0)
 
 
 
@@ -181,8 +186,7 @@ def fit(state: TrainState, pair, *, num_steps: int, batch_size: int,
     ValueError: for an odd batch size or labels outside [0, num_classes).
     FloatingPointError: naming the first step whose loss is not finite.
   """
-  if batch_size <= 0 or batch_size % 2:
-    raise ValueError(f"{batch_size=} must be even: half source, half target")
+  half_batch(batch_size)
   if int(num_steps) != num_steps or num_steps < 0:
     raise ValueError(f"{num_steps=} must be a non-negative integer: the step "
                      "to stop at")
@@ -254,7 +258,7 @@ def step_on_pair_seeds(state: TrainState, pair, batch_size: int):
   return jax.vmap(lambda s: step_on_pair(s, pair, batch_size))(state)
 
 
-jit_train_on_pair_seeds = cpu_jit(train_on_pair_seeds, static_argnums=(2, 3),
+jit_train_on_pair_seeds = runner_jit(train_on_pair_seeds, static_argnums=(2, 3),
                                   donate_argnums=0)
-jit_step_on_pair_seeds = cpu_jit(step_on_pair_seeds, static_argnums=2,
+jit_step_on_pair_seeds = runner_jit(step_on_pair_seeds, static_argnums=2,
                                  donate_argnums=0)

@@ -7,12 +7,14 @@ target half. Losses are means over the global batch, so N devices take the
 step one device would take, up to the order of floating-point sums.
 
 - Sharding (current JAX practice): `make_mesh` builds a `Mesh` with a "data"
-  axis; `make_sharded_runner(mesh)` jits the chunk of steps with the state
-  replicated and each sampled batch constrained to be split along "data". XLA
-  inserts the gradient all-reduce.
+  axis; `make_sharded_runner(mesh)` jits the chunk of steps (with the loop's
+  `runner_jit`, as on one device) with the state replicated and each sampled
+  batch constrained to be split along "data". XLA inserts the gradient
+  all-reduce.
 - pmap (legacy, still common): `make_pmap_train_step` wraps
   `train_step(..., axis_name=...)`, which `psum`s gradients and `pmean`s model
-  statistics; `make_pmap_runner(devices)` scans whole chunks inside the pmap.
+  statistics; `make_pmap_runner(devices)` scans whole chunks inside the pmap
+  (`jax.pmap` itself: it takes no compiler options).
 
 Both runners have the signature `fit(..., runner=...)` expects, take and
 return an ordinary single-device state (or one with a leading seeds axis from
@@ -37,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from dann_jax.data.batching import DomainPair
-from dann_jax.loop import train_on_pair
+from dann_jax.data.batching import DomainPair, half_batch
+from dann_jax.loop import runner_jit, train_on_pair
 from dann_jax.train import TrainState, train_step
 
 DATA_AXIS = "data"
@@ -67,10 +69,7 @@ def check_split(batch_size: int, num_devices: int) -> None:
   """
   if num_devices < 1:
     raise ValueError(f"{num_devices=} must be >= 1")
-  if batch_size <= 0 or batch_size % 2:
-    raise ValueError(f"{batch_size=} must be even and positive: half source, "
-                     "half target")
-  half = batch_size // 2
+  half = half_batch(batch_size)
   if half % num_devices:  # then the whole batch splits too
     raise ValueError(
         f"batch_size={batch_size} with {num_devices} devices: each half "
@@ -209,8 +208,7 @@ def make_sharded_runner(mesh: Mesh) -> Runner:
     return jax.lax.with_sharding_constraint(
         interleave_batch(batch, num_devices), by_rows)
 
-  @functools.partial(jax.jit, static_argnums=(2, 3), donate_argnums=0,
-                     out_shardings=replicated)
+  @runner_jit(static_argnums=(2, 3), donate_argnums=0, out_shardings=replicated)
   def run(state, pair, num_steps, batch_size):
     return _per_seed(
         lambda s: train_on_pair(s, pair, num_steps, batch_size, prepare),

@@ -118,7 +118,7 @@ def test_pair_is_a_pytree_of_device_arrays():
 
 def test_odd_batch_size_is_rejected():
   pair = batching.make_domain_pair(SOURCE, TARGET)
-  with pytest.raises(ValueError, match="batch_size=7 must be even: half source, half target"):
+  with pytest.raises(ValueError, match="batch_size=7 must be even and positive: half source, half target"):
     batching.sample_batch(pair, jax.random.key(0), 0, 7)
 
 

@@ -205,12 +205,18 @@ def epoch_indices(key: jax.Array, step: jax.Array, n: int, count: int) -> jax.Ar
   return shuffled_index(jax.random.fold_in(key, epoch), positions, n)
 
 
-def _half(batch_size: int) -> int:
-  if batch_size % 2:
-    raise ValueError(f"{batch_size=} must be even: half source, half target")
-  if batch_size <= 0:
-    raise ValueError(f"{batch_size=} must be positive")
-  return batch_size // 2
+def half_batch(batch_size: int) -> int:
+  """The rows of each domain in a batch of `batch_size`: half source, half target.
+
+  The one check of a batch size, used wherever one enters the library (`TrainConfig`, `fit`, the multi-device
+  runners, `sample_batch`).
+
+  Raises:
+    ValueError: unless `batch_size` is a positive even integer.
+  """
+  if int(batch_size) != batch_size or batch_size <= 0 or batch_size % 2:
+    raise ValueError(f"{batch_size=} must be even and positive: half source, half target")
+  return int(batch_size) // 2
 
 
 def sample_batch(pair: DomainPair, key: jax.Array, step: jax.Array, batch_size: int) -> dict[str, jax.Array]:
@@ -229,7 +235,7 @@ def sample_batch(pair: DomainPair, key: jax.Array, step: jax.Array, batch_size: 
   Raises:
     ValueError: odd batch size, or a half batch larger than a domain.
   """
-  half = _half(batch_size)
+  half = half_batch(batch_size)
   n_source, n_target = pair.source_labels.shape[0], pair.target_labels.shape[0]
   if half > min(n_source, n_target):
     raise ValueError(f"{batch_size=} needs {half} samples per domain, but source has {n_source} and target "
