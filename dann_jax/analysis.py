@@ -10,7 +10,7 @@ Sec. 5.1.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -23,7 +23,9 @@ class FeatureComparison:
 
 
 def compare_features(runs: Sequence, *, n: int = 500, layer: str = "features",
-                     seed: int = 0) -> FeatureComparison:
+                     seed: int = 0,
+                     progress: Callable[[str], None] | None = None
+                     ) -> FeatureComparison:
   """Embeds source and target test features of runs with t-SNE.
 
   Args:
@@ -33,6 +35,8 @@ def compare_features(runs: Sequence, *, n: int = 500, layer: str = "features",
     layer: "features" (G_f's output, as the paper's MNIST-M figure) or
       "hidden" (the label predictor's last hidden layer).
     seed: seed of the subsample, t-SNE and the domain classifier.
+    progress: called with a line of text as each stage of each run starts
+      (t-SNE takes tens of seconds per run on a CPU).
 
   Returns:
     One t-SNE panel per run (titled with its proxy A-distance) and the proxy
@@ -53,8 +57,13 @@ def compare_features(runs: Sequence, *, n: int = 500, layer: str = "features",
     ti = rng.permutation(len(data.target_test))[:n]
     fs = features(state, data.source_test.images[si], result.mean, layer)
     ft = features(state, data.target_test.images[ti], result.mean, layer)
+    if progress:
+      progress(f"{name}: proxy A-distance of {len(fs) + len(ft):,} {layer} "
+               "vectors ...")
     distances[name] = proxy_a_distance(fs, ft, seed=seed)
     points = np.concatenate([fs, ft])
+    if progress:
+      progress(f"{name}: t-SNE of {len(points):,} points ...")
     perplexity = min(30.0, (len(points) - 1) / 3)
     xy = TSNE(2, init="pca", random_state=seed,
               perplexity=perplexity).fit_transform(points)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 
 def register(subparsers) -> None:
@@ -41,9 +42,13 @@ def run_tsne(args) -> int:
     data = result.data if data is None else data
     name = result.summary.get("method") or run_dir
     runs.append((name, result))
-  print(f"embedding {args.n} test images per domain of {len(runs)} run(s) "
-        "with t-SNE ...", flush=True)
-  comparison = compare_features(runs, n=args.n, layer=args.layer)
+  started = time.perf_counter()
+
+  def progress(line):
+    print(f"[{time.perf_counter() - started:5.1f} s] {line}", flush=True)
+
+  comparison = compare_features(runs, n=args.n, layer=args.layer,
+                                progress=progress)
   tsne_panels(comparison.panels, args.out, f"{args.layer} (t-SNE)")
   print(json.dumps({"figure": args.out,
                     "proxy_a_distance": comparison.proxy_a_distance}))
