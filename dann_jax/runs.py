@@ -4,6 +4,11 @@ A run folder holds `run.json` (what was asked), `metrics.jsonl` (one line per
 chunk of steps, with evaluations where they happened), `checkpoint/` (orbax),
 `summary.json` and `curves.png`. `--resume` continues from the checkpoint with
 the same numbers an uninterrupted run would give.
+
+A pair may name a user's own data (`folder:PATH`, `npz:PATH`; see
+`dann_jax.data.custom`): its split options are kept in `run.json`, so a run
+folder reloads its data wherever it is read from; a target without labelled
+test images has no target accuracy (reported as None).
 """
 
 from __future__ import annotations
@@ -15,18 +20,19 @@ import platform
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dann_jax import checkpoint, selection
-from dann_jax.data import Domain, load_domain, make_domain_pair
+from dann_jax.data import Domain, custom, load_domain, make_domain_pair
 from dann_jax.data.batching import pixel_mean
+from dann_jax.data.domains import IMPORTED
 from dann_jax.evaluation import accuracy
 from dann_jax.objective import check_method
-from dann_jax.pairs import PairSpec
+from dann_jax.pairs import PAIRS, PairSpec, get_pair
 from dann_jax.presets import QUICK_SOURCE_HOLDOUT, RunPlan, make_plan
 from dann_jax.loop import fit, replicate_seeds
 from dann_jax.train import TrainState, create_train_state
@@ -90,23 +96,145 @@ class RunResult:
   identity: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+ROLES = ("source", "target")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitOptions:
+  """How the test split of a user's domain (`folder:` / `npz:`) is chosen.
+
+  See `dann_jax.data.custom.parse_spec`; a domain whose PATH holds its own
+  test split (`test/`, `test.npz`) needs none of them.
+
+  Attributes:
+    test: the test split's folder or file.
+    test_fraction: instead, the fraction in (0, 1) of each class held out of
+      the train images as the test split.
+    seed: the seed of that hold-out.
+  """
+  test: str | None = None
+  test_fraction: float | None = None
+  seed: int = 0
+
+
+def is_custom(pair: PairSpec) -> bool:
+  """Whether either side of `pair` is a user's `folder:` / `npz:` domain."""
+  return custom.is_spec(pair.source) or custom.is_spec(pair.target)
+
+
+def split_options(pair: PairSpec, splits: Mapping[str, Any] | None
+                  ) -> dict[str, SplitOptions]:
+  """`splits` (role -> `SplitOptions` or its dict, as run.json holds it) for
+  both roles, test paths made absolute.
+
+  Raises:
+    ValueError: a role other than source / target, or options for a built-in
+      domain (its test split is fixed).
+  """
+  splits = dict(splits or {})
+  unknown = sorted(set(splits) - set(ROLES))
+  if unknown:
+    raise ValueError(f"`splits` names {unknown}; its keys are 'source' and "
+                     "'target'")
+  out = {}
+  for role in ROLES:
+    opts = splits.get(role) or SplitOptions()
+    if not isinstance(opts, SplitOptions):
+      opts = SplitOptions(**opts)
+    name = getattr(pair, role)
+    if opts != SplitOptions() and not custom.is_spec(name):
+      raise ValueError(f"`splits` gives the {role} {name!r} the split options "
+                       f"{opts}, but a built-in domain has its own test "
+                       "split; split options apply to folder:PATH and "
+                       "npz:PATH domains only")
+    if opts.test is not None:
+      opts = dataclasses.replace(opts, test=custom.absolute(opts.test))
+    out[role] = opts
+  return out
+
+
+def _load_custom(spec: str, opts: SplitOptions) -> tuple[Domain, Domain]:
+  """(train, test) of a user's domain; without a test split, its train
+  images serve as test images."""
+  train, test = custom.load_custom_splits(
+      spec, test=opts.test, test_fraction=opts.test_fraction, seed=opts.seed)
+  if test is None:
+    test = dataclasses.replace(
+        train, provenance=f"{train.provenance}; no test split, so its train "
+        "images serve as test images")
+  return train, test
+
+
+def _in_source_classes(source: Domain, target: Domain) -> Domain:
+  """A user's `target` labelled by the source's class indices, when its
+  classes are some of the source's (in any order); otherwise as it is."""
+  src, tgt = custom.class_names(source), custom.class_names(target)
+  if (not isinstance(target, custom.CustomDomain) or tgt == src
+      or not set(tgt) <= set(src)):
+    return target
+  labels = np.asarray(target.labels, np.int32)
+  if tgt:
+    index = np.asarray([src.index(c) for c in tgt], np.int32)
+    labels = np.where(labels >= 0, index[np.clip(labels, 0, None)], labels)
+  return dataclasses.replace(target, labels=labels.astype(np.int32),
+                             num_classes=len(src), class_names=src)
+
+
 def load_pair_data(pair: PairSpec, *, data_dir=None, seed: int = 0,
-                   source_holdout: int = 0, **options) -> PairData:
+                   source_holdout: int = 0,
+                   splits: Mapping[str, Any] | None = None,
+                   **options) -> PairData:
   """Loads (or builds) the train and test splits of both domains of `pair`.
+
+  A `folder:PATH` / `npz:PATH` side is read by
+  `dann_jax.data.custom.load_custom_splits` with its `splits` options; a
+  user's target is labelled by the source's class names, and
+  `custom.check_label_sets` refuses a target with other classes. A user's
+  domain without a test split is evaluated on its train images (for the
+  target, whose labels training never reads, the transductive protocol).
 
   With `source_holdout` > 0 up to that many source train images become
   `source_val` and leave `source_train` (see `with_holdout`).
+
+  Args:
+    pair: the adaptation pair.
+    data_dir: the data cache folder.
+    seed: the seed of the built-in domains' random parts (photo patches,
+      rendering).
+    source_holdout: source train images to hold out for selection.
+    splits: per role ('source', 'target'), a `SplitOptions` (or its dict)
+      for a user's domain.
+    **options: options of `dann_jax.data.load_domain` for built-in domains.
+
+  Raises:
+    ValueError: split options for a built-in domain, different label sets,
+      an unlabelled source, or bad data.
+    FileNotFoundError: missing files (the message says how to supply them).
   """
-  splits = {}
-  for role, name in (("source", pair.source), ("target", pair.target)):
-    for split in ("train", "test"):
-      domain = load_domain(name, split, data_dir=data_dir, seed=seed,
-                           **options)
+  splits = split_options(pair, splits)
+  loaded = {}
+  # Domains read from imported files first, so that a missing file fails
+  # before anything slow (rendered digits) is built.
+  for role in sorted(ROLES, key=lambda r: getattr(pair, r) not in IMPORTED):
+    name = getattr(pair, role)
+    if custom.is_spec(name):
+      loaded[role] = _load_custom(name, splits[role])
+    else:
+      loaded[role] = tuple(load_domain(name, split, data_dir=data_dir,
+                                       seed=seed, **options)
+                           for split in ("train", "test"))
+    for split, domain in zip(("train", "test"), loaded[role]):
       if len(domain) == 0:
         raise ValueError(f"the {role} domain {name!r} has no {split} samples; "
                          "rebuild it (dann-jax data fetch NAME)")
-      splits[f"{role}_{split}"] = domain
-  return with_holdout(PairData(**splits), source_holdout)
+  source_train, source_test = loaded["source"]
+  target_train, target_test = (_in_source_classes(source_train, d)
+                               for d in loaded["target"])
+  if is_custom(pair):
+    custom.check_label_sets(source_train, target_train)
+    custom.check_label_sets(source_train, target_test)
+  data = PairData(source_train, source_test, target_train, target_test)
+  return with_holdout(data, source_holdout)
 
 
 def holdout_size(requested: int, n: int) -> int:
@@ -147,12 +275,38 @@ def machine_description() -> str:
 
 
 def _identity(pair: PairSpec, method: str, preset: str, plan: RunPlan,
-              seeds: Sequence[int], overrides: dict | None) -> dict[str, Any]:
-  return {"pair": pair.name, "method": method, "preset": preset,
-          "steps": plan.config.total_steps,
-          "batch_size": plan.config.batch_size, "seeds": list(seeds),
-          "overrides": dict(overrides or {}),
-          "source_holdout": plan.source_holdout}
+              seeds: Sequence[int], overrides: dict | None,
+              splits: dict[str, SplitOptions]) -> dict[str, Any]:
+  identity = {"pair": pair.name, "method": method, "preset": preset,
+              "steps": plan.config.total_steps,
+              "batch_size": plan.config.batch_size, "seeds": list(seeds),
+              "overrides": dict(overrides or {}),
+              "source_holdout": plan.source_holdout}
+  if is_custom(pair):  # what `pair_of` needs to read the same data again
+    identity.update(
+        source=pair.source, target=pair.target, network=pair.network,
+        splits={role: dataclasses.asdict(o) for role, o in splits.items()})
+  return identity
+
+
+def pair_of(identity: dict[str, Any]) -> PairSpec:
+  """The pair of the run described by `identity` (a run folder's run.json)."""
+  if "source" in identity:
+    return get_pair(identity["source"], identity["target"],
+                    network=identity["network"])
+  return PAIRS[identity["pair"]]
+
+
+def _labelled(domain: Domain) -> Domain | None:
+  """The images of `domain` whose label is known (all of a built-in
+  domain's), or None when none is."""
+  known = np.asarray(domain.labels) >= 0
+  if known.all():
+    return domain
+  if not known.any():
+    return None
+  return dataclasses.replace(domain, images=domain.images[known],
+                             labels=domain.labels[known])
 
 
 def _initial_state(plan: RunPlan, data: PairData,
@@ -236,7 +390,8 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
                plots: bool = True, overrides: dict | None = None,
                source_holdout: int | None = None,
                keep_best: str | None = None,
-               reverse_steps: int = REVERSE_STEPS) -> RunResult:
+               reverse_steps: int = REVERSE_STEPS,
+               splits: Mapping[str, Any] | None = None) -> RunResult:
   """Trains `method` on `pair`, writing logs, checkpoints and a summary.
 
   Args:
@@ -261,9 +416,13 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
       kept in `out_dir/best` beside the final one; the summary reports both.
     reverse_steps: steps of the reverse model when `keep_best` is
       "reverse-validation".
+    splits: per role, the `SplitOptions` of a user's domain (see
+      `load_pair_data`); kept in run.json.
 
   Returns:
-    The summary, the final state, the normalisation mean and the data.
+    The summary, the final state, the normalisation mean and the data. The
+    summary's target accuracies are None when no target test image has a
+    label (an unlabelled folder).
   """
   check_method(method)
   seeds = list(seeds)
@@ -283,12 +442,23 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
         "source_holdout > 0 (the quick preset holds out "
         f"{QUICK_SOURCE_HOLDOUT})")
   out = Path(out_dir)
-  identity = _identity(pair, method, preset, plan, seeds, overrides)
+  splits = split_options(pair, splits)
+  identity = _identity(pair, method, preset, plan, seeds, overrides, splits)
   if keep_best is not None:
     identity["keep_best"] = keep_best
   _check_out_dir(out, identity, resume)
-  data = with_holdout(data or load_pair_data(pair, data_dir=data_dir),
-                      plan.source_holdout)
+  data = with_holdout(
+      data or load_pair_data(pair, data_dir=data_dir, splits=splits),
+      plan.source_holdout)
+  unknown = int(np.sum(np.asarray(data.target_train.labels) < 0))
+  if method == "target_only" and unknown:
+    raise ValueError(f"method='target_only' trains on the target's labels, "
+                     f"but {unknown} of the {len(data.target_train)} target "
+                     "train images have none; label them (class subfolders, "
+                     "or labels in the .npz) or train 'dann' or "
+                     "'source_only'")
+  target_eval, source_eval = _labelled(data.target_test), _labelled(
+      data.source_test)
   domain_pair = make_domain_pair(data.source_train, data.target_train)
   mean = np.asarray(domain_pair.mean)
   num_classes = data.source_train.num_classes
@@ -330,13 +500,13 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
     for k, v in metrics.items():  # (steps,) or (steps, seeds)
       row[k] = _per_seed(np.mean(v, axis=0))
     if step % plan.eval_every == 0 or step == total:
-      row["target_accuracy"] = _per_seed(accuracy(
-          state, data.target_test.images[:n_eval],
-          data.target_test.labels[:n_eval], mean))
-      row["source_accuracy"] = _per_seed(accuracy(
-          state, data.source_test.images[:n_eval],
-          data.source_test.labels[:n_eval], mean))
-      last_eval["target"] = np.mean(row["target_accuracy"])
+      for key, test in (("target_accuracy", target_eval),
+                        ("source_accuracy", source_eval)):
+        if test is not None:
+          row[key] = _per_seed(accuracy(state, test.images[:n_eval],
+                                        test.labels[:n_eval], mean))
+      if "target_accuracy" in row:
+        last_eval["target"] = np.mean(row["target_accuracy"])
       if scorer is not None:
         row["selection"] = scorer(state)
         if (last_eval["best"] is None
@@ -373,20 +543,22 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
       bar.close()
   train_seconds = time.perf_counter() - t0
 
-  target_acc = accuracy(state, data.target_test.images,
-                        data.target_test.labels, mean)
-  source_acc = accuracy(state, data.source_test.images,
-                        data.source_test.labels, mean)
+  def test_accuracy(test_state, test):
+    if test is None:
+      return None
+    return accuracy_stats(accuracy(test_state, test.images, test.labels,
+                                   mean))
+
   summary = {
       **identity,
-      "target_accuracy": accuracy_stats(target_acc),
-      "source_accuracy": accuracy_stats(source_acc),
+      "target_accuracy": test_accuracy(state, target_eval),
+      "source_accuracy": test_accuracy(state, source_eval),
       "source_val_size": 0 if data.source_val is None else len(
           data.source_val),
       "source_val_accuracy": None if data.source_val is None else
       accuracy_stats(accuracy(state, data.source_val.images,
                               data.source_val.labels, mean)),
-      "target_test_size": len(data.target_test),
+      "target_test_size": 0 if target_eval is None else len(target_eval),
       "paper_v1": (pair.paper or {}).get(method),
       "paper_icml": (pair.paper_icml or {}).get(method),
       "train_seconds": round(train_seconds, 1),
@@ -396,7 +568,9 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
       "config": dataclasses.asdict(plan.config),
       "network": plan.network,
       "provenance": {"source": data.source_train.provenance,
-                     "target": data.target_train.provenance},
+                     "target": data.target_train.provenance,
+                     "source_test": data.source_test.provenance,
+                     "target_test": data.target_test.provenance},
   }
   if keep_best is not None:
     score, best_step = last_eval["best"]
@@ -404,12 +578,8 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
     summary["best"] = {
         "criterion": keep_best, "step": best_step, "score": score,
         "final_score": history[-1]["selection"],
-        "target_accuracy": accuracy_stats(accuracy(
-            best_state, data.target_test.images, data.target_test.labels,
-            mean)),
-        "source_accuracy": accuracy_stats(accuracy(
-            best_state, data.source_test.images, data.source_test.labels,
-            mean))}
+        "target_accuracy": test_accuracy(best_state, target_eval),
+        "source_accuracy": test_accuracy(best_state, source_eval)}
   (out / "summary.json").write_text(json.dumps(summary, indent=2))
   if plots:
     from dann_jax.plots import training_curves
@@ -420,9 +590,7 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
 
 def plan_of(identity: dict[str, Any]) -> RunPlan:
   """The plan of the run described by `identity` (a run folder's run.json)."""
-  from dann_jax.pairs import PAIRS
-
-  return make_plan(PAIRS[identity["pair"]], identity["method"],
+  return make_plan(pair_of(identity), identity["method"],
                    identity["preset"], steps=identity["steps"],
                    batch_size=identity["batch_size"],
                    seed=identity["seeds"][0],
@@ -446,19 +614,19 @@ def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None,
   Raises:
     FileNotFoundError: if `run_dir` holds no run.
   """
-  from dann_jax.pairs import PAIRS
-
   run_dir = Path(run_dir)
   run_file = run_dir / "run.json"
   if not run_file.exists():
     raise FileNotFoundError(f"{run_dir} holds no run (no run.json); pass a "
                             "folder written by `dann-jax train`")
   identity = json.loads(run_file.read_text())
-  pair = PAIRS[identity["pair"]]
+  pair = pair_of(identity)
   seeds = identity["seeds"]
   plan = plan_of(identity)
-  data = with_holdout(data or load_pair_data(pair, data_dir=data_dir),
-                      plan.source_holdout)
+  data = with_holdout(
+      data or load_pair_data(pair, data_dir=data_dir,
+                             splits=identity.get("splits")),
+      plan.source_holdout)
   mean = pixel_mean(data.source_train.images, data.target_train.images)
   state = checkpoint.restore_checkpoint(
       run_dir / "checkpoint", _initial_state(plan, data, seeds))

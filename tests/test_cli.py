@@ -262,3 +262,154 @@ def test_resume_over_a_damaged_checkpoint_is_one_clear_error(tiny_mnist, tmp_pat
   err = capsys.readouterr().err
   assert err.startswith("dann-jax: error: cannot read the checkpoint in ") and err.count("\n") == 1
   assert str(out / "checkpoint") in err and "start again without --resume" in err
+
+
+# Users' own data: folder:/npz: domains, official files.
+
+OWN = ["--steps", "4", "--batch-size", "8", "--no-progress"]
+
+
+def _class_folders(root, classes, per_class, seed=0, size=(20, 24)):
+  """ROOT/<class>/<i>.png: random images, a different size from 32x32 so that they are resized."""
+  from PIL import Image
+  rng = np.random.default_rng(seed)
+  for c in classes:
+    (root / c).mkdir(parents=True)
+    for i in range(per_class):
+      Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+  return root
+
+
+@pytest.fixture
+def own_folders(tmp_path, offline_data_dir):
+  """A labelled source (3 classes x 8), a labelled target (3 x 6), a flat unlabelled target (10 images)."""
+  from PIL import Image
+  source = _class_folders(tmp_path / "product", ("bike", "chair", "mug"), 8)
+  target = _class_folders(tmp_path / "real", ("bike", "chair", "mug"), 6, seed=1)
+  flat = tmp_path / "camera"
+  flat.mkdir()
+  rng = np.random.default_rng(2)
+  for i in range(10):
+    Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(flat / f"IMG_{i:04d}.jpg")
+  return source, target, flat
+
+
+def test_train_on_own_folders_and_reload_the_run(own_folders, tmp_path, capsys, monkeypatch):
+  source, target, _ = own_folders
+  out = tmp_path / "run"
+  monkeypatch.chdir(tmp_path)
+  assert main(["train", "--source", "folder:product", "--target", "folder:real", *OWN, "--out", str(out)]) == 0
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["pair"] == f"folder:{source}->folder:{target}"  # absolute, readable from anywhere
+  assert 0.0 <= summary["target_accuracy"]["mean"] <= 1.0
+  assert summary["target_test_size"] == 18  # no test split: the target's train images, labels never trained on
+  assert summary["paper_v1"] is None and summary["network"] == "mnist"
+  assert "no test split" in summary["provenance"]["target_test"]
+  assert summary["splits"]["target"] == {"test": None, "test_fraction": None, "seed": 0}
+  assert "your own data; no paper numbers" in capsys.readouterr().out
+  # The run folder names its data: it reloads from another working directory.
+  from dann_jax.runs import load_run
+  monkeypatch.chdir(tmp_path.parent)
+  result = load_run(out)
+  assert result.identity["source"] == f"folder:{source}"
+  assert len(result.data.target_test) == 18 and result.data.source_train.class_names == ("bike", "chair", "mug")
+  assert main(["train", "--source", f"folder:{source}", "--target", f"folder:{target}", *OWN, "--out", str(out),
+               "--resume"]) == 0
+
+
+def test_unlabelled_target_folder_reports_no_target_accuracy(own_folders, tmp_path, capsys):
+  source, _, flat = own_folders
+  out = tmp_path / "run"
+  assert main(["train", "--source", f"folder:{source}", "--target", f"folder:{flat}", *OWN,
+               "--test-fraction", "0.25", "--split-seed", "1", "--out", str(out)]) == 0
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["target_accuracy"] is None and summary["target_test_size"] == 0
+  assert 0.0 <= summary["source_accuracy"]["mean"] <= 1.0
+  assert summary["splits"]["source"] == {"test": None, "test_fraction": 0.25, "seed": 1}
+  rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  assert "target_accuracy" not in rows[-1] and "source_accuracy" in rows[-1]
+  assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+  assert "target accuracy none (no target test image has a label)" in capsys.readouterr().out
+  # Train-on-target needs target labels: one error, nothing written.
+  assert main(["train", "--source", f"folder:{source}", "--target", f"folder:{flat}", *OWN,
+               "--method", "target-only", "--out", str(tmp_path / "to")]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "10 of the 10 target train images have none" in err
+  assert not (tmp_path / "to").exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--source", "mnist", "--target", "mnist-m", "--source-test", "x"],
+     "--source-test applies to a folder:PATH or npz:PATH source; the built-in 'mnist' has its own test split"),
+    (["--source", "mnist", "--target", "mnist-m", "--test-fraction", "0.2"], "--test-fraction 0.2 holds out"),
+    (["--source", "mnist", "--target", "mnist-m", "--network", "svhn"], "--network applies to pairs with"),
+    (["--source", "folder:product", "--target", "mnist", "--test-fraction", "1.5"],
+     "--test-fraction 1.5 must lie strictly between 0 and 1"),
+    (["--source", "folder:product", "--target", "mnist", "--split-seed", "3"], "--split-seed seeds the"),
+    (["--source", "folder:product", "--target", "mnist", "--source-test", "nowhere"],
+     "--source-test nowhere: no such folder or file"),
+    (["--source", "folder:nowhere", "--target", "mnist"], "'nowhere' does not exist"),
+    (["--source", "folder:product", "--target", "cifar"], "unknown domain 'cifar'"),
+])
+def test_bad_split_flags_are_one_clear_error(flags, message, own_folders, tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(own_folders[0].parent)
+  assert main(["train", *flags, "--out", str(tmp_path / "x")]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("dann-jax: error: ") and err.count("\n") == 1 and message in err
+  assert not (tmp_path / "x").exists()
+
+
+def test_mismatched_class_sets_are_one_clear_error(own_folders, tmp_path, capsys):
+  source, _, _ = own_folders
+  other = _class_folders(tmp_path / "other", ("bike", "chair", "emu"), 4)
+  assert main(["train", "--source", f"folder:{source}", "--target", f"folder:{other}", *OWN,
+               "--out", str(tmp_path / "x")]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1
+  assert "only in the source: ['mug']; only in the target: ['emu']" in err
+  assert not (tmp_path / "x").exists()
+
+
+def test_data_import_svhn_verifies_and_feeds_the_domain(offline_data_dir, tmp_path, capsys, monkeypatch):
+  import scipy.io
+
+  from dann_jax.data import domains, official
+  mat = tmp_path / "train_32x32.mat"
+  x = np.random.default_rng(0).integers(0, 256, (32, 32, 3, 20), dtype=np.uint8)
+  scipy.io.savemat(mat, {"X": x, "y": (np.arange(20) % 10 + 1).astype(np.uint8).reshape(20, 1)})
+  md5 = official.file_md5(mat)
+  monkeypatch.setitem(official.EXPECTED, "svhn", {**official.EXPECTED["svhn"],
+                                                  "train": official.Expected("train_32x32.mat", md5, 20)})
+  assert main(["data", "import", "svhn", str(mat)]) == 0
+  out = capsys.readouterr().out
+  assert f"svhn train: 20 images verified (md5 {md5}, the published one" in out
+  assert str(official.official_cache_path("svhn", "train")) in out
+  svhn = domains.load_domain("svhn", "train")
+  np.testing.assert_array_equal(svhn.images, np.transpose(x, (3, 0, 1, 2)))
+  assert svhn.labels[9] == 0 and "train_32x32.mat" in svhn.provenance
+  # Another file under the same name is refused, in one line, and the import stays.
+  scipy.io.savemat(mat, {"X": x[..., :19], "y": np.ones((19, 1), np.uint8)})
+  assert main(["data", "import", "svhn", str(mat)]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "is not the official svhn file" in err and md5 in err
+  assert len(domains.load_domain("svhn", "train")) == 20
+
+
+def test_data_show_reads_a_folder(own_folders, tmp_path, capsys):
+  _, _, flat = own_folders
+  grid = tmp_path / "grid.png"
+  assert main(["data", "show", f"folder:{flat}", "--out", str(grid), "--n", "4"]) == 0
+  assert "wrote 4" in capsys.readouterr().out and grid.read_bytes()[:4] == b"\x89PNG"
+  assert main(["data", "show", "mnist-m", "--backgrounds", "bsds500", "--out", str(grid)]) == 2
+  assert "dann-jax data import bsds500 PATH" in capsys.readouterr().err
+
+
+def test_reproduce_says_which_file_a_pair_needs(offline_data_dir, tmp_path, capsys):
+  # The imported-file domain is loaded first, so the pair stops before anything is built or trained.
+  results = tmp_path / "results"
+  assert main(["reproduce", "table1", "--pairs", "mnist->usps", "svhn->mnist", "--steps", "4", "--runs",
+               str(tmp_path / "runs"), "--results", str(results), "--no-progress"]) == 0
+  table = json.loads((results / "table1_quick.json").read_text())
+  for pair, name in (("mnist->usps", "usps"), ("svhn->mnist", "svhn")):
+    assert f"needs the file: `dann-jax data import {name} PATH`" in table["pairs"][pair]["status"]["all"]
+  assert "http://ufldl.stanford.edu/housenumbers/" in (results / "table1_quick.md").read_text()

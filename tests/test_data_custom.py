@@ -416,3 +416,64 @@ def test_custom_domains_work_with_batching_and_holdout(tmp_path):
   rest, held = split_holdout(source, 2)
   assert isinstance(held, custom.CustomDomain) and held.class_names == ("a", "b")
   assert dataclasses.replace(source, name="x").class_names == ("a", "b")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pairs of a user's domains (dann_jax.pairs, dann_jax.runs).
+
+
+def test_absolute_keeps_the_kind(tmp_path, monkeypatch):
+  import os
+  monkeypatch.chdir(tmp_path)
+  assert custom.absolute("folder:data/a") == f"folder:{tmp_path / 'data' / 'a'}"
+  assert custom.absolute("npz:~/x.npz") == f"npz:{os.path.expanduser('~/x.npz')}"
+  assert custom.absolute("plain/test") == str(tmp_path / "plain" / "test")
+
+
+def test_get_pair_of_own_data(tmp_path, monkeypatch):
+  from dann_jax.pairs import PAIRS, get_pair
+  monkeypatch.chdir(tmp_path)
+  pair = get_pair("folder:a", "mnist", network="svhn")
+  assert (pair.source, pair.target, pair.network) == (f"folder:{tmp_path / 'a'}", "mnist", "svhn")
+  assert pair.paper is None and pair.note == "your own data; no paper numbers"
+  assert get_pair("mnist", "usps") is PAIRS["mnist->usps"]
+  with pytest.raises(ValueError, match="unknown domain 'cifar'.*folder:PATH or npz:PATH"):
+    get_pair("folder:a", "cifar")
+  with pytest.raises(ValueError, match="network='resnet' is not a network"):
+    get_pair("folder:a", "mnist", network="resnet")
+  with pytest.raises(ValueError, match="unknown pair 'mnist->cifar'.*folder:PATH"):
+    get_pair("mnist", "cifar")
+
+
+def test_pair_data_labels_the_target_by_the_source_classes(tmp_path):
+  from dann_jax.pairs import get_pair
+  from dann_jax.runs import SplitOptions, load_pair_data
+  for c in ("ant", "bee", "cow"):
+    for i in range(4):
+      _save(tmp_path / "src" / c / f"{i}.png", _rgb(i))
+  # The target has two of the three classes, named in another order, and unknown labels.
+  images = np.stack([_rgb(10 + i) for i in range(6)])
+  np.savez(tmp_path / "tgt.npz", images=images, labels=np.array([0, 1, 0, 1, -1, -1]),
+           class_names=np.array(["cow", "ant"]))
+  pair = get_pair(f"folder:{tmp_path / 'src'}", f"npz:{tmp_path / 'tgt.npz'}")
+  data = load_pair_data(pair, splits={"target": SplitOptions(test_fraction=0.5, seed=0)})
+  assert data.target_train.class_names == data.source_train.class_names == ("ant", "bee", "cow")
+  assert data.target_train.num_classes == 3
+  labels = np.concatenate([data.target_train.labels, data.target_test.labels])
+  assert sorted(labels.tolist()) == [-1, -1, 0, 0, 2, 2]  # cow -> 2, ant -> 0, unknown stays -1
+  assert len(data.source_test) == 12 and "no test split" in data.source_test.provenance
+  with pytest.raises(ValueError, match="split options apply to folder:PATH and npz:PATH domains only"):
+    load_pair_data(get_pair(f"folder:{tmp_path / 'src'}", "mnist"), splits={"target": {"test_fraction": 0.2}})
+
+
+def test_pair_data_refuses_other_classes_and_an_unlabelled_source(tmp_path):
+  from dann_jax.pairs import get_pair
+  from dann_jax.runs import load_pair_data
+  for root, classes in (("src", ("ant", "bee")), ("tgt", ("ant", "elk"))):
+    for c in classes:
+      _save(tmp_path / root / c / "0.png", _rgb(0))
+  _save(tmp_path / "flat" / "0.png", _rgb(1))
+  with pytest.raises(ValueError, match=r"only in the source: \['bee'\]; only in the target: \['elk'\]"):
+    load_pair_data(get_pair(f"folder:{tmp_path / 'src'}", f"folder:{tmp_path / 'tgt'}"))
+  with pytest.raises(ValueError, match="a source must be labelled"):
+    load_pair_data(get_pair(f"folder:{tmp_path / 'flat'}", f"folder:{tmp_path / 'tgt'}"))

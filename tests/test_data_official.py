@@ -436,3 +436,32 @@ def test_cache_files_are_written_atomically(tmp_path, monkeypatch):
   _svhn_mat(mat)
   official.import_official("svhn", mat, expected=_no_checks("svhn", train=20))
   assert calls == [official.official_cache_path("svhn", "train")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The imported files as domains.
+
+
+def test_imported_usps_and_mnist_m_are_domains(tmp_path):
+  from dann_jax.data import domains
+  _write_usps(tmp_path / "usps.t.bz2", _usps_rows())
+  official.import_official("usps", tmp_path / "usps.t.bz2", expected=_no_checks("usps", test=3))
+  usps, imported = domains.load_domain("usps", "test"), official.load_official("usps", "test")
+  assert usps.name == "usps" and usps.provenance == imported.provenance
+  np.testing.assert_array_equal(usps.images, imported.images)
+  np.testing.assert_array_equal(usps.labels, [9, 0, 4])
+  files, arrays = _mnist_m_files()
+  _write_tree(tmp_path / "m", files)
+  official.import_official("mnist-m", tmp_path / "m", expected=_no_checks("mnist-m", train=6, test=3))
+  mnist_m = domains.load_domain("mnist-m-official", "train")
+  assert mnist_m.name == "mnist-m-official" and "genuine MNIST-M" in mnist_m.provenance
+  np.testing.assert_array_equal(mnist_m.images, arrays["train"][0])
+  np.testing.assert_array_equal(mnist_m.labels, arrays["train"][1])
+  assert official.official_cache_path("usps", "test") == domains.official_cache_path("usps", "test")
+
+
+@pytest.mark.parametrize("domain,name", [("usps", "usps"), ("mnist-m-official", "mnist-m")])
+def test_domains_not_imported_say_how_to_import(domain, name):
+  from dann_jax.data import domains
+  with pytest.raises(FileNotFoundError, match=f"^{domain} test needs the file: `dann-jax data import {name} PATH`"):
+    domains.load_domain(domain, "test")

@@ -225,13 +225,32 @@ def test_svhn_domain_through_mocked_tfds_is_cached():
     svhn = domains.load_domain("svhn", "test")
   assert svhn.images.shape == (9, 32, 32, 3) and svhn.images.dtype == np.uint8
   assert svhn.labels.dtype == np.int32 and svhn.labels.min() >= 0 and svhn.labels.max() <= 9
+  assert (sources.data_root() / "tfds" / "svhn_cropped-test.npz").is_file()
   again = domains.load_domain("svhn", "test")  # no mock now: must come from the cache
   np.testing.assert_array_equal(again.images, svhn.images)
 
 
+def test_imported_svhn_mat_wins_over_the_cached_tfds_copy(tmp_path):
+  import scipy.io
+
+  from dann_jax.data import official
+  with tfds.testing.mock_data(num_examples=9):
+    assert "tensorflow-datasets" in domains.load_domain("svhn", "test").provenance
+  mat = tmp_path / "test_32x32.mat"
+  x = np.random.default_rng(0).integers(0, 256, (32, 32, 3, 12), dtype=np.uint8)
+  scipy.io.savemat(mat, {"X": x, "y": np.full((12, 1), 10, np.uint8)})
+  official.import_official("svhn", mat, expected={"test": official.Expected("test_32x32.mat", None, 12)})
+  svhn = domains.load_domain("svhn", "test")  # the tfds copy is still cached, and must not hide the import
+  np.testing.assert_array_equal(svhn.images, np.transpose(x, (3, 0, 1, 2)))
+  assert (svhn.labels == 0).all() and "test_32x32.mat" in svhn.provenance
+
+
 def test_svhn_not_prepared_says_how_to_fetch():
-  with pytest.raises(FileNotFoundError, match="dann-jax data fetch svhn`"):
+  with pytest.raises(FileNotFoundError, match="dann-jax data fetch svhn`") as info:
     domains.load_domain("svhn", "train")
+  message = str(info.value)
+  assert message.startswith("svhn train needs the file: `dann-jax data import svhn PATH`")
+  assert "train_32x32.mat" in message and "http://ufldl.stanford.edu/housenumbers/" in message
 
 
 def test_corrupt_cache_is_reported_and_rebuilt(fake_mnist, capsys):

@@ -1,12 +1,18 @@
-"""`dann-jax train`: one method on one domain pair, with logs, checkpoints and a summary."""
+"""`dann-jax train`: one method on one domain pair, with logs, checkpoints and a summary.
+
+  dann-jax train --source mnist --target mnist-m --out runs/quick
+  dann-jax train --source folder:data/product --target folder:data/real --test-fraction 0.2 --out runs/mine
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from dann_jax.cli.select import CRITERIA
-from dann_jax.pairs import PAIRS, get_pair
+from dann_jax.data import custom
+from dann_jax.pairs import CUSTOM_NOTE, NETWORK_NAMES, PAIRS, get_pair
 
 # The library's names (dann_jax.presets.PRESETS, dann_jax.parallel.
 # PARALLEL_KINDS), spelled here so that `--help` does not import JAX; a test
@@ -57,9 +63,30 @@ def register(subparsers) -> None:
   p = subparsers.add_parser(
       "train", help="train one method on one domain pair",
       description="Train DANN, source-only or target-only on a domain pair. "
-                  f"Known pairs: {', '.join(PAIRS)}.")
-  p.add_argument("--source", required=True, help="source domain, e.g. mnist")
-  p.add_argument("--target", required=True, help="target domain, e.g. mnist-m")
+                  f"Known pairs: {', '.join(PAIRS)}. Your own data: "
+                  "folder:PATH (class subfolders of images, or a flat "
+                  "folder of unlabelled target images) or npz:PATH on "
+                  "either side (docs/own-data.md).")
+  p.add_argument("--source", required=True,
+                 help="source domain, e.g. mnist or folder:PATH / npz:PATH")
+  p.add_argument("--target", required=True,
+                 help="target domain, e.g. mnist-m or folder:PATH / npz:PATH")
+  p.add_argument("--source-test", default=None, metavar="PATH",
+                 help="the test split of a folder:/npz: source that has no "
+                      "test/ (test.npz) of its own")
+  p.add_argument("--target-test", default=None, metavar="PATH",
+                 help="the same for a folder:/npz: target")
+  p.add_argument("--test-fraction", type=float, default=None, metavar="F",
+                 help="hold out this fraction of each class of every "
+                      "folder:/npz: domain without a test split as its test "
+                      "split (otherwise such a domain is evaluated on its "
+                      "train images)")
+  p.add_argument("--split-seed", type=int, default=None, metavar="N",
+                 help="seed of the --test-fraction hold-out (default 0)")
+  p.add_argument("--network", choices=NETWORK_NAMES, default=None,
+                 help="network of a pair with a folder:/npz: domain under "
+                      "--preset paper (default mnist; the quick preset "
+                      "trains the MNIST net on every pair)")
   p.add_argument("--method", choices=tuple(METHOD_FLAGS), default="dann")
   p.add_argument("--preset", choices=PRESETS, default="quick")
   p.add_argument("--steps", type=int, default=None,
@@ -126,11 +153,68 @@ def parse_overrides(items: list[str]) -> dict:
   return out
 
 
+def split_flags(args) -> dict[str, dict]:
+  """The split options of each folder:/npz: side, from --source-test,
+  --target-test, --test-fraction and --split-seed (checked here, so that each
+  mistake is one error naming its flag)."""
+  fraction = args.test_fraction
+  if fraction is not None and not 0.0 < fraction < 1.0:
+    raise ValueError(f"--test-fraction {fraction} must lie strictly between 0 "
+                     "and 1 (e.g. 0.2 holds out a fifth of each class)")
+  if args.split_seed is not None and fraction is None:
+    raise ValueError("--split-seed seeds the --test-fraction hold-out; give "
+                     "--test-fraction F too, or drop --split-seed")
+  customs = [r for r in ("source", "target")
+             if custom.is_spec(getattr(args, r))]
+  if args.network is not None and not customs:
+    raise ValueError(f"--network applies to pairs with a folder:PATH or "
+                     f"npz:PATH domain; {args.source}->{args.target} has the "
+                     "paper's network: drop --network")
+  splits = {}
+  for role in ("source", "target"):
+    spec, test = getattr(args, role), getattr(args, f"{role}_test")
+    flag = f"--{role}-test"
+    if role not in customs:
+      if test is not None:
+        raise ValueError(f"{flag} applies to a folder:PATH or npz:PATH "
+                         f"{role}; the built-in {spec!r} has its own test "
+                         f"split: drop {flag}")
+      continue
+    own = custom.parse_spec(spec).test
+    if test is not None and own is not None:
+      raise ValueError(f"{flag}: {spec} already has a test split of its own "
+                       f"({own}); drop {flag}, or point --{role} at the train "
+                       "split alone")
+    if test is not None:
+      test = custom.absolute(test)
+      if not os.path.exists(test.partition(":")[2] if custom.is_spec(test)
+                            else test):
+        raise FileNotFoundError(f"{flag} {getattr(args, f'{role}_test')}: "
+                                "no such folder or file; give the test split "
+                                f"of --{role}")
+      splits[role] = {"test": test}
+    elif fraction is not None and own is None:
+      splits[role] = {"test_fraction": fraction, "seed": args.split_seed or 0}
+  if fraction is not None and not any("test_fraction" in o
+                                      for o in splits.values()):
+    raise ValueError(
+        f"--test-fraction {fraction} holds out test images of a folder:PATH "
+        "or npz:PATH domain without a test split, and "
+        + ("every such domain here has one" if customs
+           else f"{args.source}->{args.target} has none") + ": drop it")
+  return splits
+
+
+def _mean(stats) -> str:
+  return "none" if stats is None else f"{stats['mean']:.4f}"
+
+
 def run(args) -> int:
   from dann_jax.presets import make_plan
   from dann_jax.runs import train_pair
 
-  pair = get_pair(args.source, args.target)
+  splits = split_flags(args)
+  pair = get_pair(args.source, args.target, network=args.network or "mnist")
   method = METHOD_FLAGS[args.method]
   overrides = parse_overrides(args.overrides)
   plan = make_plan(pair, method, args.preset, steps=args.steps,
@@ -141,17 +225,21 @@ def run(args) -> int:
                       resume=args.resume, data_dir=args.data_dir,
                       progress=not args.no_progress,
                       runner=make_runner(args, plan.config.batch_size),
-                      keep_best=args.keep_best, overrides=overrides or None)
+                      keep_best=args.keep_best, overrides=overrides or None,
+                      splits=splits)
   s = result.summary
   t, src = s["target_accuracy"], s["source_accuracy"]
-  print(f"{method} {pair.name}: target accuracy {t['mean']:.4f} "
-        f"+- {t['std']:.4f} (source {src['mean']:.4f}) over "
-        f"{len(s['seeds'])} seed(s); paper v1: {s['paper_v1']}")
+  target = ("none (no target test image has a label)" if t is None
+            else f"{t['mean']:.4f} +- {t['std']:.4f}")
+  paper = pair.note if pair.note == CUSTOM_NOTE else f"paper v1: {s['paper_v1']}"
+  print(f"{method} {pair.name}: target accuracy {target} (source "
+        f"{_mean(src)}) over {len(s['seeds'])} seed(s); {paper}")
   if "best" in s:
     b = s["best"]
+    final = "" if t is None else f" (final state: {t['mean']:.4f})"
     print(f"label-free best ({b['criterion']} {b['score']:.4f}) at step "
-          f"{b['step']}: target accuracy {b['target_accuracy']['mean']:.4f} "
-          f"(final state: {t['mean']:.4f}); kept in {args.out}/best")
+          f"{b['step']}: target accuracy {_mean(b['target_accuracy'])}"
+          f"{final}; kept in {args.out}/best")
   print(json.dumps({k: s[k] for k in ("pair", "method", "target_accuracy",
                                       "train_seconds")}))
   return 0

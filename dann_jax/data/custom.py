@@ -84,6 +84,16 @@ def is_spec(text: str) -> bool:
   return bool(sep) and kind in KINDS and bool(path)
 
 
+def absolute(text: str | os.PathLike[str]) -> str:
+  """`folder:PATH` / `npz:PATH`, or a plain PATH, with PATH made absolute (`~` expanded), so that it names the same
+  files from any working directory."""
+  text = os.fspath(text)
+  if is_spec(text):
+    kind, _, path = text.partition(":")
+    return f"{kind}:{os.path.abspath(os.path.expanduser(path))}"
+  return os.path.abspath(os.path.expanduser(text))
+
+
 def _strip_kind(value: str | os.PathLike[str], kind: str, what: str) -> Path:
   text = os.fspath(value)
   prefix, sep, rest = text.partition(":")

@@ -1,19 +1,25 @@
-"""The paper's domains, built from genuine sources: MNIST and its variants, rendered digits, SVHN, optdigits.
+"""The paper's domains, built from genuine sources: MNIST and its variants, rendered digits, SVHN, USPS, optdigits.
 
 Every domain is served as a `Domain` of 32x32x3 uint8 images and int32 labels (paper v1: 32x32 colour inputs, MNIST
 channels replicated). Builders are deterministic for a seed: building twice gives identical bytes. Domains that cost
-more than a moment to build (photo blends, rendered digits, SVHN) are cached under the data root, keyed by everything
-that changes their bytes.
+more than a moment to build (photo blends, rendered digits) are cached under the data root, keyed by everything that
+changes their bytes.
 
-| name          | built as                                                                                  |
-|---------------|-------------------------------------------------------------------------------------------|
-| mnist         | genuine MNIST, padded 28 -> 32 with 2 px of zeros on each side, grey channel replicated     |
-| mnist-dilated | MNIST(D): binary dilation (3x3 all-ones) of the digit mask `pixel >= 128`; output 0 or 255   |
-| mnist-max-bg  | MNIST(max,BG): max(white digit, colour photo patch) per pixel and channel                  |
-| mnist-m       | MNIST(abs-diff,BG): |digit - colour photo patch| per pixel and channel                       |
-| syn-digits    | rendered 1-3 digit numbers, label = centred digit (`render.py`); 100k train / 10k test      |
-| svhn          | tfds `svhn_cropped` (prepared beforehand with `dann-jax data fetch svhn`)                   |
-| optdigits     | scikit-learn's bundled 8x8 handwritten digits (0..16), bilinearly upsampled to 32x32, x255/16 |
+| name             | built as                                                                                      |
+|------------------|-----------------------------------------------------------------------------------------------|
+| mnist            | genuine MNIST, padded 28 -> 32 with 2 px of zeros on each side, grey channel replicated       |
+| mnist-dilated    | MNIST(D): binary dilation (3x3 all-ones) of the digit mask `pixel >= 128`; output 0 or 255    |
+| mnist-max-bg     | MNIST(max,BG): max(white digit, colour photo patch) per pixel and channel                     |
+| mnist-m          | MNIST(abs-diff,BG): |digit - colour photo patch| per pixel and channel                        |
+| mnist-m-official | the MNIST-M of Ganin & Lempitsky, imported (`dann-jax data import mnist-m PATH`)              |
+| syn-digits       | rendered 1-3 digit numbers, label = centred digit (`render.py`); 100k train / 10k test        |
+| svhn             | the imported official `*_32x32.mat` (`dann-jax data import svhn PATH`), else tfds             |
+|                  | `svhn_cropped` (prepared beforehand with `dann-jax data fetch svhn`)                          |
+| usps             | the official libsvm `usps.bz2`, `usps.t.bz2`, imported (`dann-jax data import usps PATH`)     |
+| optdigits        | scikit-learn's bundled 8x8 handwritten digits (0..16), bilinearly upsampled to 32x32, x255/16 |
+
+The imported official files (`official.py` verifies and converts them) are read from `official_cache_path`; they are
+not cached again here, so importing a file takes effect at once.
 
 Photo patches: BSDS500 when `backgrounds=DIR` is given, else photos bundled with scikit-image and scikit-learn
 ("MNIST-M-like"); see `photos.py`. optdigits has no official split of its bundled copy: every fourth image (index % 4
@@ -29,6 +35,7 @@ import dataclasses
 import hashlib
 import os
 import zlib
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -37,8 +44,16 @@ from dann_jax.data import photos as photos_lib
 from dann_jax.data import render
 from dann_jax.data import sources
 
-KNOWN_DOMAINS = ("mnist", "mnist-dilated", "mnist-max-bg", "mnist-m", "syn-digits", "svhn", "optdigits")
+KNOWN_DOMAINS = ("mnist", "mnist-dilated", "mnist-max-bg", "mnist-m", "syn-digits", "svhn", "optdigits", "usps",
+                 "mnist-m-official")
 SPLITS = ("train", "test")
+# Domains read from official files that a user imports (`official.import_official`), and the data set each reads.
+IMPORTED = {"svhn": "svhn", "usps": "usps", "mnist-m-official": "mnist-m"}
+OFFICIAL_FILES = {"svhn": "train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/",
+                  "usps": "usps.bz2 and usps.t.bz2 from "
+                          "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps",
+                  "mnist-m": "mnist_m.tar.gz from http://yaroslav.ganin.net/"}
+_OFFICIAL_CACHE_VERSION = 1  # bump when an import's conversion changes, so old imports are not served
 DILATION_THRESHOLD = 128
 SYN_DIGITS_SIZES = {"train": 100_000, "test": 10_000}
 _BUILD_VERSION = 1  # bump when a builder's output changes, so old caches are not served
@@ -150,10 +165,48 @@ def _build_syn_digits(split, seed, data_dir, options):
                           f"{len(fonts)} fonts: {', '.join(names)}")
 
 
+def official_cache_path(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
+  """Where `official.import_official` keeps one imported split of `name` (svhn, mnist-m, usps)."""
+  return sources.data_root(data_dir) / "official" / f"{name}-{split}.v{_OFFICIAL_CACHE_VERSION}.npz"
+
+
+def read_imported(name: str, split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray, str] | None:
+  """(images, labels, provenance) of an imported official split, or None when it was not imported."""
+  cached = sources.load_npz_cache(official_cache_path(name, split, data_dir), ("images", "labels", "provenance"))
+  if cached is None:
+    return None
+  return cached["images"], cached["labels"], str(cached["provenance"])
+
+
+def import_hint(name: str) -> str:
+  """How to import the official files of `name` (svhn, usps, mnist-m) without a download, in words."""
+  return f"`dann-jax data import {name} PATH` with {OFFICIAL_FILES[name]}"
+
+
 def _build_svhn(split, seed, data_dir, options):
   del seed
-  images, labels = sources.load_tfds_cached("svhn_cropped", split, data_dir, tfds_dir=options.get("tfds_dir"))
+  imported = read_imported("svhn", split, data_dir)
+  if imported is not None:
+    return imported
+  try:
+    images, labels = sources.load_tfds_cached("svhn_cropped", split, data_dir, tfds_dir=options.get("tfds_dir"))
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"svhn {split} needs the file: {import_hint('svhn')} (offline), or {e}") from None
+  except ImportError as e:  # tensorflow-datasets missing or broken: the import above is the way
+    raise FileNotFoundError(f"svhn {split} needs the file: {import_hint('svhn')} (tensorflow-datasets cannot be "
+                            f"imported here: {e})") from None
   return images, labels.astype(np.int32), "genuine SVHN (cropped digits) from tensorflow-datasets 'svhn_cropped'"
+
+
+def _imported_builder(domain: str):
+  def build(split, seed, data_dir, options):
+    del seed, options
+    imported = read_imported(IMPORTED[domain], split, data_dir)
+    if imported is None:
+      raise FileNotFoundError(f"{domain} {split} needs the file: {import_hint(IMPORTED[domain])}; it is not "
+                              f"imported into {str(official_cache_path(IMPORTED[domain], split, data_dir).parent)!r}")
+    return imported
+  return build
 
 
 def _build_optdigits(split, seed, data_dir, options):
@@ -177,8 +230,12 @@ _BUILDERS = {
     "syn-digits": _build_syn_digits,
     "svhn": _build_svhn,
     "optdigits": _build_optdigits,
+    "usps": _imported_builder("usps"),
+    "mnist-m-official": _imported_builder("mnist-m-official"),
 }
-_CACHED = ("mnist-max-bg", "mnist-m", "syn-digits", "svhn")
+# svhn is not cached here: a cached tfds copy would hide an official .mat imported later (tfds's own arrays are
+# cached by `sources.load_tfds_cached`).
+_CACHED = ("mnist-max-bg", "mnist-m", "syn-digits")
 _OPTION_NAMES = ("idx_dir", "tfds_dir", "use_mirror", "backgrounds", "size", "fonts", "workers")
 
 

@@ -47,6 +47,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from dann_jax.data import custom
+from dann_jax.data import domains
 from dann_jax.data import photos as photos_lib
 from dann_jax.data import sources
 from dann_jax.data.domains import Domain
@@ -56,7 +57,6 @@ DOMAIN_NAMES = ("svhn", "mnist-m", "usps")  # the ones served as Domains; bsds50
 BSDS500_SPLITS = ("train", "val", "test")
 BSDS500_SIZES = frozenset({(481, 321), (321, 481)})  # (width, height) of every BSDS500 photo
 USPS_FEATURES = 256
-_CACHE_VERSION = 1  # bump when a conversion changes, so old caches are not served
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,8 +147,8 @@ def _check_count(name: str, what: str, count: int, exp: Expected) -> None:
 
 
 def official_cache_path(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
-  """Where `import_official` caches one split of `name` (svhn, mnist-m, usps)."""
-  return sources.data_root(data_dir) / "official" / f"{name}-{split}.v{_CACHE_VERSION}.npz"
+  """Where `import_official` caches one split of `name` (svhn, mnist-m, usps); `domains` reads it from there."""
+  return domains.official_cache_path(name, split, data_dir)
 
 
 def _save(name: str, split: str, data_dir, images: np.ndarray, labels: np.ndarray, provenance: str) -> Path:
@@ -604,10 +604,10 @@ def load_official(name: str, split: str, data_dir: str | os.PathLike[str] | None
     raise ValueError(f"{name} is a set of photos, not a domain; use bsds500_images() (backgrounds=) for it")
   if split not in EXPECTED[name]:
     raise ValueError(f"{split=} is not a split of {name}; use one of {list(EXPECTED[name])}")
-  path = official_cache_path(name, split, data_dir)
-  cached = sources.load_npz_cache(path, ("images", "labels", "provenance"))
-  if cached is None:
+  imported = domains.read_imported(name, split, data_dir)
+  if imported is None:
     source = ARCHIVES.get(name, EXPECTED[name][split].filename)
-    raise FileNotFoundError(f"{name} {split} is not imported into {str(path.parent)!r}; get {source} from "
+    raise FileNotFoundError(f"{name} {split} is not imported into "
+                            f"{str(official_cache_path(name, split, data_dir).parent)!r}; get {source} from "
                             f"{ORIGINS[name]} and run import_official({name!r}, PATH)")
-  return Domain(name, cached["images"], cached["labels"], 10, str(cached["provenance"]))
+  return Domain(name, *imported[:2], 10, imported[2])
