@@ -413,3 +413,7 @@ def test_reproduce_says_which_file_a_pair_needs(offline_data_dir, tmp_path, caps
   for pair, name in (("mnist->usps", "usps"), ("svhn->mnist", "svhn")):
     assert f"needs the file: `dann-jax data import {name} PATH`" in table["pairs"][pair]["status"]["all"]
   assert "http://ufldl.stanford.edu/housenumbers/" in (results / "table1_quick.md").read_text()
+  assert main(["reproduce", "table1", "--pairs", "mnist->usps", "--steps", "4", "--runs", str(tmp_path / "runs"),
+               "--results", str(results), "--table-only"]) == 0
+  table = json.loads((results / "table1_quick.json").read_text())
+  assert "needs the file: `dann-jax data import usps PATH`" in table["pairs"]["mnist->usps"]["status"]["all"]
