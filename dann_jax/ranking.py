@@ -28,7 +28,7 @@ class Candidate:
   seed: int
   step: int
   score: float
-  target_accuracy: float  # reported only
+  target_accuracy: float | None  # reported only; None: no labelled target test image
 
 
 def score_runs(run_dirs: Sequence[str | os.PathLike], criterion: str, *,
@@ -83,11 +83,12 @@ def score_runs(run_dirs: Sequence[str | os.PathLike], criterion: str, *,
             reverse_config=plan.config.replace(seed=seed),
             reverse_model=plan.make_model(run_data.source_train.num_classes),
             reverse_steps=reverse_steps)
-        acc = accuracy(single, run_data.target_test.images,
-                       run_data.target_test.labels, result.mean)
+        known = np.asarray(run_data.target_test.labels) >= 0
+        acc = (float(accuracy(single, run_data.target_test.images[known],
+                              run_data.target_test.labels[known],
+                              result.mean)) if known.any() else None)
         cand = Candidate(str(run_dir), seed,
-                         int(np.asarray(single.step)), float(score),
-                         float(acc))
+                         int(np.asarray(single.step)), float(score), acc)
         out.append(cand)
         if progress is not None:
           progress(f"{cand.run} seed {cand.seed} step {cand.step}: "

@@ -330,6 +330,10 @@ def test_unlabelled_target_folder_reports_no_target_accuracy(own_folders, tmp_pa
   assert "target_accuracy" not in rows[-1] and "source_accuracy" in rows[-1]
   assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
   assert "target accuracy none (no target test image has a label)" in capsys.readouterr().out
+  # Label-free selection works without target labels and reports no target accuracy.
+  ranking = tmp_path / "ranking.json"
+  assert main(["select", str(out), "--criterion", "source-risk", "--out", str(ranking)]) == 0
+  assert json.loads(ranking.read_text())["ranking"][0]["target_accuracy"] is None
   # Train-on-target needs target labels: one error, nothing written.
   assert main(["train", "--source", f"folder:{source}", "--target", f"folder:{flat}", *OWN,
                "--method", "target-only", "--out", str(tmp_path / "to")]) == 2

@@ -32,6 +32,10 @@ def register(subparsers) -> None:
   p.set_defaults(func=run)
 
 
+def _accuracy(value) -> str:
+  return "-" if value is None else f"{value:.4f}"
+
+
 def run(args) -> int:
   from dann_jax.ranking import score_runs
 
@@ -45,7 +49,7 @@ def run(args) -> int:
         f"{args.criterion:>18}  {'target acc (not used)':>21}")
   for i, c in enumerate(ranked, 1):
     print(f"{i:>4}  {c.run:<{width}}  {c.seed:>4}  {c.step:>6}  "
-          f"{c.score:>18.4f}  {c.target_accuracy:>21.4f}")
+          f"{c.score:>18.4f}  {_accuracy(c.target_accuracy):>21}")
   Path(args.out).write_text(json.dumps(
       {"criterion": args.criterion, "lower_is_better": True,
        "ranking": [dataclasses.asdict(c) for c in ranked]}, indent=2))
