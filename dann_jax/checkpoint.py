@@ -4,6 +4,13 @@ Only the pytree part of a `TrainState` is stored (step, params, optimizer
 state, model state and the raw bits of the PRNG key); the functions it carries
 (model, optimizer, schedules) come from the template the caller builds with
 `create_train_state`, so a resumed run continues with identical numbers.
+
+With several processes (`dann_jax.distributed`), every process calls these
+functions together, in the same order, on a folder they all reach (a shared
+file system): orbax saves collectively (each replicated array is written
+once, by the process holding its first copy) and restores into the
+template's devices, whatever number of processes wrote it: a run saved by
+two processes resumes in one and vice versa (tests/test_distributed.py).
 """
 
 from __future__ import annotations
@@ -113,7 +120,7 @@ def restore_checkpoint(directory: str | os.PathLike, template: TrainState,
     except Exception as e:  # noqa: BLE001 - orbax and TensorStore raise many types for unreadable data
       damaged.append(f"step {candidate}: {_reason(e)}")
       continue
-    if damaged:
+    if damaged and jax.process_index() == 0:  # one report per run
       print(f"dann-jax: checkpoint {directory!r} has damaged steps "
             f"({'; '.join(damaged)}); restored step {candidate}, the newest "
             "readable one", file=sys.stderr)

@@ -3,12 +3,18 @@
 Chunks are padded to one size so each jitted function compiles once, whatever
 the dataset length. States with a leading seeds axis (see
 `dann_jax.loop.replicate_seeds`) are evaluated with `jax.vmap`, per seed.
+
+`accuracy` of a state replicated over a mesh (a multi-device runner's, in one
+process or several) splits each chunk's rows over the mesh's devices, each
+process supplying only its own devices' rows, and counts the correct ones
+over all of them: the same global count as on one device.
 """
 
 from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from dann_jax.data.batching import preprocess
 from dann_jax.xla_cpu import cpu_jit
@@ -34,6 +40,15 @@ def _correct(state, images, labels, mask, mean, seeds):
   return eval_step(state, x, labels, mask)
 
 
+def _row_sharding(state: TrainState) -> NamedSharding | None:
+  """Rows split over every device of the mesh `state` lives on, or None on
+  one device."""
+  sharding = getattr(jax.tree.leaves(state.params)[0], "sharding", None)
+  if not isinstance(sharding, NamedSharding) or sharding.mesh.size == 1:
+    return None
+  return NamedSharding(sharding.mesh, PartitionSpec(sharding.mesh.axis_names))
+
+
 def accuracy(state: TrainState, images: np.ndarray, labels: np.ndarray,
              mean, batch_size: int = 1000):
   """Classification accuracy of the label predictor on uint8 `images`.
@@ -52,12 +67,20 @@ def accuracy(state: TrainState, images: np.ndarray, labels: np.ndarray,
   if len(images) == 0:
     raise ValueError("cannot evaluate on an empty set of images")
   seeds = state.step.ndim > 0
+  rows = _row_sharding(state)
+  if rows is not None:  # a whole number of rows per device
+    batch_size = -(-batch_size // rows.mesh.size) * rows.mesh.size
   total = 0
   for start, chunk, n in _chunks(images, batch_size):
     lab = np.zeros(batch_size, np.int32)
     lab[:n] = labels[start:start + n]
     mask = np.arange(batch_size) < n
-    total = total + np.asarray(_correct(state, chunk, lab, mask, mean, seeds))
+    batch = (chunk, lab, mask)
+    if rows is not None:
+      batch = tuple(jax.make_array_from_callback(a.shape, rows,
+                                                 lambda i, a=a: a[i])
+                    for a in batch)
+    total = total + np.asarray(_correct(state, *batch, mean, seeds))
   result = total / len(images)
   return result if seeds else float(result)
 

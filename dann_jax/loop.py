@@ -8,6 +8,9 @@ up to a step count, chunk by chunk, with batches sampled on the device
 `default_runner` picks a host loop of jitted steps on CPU (XLA:CPU runs
 convolutions inside a `while` loop several times slower) and one `lax.scan`
 elsewhere; `dann_jax.parallel` builds multi-device runners on the same scan.
+`nnx_runner` runs the same chunks on a `dann_jax.nnx.TrainState` (the NNX
+front door), with the same batches, split into graph and arrays so that the
+same jit applies.
 This module makes the one choice of jit: `dann_jax.xla_cpu.cpu_jit`, which is
 `jax.jit` with XLA:CPU's convolutions on its Eigen kernels.
 
@@ -22,7 +25,9 @@ from typing import Any, Callable, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+from dann_jax import nnx as dann_nnx
 from dann_jax.data.batching import half_batch, sample_batch
 from dann_jax.xla_cpu import cpu_jit
 from dann_jax.train import TrainState, train_step
@@ -45,12 +50,18 @@ def train_steps(state: TrainState, batches: dict[str, jax.Array]):
 
 
 
+def step_batch(pair, run_key: jax.Array, step: jax.Array,
+               batch_size: int) -> dict[str, jax.Array]:
+  """The batch of `step` of the run of `run_key`, sampled on the device."""
+  return sample_batch(pair, jax.random.fold_in(run_key, DATA_STREAM), step,
+                      batch_size)
+
+
 def step_on_pair(state: TrainState, pair, batch_size: int,
                  prepare: Callable | None = None,
                  axis_name: str | None = None):
   """One step on a batch sampled on the device from `pair` (see `train_on_pair`)."""
-  data_key = jax.random.fold_in(state.key, DATA_STREAM)
-  batch = sample_batch(pair, data_key, state.step, batch_size)
+  batch = step_batch(pair, state.key, state.step, batch_size)
   if prepare is not None:
     batch = prepare(batch)
   return train_step(state, batch, axis_name=axis_name)
@@ -140,6 +151,61 @@ jit_train_on_pair = runner_jit(train_on_pair, static_argnums=(2, 3),
 jit_step_on_pair = runner_jit(step_on_pair, static_argnums=2, donate_argnums=0)
 
 
+def nnx_step_on_pair(graphdef, arrays, pair, batch_size: int):
+  """`step_on_pair` for a `dann_jax.nnx.TrainState` split by `nnx.split`.
+
+  Returns:
+    `(arrays, metrics)`: the new state's arrays (`nnx.merge(graphdef,
+    arrays)` is the new state) and the step's metrics.
+  """
+  state = nnx.merge(graphdef, arrays)
+  batch = step_batch(pair, state.key.get_value(), state.step, batch_size)
+  _, metrics = dann_nnx.train_step(state, batch)
+  return nnx.state(state), metrics
+
+
+def nnx_train_on_pair(graphdef, arrays, pair, num_steps: int,
+                      batch_size: int):
+  """`train_on_pair` (one `lax.scan`) for a split `dann_jax.nnx.TrainState`."""
+  return jax.lax.scan(
+      lambda a, _: nnx_step_on_pair(graphdef, a, pair, batch_size), arrays,
+      None, length=num_steps)
+
+
+jit_nnx_step_on_pair = runner_jit(nnx_step_on_pair, static_argnums=(0, 3),
+                                  donate_argnums=1)
+jit_nnx_train_on_pair = runner_jit(nnx_train_on_pair, static_argnums=(0, 3, 4),
+                                   donate_argnums=1)
+
+
+def nnx_runner() -> Callable:
+  """The chunk runner of a `dann_jax.nnx.TrainState`, updating it in place.
+
+  As `default_runner`: a host loop of jitted steps on CPU and one scan
+  elsewhere, with the batches of `step_on_pair`, so that from the same
+  weights an NNX run takes the steps of a Linen one. The state is split into
+  its graph (static) and its arrays for `runner_jit`, which on CPU adds
+  `dann_jax.xla_cpu`'s compile options that `nnx.jit` would not.
+  """
+  stepwise = jax.default_backend() == "cpu"
+
+  def run(state, pair, num_steps: int, batch_size: int):
+    graphdef, arrays = nnx.split(state)
+    if stepwise:
+      metrics = []
+      for _ in range(num_steps):
+        arrays, m = jit_nnx_step_on_pair(graphdef, arrays, pair, batch_size)
+        metrics.append(m)
+      metrics = jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
+    else:
+      arrays, metrics = jit_nnx_train_on_pair(graphdef, arrays, pair,
+                                              num_steps, batch_size)
+    nnx.update(state, arrays)
+    return state, metrics
+
+  return run
+
+
 
 def check_labels(labels, num_classes: int, what: str,
                  unknown_ok: bool = False) -> None:
@@ -166,7 +232,8 @@ def fit(state: TrainState, pair, *, num_steps: int, batch_size: int,
 
   Args:
     state: the starting state (step 0, or restored from a checkpoint); with a
-      leading seeds axis if it was built by `replicate_seeds`.
+      leading seeds axis if it was built by `replicate_seeds`; or a
+      `dann_jax.nnx.TrainState` (one seed), trained in place.
     pair: a `dann_jax.data.DomainPair` on the device.
     num_steps: the step to stop at.
     batch_size: samples per step, half source and half target.
@@ -177,7 +244,8 @@ def fit(state: TrainState, pair, *, num_steps: int, batch_size: int,
       chunk's stacked metrics (evaluation, logging, checkpoints).
     runner: `(state, pair, num_steps, batch_size) -> (state, metrics)` running
       one chunk; by default the jitted `train_on_pair` (or its vmapped form for
-      a seeds axis). `dann_jax.parallel` provides multi-device runners.
+      a seeds axis), or `nnx_runner()` for an NNX state. `dann_jax.parallel`
+      provides multi-device runners.
 
   Returns:
     The state at `num_steps`.
@@ -198,7 +266,12 @@ def fit(state: TrainState, pair, *, num_steps: int, batch_size: int,
     check_labels(np.asarray(pair.target_labels)[known], num_classes, "target")
   check_labels(pair.target_labels, num_classes, "target", unknown_ok=True)
   steps_axis = state.step.ndim  # 1 with a leading seeds axis
-  run = runner or default_runner(seeds_axis=steps_axis == 1)
+  if runner is not None:
+    run = runner
+  elif isinstance(state, dann_nnx.TrainState):
+    run = nnx_runner()
+  else:
+    run = default_runner(seeds_axis=steps_axis == 1)
   start = int(np.asarray(state.step).reshape(-1)[0])
   for size in chunk_sizes(start, num_steps, chunk):
     first = int(np.asarray(state.step).reshape(-1)[0])

@@ -6,6 +6,10 @@ the gradient reversal layer is `dann_jax.grl.gradient_reversal`, the loss is
 `dann_jax.objective.saddle_point_loss`, the optimizer and the schedules are
 those `dann_jax.train` builds from a `dann_jax.config.TrainConfig`; so the
 same weights, batches and config take the same steps through either door.
+Dropout is the exception: its masks come from the same per-step key, but
+drawn through NNX's RNG streams rather than Linen's, so a network with
+dropout (the SVHN one) takes other masks than its Linen twin (the same
+distribution, not the same numbers).
 
 * `DANN` joins any three `nnx.Module`s, with the GRL between the feature
   extractor and the domain classifier.
@@ -18,7 +22,11 @@ same weights, batches and config take the same steps through either door.
 * `TrainState` holds the model, its `nnx.Optimizer`, the run key and the
   schedules; `train_step(state, batch)` takes one step in place and returns
   `(state, metrics)` with the Linen step's metrics; `jit_train_step` is it
-  under `nnx.jit`.
+  under `nnx.jit`. `dann_jax.loop.fit` trains such a state in chunks
+  (`dann_jax.loop.nnx_runner`), as `dann-jax train --api nnx` does.
+* `to_linen_state` / `from_linen_state` move a whole train state (step,
+  weights, optimizer state, run key) between the doors: NNX runs are
+  checkpointed, evaluated and resumed through the Linen layout.
 
 Training and evaluation modes: a network built here starts in training mode
 (dropout on); `model.eval()` / `model.train()` switch it for direct calls.
@@ -53,6 +61,7 @@ import optax
 from flax import nnx
 from jax import lax
 
+from dann_jax import train
 from dann_jax.config import TrainConfig
 from dann_jax.grl import gradient_reversal
 from dann_jax.models import max_pool as _stock_max_pool
@@ -519,6 +528,123 @@ def create_train_state(model: DANN, config: TrainConfig,
   return TrainState(model, optimizer, run_key, learning_rate=lr,
                     adaptation_factor=lam, method=config.method,
                     max_norm=config.max_norm)
+
+
+def _linen_paths(model: DANN) -> dict[tuple, tuple[str, str, str]]:
+  """The path of each parameter in `nnx.state(model)` -> its Linen path."""
+  paths = {id(node): path for path, node in nnx.iter_graph(model)}
+  return {(*paths[id(layer)], leaf): (name, layer_name, leaf)
+          for name in PARTS
+          for layer_name, layer in _linen_layers(getattr(model, name),
+                                                 name).items()
+          for leaf in ("kernel", "bias")}
+
+
+def _is_opt_node(x) -> bool:
+  return isinstance(x, (nnx.State, nnx.Variable))
+
+
+def _optimizer_state_to_linen(opt_state, paths):
+  """An `nnx.Optimizer`'s optax state with plain arrays and Linen names."""
+  def convert(node):
+    if isinstance(node, nnx.Variable):
+      return node.get_value()
+    tree: dict = {}
+    for path, variable in nnx.to_flat_state(node):
+      name, layer_name, leaf = paths[path]
+      tree.setdefault(name, {}).setdefault(layer_name, {})[leaf] = (
+          variable.get_value())
+    return tree
+  return jax.tree.map(convert, opt_state, is_leaf=_is_opt_node)
+
+
+def to_linen_state(state: TrainState, template: train.TrainState
+                   ) -> train.TrainState:
+  """The Linen `dann_jax.train.TrainState` of an NNX train state.
+
+  Step, parameters, optimizer state and run key move over exactly (the
+  arrays are shared, not copied), so the Linen evaluation, selection and
+  checkpoint code reads an NNX run, and `from_linen_state` takes it back.
+
+  Args:
+    state: an NNX train state of a `mnist_dann`/`svhn_dann` network.
+    template: a Linen state of the twin network and the same `TrainConfig`
+      (e.g. the one the NNX state was started from); only its structure and
+      functions are used.
+
+  Returns:
+    `template` holding the values of `state`.
+
+  Raises:
+    ValueError: if the optimizer states differ in structure (another
+      optimizer in the template's config) or the template has model state.
+  """
+  if jax.tree.leaves(template.model_state):
+    raise ValueError(
+        f"template has model state {list(template.model_state)}; the NNX "
+        "networks have none. Build the template with models.mnist_dann or "
+        "models.svhn_dann")
+  opt_state = _optimizer_state_to_linen(state.optimizer.opt_state,
+                                        _linen_paths(state.model))
+  if jax.tree.structure(opt_state) != jax.tree.structure(template.opt_state):
+    raise ValueError(
+        "the NNX optimizer state and template.opt_state differ in structure;"
+        " build both states from the same TrainConfig")
+  return template.replace(
+      step=jnp.asarray(state.step, template.step.dtype),
+      params=to_linen(state.model), opt_state=opt_state,
+      key=state.key.get_value())
+
+
+def from_linen_state(state: TrainState,
+                     linen_state: train.TrainState) -> TrainState:
+  """Copies a Linen train state (step, params, optimizer state, key) into `state`.
+
+  The inverse of `to_linen_state`: a run started or restored through the
+  Linen door continues through the NNX one with the same numbers. The values
+  are copied, so the Linen state stays usable.
+
+  Args:
+    state: an NNX train state of the twin network and the same
+      `TrainConfig` (updated in place).
+    linen_state: a Linen state without a seeds axis.
+
+  Returns:
+    `state`.
+
+  Raises:
+    ValueError: for a seeds axis, or parameters or optimizer states that do
+      not match (naming the first mismatch).
+  """
+  if jnp.ndim(linen_state.step) != 0:
+    raise ValueError(
+        f"linen_state has a seeds axis (step shape "
+        f"{jnp.shape(linen_state.step)}); pass one seed's state "
+        "(dann_jax.loop.seed_states)")
+  copy = lambda x: jnp.array(x, copy=True)
+  paths = _linen_paths(state.model)
+  if (jax.tree.structure(_optimizer_state_to_linen(
+      state.optimizer.opt_state, paths))
+      != jax.tree.structure(linen_state.opt_state)):
+    raise ValueError(
+        "linen_state.opt_state and the NNX optimizer state differ in "
+        "structure; build both states from the same TrainConfig")
+  from_linen(state.model, jax.tree.map(copy, linen_state.params))
+
+  def load(node, value):
+    if isinstance(node, nnx.Variable):
+      node.set_value(copy(value))
+      return
+    for path, variable in nnx.to_flat_state(node):
+      name, layer_name, leaf = paths[path]
+      variable.set_value(copy(value[name][layer_name][leaf]))
+
+  jax.tree.map(load, state.optimizer.opt_state, linen_state.opt_state,
+               is_leaf=_is_opt_node)
+  state.optimizer.step.set_value(
+      jnp.asarray(linen_state.step, state.optimizer.step.dtype))
+  state.key.set_value(copy(linen_state.key))
+  return state
 
 
 def _training_view(model: nnx.Module) -> nnx.Module:

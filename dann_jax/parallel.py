@@ -8,9 +8,9 @@ step one device would take, up to the order of floating-point sums.
 
 - Sharding (current JAX practice): `make_mesh` builds a `Mesh` with a "data"
   axis; `make_sharded_runner(mesh)` jits the chunk of steps (with the loop's
-  `runner_jit`, as on one device) with the state replicated and each sampled
-  batch constrained to be split along "data". XLA inserts the gradient
-  all-reduce.
+  `runner_jit`, and like `fit` on one device as one scan, or on CPU as a host
+  loop of jitted steps) with the state replicated and each sampled batch
+  constrained to be split along "data". XLA inserts the gradient all-reduce.
 - pmap (legacy, still common): `make_pmap_train_step` wraps
   `train_step(..., axis_name=...)`, which `psum`s gradients and `pmean`s model
   statistics; `make_pmap_runner(devices)` scans whole chunks inside the pmap
@@ -19,6 +19,16 @@ step one device would take, up to the order of floating-point sums.
 Both runners have the signature `fit(..., runner=...)` expects, take and
 return an ordinary single-device state (or one with a leading seeds axis from
 `replicate_seeds`), so checkpoints and evaluation do not change.
+
+Several processes (`dann_jax.distributed.initialize`, one per host): the
+sharded runner runs over a mesh of every process's devices
+(`process_devices`). Each process holds the same state and `DomainPair`
+(same code, data and seed), `place`s them on the global mesh without any
+cross-process transfer, and samples the same global batch from the same
+sampler state; each device keeps only its rows, so a process computes only
+its share of every batch, and the gradient all-reduce crosses processes (over
+gloo on CPU). The returned state is replicated: every process ends each
+chunk with the same state. The pmap runner stays within one process.
 
 With dropout (the SVHN net) the masks differ from a single device's (the
 pmap step folds the device index into the dropout key; the sharded path
@@ -40,7 +50,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dann_jax.data.batching import DomainPair, half_batch
-from dann_jax.loop import runner_jit, train_on_pair
+from dann_jax.loop import runner_jit, step_on_pair, train_on_pair
 from dann_jax.train import TrainState, train_step
 
 DATA_AXIS = "data"
@@ -100,11 +110,15 @@ def _check_available(num_devices: int, available: int | None = None) -> None:
   if available is None:
     available = jax.local_device_count()
   if num_devices > available:
+    where = (f" in this process (process {jax.process_index()} of "
+             f"{jax.process_count()}; the count is per process)"
+             if jax.process_count() > 1 else "")
     raise ValueError(
         f"{num_devices} devices asked for, but only {available} "
-        f"{jax.default_backend()} device(s) exist; use `num_devices={available}` "
-        "or fewer (on CPU, fake more with XLA_FLAGS="
-        "--xla_force_host_platform_device_count=N set before importing jax)")
+        f"{jax.default_backend()} device(s) exist{where}; use "
+        f"`num_devices={available}` or fewer (on CPU, fake more with "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N set before "
+        "importing jax)")
 
 
 def _local_devices(num_devices: int | None) -> list:
@@ -113,6 +127,61 @@ def _local_devices(num_devices: int | None) -> list:
     return devices
   _check_available(num_devices, len(devices))
   return devices[:num_devices]
+
+
+def process_devices(num_devices: int | None = None) -> list:
+  """The first `num_devices` local devices of every process, process by process.
+
+  With one process this is `jax.local_devices()[:num_devices]`; after
+  `dann_jax.distributed.initialize` it spans every process, each
+  contributing the same number of devices.
+
+  Args:
+    num_devices: devices per process; all of each process's if None.
+
+  Returns:
+    The devices, ordered by process index, then in each process's order.
+
+  Raises:
+    ValueError: for more devices than this process has.
+  """
+  _local_devices(num_devices)  # checks the count against this process
+  by_process: dict[int, list] = {}
+  for device in jax.devices():
+    by_process.setdefault(device.process_index, []).append(device)
+  count = num_devices
+  if count is None:
+    count = min(len(devices) for devices in by_process.values())
+  return [device for index in sorted(by_process)
+          for device in by_process[index][:count]]
+
+
+def place(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+  """Puts a value that every process holds in full onto `sharding`.
+
+  Each process copies only the pieces its own devices hold, so nothing
+  crosses processes (`jax.device_put` of host data onto a sharding that
+  spans processes would also compare the value across them, and refuses a
+  value already on a device). Arrays already laid out as `sharding` are
+  returned as they are.
+
+  Args:
+    tree: a pytree of arrays (numpy, on a device, or PRNG keys), the same in
+      every process: same code, data and seed.
+    sharding: e.g. `NamedSharding(mesh, P())` for a copy on every device.
+
+  Returns:
+    The tree as `jax.Array`s with that sharding.
+  """
+  def put(x):
+    if not isinstance(x, jax.Array):
+      x = np.asarray(x)
+    elif x.sharding.is_equivalent_to(sharding, x.ndim):
+      return x
+    pieces = [jax.device_put(x[index], device) for device, index in
+              sharding.addressable_devices_indices_map(x.shape).items()]
+    return jax.make_array_from_single_device_arrays(x.shape, sharding, pieces)
+  return jax.tree.map(put, tree)
 
 
 def make_mesh(num_devices: int | None = None,
@@ -185,16 +254,24 @@ def _per_seed(chunk: Callable, state: TrainState):
   return jax.vmap(chunk)(state) if state.step.ndim else chunk(state)
 
 
-def make_sharded_runner(mesh: Mesh) -> Runner:
+def make_sharded_runner(mesh: Mesh, stepwise: bool | None = None) -> Runner:
   """A `fit` runner that splits each batch over the mesh's "data" axis.
 
   The state and the domain pair are replicated on every device; each sampled
   batch is reordered by `interleave_batch` and constrained to be sharded along
   "data", so device d holds the d-th share of the source and of the target
-  rows. One compilation per (chunk length, batch size).
+  rows. A chunk is one `lax.scan` (one compilation per chunk length and batch
+  size), or on CPU a host loop of jitted steps, for the reason
+  `dann_jax.loop.train_on_pair_stepwise` gives; the numbers are the same.
+
+  The mesh may span several processes (`make_mesh(devices=process_devices())`
+  after `dann_jax.distributed.initialize`): every process then calls the
+  runner with the same state and pair, and gets back the same state.
 
   Args:
     mesh: from `make_mesh`.
+    stepwise: a host loop of jitted steps (True) or one scan per chunk
+      (False); None picks the loop on CPU, the scan elsewhere.
 
   Returns:
     `runner(state, pair, num_steps, batch_size) -> (state, metrics)`; the
@@ -203,6 +280,7 @@ def make_sharded_runner(mesh: Mesh) -> Runner:
   num_devices = mesh.shape[DATA_AXIS]
   replicated = NamedSharding(mesh, P())
   by_rows = NamedSharding(mesh, P(DATA_AXIS))
+  cached_pair = [None, None]  # (pair, its replicated copy): placed once
 
   def prepare(batch):
     return jax.lax.with_sharding_constraint(
@@ -214,10 +292,35 @@ def make_sharded_runner(mesh: Mesh) -> Runner:
         lambda s: train_on_pair(s, pair, num_steps, batch_size, prepare),
         state)
 
+  @runner_jit(static_argnums=2, donate_argnums=0, out_shardings=replicated)
+  def one_step(state, pair, batch_size):
+    return _per_seed(lambda s: step_on_pair(s, pair, batch_size, prepare),
+                     state)
+
+  if stepwise is None:
+    stepwise = jax.default_backend() == "cpu"
+
+  def run_stepwise(state, pair, num_steps, batch_size):
+    metrics = []
+    for _ in range(num_steps):
+      state, step_metrics = one_step(state, pair, batch_size)
+      metrics.append(step_metrics)
+      # One step in flight at a time: with many steps queued, XLA:CPU's
+      # all-reduce between the local devices of one process stalled (here:
+      # a chunk of 100 steps on 2 CPU devices stopped at a step's gradient
+      # all-reduce, one device never arriving, until XLA aborted the
+      # process 40 s later). Waiting costs little next to a CPU step.
+      jax.block_until_ready(state)
+    stack_axis = state.step.ndim  # the steps axis goes after a seeds axis
+    return state, jax.tree.map(lambda *xs: jnp.stack(xs, axis=stack_axis),
+                               *metrics)
+
   def runner(state, pair, num_steps, batch_size):
     check_split(batch_size, num_devices)
-    state, pair = jax.device_put((state, pair), replicated)
-    return run(state, pair, num_steps, batch_size)
+    if cached_pair[0] is not pair:
+      cached_pair[:] = [pair, place(pair, replicated)]
+    return (run_stepwise if stepwise else run)(
+        place(state, replicated), cached_pair[1], num_steps, batch_size)
 
   return runner
 
@@ -280,6 +383,19 @@ def make_pmap_train_step(axis_name: str = PMAP_AXIS,
                   axis_name=axis_name, devices=devices, donate_argnums=0)
 
 
+def check_single_process(kind: str) -> None:
+  """Raises ValueError for the pmap path when JAX runs several processes.
+
+  `jax.pmap` here maps over one process's devices; across processes, the
+  sharded runner over a global mesh is the supported path.
+  """
+  if jax.process_count() > 1:
+    raise ValueError(
+        f"`parallel={kind}` trains within one process, and this is process "
+        f"{jax.process_index()} of {jax.process_count()}; use "
+        "`parallel=sharding` to train across processes")
+
+
 def make_pmap_runner(devices: Sequence[Any],
                      axis_name: str = PMAP_AXIS) -> Runner:
   """A `fit` runner that scans chunks of steps inside `jax.pmap`.
@@ -295,7 +411,11 @@ def make_pmap_runner(devices: Sequence[Any],
 
   Returns:
     `runner(state, pair, num_steps, batch_size) -> (state, metrics)`.
+
+  Raises:
+    ValueError: when this process is one of several (use the sharded runner).
   """
+  check_single_process("pmap")
   devices = list(devices)
   num_devices = len(devices)
   cached_pair = [None, None]  # (pair, its replicated copy): placed once
@@ -328,9 +448,13 @@ def make_runner(kind: str, num_devices: int | None = None,
                 batch_size: int | None = None) -> Runner:
   """The `fit` runner for `--parallel kind --devices num_devices`.
 
+  With several processes (`dann_jax.distributed.initialize`), `num_devices`
+  counts each process's devices and the sharded runner spans them all
+  (`process_devices`); the batch is split over the global device count.
+
   Args:
     kind: "sharding" (mesh + `jax.jit`) or "pmap".
-    num_devices: how many local devices; all if None.
+    num_devices: how many local devices (per process); all if None.
     batch_size: checked against the device count now if given, so a bad
       combination fails before data is loaded.
 
@@ -338,15 +462,18 @@ def make_runner(kind: str, num_devices: int | None = None,
     `runner(state, pair, num_steps, batch_size) -> (state, metrics)`.
 
   Raises:
-    ValueError: an unknown kind, too many devices, or a batch that does not
-      split evenly (the message names the nearest sizes that do).
+    ValueError: an unknown kind, too many devices, a batch that does not
+      split evenly (the message names the nearest sizes that do), or pmap
+      with several processes.
   """
   if kind not in PARALLEL_KINDS:
     raise ValueError(f"unknown parallel kind {kind!r}; choose one of "
                      f"{PARALLEL_KINDS}")
-  devices = _local_devices(num_devices)
+  if kind == "pmap":
+    check_single_process(kind)
+  devices = process_devices(num_devices)
   if batch_size is not None:
-    check_devices(batch_size, len(devices))
+    check_split(batch_size, len(devices))
   if kind == "sharding":
     return make_sharded_runner(make_mesh(devices=devices))
   return make_pmap_runner(devices)

@@ -32,6 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from flax import nnx
+
+from dann_jax import nnx as dann_nnx
 from dann_jax.config import TrainConfig
 from dann_jax.models import DANN, mnist_dann, svhn_dann
 from dann_jax.xla_cpu import tuned
@@ -41,6 +44,9 @@ PRESETS = ("quick", "paper")
 # The paper's nets with the CPU-fast layers (the same functions; off CPU the
 # layers are the stock ones).
 NETWORKS = {"mnist": tuned(mnist_dann), "svhn": tuned(svhn_dann)}
+# Their NNX twins (`dann_jax.nnx`), with the same layers.
+NNX_NETWORKS = {"mnist": tuned(dann_nnx.mnist_dann),
+                "svhn": tuned(dann_nnx.svhn_dann)}
 PAPER_STEPS = 20_000
 
 QUICK_STEPS = 3_000
@@ -81,6 +87,15 @@ class RunPlan:
   def make_model(self, num_classes: int = 10) -> DANN:
     """The network this plan trains (`network`), untrained."""
     return NETWORKS[self.network](num_classes)
+
+  def make_nnx_model(self, num_classes: int = 10,
+                     input_shape: tuple[int, int, int] = (32, 32, 3),
+                     seed: int = 0) -> dann_nnx.DANN:
+    """The NNX twin of `make_model()`, initialised from `seed` (its weights
+    are not those of the Linen network; `dann_jax.nnx.from_linen` copies
+    them in)."""
+    return NNX_NETWORKS[self.network](num_classes, rngs=nnx.Rngs(seed),
+                                      input_shape=tuple(input_shape))
 
 
 def make_plan(pair: PairSpec, method: str, preset: str = "quick", *,

@@ -3,12 +3,21 @@
 A run folder holds `run.json` (what was asked), `metrics.jsonl` (one line per
 chunk of steps, with evaluations where they happened), `checkpoint/` (orbax),
 `summary.json` and `curves.png`. `--resume` continues from the checkpoint with
-the same numbers an uninterrupted run would give.
+the same numbers an uninterrupted run would give. A run trains through the
+Linen front door (`dann_jax.train`) or the NNX one (`dann_jax.nnx`), with the
+same numbers for a network without dropout; run.json records which, and the
+checkpoints are Linen's either way, so evaluation and selection read both
+alike.
 
 A pair may name a user's own data (`folder:PATH`, `npz:PATH`; see
 `dann_jax.data.custom`): its split options are kept in `run.json`, so a run
 folder reloads its data wherever it is read from; a target without labelled
 test images has no target accuracy (reported as None).
+
+With several processes (`dann_jax.distributed`), every process calls
+`train_pair` with the same arguments and a runner over all of them: all load
+the data (checked equal), train, evaluate and save checkpoints together, and
+process 0 alone writes run.json, metrics.jsonl, summary.json and curves.png.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import os
 import platform
 import shutil
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -26,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dann_jax import checkpoint, selection
+from dann_jax import checkpoint, distributed, selection
 from dann_jax.data import Domain, custom, load_domain, make_domain_pair
 from dann_jax.data.batching import pixel_mean
 from dann_jax.data.domains import IMPORTED
@@ -35,6 +45,7 @@ from dann_jax.objective import check_method
 from dann_jax.pairs import PAIRS, PairSpec, get_pair
 from dann_jax.presets import QUICK_SOURCE_HOLDOUT, RunPlan, make_plan
 from dann_jax.loop import fit, replicate_seeds
+from dann_jax import nnx as dann_nnx
 from dann_jax.train import TrainState, create_train_state
 
 
@@ -269,9 +280,24 @@ def with_holdout(data: PairData, source_holdout: int) -> PairData:
 
 def machine_description() -> str:
   devices = jax.devices()
+  processes = (f" in {jax.process_count()} processes"
+               if jax.process_count() > 1 else "")
   return (f"{platform.machine()} {os.cpu_count()} cores, "
           f"{len(devices)} x {devices[0].device_kind} ({jax.default_backend()})"
-          f", jax {jax.__version__}")
+          f"{processes}, jax {jax.__version__}")
+
+
+def data_fingerprint(data: PairData, mean) -> dict[str, Any]:
+  """Sizes, label checksums and the training pixel mean of `data`: equal in
+  every process of a multi-process run, which all load the data."""
+  splits = {"source_train": data.source_train, "source_test": data.source_test,
+            "target_train": data.target_train, "target_test": data.target_test}
+  if data.source_val is not None:
+    splits["source_val"] = data.source_val
+  fingerprint = {name: [len(d), zlib.crc32(np.asarray(d.labels).tobytes())]
+                 for name, d in splits.items()}
+  fingerprint["pixel_mean"] = [float(m) for m in np.asarray(mean)]
+  return fingerprint
 
 
 def _identity(pair: PairSpec, method: str, preset: str, plan: RunPlan,
@@ -320,6 +346,21 @@ def _initial_state(plan: RunPlan, data: PairData,
   return replicate_seeds(make_state, seeds)
 
 
+# The front doors a run can train through: `dann_jax.train` (Linen) and
+# `dann_jax.nnx`. Checkpoints are in the Linen layout either way.
+APIS = ("linen", "nnx")
+
+
+def _nnx_state(plan: RunPlan, data: PairData,
+               linen_state: TrainState) -> dann_nnx.TrainState:
+  """The NNX twin of a single-seed Linen state: same weights, optimizer
+  state, step and run key, so both doors take the same steps."""
+  model = plan.make_nnx_model(data.source_train.num_classes,
+                              data.source_train.images.shape[1:])
+  state = dann_nnx.create_train_state(model, plan.config)
+  return dann_nnx.from_linen_state(state, linen_state)
+
+
 def train_or_reuse(pair: PairSpec, method: str, out_dir,
                    **kwargs) -> RunResult:
   """`train_pair`, unless `out_dir` already holds the finished run (then
@@ -349,10 +390,16 @@ def _check_out_dir(out: Path, identity: dict, resume: bool) -> None:
   run_file = out / "run.json"
   if run_file.exists():
     held = json.loads(run_file.read_text())
+    held.setdefault("api", "linen")  # a run.json without `api` is Linen's
     if not resume:
       raise ValueError(
           f"{out} already holds a run ({held}); pass `resume=True` to continue "
           "it or choose another `out_dir`")
+    if held["api"] != identity["api"]:
+      raise ValueError(
+          f"cannot resume: {out} was trained with api={held['api']!r}, not "
+          f"api={identity['api']!r}; resume it with api={held['api']!r} "
+          f"(dann-jax train ... --api {held['api']} --resume)")
     if held != identity:
       raise ValueError(f"cannot resume: {out} holds {held}, not {identity}")
   elif resume:
@@ -391,7 +438,8 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
                source_holdout: int | None = None,
                keep_best: str | None = None,
                reverse_steps: int = REVERSE_STEPS,
-               splits: Mapping[str, Any] | None = None) -> RunResult:
+               splits: Mapping[str, Any] | None = None,
+               api: str = "linen") -> RunResult:
   """Trains `method` on `pair`, writing logs, checkpoints and a summary.
 
   Args:
@@ -418,6 +466,13 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
       "reverse-validation".
     splits: per role, the `SplitOptions` of a user's domain (see
       `load_pair_data`); kept in run.json.
+    api: the front door that takes the steps: "linen" (`dann_jax.train`)
+      or "nnx" (`dann_jax.nnx`, one seed on one device, no `runner`). Both
+      start from the same weights and batches and give the same numbers
+      (for a network with dropout, the SVHN one, other dropout masks: see
+      `dann_jax.nnx`); run.json records it, and a run resumes through the
+      door it started with. Checkpoints and the returned state are Linen's
+      either way.
 
   Returns:
     The summary, the final state, the normalisation mean and the data. The
@@ -428,6 +483,15 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
   seeds = list(seeds)
   if not seeds:
     raise ValueError("`seeds` is empty; give at least one seed")
+  if api not in APIS:
+    raise ValueError(f"unknown {api=}; choose one of {APIS}")
+  if api == "nnx" and (len(seeds) != 1 or runner is not None
+                       or jax.process_count() > 1):
+    raise ValueError(
+        f"api='nnx' trains one seed on one device in one process; got "
+        f"{len(seeds)} `seeds`, runner={runner!r} and "
+        f"{jax.process_count()} process(es). Train each seed as its own run "
+        "on one device, or use api='linen'")
   if keep_best is not None:
     selection.check_criterion(keep_best)
     if len(seeds) != 1:
@@ -446,6 +510,7 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
   identity = _identity(pair, method, preset, plan, seeds, overrides, splits)
   if keep_best is not None:
     identity["keep_best"] = keep_best
+  identity["api"] = api
   _check_out_dir(out, identity, resume)
   data = with_holdout(
       data or load_pair_data(pair, data_dir=data_dir, splits=splits),
@@ -461,19 +526,33 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
       data.source_test)
   domain_pair = make_domain_pair(data.source_train, data.target_train)
   mean = np.asarray(domain_pair.mean)
+  # With several processes (dann_jax.distributed), all train on the same
+  # data; and this waits until all have checked `out` before process 0, the
+  # only one that writes logs and summaries, writes there.
+  distributed.check_same("data", data_fingerprint(data, mean))
+  primary = distributed.is_primary()
+  progress = progress and primary
   num_classes = data.source_train.num_classes
   state = _initial_state(plan, data, seeds)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "run.json").write_text(json.dumps(identity))
+  if primary:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps(identity))
   # A run stopped before its first checkpoint resumes from step 0.
   if resume and checkpoint.latest_step(out / "checkpoint") is not None:
     state = checkpoint.restore_checkpoint(out / "checkpoint", state)
+  # Evaluation, selection and checkpoints read Linen states.
+  as_linen = lambda s: s
+  if api == "nnx":
+    template = state
+    state = _nnx_state(plan, data, template)
+    as_linen = lambda s: dann_nnx.to_linen_state(s, template)
   start = int(np.asarray(state.step).reshape(-1)[0])
   total = plan.config.total_steps
 
   metrics_path = out / "metrics.jsonl"
   history = _read_metrics(metrics_path, upto=start)
-  metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+  if primary:
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
   n_eval = plan.eval_size
   bar = None
   if progress:
@@ -495,6 +574,7 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
   t0 = time.perf_counter()
 
   def on_chunk(state: TrainState, metrics: dict[str, np.ndarray]) -> None:
+    state = as_linen(state)
     step = int(np.asarray(state.step).reshape(-1)[0])
     row = {"step": step}
     for k, v in metrics.items():  # (steps,) or (steps, seeds)
@@ -515,8 +595,9 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
           last_eval["best"] = (row["selection"], step)
       checkpoint.save_checkpoint(out / "checkpoint", state, max_to_keep=None)
     history.append(row)
-    with metrics_path.open("a") as f:
-      f.write(json.dumps(row) + "\n")
+    if primary:
+      with metrics_path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
     if bar is not None:
       bar.update(len(metrics["loss"]))
       postfix = {"Ly": np.mean(row["label_loss"]),
@@ -534,8 +615,10 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
                 chunk=100 if plan.eval_every % 100 == 0 else plan.eval_every,
                 callback=on_chunk,
                 runner=runner)
+    state = as_linen(state)
   except BaseException:
-    if not resume and checkpoint.latest_step(out / "checkpoint") is None:
+    if (primary and not resume
+        and checkpoint.latest_step(out / "checkpoint") is None):
       _remove_run_files(out)  # nothing to resume: leave the folder reusable
     raise
   finally:
@@ -580,8 +663,9 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
         "final_score": history[-1]["selection"],
         "target_accuracy": test_accuracy(best_state, target_eval),
         "source_accuracy": test_accuracy(best_state, source_eval)}
-  (out / "summary.json").write_text(json.dumps(summary, indent=2))
-  if plots:
+  if primary:
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+  if plots and primary:
     from dann_jax.plots import training_curves
     training_curves(history, out / "curves.png",
                     title=f"{method} on {pair.name}")

@@ -244,3 +244,76 @@ def test_converter_rejects_other_networks_params():
   with pytest.raises(ValueError, match="'params' collection"):
     dann_nnx.from_linen(dann_nnx.mnist_dann(rngs=nnx.Rngs(0)),
                         {"params": params})
+
+
+def _key_data(tree):
+  """`tree` with its PRNG keys as their raw bits (for array comparisons)."""
+  return jax.tree.map(
+      lambda x: jax.random.key_data(x)
+      if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, tree)
+
+
+def test_linen_state_round_trip_is_exact_after_steps():
+  config = TrainConfig(total_steps=4, optimizer="adam", learning_rate=1e-3,
+                       weight_decay=1e-3)
+  batch = image_batch(jax.random.key(8))
+  lstate = linen_state(config, batch)
+  state = dann_nnx.from_linen_state(
+      dann_nnx.create_train_state(dann_nnx.mnist_dann(rngs=nnx.Rngs(3)),
+                                  config), lstate)
+  for _ in range(2):
+    lstate, _ = jax.jit(train.train_step)(lstate, batch)
+    dann_nnx.jit_train_step(state, batch)
+  as_linen = dann_nnx.to_linen_state(state, lstate)
+  assert as_linen.step.dtype == lstate.step.dtype and int(as_linen.step) == 2
+  # Optimizer moments and counts in the Linen layout, as Linen's own step.
+  assert_trees_close(as_linen.opt_state, lstate.opt_state)
+  assert_trees_close(as_linen.params, lstate.params)
+  # Back into a fresh NNX state, bit for bit.
+  again = dann_nnx.from_linen_state(
+      dann_nnx.create_train_state(dann_nnx.mnist_dann(rngs=nnx.Rngs(4)),
+                                  config), as_linen)
+  jax.tree.map(np.testing.assert_array_equal,
+               _key_data(dann_nnx.to_linen_state(again, lstate)),
+               _key_data(as_linen))
+
+
+def test_linen_state_of_another_optimizer_is_refused():
+  batch = image_batch(jax.random.key(9))
+  adam = TrainConfig(total_steps=4, optimizer="adam")
+  state = dann_nnx.create_train_state(dann_nnx.mnist_dann(rngs=nnx.Rngs(0)),
+                                      TrainConfig(total_steps=4))
+  with pytest.raises(ValueError, match="same TrainConfig"):
+    dann_nnx.from_linen_state(state, linen_state(adam, batch))
+  with pytest.raises(ValueError, match="same TrainConfig"):
+    dann_nnx.to_linen_state(state, linen_state(adam, batch))
+
+
+def test_fit_trains_nnx_states_like_linen_ones():
+  from dann_jax.data.batching import make_domain_pair
+  from dann_jax.loop import fit, jit_nnx_train_on_pair
+
+  rng = np.random.default_rng(0)
+  pair = make_domain_pair(
+      (rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8),
+       rng.integers(0, 10, 24).astype(np.int32)),
+      (rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+       rng.integers(0, 10, 16).astype(np.int32)))
+  config = TrainConfig(total_steps=3, batch_size=8, learning_rate=0.05)
+  start = linen_state(config, image_batch(jax.random.key(0)),
+                      xla_cpu.tuned(models.mnist_dann))
+  make = lambda: dann_nnx.from_linen_state(dann_nnx.create_train_state(
+      xla_cpu.tuned(dann_nnx.mnist_dann)(rngs=nnx.Rngs(0)), config), start)
+  state, scanned = make(), make()
+  seen = []
+  returned = fit(state, pair, num_steps=3, batch_size=8, num_classes=10,
+                 chunk=2, callback=lambda s, m: seen.append(int(s.step)))
+  assert returned is state and seen == [2, 3]  # trained in place
+  graphdef, arrays = nnx.split(scanned)
+  arrays, metrics = jit_nnx_train_on_pair(graphdef, arrays, pair, 3, 8)
+  nnx.update(scanned, arrays)
+  assert metrics["loss"].shape == (3,)
+  linen = fit(start, pair, num_steps=3, batch_size=8, num_classes=10,
+              chunk=2)
+  for nnx_state in (state, scanned):
+    assert_trees_close(dann_nnx.to_linen(nnx_state.model), linen.params)

@@ -88,3 +88,64 @@ def test_make_runner_rejects_unknown_kind():
   with pytest.raises(ValueError, match="choose one of"):
     parallel.make_runner("ddp", 1)
   parallel.check_devices(128, 1)  # one device always splits
+
+
+def test_process_devices_in_one_process_are_the_local_ones():
+  assert parallel.process_devices() == jax.local_devices()
+  assert parallel.process_devices(1) == jax.local_devices()[:1]
+  count = jax.local_device_count()
+  with pytest.raises(ValueError, match=f"`num_devices={count}` or fewer"):
+    parallel.process_devices(count + 1)
+
+
+def test_place_copies_host_values_and_keeps_placed_ones():
+  mesh = parallel.make_mesh(1)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  tree = {"x": np.arange(6.0).reshape(2, 3), "key": jax.random.key(3)}
+  placed = parallel.place(tree, replicated)
+  assert placed["x"].sharding.is_equivalent_to(replicated, 2)
+  np.testing.assert_array_equal(placed["x"], tree["x"])
+  np.testing.assert_array_equal(jax.random.key_data(placed["key"]),
+                                jax.random.key_data(tree["key"]))
+  assert parallel.place(placed, replicated)["x"] is placed["x"]
+
+
+def test_pmap_refuses_several_processes(monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(ValueError, match="`parallel=pmap` trains within one "
+                     "process.*use `parallel=sharding`"):
+    parallel.make_runner("pmap", 1)
+
+
+def test_sharded_runner_host_loop_equals_scan():
+  from flax import linen as nn
+
+  from dann_jax.config import TrainConfig
+  from dann_jax.data.batching import make_domain_pair
+  from dann_jax.models import DANN, MLP
+  from dann_jax.train import create_train_state
+
+  class Flat(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.relu(nn.Dense(8)(x.reshape((x.shape[0], -1))))
+
+  rng = np.random.default_rng(0)
+  domain = lambda: (rng.integers(0, 256, (16, 4, 4, 3)).astype(np.uint8),
+                    rng.integers(0, 3, 16).astype(np.int32))
+  pair = make_domain_pair(domain(), domain())
+  model = DANN(features=Flat(), label_predictor=MLP((), 3),
+               domain_classifier=MLP((), 1))
+  state = lambda: create_train_state(
+      model, TrainConfig(total_steps=4, batch_size=8),
+      np.zeros((1, 4, 4, 3), np.float32))
+  mesh = parallel.make_mesh(1)
+  outputs = [parallel.make_sharded_runner(mesh, stepwise=s)(state(), pair, 3,
+                                                            8)
+             for s in (True, False)]
+  (loop_state, loop_metrics), (scan_state, scan_metrics) = outputs
+  assert loop_metrics["loss"].shape == (3,) and int(loop_state.step) == 3
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6),
+               (loop_state.params, loop_metrics),
+               (scan_state.params, scan_metrics))

@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
 # Library arguments named in error messages, as the flags that set them.
 ARGUMENT_FLAGS = {"resume": "--resume", "out_dir": "--out",
                   "num_devices": "--devices", "seeds": "--seeds",
-                  "idx_dir": "--idx-dir", "data_dir": "--data-dir"}
+                  "idx_dir": "--idx-dir", "data_dir": "--data-dir",
+                  "parallel": "--parallel", "coordinator": "--coordinator",
+                  "num_processes": "--num-processes",
+                  "process_id": "--process-id",
+                  "topology_timeout": "--topology-timeout"}
 
 
 def as_flags(message: str) -> str:

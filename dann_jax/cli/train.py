@@ -19,6 +19,7 @@ from dann_jax.pairs import CUSTOM_NOTE, NETWORK_NAMES, PAIRS, get_pair
 # keeps them equal.
 PRESETS = ("quick", "paper")
 PARALLEL_KINDS = ("sharding", "pmap")
+APIS = ("linen", "nnx")  # dann_jax.runs.APIS
 
 METHOD_FLAGS = {"dann": "dann", "source-only": "source_only",
                 "target-only": "target_only"}
@@ -48,13 +49,49 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
                            "(default) or jax.pmap")
 
 
+def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                      help="several processes (docs/multi-device.md): the "
+                           "address of process 0 and a free port there")
+  parser.add_argument("--num-processes", type=int, default=None, metavar="N",
+                      help="how many processes train together")
+  parser.add_argument("--process-id", type=int, default=None, metavar="I",
+                      help="this process's number, 0 to N-1 (0 on the "
+                           "coordinator's host)")
+  parser.add_argument("--topology-timeout", type=float, default=None,
+                      metavar="SECONDS",
+                      help="how long processes wait for each other (default "
+                           "$DANN_JAX_TOPOLOGY_TIMEOUT or 120)")
+
+
+# Flags that may differ between the processes of one run.
+PER_PROCESS_FLAGS = ("process_id", "data_dir", "no_progress",
+                     "topology_timeout")
+
+
+def join_processes(args):
+  """Joins the run's other processes when asked (or in a cluster job).
+
+  Every other flag must be equal in all processes; the rendezvous compares
+  them before any of them loads data. Returns the topology, or None.
+  """
+  from dann_jax import distributed
+
+  config = {f"--{name.replace('_', '-')}": value
+            for name, value in sorted(vars(args).items())
+            if name not in PER_PROCESS_FLAGS and not callable(value)}
+  return distributed.initialize(args.coordinator, args.num_processes,
+                                args.process_id, config=config,
+                                topology_timeout=args.topology_timeout)
+
+
 def make_runner(args, batch_size: int):
   """The multi-device chunk runner asked for on the command line, or None."""
   import jax
 
   from dann_jax.parallel import make_runner as parallel_runner
   n = jax.local_device_count() if args.devices is None else args.devices
-  if n == 1:
+  if n == 1 and jax.process_count() == 1:
     return None  # the plain single-device path
   return parallel_runner(args.parallel, n, batch_size)
 
@@ -105,6 +142,11 @@ def register(subparsers) -> None:
                  help="also keep the checkpoint that scores best under this "
                       "label-free criterion (reverse-validation, source-risk "
                       "or dev), evaluated at every evaluation step")
+  p.add_argument("--api", choices=APIS, default="linen",
+                 help="the front door that trains: Flax Linen (default) or "
+                      "Flax NNX (dann_jax.nnx; one seed on one device), with "
+                      "the same numbers (other dropout masks for the SVHN "
+                      "net)")
   p.add_argument("--resume", action="store_true",
                  help="continue the run in --out from its checkpoint")
   p.add_argument("--data-dir", default=None,
@@ -113,6 +155,7 @@ def register(subparsers) -> None:
   p.add_argument("--no-progress", action="store_true",
                  help="no progress bar")
   add_device_arguments(p)
+  add_distributed_arguments(p)
   p.set_defaults(func=run)
 
 
@@ -209,24 +252,50 @@ def _mean(stats) -> str:
   return "none" if stats is None else f"{stats['mean']:.4f}"
 
 
+def check_api_flags(args) -> None:
+  """Refuses, in one error naming them, the flags that `--api nnx` (one seed
+  on one device in one process) does not take."""
+  if args.api != "nnx":
+    return
+  refused = []
+  if args.seeds != 1:
+    refused.append(f"--seeds {args.seeds}")
+  if args.devices not in (None, 1):
+    refused.append(f"--devices {args.devices}")
+  if args.parallel != "sharding":
+    refused.append(f"--parallel {args.parallel}")
+  for name in ("coordinator", "num_processes"):
+    if getattr(args, name, None) is not None:
+      refused.append(f"--{name.replace('_', '-')} {getattr(args, name)}")
+  if refused:
+    raise ValueError(f"--api nnx trains one seed on one device: drop "
+                     f"{', '.join(refused)}, or train with --api linen")
+
+
 def run(args) -> int:
+  from dann_jax.distributed import is_primary
   from dann_jax.presets import make_plan
   from dann_jax.runs import train_pair
 
+  check_api_flags(args)
   splits = split_flags(args)
   pair = get_pair(args.source, args.target, network=args.network or "mnist")
   method = METHOD_FLAGS[args.method]
   overrides = parse_overrides(args.overrides)
   plan = make_plan(pair, method, args.preset, steps=args.steps,
                    batch_size=args.batch_size, overrides=overrides)
+  join_processes(args)
   result = train_pair(pair, method, out_dir=args.out, preset=args.preset,
                       steps=args.steps, batch_size=args.batch_size,
                       seeds=seed_list(args),
                       resume=args.resume, data_dir=args.data_dir,
-                      progress=not args.no_progress,
-                      runner=make_runner(args, plan.config.batch_size),
+                      progress=not args.no_progress and is_primary(),
+                      runner=(None if args.api == "nnx" else
+                              make_runner(args, plan.config.batch_size)),
                       keep_best=args.keep_best, overrides=overrides or None,
-                      splits=splits)
+                      splits=splits, api=args.api)
+  if not is_primary():
+    return 0  # process 0 reports
   s = result.summary
   t, src = s["target_accuracy"], s["source_accuracy"]
   target = ("none (no target test image has a label)" if t is None
