@@ -11,12 +11,16 @@ import importlib
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "DANN": "dann_jax.models", "mnist_dann": "dann_jax.models",
-    "svhn_dann": "dann_jax.models", "TrainConfig": "dann_jax.config",
-    "gradient_reversal": "dann_jax.grl",
-    "saddle_point_loss": "dann_jax.objective",
-    "TrainState": "dann_jax.train", "create_train_state": "dann_jax.train",
-    "eval_step": "dann_jax.train", "train_step": "dann_jax.train",
+  "DANN": "dann_jax.models",
+  "mnist_dann": "dann_jax.models",
+  "svhn_dann": "dann_jax.models",
+  "TrainConfig": "dann_jax.config",
+  "gradient_reversal": "dann_jax.grl",
+  "saddle_point_loss": "dann_jax.objective",
+  "TrainState": "dann_jax.train",
+  "create_train_state": "dann_jax.train",
+  "eval_step": "dann_jax.train",
+  "train_step": "dann_jax.train",
 }
 __all__ = sorted([*_EXPORTS, "schedules", "nnx"])
 __version__ = "0.1.0"

@@ -18,14 +18,14 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class FeatureComparison:
   """t-SNE panels `(title, source_xy, target_xy)` and distances per run name."""
+
   panels: list[tuple[str, np.ndarray, np.ndarray]]
   proxy_a_distance: dict[str, float]
 
 
-def compare_features(runs: Sequence, *, n: int = 500, layer: str = "features",
-                     seed: int = 0,
-                     progress: Callable[[str], None] | None = None
-                     ) -> FeatureComparison:
+def compare_features(
+  runs: Sequence, *, n: int = 500, layer: str = "features", seed: int = 0, progress: Callable[[str], None] | None = None
+) -> FeatureComparison:
   """Embeds source and target test features of runs with t-SNE.
 
   Args:
@@ -58,15 +58,12 @@ def compare_features(runs: Sequence, *, n: int = 500, layer: str = "features",
     fs = features(state, data.source_test.images[si], result.mean, layer)
     ft = features(state, data.target_test.images[ti], result.mean, layer)
     if progress:
-      progress(f"{name}: proxy A-distance of {len(fs) + len(ft):,} {layer} "
-               "vectors ...")
+      progress(f"{name}: proxy A-distance of {len(fs) + len(ft):,} {layer} vectors ...")
     distances[name] = proxy_a_distance(fs, ft, seed=seed)
     points = np.concatenate([fs, ft])
     if progress:
       progress(f"{name}: t-SNE of {len(points):,} points ...")
     perplexity = min(30.0, (len(points) - 1) / 3)
-    xy = TSNE(2, init="pca", random_state=seed,
-              perplexity=perplexity).fit_transform(points)
-    panels.append((f"{name} (proxy A-distance {distances[name]:.2f})",
-                   xy[:len(fs)], xy[len(fs):]))
+    xy = TSNE(2, init="pca", random_state=seed, perplexity=perplexity).fit_transform(points)
+    panels.append((f"{name} (proxy A-distance {distances[name]:.2f})", xy[: len(fs)], xy[len(fs) :]))
   return FeatureComparison(panels, distances)

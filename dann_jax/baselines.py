@@ -29,17 +29,16 @@ def _svm(c: float = 1.0, seed: int = 0) -> LinearSVC:
   return LinearSVC(C=c, dual="auto", max_iter=5000, random_state=seed)
 
 
-def linear_svm_accuracy(train_x: np.ndarray, train_y: np.ndarray,
-                        test_x: np.ndarray, test_y: np.ndarray,
-                        c: float = 1.0, seed: int = 0) -> float:
+def linear_svm_accuracy(
+  train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, c: float = 1.0, seed: int = 0
+) -> float:
   """Accuracy on (test_x, test_y) of a linear SVM fitted on standardised train_x."""
   scaler = StandardScaler().fit(train_x)
   svm = _svm(c, seed).fit(scaler.transform(train_x), train_y)
   return float(np.mean(svm.predict(scaler.transform(test_x)) == test_y))
 
 
-def align_subspaces(source_x: np.ndarray, target_x: np.ndarray, d: int,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def align_subspaces(source_x: np.ndarray, target_x: np.ndarray, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """Source features in the aligned source subspace, target in its own.
 
   Args:
@@ -66,15 +65,20 @@ def align_subspaces(source_x: np.ndarray, target_x: np.ndarray, d: int,
 @dataclasses.dataclass(frozen=True)
 class SAResult:
   """Subspace alignment's target accuracy per tried dimension and the best."""
+
   accuracy: float
   d: int
   by_d: dict[int, float]
 
 
-def subspace_alignment(source_x: np.ndarray, source_y: np.ndarray,
-                       target_x: np.ndarray, target_y: np.ndarray,
-                       dims: Sequence[int] = tuple(range(2, 61)),
-                       seed: int = 0) -> SAResult:
+def subspace_alignment(
+  source_x: np.ndarray,
+  source_y: np.ndarray,
+  target_x: np.ndarray,
+  target_y: np.ndarray,
+  dims: Sequence[int] = tuple(range(2, 61)),
+  seed: int = 0,
+) -> SAResult:
   """SA with a linear SVM, d chosen by target accuracy (as the paper did).
 
   This uses the target labels to pick d, exactly as the paper's protocol; the

@@ -25,23 +25,29 @@ from dann_jax.train import TrainState
 
 
 def _to_tree(state: TrainState) -> dict:
-  return {"step": state.step, "params": state.params,
-          "opt_state": state.opt_state, "model_state": state.model_state,
-          "key": jax.random.key_data(state.key)}
+  return {
+    "step": state.step,
+    "params": state.params,
+    "opt_state": state.opt_state,
+    "model_state": state.model_state,
+    "key": jax.random.key_data(state.key),
+  }
 
 
 def _manager(directory: str | os.PathLike, max_to_keep: int | None = 1):
   return ocp.CheckpointManager(
-      os.path.abspath(os.fspath(directory)),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=max_to_keep, create=True,
-          # A save killed midway leaves `<step>.orbax-checkpoint-tmp`; the
-          # finished steps stay readable, and the next manager removes it.
-          cleanup_tmp_directories=True))
+    os.path.abspath(os.fspath(directory)),
+    options=ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep,
+      create=True,
+      # A save killed midway leaves `<step>.orbax-checkpoint-tmp`; the
+      # finished steps stay readable, and the next manager removes it.
+      cleanup_tmp_directories=True,
+    ),
+  )
 
 
-def save_checkpoint(directory: str | os.PathLike, state: TrainState,
-                    max_to_keep: int | None = 1) -> int:
+def save_checkpoint(directory: str | os.PathLike, state: TrainState, max_to_keep: int | None = 1) -> int:
   """Writes `state` under `directory/<step>` (atomically) and returns the step.
 
   `max_to_keep` checkpoints are kept, the newest first (None keeps all).
@@ -81,12 +87,10 @@ def _reason(error: BaseException) -> str:
 
 def _restore_tree(directory, step: int, template: TrainState) -> dict:
   with _manager(directory) as manager:
-    return manager.restore(
-        step, args=ocp.args.StandardRestore(_to_tree(template)))
+    return manager.restore(step, args=ocp.args.StandardRestore(_to_tree(template)))
 
 
-def restore_checkpoint(directory: str | os.PathLike, template: TrainState,
-                       step: int | None = None) -> TrainState:
+def restore_checkpoint(directory: str | os.PathLike, template: TrainState, step: int | None = None) -> TrainState:
   """Restores a checkpoint into the structure (and functions) of `template`.
 
   Without `step`, the newest checkpoint that can be read is restored: a damaged
@@ -111,8 +115,8 @@ def restore_checkpoint(directory: str | os.PathLike, template: TrainState,
   steps = [step] if step is not None else all_steps(directory)[::-1]
   if not steps:
     raise FileNotFoundError(
-        f"no checkpoint in {directory!r}; start the run without "
-        "`resume` first, or point to the run folder that holds one")
+      f"no checkpoint in {directory!r}; start the run without `resume` first, or point to the run folder that holds one"
+    )
   damaged = []
   for candidate in steps:
     try:
@@ -121,20 +125,23 @@ def restore_checkpoint(directory: str | os.PathLike, template: TrainState,
       damaged.append(f"step {candidate}: {_reason(e)}")
       continue
     if damaged and jax.process_index() == 0:  # one report per run
-      print(f"dann-jax: checkpoint {directory!r} has damaged steps "
-            f"({'; '.join(damaged)}); restored step {candidate}, the newest "
-            "readable one", file=sys.stderr)
+      print(
+        f"dann-jax: checkpoint {directory!r} has damaged steps "
+        f"({'; '.join(damaged)}); restored step {candidate}, the newest "
+        "readable one",
+        file=sys.stderr,
+      )
     key_impl = jax.random.key_impl(template.key)
     return template.replace(
-        step=tree["step"], params=tree["params"], opt_state=tree["opt_state"],
-        model_state=tree["model_state"],
-        key=jax.random.wrap_key_data(tree["key"], impl=key_impl))
+      step=tree["step"],
+      params=tree["params"],
+      opt_state=tree["opt_state"],
+      model_state=tree["model_state"],
+      key=jax.random.wrap_key_data(tree["key"], impl=key_impl),
+    )
   if step is not None:
     others = [s for s in all_steps(directory) if s != step]
-    hint = (f"other steps there: {others}; pass one of them" if others
-            else "no other step is there")
+    hint = f"other steps there: {others}; pass one of them" if others else "no other step is there"
   else:
-    hint = ("no readable step is left; delete the folder and start again "
-            "without `resume`")
-  raise ValueError(f"cannot read the checkpoint in {directory!r} "
-                   f"({'; '.join(damaged)}); {hint}")
+    hint = "no readable step is left; delete the folder and start again without `resume`"
+  raise ValueError(f"cannot read the checkpoint in {directory!r} ({'; '.join(damaged)}); {hint}")

@@ -37,6 +37,7 @@ class TrainConfig:
     adam_b1: Adam's first-moment decay (ignored by SGD).
     seed: the run's seed; `jax.random.key(seed)` is split once at the top.
   """
+
   method: str = "dann"
   total_steps: int = 10_000
   batch_size: int = 128
@@ -57,8 +58,7 @@ class TrainConfig:
   def __post_init__(self):
     check_method(self.method)
     if int(self.total_steps) != self.total_steps or self.total_steps <= 0:
-      raise ValueError(f"total_steps={self.total_steps} must be a positive "
-                       "integer")
+      raise ValueError(f"total_steps={self.total_steps} must be a positive integer")
     half_batch(self.batch_size)
     if not self.learning_rate > 0:  # also rejects NaN
       raise ValueError(f"learning_rate={self.learning_rate} must be > 0")

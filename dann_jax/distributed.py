@@ -57,6 +57,7 @@ class Topology:
     local_device_ids: the devices this process may use, where the cluster
       assigns them (one GPU per SLURM task); None for all.
   """
+
   coordinator: str
   num_processes: int
   process_id: int
@@ -77,17 +78,14 @@ def resolve_timeout(topology_timeout: float | None = None) -> float:
     try:
       topology_timeout = float(text)
     except ValueError:
-      raise ValueError(f"{TIMEOUT_ENV}={text!r} must be a number of "
-                       "seconds, e.g. 120") from None
+      raise ValueError(f"{TIMEOUT_ENV}={text!r} must be a number of seconds, e.g. 120") from None
   if not topology_timeout > 0:
-    raise ValueError(f"`topology_timeout={topology_timeout}` must be a "
-                     "positive number of seconds, e.g. 120")
+    raise ValueError(f"`topology_timeout={topology_timeout}` must be a positive number of seconds, e.g. 120")
   return float(topology_timeout)
 
 
 def _timeout_hint(timeout: float) -> str:
-  return (f"the topology timeout ({timeout:g} s; raise it with "
-          f"`topology_timeout` or {TIMEOUT_ENV})")
+  return f"the topology timeout ({timeout:g} s; raise it with `topology_timeout` or {TIMEOUT_ENV})"
 
 
 def _several(value: str | None) -> bool:
@@ -113,12 +111,10 @@ def detect_cluster(environ: Mapping[str, str] | None = None) -> str | None:
     None.
   """
   env = os.environ if environ is None else environ
-  slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS",
-           "SLURM_PROCID", "SLURM_LOCALID")
+  slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
   if all(name in env for name in slurm) and _several(env["SLURM_NTASKS"]):
     return "slurm"
-  if ("OMPI_MCA_orte_hnp_uri" in env
-      and _several(env.get("OMPI_COMM_WORLD_SIZE"))):
+  if "OMPI_MCA_orte_hnp_uri" in env and _several(env.get("OMPI_COMM_WORLD_SIZE")):
     return "ompi"
   hosts = env.get("TPU_PROCESS_ADDRESSES") or env.get("TPU_WORKER_HOSTNAMES")
   if hosts and len(hosts.split(",")) > 1:
@@ -130,9 +126,11 @@ def _split_address(coordinator: str) -> tuple[str, int]:
   host, sep, port = str(coordinator).rpartition(":")
   host = host.strip("[]")  # [::1]:1234
   if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-    raise ValueError(f"`coordinator={coordinator}` must be HOST:PORT, the "
-                     "address of process 0 and a free port there, e.g. "
-                     "localhost:12355 or node001:12355")
+    raise ValueError(
+      f"`coordinator={coordinator}` must be HOST:PORT, the "
+      "address of process 0 and a free port there, e.g. "
+      "localhost:12355 or node001:12355"
+    )
   return host, int(port)
 
 
@@ -143,27 +141,32 @@ def _cluster_topology(cluster: str, timeout: float) -> Topology:
   # that the processes can meet and compare before JAX's rendezvous.
   try:
     from jax._src import clusters  # pylint: disable=import-outside-toplevel
+
     detect = clusters.ClusterEnv.auto_detect_unset_distributed_params
   except (ImportError, AttributeError):
-    raise ValueError(f"a {cluster} job was detected, but this JAX does not "
-                     "say how it reads one; pass `coordinator`, "
-                     "`num_processes` and `process_id`") from None
-  coordinator, count, index, local = detect(None, None, None, None, None,
-                                            int(timeout))
+    raise ValueError(
+      f"a {cluster} job was detected, but this JAX does not "
+      "say how it reads one; pass `coordinator`, "
+      "`num_processes` and `process_id`"
+    ) from None
+  coordinator, count, index, local = detect(None, None, None, None, None, int(timeout))
   if None in (coordinator, count, index):
-    raise ValueError(f"a {cluster} job was detected, but JAX could not read "
-                     "its coordinator, process count and process id from it; "
-                     "pass `coordinator`, `num_processes` and `process_id`")
-  return Topology(coordinator, int(count), int(index), cluster,
-                  None if local is None else tuple(local))
+    raise ValueError(
+      f"a {cluster} job was detected, but JAX could not read "
+      "its coordinator, process count and process id from it; "
+      "pass `coordinator`, `num_processes` and `process_id`"
+    )
+  return Topology(coordinator, int(count), int(index), cluster, None if local is None else tuple(local))
 
 
-def resolve_topology(coordinator: str | None = None,
-                     num_processes: int | None = None,
-                     process_id: int | None = None, *,
-                     environ: Mapping[str, str] | None = None,
-                     topology_timeout: float | None = None
-                     ) -> Topology | None:
+def resolve_topology(
+  coordinator: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  *,
+  environ: Mapping[str, str] | None = None,
+  topology_timeout: float | None = None,
+) -> Topology | None:
   """This process's place among the run's processes, checked; None for one plain process.
 
   Args:
@@ -182,8 +185,7 @@ def resolve_topology(coordinator: str | None = None,
       is not HOST:PORT, fewer than one process, or a process id outside
       [0, num_processes).
   """
-  given = {"coordinator": coordinator, "num_processes": num_processes,
-           "process_id": process_id}
+  given = {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
   if all(value is None for value in given.values()):
     cluster = detect_cluster(environ)
     if cluster is None:
@@ -192,19 +194,20 @@ def resolve_topology(coordinator: str | None = None,
   missing = [name for name, value in given.items() if value is None]
   if missing:
     raise ValueError(
-        "`coordinator`, `num_processes` and `process_id` go together: give "
-        f"{' and '.join(f'`{name}`' for name in missing)} too (or none of "
-        "them for a single process, or inside a SLURM, Open MPI or TPU "
-        "job)")
+      "`coordinator`, `num_processes` and `process_id` go together: give "
+      f"{' and '.join(f'`{name}`' for name in missing)} too (or none of "
+      "them for a single process, or inside a SLURM, Open MPI or TPU "
+      "job)"
+    )
   _split_address(coordinator)
   if int(num_processes) != num_processes or num_processes < 1:
-    raise ValueError(f"`num_processes={num_processes}` must be a whole "
-                     "number >= 1")
+    raise ValueError(f"`num_processes={num_processes}` must be a whole number >= 1")
   if int(process_id) != process_id or not 0 <= process_id < num_processes:
     raise ValueError(
-        f"`process_id={process_id}` must lie in [0, {num_processes - 1}] "
-        f"for `num_processes={num_processes}`: number the processes 0 to "
-        f"{num_processes - 1}, process 0 on the coordinator's host")
+      f"`process_id={process_id}` must lie in [0, {num_processes - 1}] "
+      f"for `num_processes={num_processes}`: number the processes 0 to "
+      f"{num_processes - 1}, process 0 on the coordinator's host"
+    )
   return Topology(str(coordinator), int(num_processes), int(process_id))
 
 
@@ -230,22 +233,22 @@ def _receive(conn: socket.socket, limit: int = 1 << 20) -> dict | None:
 def _differences(mine: Any, theirs: Any, index: Any) -> str:
   if isinstance(mine, dict) and isinstance(theirs, dict):
     keys = sorted(set(mine) | set(theirs))
-    return "; ".join(f"{k} {mine.get(k)!r} in process 0, {theirs.get(k)!r} "
-                     f"in process {index}" for k in keys
-                     if mine.get(k) != theirs.get(k))
+    return "; ".join(
+      f"{k} {mine.get(k)!r} in process 0, {theirs.get(k)!r} in process {index}"
+      for k in keys
+      if mine.get(k) != theirs.get(k)
+    )
   return f"{mine!r} in process 0, {theirs!r} in process {index}"
 
 
 def _listen(port: int) -> socket.socket:
   try:
     if socket.has_dualstack_ipv6():
-      return socket.create_server(("", port), family=socket.AF_INET6,
-                                  dualstack_ipv6=True, reuse_port=False)
+      return socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True, reuse_port=False)
     return socket.create_server(("", port))
   except OSError as e:
     raise ValueError(
-        f"process 0 cannot listen on port {port} ({e.strerror or e}); pick "
-        "another free port in `coordinator`"
+      f"process 0 cannot listen on port {port} ({e.strerror or e}); pick another free port in `coordinator`"
     ) from None
 
 
@@ -263,11 +266,13 @@ def _gather(topology: Topology, config: Any, timeout: float) -> None:
       remaining = deadline - time.monotonic()
       if remaining <= 0:
         missing = sorted(set(range(1, topology.num_processes)) - set(joined))
-        error = (f"process(es) {missing} of {topology.num_processes} did not "
-                 f"join the coordinator {topology.coordinator} within "
-                 f"{_timeout_hint(timeout)}; start every process with the "
-                 "same `coordinator` and `num_processes` and its own "
-                 "`process_id`")
+        error = (
+          f"process(es) {missing} of {topology.num_processes} did not "
+          f"join the coordinator {topology.coordinator} within "
+          f"{_timeout_hint(timeout)}; start every process with the "
+          "same `coordinator` and `num_processes` and its own "
+          "`process_id`"
+        )
         break
       try:
         conn, _ = server.accept()
@@ -284,19 +289,25 @@ def _gather(topology: Topology, config: Any, timeout: float) -> None:
       answer.append(conn)
       index, count = hello.get("process_id"), hello.get("num_processes")
       if count != topology.num_processes:
-        error = (f"process {index} was started with `num_processes={count}`"
-                 f", process 0 with `num_processes={topology.num_processes}`"
-                 "; give every process the same count")
+        error = (
+          f"process {index} was started with `num_processes={count}`"
+          f", process 0 with `num_processes={topology.num_processes}`"
+          "; give every process the same count"
+        )
       elif index in joined or index == 0:
-        error = (f"two processes were started with `process_id={index}`; "
-                 "give each process its own id in "
-                 f"[0, {topology.num_processes - 1}]")
+        error = (
+          f"two processes were started with `process_id={index}`; "
+          "give each process its own id in "
+          f"[0, {topology.num_processes - 1}]"
+        )
       elif hello.get("config") != config:
-        error = (f"process {index} was started with a different "
-                 f"configuration from process 0 "
-                 f"({_differences(config, hello.get('config'), index)}); start "
-                 "every process with the same arguments, only "
-                 "`process_id` differing")
+        error = (
+          f"process {index} was started with a different "
+          f"configuration from process 0 "
+          f"({_differences(config, hello.get('config'), index)}); start "
+          "every process with the same arguments, only "
+          "`process_id` differing"
+        )
       if error is None:
         joined[index] = conn
     reply = {"error": error} if error else {"ok": True}
@@ -326,10 +337,11 @@ def _join(topology: Topology, config: Any, timeout: float) -> None:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
       raise ValueError(
-          f"cannot reach the coordinator {topology.coordinator} (process 0) "
-          f"within {_timeout_hint(timeout)}: {last}; start process 0 with "
-          "the same `coordinator`, and check that this host can reach that "
-          "address and port")
+        f"cannot reach the coordinator {topology.coordinator} (process 0) "
+        f"within {_timeout_hint(timeout)}: {last}; start process 0 with "
+        "the same `coordinator`, and check that this host can reach that "
+        "address and port"
+      )
     try:
       conn = socket.create_connection((host, port), timeout=min(remaining, 5))
     except OSError as e:
@@ -338,29 +350,36 @@ def _join(topology: Topology, config: Any, timeout: float) -> None:
   with conn:
     conn.settimeout(max(deadline - time.monotonic(), 1.0))
     try:
-      _send(conn, {"greeting": _GREETING, "process_id": topology.process_id,
-                   "num_processes": topology.num_processes,
-                   "config": config})
+      _send(
+        conn,
+        {
+          "greeting": _GREETING,
+          "process_id": topology.process_id,
+          "num_processes": topology.num_processes,
+          "config": config,
+        },
+      )
       reply = _receive(conn)
     except socket.timeout:
       raise ValueError(
-          f"process 0 at {topology.coordinator} took this process in, but not "
-          f"every one of the {topology.num_processes} processes joined within "
-          f"{_timeout_hint(timeout)}; start them all") from None
+        f"process 0 at {topology.coordinator} took this process in, but not "
+        f"every one of the {topology.num_processes} processes joined within "
+        f"{_timeout_hint(timeout)}; start them all"
+      ) from None
     except OSError as e:
       reply, last = None, e
     if reply is None:
       raise ValueError(
-          f"{topology.coordinator} did not answer as a dann-jax process 0 "
-          "does: another program (or a run that already started) holds that "
-          "port, or process 0 stopped; pick another port in `coordinator` "
-          "and start all processes again")
+        f"{topology.coordinator} did not answer as a dann-jax process 0 "
+        "does: another program (or a run that already started) holds that "
+        "port, or process 0 stopped; pick another port in `coordinator` "
+        "and start all processes again"
+      )
     if reply.get("error"):
       raise ValueError(reply["error"])
 
 
-def rendezvous(topology: Topology, config: Any = None,
-               topology_timeout: float | None = None) -> None:
+def rendezvous(topology: Topology, config: Any = None, topology_timeout: float | None = None) -> None:
   """Meets the other processes once over TCP and checks that they agree.
 
   Process 0 listens on the coordinator's port until every other process has
@@ -388,10 +407,14 @@ def rendezvous(topology: Topology, config: Any = None,
     _join(topology, config, timeout)
 
 
-def initialize(coordinator: str | None = None,
-               num_processes: int | None = None,
-               process_id: int | None = None, *, config: Any = None,
-               topology_timeout: float | None = None) -> Topology | None:
+def initialize(
+  coordinator: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  *,
+  config: Any = None,
+  topology_timeout: float | None = None,
+) -> Topology | None:
   """Joins this process to the run's others (`jax.distributed.initialize`).
 
   Call it in every process before any JAX computation. Without arguments it
@@ -415,29 +438,30 @@ def initialize(coordinator: str | None = None,
       (`rendezvous`), each within the timeout.
   """
   timeout = resolve_timeout(topology_timeout)
-  topology = resolve_topology(coordinator, num_processes, process_id,
-                              topology_timeout=timeout)
+  topology = resolve_topology(coordinator, num_processes, process_id, topology_timeout=timeout)
   if topology is None or topology.num_processes == 1:
     return topology
   if jax.distributed.is_initialized():
-    if (jax.process_count(), jax.process_index()) != (
-        topology.num_processes, topology.process_id):
+    if (jax.process_count(), jax.process_index()) != (topology.num_processes, topology.process_id):
       raise ValueError(
-          f"JAX already joined as process {jax.process_index()} of "
-          f"{jax.process_count()}, not `process_id={topology.process_id}` of "
-          f"`num_processes={topology.num_processes}`")
+        f"JAX already joined as process {jax.process_index()} of "
+        f"{jax.process_count()}, not `process_id={topology.process_id}` of "
+        f"`num_processes={topology.num_processes}`"
+      )
     return topology
   rendezvous(topology, config, timeout)
   seconds = max(1, int(round(timeout)))
   jax.distributed.initialize(
-      topology.coordinator, topology.num_processes, topology.process_id,
-      local_device_ids=(None if topology.local_device_ids is None
-                        else list(topology.local_device_ids)),
-      # The topology is settled: JAX must not read a cluster's again.
-      cluster_detection_method="deactivate",
-      initialization_timeout=seconds,
-      heartbeat_timeout_seconds=max(seconds, MIN_HEARTBEAT),
-      shutdown_timeout_seconds=seconds)
+    topology.coordinator,
+    topology.num_processes,
+    topology.process_id,
+    local_device_ids=(None if topology.local_device_ids is None else list(topology.local_device_ids)),
+    # The topology is settled: JAX must not read a cluster's again.
+    cluster_detection_method="deactivate",
+    initialization_timeout=seconds,
+    heartbeat_timeout_seconds=max(seconds, MIN_HEARTBEAT),
+    shutdown_timeout_seconds=seconds,
+  )
   _STATE["timeout"] = timeout
   return topology
 
@@ -455,12 +479,12 @@ def _client():
   # it is the bounded-time way to wait for other processes (collectives
   # over the devices would wait forever for a process that is gone).
   from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
+
   return jax_distributed.global_state.client
 
 
 def _wait_ms(topology_timeout: float | None) -> tuple[float, int]:
-  timeout = (topology_timeout if topology_timeout is not None
-             else _STATE["timeout"] or resolve_timeout(None))
+  timeout = topology_timeout if topology_timeout is not None else _STATE["timeout"] or resolve_timeout(None)
   return timeout, max(1, int(timeout * 1000))
 
 
@@ -478,13 +502,11 @@ def barrier(name: str, topology_timeout: float | None = None) -> None:
     _client().wait_at_barrier(f"dann_jax/{name}/{_STATE['barriers']}", ms)
   except Exception:  # noqa: BLE001 - XLA raises its own runtime error type
     raise ValueError(
-        f"not every process reached {name!r} within "
-        f"{_timeout_hint(timeout)}; see the other processes' errors"
+      f"not every process reached {name!r} within {_timeout_hint(timeout)}; see the other processes' errors"
     ) from None
 
 
-def check_same(name: str, value: Any,
-               topology_timeout: float | None = None) -> None:
+def check_same(name: str, value: Any, topology_timeout: float | None = None) -> None:
   """Raises ValueError unless every process passes an equal `value`.
 
   Args:
@@ -509,12 +531,13 @@ def check_same(name: str, value: Any,
       values[index] = client.blocking_key_value_get(f"{prefix}/{index}", ms)
     except Exception:  # noqa: BLE001 - XLA raises its own runtime error type
       raise ValueError(
-          f"process {index} did not report its {name} within "
-          f"{_timeout_hint(timeout)}; see its errors") from None
+        f"process {index} did not report its {name} within {_timeout_hint(timeout)}; see its errors"
+      ) from None
   differ = [i for i, v in values.items() if v != values[0]]
   if differ:
     raise ValueError(
-        f"the {name} differ between processes: process(es) {differ} hold "
-        f"{json.loads(values[differ[0]])!r}, process 0 "
-        f"{json.loads(values[0])!r}; give every process the same code, data "
-        "and arguments")
+      f"the {name} differ between processes: process(es) {differ} hold "
+      f"{json.loads(values[differ[0]])!r}, process 0 "
+      f"{json.loads(values[0])!r}; give every process the same code, data "
+      "and arguments"
+    )

@@ -17,8 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 
-def proxy_a_distance(source_x: np.ndarray, target_x: np.ndarray,
-                     seed: int = 0, c: float = 1.0) -> float:
+def proxy_a_distance(source_x: np.ndarray, target_x: np.ndarray, seed: int = 0, c: float = 1.0) -> float:
   """2 (1 - 2 ε) for the held-out error ε of a linear domain classifier.
 
   Args:

@@ -24,7 +24,7 @@ from dann_jax.train import TrainState, eval_step
 def _chunks(images: np.ndarray, batch_size: int):
   """Yields (padded chunk, number of real rows)."""
   for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
+    chunk = images[start : start + batch_size]
     n = len(chunk)
     if n < batch_size:
       pad = np.zeros((batch_size - n, *chunk.shape[1:]), chunk.dtype)
@@ -49,8 +49,7 @@ def _row_sharding(state: TrainState) -> NamedSharding | None:
   return NamedSharding(sharding.mesh, PartitionSpec(sharding.mesh.axis_names))
 
 
-def accuracy(state: TrainState, images: np.ndarray, labels: np.ndarray,
-             mean, batch_size: int = 1000):
+def accuracy(state: TrainState, images: np.ndarray, labels: np.ndarray, mean, batch_size: int = 1000):
   """Classification accuracy of the label predictor on uint8 `images`.
 
   Args:
@@ -73,13 +72,11 @@ def accuracy(state: TrainState, images: np.ndarray, labels: np.ndarray,
   total = 0
   for start, chunk, n in _chunks(images, batch_size):
     lab = np.zeros(batch_size, np.int32)
-    lab[:n] = labels[start:start + n]
+    lab[:n] = labels[start : start + n]
     mask = np.arange(batch_size) < n
     batch = (chunk, lab, mask)
     if rows is not None:
-      batch = tuple(jax.make_array_from_callback(a.shape, rows,
-                                                 lambda i, a=a: a[i])
-                    for a in batch)
+      batch = tuple(jax.make_array_from_callback(a.shape, rows, lambda i, a=a: a[i]) for a in batch)
     total = total + np.asarray(_correct(state, *batch, mean, seeds))
   result = total / len(images)
   return result if seeds else float(result)
@@ -93,13 +90,13 @@ def _embed(state, images, mean, layer):
     return state.apply_fn(variables, x, method="embed")
   if layer == "logits":
     return state.apply_fn(variables, x, method="classify")
-  _, inter = state.apply_fn(variables, x, method="classify",
-                            mutable=["intermediates"])
+  _, inter = state.apply_fn(variables, x, method="classify", mutable=["intermediates"])
   return inter["intermediates"]["label_predictor"]["hidden"][0]
 
 
-def features(state: TrainState, images: np.ndarray, mean,
-             layer: str = "features", batch_size: int = 1000) -> np.ndarray:
+def features(
+  state: TrainState, images: np.ndarray, mean, layer: str = "features", batch_size: int = 1000
+) -> np.ndarray:
   """Per-image representations of a single-seed state.
 
   Args:

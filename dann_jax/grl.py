@@ -33,9 +33,10 @@ def gradient_reversal(x, lam):
   if lam is None or jnp.ndim(lam) != 0:
     shape = None if lam is None else jnp.shape(lam)
     raise ValueError(
-        f"gradient_reversal: lam must be a scalar (a float or 0-d array), got "
-        f"{'None' if lam is None else f'shape {shape}'}; to scale features "
-        "differently, scale them before the layer")
+      f"gradient_reversal: lam must be a scalar (a float or 0-d array), got "
+      f"{'None' if lam is None else f'shape {shape}'}; to scale features "
+      "differently, scale them before the layer"
+    )
   return _reverse(x, lam)
 
 
@@ -50,8 +51,7 @@ def _forward(x, lam):
 
 
 def _backward(lam, cotangent):
-  reversed_cotangent = jax.tree.map(
-      lambda g: (-lam * g).astype(g.dtype), cotangent)
+  reversed_cotangent = jax.tree.map(lambda g: (-lam * g).astype(g.dtype), cotangent)
   # λ is a schedule value, not a parameter: no gradient flows into it.
   return reversed_cotangent, jnp.zeros_like(lam)
 

@@ -49,17 +49,14 @@ def train_steps(state: TrainState, batches: dict[str, jax.Array]):
   return jax.lax.scan(train_step, state, batches)
 
 
-
-def step_batch(pair, run_key: jax.Array, step: jax.Array,
-               batch_size: int) -> dict[str, jax.Array]:
+def step_batch(pair, run_key: jax.Array, step: jax.Array, batch_size: int) -> dict[str, jax.Array]:
   """The batch of `step` of the run of `run_key`, sampled on the device."""
-  return sample_batch(pair, jax.random.fold_in(run_key, DATA_STREAM), step,
-                      batch_size)
+  return sample_batch(pair, jax.random.fold_in(run_key, DATA_STREAM), step, batch_size)
 
 
-def step_on_pair(state: TrainState, pair, batch_size: int,
-                 prepare: Callable | None = None,
-                 axis_name: str | None = None):
+def step_on_pair(
+  state: TrainState, pair, batch_size: int, prepare: Callable | None = None, axis_name: str | None = None
+):
   """One step on a batch sampled on the device from `pair` (see `train_on_pair`)."""
   batch = step_batch(pair, state.key, state.step, batch_size)
   if prepare is not None:
@@ -67,9 +64,14 @@ def step_on_pair(state: TrainState, pair, batch_size: int,
   return train_step(state, batch, axis_name=axis_name)
 
 
-def train_on_pair(state: TrainState, pair, num_steps: int, batch_size: int,
-                  prepare: Callable | None = None,
-                  axis_name: str | None = None):
+def train_on_pair(
+  state: TrainState,
+  pair,
+  num_steps: int,
+  batch_size: int,
+  prepare: Callable | None = None,
+  axis_name: str | None = None,
+):
   """Runs `num_steps` steps in one `lax.scan`, sampling batches on the device.
 
   Args:
@@ -83,13 +85,10 @@ def train_on_pair(state: TrainState, pair, num_steps: int, batch_size: int,
   Returns:
     `(state, metrics)` with each metric stacked to shape (num_steps,).
   """
-  return jax.lax.scan(
-      lambda s, _: step_on_pair(s, pair, batch_size, prepare, axis_name),
-      state, None, length=num_steps)
+  return jax.lax.scan(lambda s, _: step_on_pair(s, pair, batch_size, prepare, axis_name), state, None, length=num_steps)
 
 
-def train_on_pair_stepwise(state: TrainState, pair, num_steps: int,
-                           batch_size: int):
+def train_on_pair_stepwise(state: TrainState, pair, num_steps: int, batch_size: int):
   """`train_on_pair` as a host loop of jitted steps: same numbers, CPU-fast.
 
   XLA:CPU runs convolutions inside a `while` loop (what `lax.scan` lowers to)
@@ -98,16 +97,13 @@ def train_on_pair_stepwise(state: TrainState, pair, num_steps: int,
   45 ms unrolled), so on CPU one dispatch per step beats one per chunk. The
   batches are still sampled on the device; only the step loop is on the host.
   """
-  step = (jit_step_on_pair if state.step.ndim == 0
-          else jit_step_on_pair_seeds)
+  step = jit_step_on_pair if state.step.ndim == 0 else jit_step_on_pair_seeds
   metrics = []
   for _ in range(num_steps):
     state, m = step(state, pair, batch_size)
     metrics.append(m)
   stack_axis = state.step.ndim  # the steps axis goes after a seeds axis
-  return state, jax.tree.map(lambda *xs: jnp.stack(xs, axis=stack_axis),
-                             *metrics)
-
+  return state, jax.tree.map(lambda *xs: jnp.stack(xs, axis=stack_axis), *metrics)
 
 
 def first_non_finite(metrics: dict[str, Any], first_step: int) -> int | None:
@@ -122,8 +118,9 @@ def check_finite(metrics: dict[str, Any], first_step: int) -> None:
   step = first_non_finite(metrics, first_step)
   if step is not None:
     raise FloatingPointError(
-        f"the loss became non-finite at step {step}; training stopped. Lower "
-        "the learning rate (or lam_max), or check the inputs for NaN/inf.")
+      f"the loss became non-finite at step {step}; training stopped. Lower "
+      "the learning rate (or lam_max), or check the inputs for NaN/inf."
+    )
 
 
 def chunk_sizes(start: int, stop: int, every: int) -> Iterator[int]:
@@ -135,7 +132,6 @@ def chunk_sizes(start: int, stop: int, every: int) -> Iterator[int]:
     step += size
 
 
-
 def runner_jit(fun: Callable | None = None, **jit_kwargs):
   """The one choice of jit for every step and runner (single- and
   multi-device): `dann_jax.xla_cpu.cpu_jit`, which is `jax.jit` except that on
@@ -143,11 +139,9 @@ def runner_jit(fun: Callable | None = None, **jit_kwargs):
   return cpu_jit(fun, **jit_kwargs)
 
 
-jit_train_step = runner_jit(train_step, static_argnames="axis_name",
-                         donate_argnums=0)
+jit_train_step = runner_jit(train_step, static_argnames="axis_name", donate_argnums=0)
 jit_train_steps = runner_jit(train_steps, donate_argnums=0)
-jit_train_on_pair = runner_jit(train_on_pair, static_argnums=(2, 3),
-                            donate_argnums=0)
+jit_train_on_pair = runner_jit(train_on_pair, static_argnums=(2, 3), donate_argnums=0)
 jit_step_on_pair = runner_jit(step_on_pair, static_argnums=2, donate_argnums=0)
 
 
@@ -164,18 +158,13 @@ def nnx_step_on_pair(graphdef, arrays, pair, batch_size: int):
   return nnx.state(state), metrics
 
 
-def nnx_train_on_pair(graphdef, arrays, pair, num_steps: int,
-                      batch_size: int):
+def nnx_train_on_pair(graphdef, arrays, pair, num_steps: int, batch_size: int):
   """`train_on_pair` (one `lax.scan`) for a split `dann_jax.nnx.TrainState`."""
-  return jax.lax.scan(
-      lambda a, _: nnx_step_on_pair(graphdef, a, pair, batch_size), arrays,
-      None, length=num_steps)
+  return jax.lax.scan(lambda a, _: nnx_step_on_pair(graphdef, a, pair, batch_size), arrays, None, length=num_steps)
 
 
-jit_nnx_step_on_pair = runner_jit(nnx_step_on_pair, static_argnums=(0, 3),
-                                  donate_argnums=1)
-jit_nnx_train_on_pair = runner_jit(nnx_train_on_pair, static_argnums=(0, 3, 4),
-                                   donate_argnums=1)
+jit_nnx_step_on_pair = runner_jit(nnx_step_on_pair, static_argnums=(0, 3), donate_argnums=1)
+jit_nnx_train_on_pair = runner_jit(nnx_train_on_pair, static_argnums=(0, 3, 4), donate_argnums=1)
 
 
 def nnx_runner() -> Callable:
@@ -198,17 +187,14 @@ def nnx_runner() -> Callable:
         metrics.append(m)
       metrics = jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
     else:
-      arrays, metrics = jit_nnx_train_on_pair(graphdef, arrays, pair,
-                                              num_steps, batch_size)
+      arrays, metrics = jit_nnx_train_on_pair(graphdef, arrays, pair, num_steps, batch_size)
     nnx.update(state, arrays)
     return state, metrics
 
   return run
 
 
-
-def check_labels(labels, num_classes: int, what: str,
-                 unknown_ok: bool = False) -> None:
+def check_labels(labels, num_classes: int, what: str, unknown_ok: bool = False) -> None:
   """Raises ValueError if any label lies outside [0, num_classes).
 
   With `unknown_ok`, negative labels mean "unknown" (an unlabelled target) and
@@ -219,15 +205,23 @@ def check_labels(labels, num_classes: int, what: str,
     labels = labels[labels >= 0]
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     raise ValueError(
-        f"{what} labels must lie in [0, {num_classes}); found values in "
-        f"[{labels.min()}, {labels.max()}]. Relabel the data or build the "
-        f"model with num_classes={int(labels.max()) + 1}.")
+      f"{what} labels must lie in [0, {num_classes}); found values in "
+      f"[{labels.min()}, {labels.max()}]. Relabel the data or build the "
+      f"model with num_classes={int(labels.max()) + 1}."
+    )
 
 
-def fit(state: TrainState, pair, *, num_steps: int, batch_size: int,
-        num_classes: int, chunk: int = 100,
-        callback: Callable[[TrainState, dict[str, np.ndarray]], None]
-        | None = None, runner: Callable | None = None) -> TrainState:
+def fit(
+  state: TrainState,
+  pair,
+  *,
+  num_steps: int,
+  batch_size: int,
+  num_classes: int,
+  chunk: int = 100,
+  callback: Callable[[TrainState, dict[str, np.ndarray]], None] | None = None,
+  runner: Callable | None = None,
+) -> TrainState:
   """Trains from `state.step` up to `num_steps`, one jitted scan per chunk.
 
   Args:
@@ -256,11 +250,9 @@ def fit(state: TrainState, pair, *, num_steps: int, batch_size: int,
   """
   half_batch(batch_size)
   if int(num_steps) != num_steps or num_steps < 0:
-    raise ValueError(f"{num_steps=} must be a non-negative integer: the step "
-                     "to stop at")
+    raise ValueError(f"{num_steps=} must be a non-negative integer: the step to stop at")
   check_labels(pair.source_labels, num_classes, "source")
-  trains_on_target = state.method == "target_only" or bool(
-      np.asarray(pair.target_label_known).any())
+  trains_on_target = state.method == "target_only" or bool(np.asarray(pair.target_label_known).any())
   if trains_on_target:
     known = np.asarray(pair.target_label_known) | (state.method == "target_only")
     check_labels(np.asarray(pair.target_labels)[known], num_classes, "target")
@@ -293,8 +285,7 @@ def default_runner(seeds_axis: bool = False) -> Callable:
   return jit_train_on_pair_seeds if seeds_axis else jit_train_on_pair
 
 
-def replicate_seeds(make_state: Callable[[jax.Array], TrainState],
-                    seeds) -> TrainState:
+def replicate_seeds(make_state: Callable[[jax.Array], TrainState], seeds) -> TrainState:
   """Stacks the states of several seeds along a leading axis for `jax.vmap`.
 
   Args:
@@ -315,15 +306,12 @@ def seed_states(state: TrainState) -> list[TrainState]:
   """The single-seed states of a state with (or without) a seeds axis."""
   if state.step.ndim == 0:
     return [state]
-  return [jax.tree.map(lambda x, i=i: x[i], state)
-          for i in range(state.step.shape[0])]
+  return [jax.tree.map(lambda x, i=i: x[i], state) for i in range(state.step.shape[0])]
 
 
-def train_on_pair_seeds(state: TrainState, pair, num_steps: int,
-                        batch_size: int):
+def train_on_pair_seeds(state: TrainState, pair, num_steps: int, batch_size: int):
   """`train_on_pair` for states with a leading seeds axis, in one program."""
-  return jax.vmap(
-      lambda s: train_on_pair(s, pair, num_steps, batch_size))(state)
+  return jax.vmap(lambda s: train_on_pair(s, pair, num_steps, batch_size))(state)
 
 
 def step_on_pair_seeds(state: TrainState, pair, batch_size: int):
@@ -331,7 +319,5 @@ def step_on_pair_seeds(state: TrainState, pair, batch_size: int):
   return jax.vmap(lambda s: step_on_pair(s, pair, batch_size))(state)
 
 
-jit_train_on_pair_seeds = runner_jit(train_on_pair_seeds, static_argnums=(2, 3),
-                                  donate_argnums=0)
-jit_step_on_pair_seeds = runner_jit(step_on_pair_seeds, static_argnums=2,
-                                 donate_argnums=0)
+jit_train_on_pair_seeds = runner_jit(train_on_pair_seeds, static_argnums=(2, 3), donate_argnums=0)
+jit_step_on_pair_seeds = runner_jit(step_on_pair_seeds, static_argnums=2, donate_argnums=0)

@@ -35,8 +35,7 @@ def _apply(module: nn.Module, x, train: bool):
   return module(x, train=train) if _takes_train(module) else module(x)
 
 
-def max_pool(x: jax.Array, window: int, stride: int,
-             padding: str = "VALID") -> jax.Array:
+def max_pool(x: jax.Array, window: int, stride: int, padding: str = "VALID") -> jax.Array:
   """Square max pooling of NHWC `x` (`flax.linen.max_pool`)."""
   return nn.max_pool(x, (window, window), (stride, stride), padding)
 
@@ -54,6 +53,7 @@ class ConvFeatures(nn.Module):
       `jax.lax.conv_general_dilated` (passed to `nn.Conv`).
     max_pool: `(x, window, stride, padding) -> pooled x`.
   """
+
   features: Sequence[int]
   pools: Sequence[tuple[int, int] | None]
   kernel_size: int = 5
@@ -65,12 +65,16 @@ class ConvFeatures(nn.Module):
   def __call__(self, x):
     if x.ndim != 4:
       raise ValueError(
-          f"images must be NHWC (batch, height, width, channels); got shape "
-          f"{x.shape}. Add a batch axis or move channels last.")
+        f"images must be NHWC (batch, height, width, channels); got shape "
+        f"{x.shape}. Add a batch axis or move channels last."
+      )
     for width, pool in zip(self.features, self.pools, strict=True):
-      x = nn.Conv(width, (self.kernel_size, self.kernel_size),
-                  padding=self.padding,
-                  conv_general_dilated=self.conv_general_dilated)(x)
+      x = nn.Conv(
+        width,
+        (self.kernel_size, self.kernel_size),
+        padding=self.padding,
+        conv_general_dilated=self.conv_general_dilated,
+      )(x)
       x = nn.relu(x)
       if pool is not None:
         x = self.max_pool(x, *pool, padding=self.padding)
@@ -88,6 +92,7 @@ class MLP(nn.Module):
     outputs: width of the final linear layer.
     dropout_rate: dropout after each hidden layer in training (0 for none).
   """
+
   hidden: Sequence[int]
   outputs: int
   dropout_rate: float = 0.0
@@ -117,6 +122,7 @@ class DANN(nn.Module):
     input_shape: the shape of one input, e.g. (32, 32, 3), checked on every
       call (a static check, free under jit); None accepts any.
   """
+
   features: nn.Module
   label_predictor: nn.Module
   domain_classifier: nn.Module
@@ -132,27 +138,27 @@ class DANN(nn.Module):
     """
     f = self.embed(x, train=train)
     class_logits = _apply(self.label_predictor, f, train)
-    domain_logits = _apply(self.domain_classifier,
-                           gradient_reversal(f, lam), train)
+    domain_logits = _apply(self.domain_classifier, gradient_reversal(f, lam), train)
     if domain_logits.ndim == 2 and domain_logits.shape[-1] == 1:
       domain_logits = domain_logits[:, 0]
     if domain_logits.shape != (f.shape[0],):
       raise ValueError(
-          f"the domain classifier must output one logit per sample, shape "
-          f"({f.shape[0]},) or ({f.shape[0]}, 1); got {domain_logits.shape}")
+        f"the domain classifier must output one logit per sample, shape "
+        f"({f.shape[0]},) or ({f.shape[0]}, 1); got {domain_logits.shape}"
+      )
     return class_logits, domain_logits
 
   def embed(self, x, *, train: bool = False):
     """The feature extractor's output G_f(x)."""
-    if self.input_shape is not None and tuple(jnp.shape(x)[1:]) != tuple(
-        self.input_shape):
+    if self.input_shape is not None and tuple(jnp.shape(x)[1:]) != tuple(self.input_shape):
       want = tuple(self.input_shape)
       raise ValueError(
-          f"this network takes a batch of NHWC images of shape (batch, "
-          f"{', '.join(map(str, want))}); got {tuple(jnp.shape(x))}. Bring "
-          "images to that size first (28x28 MNIST digits: pad and repeat the "
-          "grey channel with dann_jax.data.domains.mnist_to_rgb32; other "
-          "sizes: resize)")
+        f"this network takes a batch of NHWC images of shape (batch, "
+        f"{', '.join(map(str, want))}); got {tuple(jnp.shape(x))}. Bring "
+        "images to that size first (28x28 MNIST digits: pad and repeat the "
+        "grey channel with dann_jax.data.domains.mnist_to_rgb32; other "
+        "sizes: resize)"
+      )
     return _apply(self.features, x, train)
 
   def classify(self, x, *, train: bool = False):
@@ -176,15 +182,14 @@ def mnist_dann(num_classes: int = 10, **layers) -> DANN:
     **layers: `conv_general_dilated` and/or `max_pool` for `ConvFeatures`.
   """
   return DANN(
-      features=ConvFeatures(features=(32, 48), pools=((2, 2), (2, 2)),
-                            **layers),
-      label_predictor=MLP(hidden=(100, 100), outputs=num_classes),
-      domain_classifier=MLP(hidden=(100,), outputs=1),
-      input_shape=INPUT_SHAPE)
+    features=ConvFeatures(features=(32, 48), pools=((2, 2), (2, 2)), **layers),
+    label_predictor=MLP(hidden=(100, 100), outputs=num_classes),
+    domain_classifier=MLP(hidden=(100,), outputs=1),
+    input_shape=INPUT_SHAPE,
+  )
 
 
-def svhn_dann(num_classes: int = 10, dropout_rate: float = 0.5,
-              **layers) -> DANN:
+def svhn_dann(num_classes: int = 10, dropout_rate: float = 0.5, **layers) -> DANN:
   """The paper's SVHN network (used when the source is not MNIST).
 
   Features: conv 5x5x64, ReLU, max-pool 3x3/2, conv 5x5x64, ReLU, max-pool 3x3/2,
@@ -196,14 +201,11 @@ def svhn_dann(num_classes: int = 10, dropout_rate: float = 0.5,
   `**layers` as for `mnist_dann`.
   """
   return DANN(
-      features=ConvFeatures(features=(64, 64, 128),
-                            pools=((3, 2), (3, 2), None), padding="SAME",
-                            **layers),
-      label_predictor=MLP(hidden=(3072, 2048), outputs=num_classes,
-                          dropout_rate=dropout_rate),
-      domain_classifier=MLP(hidden=(1024, 1024), outputs=1,
-                            dropout_rate=dropout_rate),
-      input_shape=INPUT_SHAPE)
+    features=ConvFeatures(features=(64, 64, 128), pools=((3, 2), (3, 2), None), padding="SAME", **layers),
+    label_predictor=MLP(hidden=(3072, 2048), outputs=num_classes, dropout_rate=dropout_rate),
+    domain_classifier=MLP(hidden=(1024, 1024), outputs=1, dropout_rate=dropout_rate),
+    input_shape=INPUT_SHAPE,
+  )
 
 
 def count_params(tree: Any) -> int:

@@ -66,6 +66,7 @@ from dann_jax.config import TrainConfig
 from dann_jax.grl import gradient_reversal
 from dann_jax.models import max_pool as _stock_max_pool
 from dann_jax.objective import saddle_point_loss
+
 # The Linen step's dropout tag and max-norm projection, shared so that both
 # doors draw the same keys and clip the same way.
 from dann_jax.train import DROPOUT_STREAM as _DROPOUT_TAG
@@ -90,17 +91,17 @@ def _nnx_conv_primitive(conv: Callable) -> Callable:
   share one static attribute (and `nnx.jit` compiles once for them).
   """
   parameters = inspect.signature(conv).parameters.values()
-  if any(p.name == "out_sharding" or p.kind == p.VAR_KEYWORD
-         for p in parameters):
+  if any(p.name == "out_sharding" or p.kind == p.VAR_KEYWORD for p in parameters):
     return conv
 
   @functools.wraps(conv)
   def without_out_sharding(*args, out_sharding=None, **kwargs):
     if out_sharding is not None:
       raise ValueError(
-          f"{out_sharding=} was asked of a convolution primitive without an "
-          f"out_sharding argument ({conv.__module__}.{conv.__qualname__}); "
-          "build the network with the stock jax.lax.conv_general_dilated")
+        f"{out_sharding=} was asked of a convolution primitive without an "
+        f"out_sharding argument ({conv.__module__}.{conv.__qualname__}); "
+        "build the network with the stock jax.lax.conv_general_dilated"
+      )
     return conv(*args, **kwargs)
 
   return without_out_sharding
@@ -110,8 +111,7 @@ def _conv_output_size(size: int, kernel: int, padding: str) -> int:
   return size if padding == "SAME" else size - kernel + 1
 
 
-def _pool_output_size(size: int, window: int, stride: int,
-                      padding: str) -> int:
+def _pool_output_size(size: int, window: int, stride: int, padding: str) -> int:
   if padding == "SAME":
     return -(-size // stride)
   return (size - window) // stride + 1
@@ -133,12 +133,18 @@ class ConvFeatures(nnx.Module):
     out_features: the length of the flattened output.
   """
 
-  def __init__(self, features: Sequence[int],
-               pools: Sequence[tuple[int, int] | None], *,
-               input_shape: tuple[int, int, int] = (32, 32, 3),
-               kernel_size: int = 5, padding: str = "VALID",
-               conv_general_dilated: Callable = lax.conv_general_dilated,
-               max_pool: Callable = _stock_max_pool, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    features: Sequence[int],
+    pools: Sequence[tuple[int, int] | None],
+    *,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    kernel_size: int = 5,
+    padding: str = "VALID",
+    conv_general_dilated: Callable = lax.conv_general_dilated,
+    max_pool: Callable = _stock_max_pool,
+    rngs: nnx.Rngs,
+  ):
     """Builds the layers.
 
     Args:
@@ -159,18 +165,22 @@ class ConvFeatures(nnx.Module):
         or images too small for the layers.
     """
     if len(features) != len(pools):
-      raise ValueError(f"{features=} and {pools=} must have one entry per "
-                       "convolution")
+      raise ValueError(f"{features=} and {pools=} must have one entry per convolution")
     if padding not in ("VALID", "SAME"):
       raise ValueError(f"{padding=} must be 'VALID' or 'SAME'")
     height, width, channels = input_shape
     convs = []
     for width_out, pool in zip(features, pools):
-      convs.append(nnx.Conv(channels, width_out, (kernel_size, kernel_size),
-                            padding=padding,
-                            conv_general_dilated=_nnx_conv_primitive(
-                                conv_general_dilated),
-                            rngs=rngs))
+      convs.append(
+        nnx.Conv(
+          channels,
+          width_out,
+          (kernel_size, kernel_size),
+          padding=padding,
+          conv_general_dilated=_nnx_conv_primitive(conv_general_dilated),
+          rngs=rngs,
+        )
+      )
       channels = width_out
       height = _conv_output_size(height, kernel_size, padding)
       width = _conv_output_size(width, kernel_size, padding)
@@ -179,9 +189,10 @@ class ConvFeatures(nnx.Module):
         width = _pool_output_size(width, *pool, padding)
       if height <= 0 or width <= 0:
         raise ValueError(
-            f"{input_shape=} is too small for {kernel_size}x{kernel_size} "
-            f"convolutions with {pools=} and {padding=}; use larger images "
-            "or 'SAME' padding")
+          f"{input_shape=} is too small for {kernel_size}x{kernel_size} "
+          f"convolutions with {pools=} and {padding=}; use larger images "
+          "or 'SAME' padding"
+        )
     self.convs = nnx.List(convs)
     self.pools = tuple(pools)
     self.padding = padding
@@ -194,9 +205,10 @@ class ConvFeatures(nnx.Module):
     if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
       expected = ", ".join(map(str, self.input_shape))
       raise ValueError(
-          f"images must be NHWC of shape (batch, {expected}); got shape "
-          f"{x.shape}. Add a batch axis, move channels last, or "
-          "build the network with input_shape=<(height, width, channels)>")
+        f"images must be NHWC of shape (batch, {expected}); got shape "
+        f"{x.shape}. Add a batch axis, move channels last, or "
+        "build the network with input_shape=<(height, width, channels)>"
+      )
     for conv, pool in zip(self.convs, self.pools):
       x = nnx.relu(conv(x))
       if pool is not None:
@@ -215,8 +227,9 @@ class MLP(nnx.Module):
     out: the output `nnx.Linear` (Linen name `out`).
   """
 
-  def __init__(self, in_features: int, hidden: Sequence[int], outputs: int,
-               *, dropout_rate: float = 0.0, rngs: nnx.Rngs):
+  def __init__(
+    self, in_features: int, hidden: Sequence[int], outputs: int, *, dropout_rate: float = 0.0, rngs: nnx.Rngs
+  ):
     """Builds the layers.
 
     Args:
@@ -231,16 +244,18 @@ class MLP(nnx.Module):
     if not 0.0 <= dropout_rate < 1.0:
       raise ValueError(f"{dropout_rate=} must lie in [0, 1)")
     widths = (in_features, *hidden)
-    self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs)
-                            for a, b in zip(widths[:-1], widths[1:])])
+    self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
     if dropout_rate:
       # A stream named "dropout" whatever streams `rngs` has, so that
       # `train_step` finds and reseeds it.
-      self.dropouts = nnx.List([
-          nnx.Dropout(dropout_rate, rng_collection=DROPOUT_STREAM,
-                      rngs=nnx.Rngs(**{DROPOUT_STREAM:
-                                       rngs[DROPOUT_STREAM]()}))
-          for _ in hidden])
+      self.dropouts = nnx.List(
+        [
+          nnx.Dropout(
+            dropout_rate, rng_collection=DROPOUT_STREAM, rngs=nnx.Rngs(**{DROPOUT_STREAM: rngs[DROPOUT_STREAM]()})
+          )
+          for _ in hidden
+        ]
+      )
     else:
       self.dropouts = None
     self.out = nnx.Linear(widths[-1], outputs, rngs=rngs)
@@ -268,8 +283,7 @@ class DANN(nnx.Module):
       (batch,) or (batch, 1)); domain 1 means target.
   """
 
-  def __init__(self, features: nnx.Module, label_predictor: nnx.Module,
-               domain_classifier: nnx.Module):
+  def __init__(self, features: nnx.Module, label_predictor: nnx.Module, domain_classifier: nnx.Module):
     self.features = features
     self.label_predictor = label_predictor
     self.domain_classifier = domain_classifier
@@ -292,8 +306,9 @@ class DANN(nnx.Module):
       domain_logits = domain_logits[:, 0]
     if domain_logits.shape != (f.shape[0],):
       raise ValueError(
-          f"the domain classifier must output one logit per sample, shape "
-          f"({f.shape[0]},) or ({f.shape[0]}, 1); got {domain_logits.shape}")
+        f"the domain classifier must output one logit per sample, shape "
+        f"({f.shape[0]},) or ({f.shape[0]}, 1); got {domain_logits.shape}"
+      )
     return class_logits, domain_logits
 
   def embed(self, x: jax.Array) -> jax.Array:
@@ -305,9 +320,9 @@ class DANN(nnx.Module):
     return self.label_predictor(self.features(x))
 
 
-def mnist_dann(num_classes: int = 10, *, rngs: nnx.Rngs,
-               input_shape: tuple[int, int, int] = (32, 32, 3),
-               **layers) -> DANN:
+def mnist_dann(
+  num_classes: int = 10, *, rngs: nnx.Rngs, input_shape: tuple[int, int, int] = (32, 32, 3), **layers
+) -> DANN:
   """The paper's MNIST network in NNX, as `dann_jax.models.mnist_dann`.
 
   Features: conv 5x5x32, ReLU, max-pool 2x2/2, conv 5x5x48, ReLU, max-pool 2x2/2
@@ -321,19 +336,22 @@ def mnist_dann(num_classes: int = 10, *, rngs: nnx.Rngs,
     input_shape: (height, width, channels) of the images.
     **layers: `conv_general_dilated` and/or `max_pool` for `ConvFeatures`.
   """
-  features = ConvFeatures((32, 48), ((2, 2), (2, 2)),
-                          input_shape=input_shape, rngs=rngs, **layers)
+  features = ConvFeatures((32, 48), ((2, 2), (2, 2)), input_shape=input_shape, rngs=rngs, **layers)
   return DANN(
-      features=features,
-      label_predictor=MLP(features.out_features, (100, 100), num_classes,
-                          rngs=rngs),
-      domain_classifier=MLP(features.out_features, (100,), 1, rngs=rngs))
+    features=features,
+    label_predictor=MLP(features.out_features, (100, 100), num_classes, rngs=rngs),
+    domain_classifier=MLP(features.out_features, (100,), 1, rngs=rngs),
+  )
 
 
-def svhn_dann(num_classes: int = 10, dropout_rate: float = 0.5, *,
-              rngs: nnx.Rngs,
-              input_shape: tuple[int, int, int] = (32, 32, 3),
-              **layers) -> DANN:
+def svhn_dann(
+  num_classes: int = 10,
+  dropout_rate: float = 0.5,
+  *,
+  rngs: nnx.Rngs,
+  input_shape: tuple[int, int, int] = (32, 32, 3),
+  **layers,
+) -> DANN:
   """The paper's SVHN network in NNX, as `dann_jax.models.svhn_dann`.
 
   Features: conv 5x5x64, ReLU, max-pool 3x3/2, conv 5x5x64, ReLU, max-pool 3x3/2,
@@ -350,15 +368,14 @@ def svhn_dann(num_classes: int = 10, dropout_rate: float = 0.5, *,
     input_shape: (height, width, channels) of the images.
     **layers: `conv_general_dilated` and/or `max_pool` for `ConvFeatures`.
   """
-  features = ConvFeatures((64, 64, 128), ((3, 2), (3, 2), None),
-                          padding="SAME", input_shape=input_shape, rngs=rngs,
-                          **layers)
+  features = ConvFeatures(
+    (64, 64, 128), ((3, 2), (3, 2), None), padding="SAME", input_shape=input_shape, rngs=rngs, **layers
+  )
   return DANN(
-      features=features,
-      label_predictor=MLP(features.out_features, (3072, 2048), num_classes,
-                          dropout_rate=dropout_rate, rngs=rngs),
-      domain_classifier=MLP(features.out_features, (1024, 1024), 1,
-                            dropout_rate=dropout_rate, rngs=rngs))
+    features=features,
+    label_predictor=MLP(features.out_features, (3072, 2048), num_classes, dropout_rate=dropout_rate, rngs=rngs),
+    domain_classifier=MLP(features.out_features, (1024, 1024), 1, dropout_rate=dropout_rate, rngs=rngs),
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -370,18 +387,17 @@ def _linen_layers(part: nnx.Module, name: str) -> dict[str, nnx.Module]:
   if isinstance(part, ConvFeatures):
     return {f"Conv_{i}": conv for i, conv in enumerate(part.convs)}
   if isinstance(part, MLP):
-    return {**{f"Dense_{i}": layer for i, layer in enumerate(part.hidden)},
-            "out": part.out}
+    return {**{f"Dense_{i}": layer for i, layer in enumerate(part.hidden)}, "out": part.out}
   raise ValueError(
-      f"model.{name} is a {type(part).__name__}; the Linen converters know "
-      "the ConvFeatures and MLP of dann_jax.nnx only. Build the model with "
-      "mnist_dann/svhn_dann, or move weights with nnx.state/nnx.update")
+    f"model.{name} is a {type(part).__name__}; the Linen converters know "
+    "the ConvFeatures and MLP of dann_jax.nnx only. Build the model with "
+    "mnist_dann/svhn_dann, or move weights with nnx.state/nnx.update"
+  )
 
 
 def _check_dann(model: DANN) -> None:
   if not isinstance(model, DANN):
-    raise ValueError(f"model must be a dann_jax.nnx.DANN; got "
-                     f"{type(model).__name__}")
+    raise ValueError(f"model must be a dann_jax.nnx.DANN; got {type(model).__name__}")
 
 
 def to_linen(model: DANN) -> dict[str, Any]:
@@ -405,9 +421,9 @@ def to_linen(model: DANN) -> dict[str, Any]:
   for name in PARTS:
     layers = _linen_layers(getattr(model, name), name)
     params[name] = {
-        layer_name: {"kernel": layer.kernel.get_value(),
-                     "bias": layer.bias.get_value()}
-        for layer_name, layer in layers.items()}
+      layer_name: {"kernel": layer.kernel.get_value(), "bias": layer.bias.get_value()}
+      for layer_name, layer in layers.items()
+    }
   return params
 
 
@@ -431,26 +447,29 @@ def from_linen(model: DANN, params: dict[str, Any]) -> DANN:
   """
   _check_dann(model)
   if set(params) != set(PARTS):
-    raise ValueError(f"params must hold exactly {PARTS}; got {sorted(params)}"
-                     ". Pass the 'params' collection, not the variables dict")
+    raise ValueError(
+      f"params must hold exactly {PARTS}; got {sorted(params)}. Pass the 'params' collection, not the variables dict"
+    )
   updates = []
   for name in PARTS:
     layers = _linen_layers(getattr(model, name), name)
     if set(params[name]) != set(layers):
       raise ValueError(
-          f"params[{name!r}] has layers {sorted(params[name])}; the model's "
-          f"{name} has {sorted(layers)}. Build the NNX twin of the network "
-          "these params come from (mnist_dann or svhn_dann, same num_classes)")
+        f"params[{name!r}] has layers {sorted(params[name])}; the model's "
+        f"{name} has {sorted(layers)}. Build the NNX twin of the network "
+        "these params come from (mnist_dann or svhn_dann, same num_classes)"
+      )
     for layer_name, layer in layers.items():
       for leaf in ("kernel", "bias"):
         value = params[name][layer_name].get(leaf)
         target = getattr(layer, leaf)
         if value is None or jnp.shape(value) != target.shape:
           raise ValueError(
-              f"params[{name!r}][{layer_name!r}][{leaf!r}] has shape "
-              f"{None if value is None else jnp.shape(value)}; the model "
-              f"expects {target.shape}. Build the NNX twin with the same "
-              "num_classes and input_shape")
+            f"params[{name!r}][{layer_name!r}][{leaf!r}] has shape "
+            f"{None if value is None else jnp.shape(value)}; the model "
+            f"expects {target.shape}. Build the NNX twin with the same "
+            "num_classes and input_shape"
+          )
         updates.append((target, value))
   for target, value in updates:
     target.set_value(jnp.asarray(value, target.dtype))
@@ -483,10 +502,17 @@ class TrainState(nnx.Pytree):
     max_norm: the per-unit l2 bound on incoming weights, or None.
   """
 
-  def __init__(self, model: DANN, optimizer: nnx.Optimizer, key: jax.Array,
-               *, learning_rate: optax.Schedule,
-               adaptation_factor: optax.Schedule, method: str = "dann",
-               max_norm: float | None = None):
+  def __init__(
+    self,
+    model: DANN,
+    optimizer: nnx.Optimizer,
+    key: jax.Array,
+    *,
+    learning_rate: optax.Schedule,
+    adaptation_factor: optax.Schedule,
+    method: str = "dann",
+    max_norm: float | None = None,
+  ):
     self.model = model
     self.optimizer = optimizer
     self.key = RunKey(key)
@@ -501,8 +527,7 @@ class TrainState(nnx.Pytree):
     return self.optimizer.step[...]
 
 
-def create_train_state(model: DANN, config: TrainConfig,
-                       key: jax.Array | None = None) -> TrainState:
+def create_train_state(model: DANN, config: TrainConfig, key: jax.Array | None = None) -> TrainState:
   """The state at step 0 for a built `model` and `config`.
 
   The optimizer is `dann_jax.train.make_optimizer`'s chain on
@@ -525,19 +550,20 @@ def create_train_state(model: DANN, config: TrainConfig,
   _, run_key = jax.random.split(key)
   lr, lam = make_schedules(config)
   optimizer = nnx.Optimizer(model, make_optimizer(config, lr), wrt=nnx.Param)
-  return TrainState(model, optimizer, run_key, learning_rate=lr,
-                    adaptation_factor=lam, method=config.method,
-                    max_norm=config.max_norm)
+  return TrainState(
+    model, optimizer, run_key, learning_rate=lr, adaptation_factor=lam, method=config.method, max_norm=config.max_norm
+  )
 
 
 def _linen_paths(model: DANN) -> dict[tuple, tuple[str, str, str]]:
   """The path of each parameter in `nnx.state(model)` -> its Linen path."""
   paths = {id(node): path for path, node in nnx.iter_graph(model)}
-  return {(*paths[id(layer)], leaf): (name, layer_name, leaf)
-          for name in PARTS
-          for layer_name, layer in _linen_layers(getattr(model, name),
-                                                 name).items()
-          for leaf in ("kernel", "bias")}
+  return {
+    (*paths[id(layer)], leaf): (name, layer_name, leaf)
+    for name in PARTS
+    for layer_name, layer in _linen_layers(getattr(model, name), name).items()
+    for leaf in ("kernel", "bias")
+  }
 
 
 def _is_opt_node(x) -> bool:
@@ -546,20 +572,20 @@ def _is_opt_node(x) -> bool:
 
 def _optimizer_state_to_linen(opt_state, paths):
   """An `nnx.Optimizer`'s optax state with plain arrays and Linen names."""
+
   def convert(node):
     if isinstance(node, nnx.Variable):
       return node.get_value()
     tree: dict = {}
     for path, variable in nnx.to_flat_state(node):
       name, layer_name, leaf = paths[path]
-      tree.setdefault(name, {}).setdefault(layer_name, {})[leaf] = (
-          variable.get_value())
+      tree.setdefault(name, {}).setdefault(layer_name, {})[leaf] = variable.get_value()
     return tree
+
   return jax.tree.map(convert, opt_state, is_leaf=_is_opt_node)
 
 
-def to_linen_state(state: TrainState, template: train.TrainState
-                   ) -> train.TrainState:
+def to_linen_state(state: TrainState, template: train.TrainState) -> train.TrainState:
   """The Linen `dann_jax.train.TrainState` of an NNX train state.
 
   Step, parameters, optimizer state and run key move over exactly (the
@@ -581,23 +607,24 @@ def to_linen_state(state: TrainState, template: train.TrainState
   """
   if jax.tree.leaves(template.model_state):
     raise ValueError(
-        f"template has model state {list(template.model_state)}; the NNX "
-        "networks have none. Build the template with models.mnist_dann or "
-        "models.svhn_dann")
-  opt_state = _optimizer_state_to_linen(state.optimizer.opt_state,
-                                        _linen_paths(state.model))
+      f"template has model state {list(template.model_state)}; the NNX "
+      "networks have none. Build the template with models.mnist_dann or "
+      "models.svhn_dann"
+    )
+  opt_state = _optimizer_state_to_linen(state.optimizer.opt_state, _linen_paths(state.model))
   if jax.tree.structure(opt_state) != jax.tree.structure(template.opt_state):
     raise ValueError(
-        "the NNX optimizer state and template.opt_state differ in structure;"
-        " build both states from the same TrainConfig")
+      "the NNX optimizer state and template.opt_state differ in structure; build both states from the same TrainConfig"
+    )
   return template.replace(
-      step=jnp.asarray(state.step, template.step.dtype),
-      params=to_linen(state.model), opt_state=opt_state,
-      key=state.key.get_value())
+    step=jnp.asarray(state.step, template.step.dtype),
+    params=to_linen(state.model),
+    opt_state=opt_state,
+    key=state.key.get_value(),
+  )
 
 
-def from_linen_state(state: TrainState,
-                     linen_state: train.TrainState) -> TrainState:
+def from_linen_state(state: TrainState, linen_state: train.TrainState) -> TrainState:
   """Copies a Linen train state (step, params, optimizer state, key) into `state`.
 
   The inverse of `to_linen_state`: a run started or restored through the
@@ -618,17 +645,19 @@ def from_linen_state(state: TrainState,
   """
   if jnp.ndim(linen_state.step) != 0:
     raise ValueError(
-        f"linen_state has a seeds axis (step shape "
-        f"{jnp.shape(linen_state.step)}); pass one seed's state "
-        "(dann_jax.loop.seed_states)")
+      f"linen_state has a seeds axis (step shape "
+      f"{jnp.shape(linen_state.step)}); pass one seed's state "
+      "(dann_jax.loop.seed_states)"
+    )
   copy = lambda x: jnp.array(x, copy=True)
   paths = _linen_paths(state.model)
-  if (jax.tree.structure(_optimizer_state_to_linen(
-      state.optimizer.opt_state, paths))
-      != jax.tree.structure(linen_state.opt_state)):
+  if jax.tree.structure(_optimizer_state_to_linen(state.optimizer.opt_state, paths)) != jax.tree.structure(
+    linen_state.opt_state
+  ):
     raise ValueError(
-        "linen_state.opt_state and the NNX optimizer state differ in "
-        "structure; build both states from the same TrainConfig")
+      "linen_state.opt_state and the NNX optimizer state differ in "
+      "structure; build both states from the same TrainConfig"
+    )
   from_linen(state.model, jax.tree.map(copy, linen_state.params))
 
   def load(node, value):
@@ -639,26 +668,21 @@ def from_linen_state(state: TrainState,
       name, layer_name, leaf = paths[path]
       variable.set_value(copy(value[name][layer_name][leaf]))
 
-  jax.tree.map(load, state.optimizer.opt_state, linen_state.opt_state,
-               is_leaf=_is_opt_node)
-  state.optimizer.step.set_value(
-      jnp.asarray(linen_state.step, state.optimizer.step.dtype))
+  jax.tree.map(load, state.optimizer.opt_state, linen_state.opt_state, is_leaf=_is_opt_node)
+  state.optimizer.step.set_value(jnp.asarray(linen_state.step, state.optimizer.step.dtype))
   state.key.set_value(copy(linen_state.key))
   return state
 
 
 def _training_view(model: nnx.Module) -> nnx.Module:
-  return nnx.view(model, deterministic=False, use_running_average=False,
-                  raise_if_not_found=False)
+  return nnx.view(model, deterministic=False, use_running_average=False, raise_if_not_found=False)
 
 
 def _evaluation_view(model: nnx.Module) -> nnx.Module:
-  return nnx.view(model, deterministic=True, use_running_average=True,
-                  raise_if_not_found=False)
+  return nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array],
-               axis_name: str | None = None):
+def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | None = None):
   """One SGD step on L_y + L_d through the GRL (the paper's updates (4)-(6)).
 
   The NNX counterpart of `dann_jax.train.train_step`, with the same loss
@@ -694,8 +718,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
 
   def loss_fn(model):
     class_logits, domain_logits = model(batch["image"], lam)
-    return saddle_point_loss(class_logits, domain_logits, batch,
-                             method=state.method, axis_name=axis_name)
+    return saddle_point_loss(class_logits, domain_logits, batch, method=state.method, axis_name=axis_name)
 
   grads, metrics = nnx.grad(loss_fn, has_aux=True)(model)
   if axis_name is not None:
@@ -707,14 +730,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     clipped = clip_unit_norms(nnx.to_pure_dict(params), state.max_norm)
     nnx.replace_by_pure_dict(params, clipped)
     nnx.update(state.model, params)
-  metrics = dict(metrics, **{
-      "lambda": jnp.asarray(lam, jnp.float32),
-      "learning_rate": jnp.asarray(state.learning_rate(step), jnp.float32)})
+  metrics = dict(
+    metrics,
+    **{"lambda": jnp.asarray(lam, jnp.float32), "learning_rate": jnp.asarray(state.learning_rate(step), jnp.float32)},
+  )
   return state, metrics
 
 
-def eval_step(state: TrainState, images: jax.Array, labels: jax.Array,
-              mask: jax.Array | None = None) -> jax.Array:
+def eval_step(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """The number of correctly classified images (mask: which rows count).
 
   The model runs in evaluation mode (dropout off) whatever mode it was left

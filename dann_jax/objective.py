@@ -57,23 +57,28 @@ def _checked_labels(labels, label_mask, num_classes: int):
   # Inside a trace even operations on constants give tracers.
   if isinstance(valid, jax.core.Tracer) or isinstance(used, jax.core.Tracer):
     checkify.debug_check(
-        jnp.all(valid | ~used),
-        f"batch['label'] must lie in [0, {num_classes}) where label_mask is "
-        "set")
+      jnp.all(valid | ~used), f"batch['label'] must lie in [0, {num_classes}) where label_mask is set"
+    )
   else:
     bad = np.asarray(used) & ~np.asarray(valid)
     if bad.any():
       values = np.unique(np.asarray(labels)[bad])
       raise ValueError(
-          f"batch['label'] holds {values.tolist()} where label_mask is set; "
-          f"labels must lie in [0, {num_classes}) for a model with "
-          f"{num_classes} classes")
+        f"batch['label'] holds {values.tolist()} where label_mask is set; "
+        f"labels must lie in [0, {num_classes}) for a model with "
+        f"{num_classes} classes"
+      )
   return jnp.where(valid, labels, 0)
 
 
-def saddle_point_loss(class_logits: jax.Array, domain_logits: jax.Array,
-                      batch: dict[str, jax.Array], *, method: Method = "dann",
-                      axis_name: str | None = None):
+def saddle_point_loss(
+  class_logits: jax.Array,
+  domain_logits: jax.Array,
+  batch: dict[str, jax.Array],
+  *,
+  method: Method = "dann",
+  axis_name: str | None = None,
+):
   """L_y + L_d for one batch, and the metrics of its parts.
 
   Args:
@@ -97,8 +102,9 @@ def saddle_point_loss(class_logits: jax.Array, domain_logits: jax.Array,
   missing = [k for k in ("label", "domain", "label_mask") if k not in batch]
   if missing:
     raise ValueError(
-        f"the batch lacks {missing}: a batch holds image, label, domain "
-        "(0 source, 1 target) and label_mask (labels the learner may use)")
+      f"the batch lacks {missing}: a batch holds image, label, domain "
+      "(0 source, 1 target) and label_mask (labels the learner may use)"
+    )
   domain = batch["domain"]
   if method == "target_only":
     label_mask = domain == 1
@@ -112,18 +118,15 @@ def saddle_point_loss(class_logits: jax.Array, domain_logits: jax.Array,
   label_loss = jnp.sum(ce * label_mask) / n_labelled
 
   n_all = _global_sum(jnp.asarray(domain.shape[0], jnp.float32), axis_name)
-  bce = optax.sigmoid_binary_cross_entropy(domain_logits,
-                                           domain.astype(jnp.float32))
+  bce = optax.sigmoid_binary_cross_entropy(domain_logits, domain.astype(jnp.float32))
   domain_loss = jnp.sum(bce) / n_all
   domain_correct = (domain_logits > 0) == (domain == 1)
   domain_accuracy = jnp.sum(domain_correct) / n_all
 
   adversarial = uses_domain_loss(method)
   loss = label_loss + domain_loss if adversarial else label_loss
-  metrics = dict(label_loss=label_loss, domain_loss=domain_loss,
-                 domain_accuracy=domain_accuracy)
+  metrics = dict(label_loss=label_loss, domain_loss=domain_loss, domain_accuracy=domain_accuracy)
   if axis_name is not None:
     metrics = jax.lax.psum(metrics, axis_name)
-  metrics["loss"] = (metrics["label_loss"] + metrics["domain_loss"]
-                     if adversarial else metrics["label_loss"])
+  metrics["loss"] = metrics["label_loss"] + metrics["domain_loss"] if adversarial else metrics["label_loss"]
   return loss, metrics

@@ -34,6 +34,7 @@ class PairSpec:
     paper_icml: the retrained ICML 2015 / JMLR numbers, if any.
     note: what the paper says where it gives no table entry.
   """
+
   source: str
   target: str
   network: str
@@ -51,27 +52,49 @@ def _row(source_only, sa, dann, target_only):
   return dict(zip(METHOD_COLUMNS, (source_only, sa, dann, target_only)))
 
 
-PAIRS: dict[str, PairSpec] = {p.name: p for p in (
-    PairSpec("mnist", "mnist-dilated", "mnist",
-             paper=_row(.9678, .9702, .9830, .9878)),
-    PairSpec("mnist", "mnist-max-bg", "mnist",
-             paper=_row(.9173, .9197, .9476, .9848)),
-    PairSpec("mnist", "mnist-m", "mnist",
-             paper=_row(.5749, .6078, .8149, .9891),
-             paper_icml=_row(.5225, .5690, .7666, .9596)),
+PAIRS: dict[str, PairSpec] = {
+  p.name: p
+  for p in (
+    PairSpec("mnist", "mnist-dilated", "mnist", paper=_row(0.9678, 0.9702, 0.9830, 0.9878)),
+    PairSpec("mnist", "mnist-max-bg", "mnist", paper=_row(0.9173, 0.9197, 0.9476, 0.9848)),
+    PairSpec(
+      "mnist",
+      "mnist-m",
+      "mnist",
+      paper=_row(0.5749, 0.6078, 0.8149, 0.9891),
+      paper_icml=_row(0.5225, 0.5690, 0.7666, 0.9596),
+    ),
     # The same row on the MNIST-M the paper's authors distributed (imported
     # with `dann-jax data import mnist-m PATH`).
-    PairSpec("mnist", "mnist-m-official", "mnist",
-             paper=_row(.5749, .6078, .8149, .9891),
-             paper_icml=_row(.5225, .5690, .7666, .9596)),
-    PairSpec("syn-digits", "svhn", "svhn",
-             paper=_row(.8665, .8672, .9048, .9244),
-             paper_icml=_row(.8674, .8644, .9109, .9220)),
-    PairSpec("svhn", "mnist", "svhn", anneal_learning_rate=False,
-             paper=_row(.5919, .6157, .7107, .9951),
-             paper_icml=_row(.5490, .5932, .7385, .9942)),
-    PairSpec("mnist", "svhn", "mnist", anneal_learning_rate=False,
-             note="JMLR: about .25 without adaptation; DANN gives no gain"),
+    PairSpec(
+      "mnist",
+      "mnist-m-official",
+      "mnist",
+      paper=_row(0.5749, 0.6078, 0.8149, 0.9891),
+      paper_icml=_row(0.5225, 0.5690, 0.7666, 0.9596),
+    ),
+    PairSpec(
+      "syn-digits",
+      "svhn",
+      "svhn",
+      paper=_row(0.8665, 0.8672, 0.9048, 0.9244),
+      paper_icml=_row(0.8674, 0.8644, 0.9109, 0.9220),
+    ),
+    PairSpec(
+      "svhn",
+      "mnist",
+      "svhn",
+      anneal_learning_rate=False,
+      paper=_row(0.5919, 0.6157, 0.7107, 0.9951),
+      paper_icml=_row(0.5490, 0.5932, 0.7385, 0.9942),
+    ),
+    PairSpec(
+      "mnist",
+      "svhn",
+      "mnist",
+      anneal_learning_rate=False,
+      note="JMLR: about .25 without adaptation; DANN gives no gain",
+    ),
     # Offline extras (not in the paper): a rendered source and a second real
     # handwriting target that need no download.
     PairSpec("syn-digits", "mnist", "svhn"),
@@ -81,7 +104,8 @@ PAIRS: dict[str, PairSpec] = {p.name: p for p in (
     # rule, the MNIST net for MNIST sources and the SVHN net otherwise.
     PairSpec("usps", "mnist", "svhn"),
     PairSpec("mnist", "usps", "mnist"),
-)}
+  )
+}
 
 NETWORK_NAMES = ("mnist", "svhn")
 CUSTOM_NOTE = "your own data; no paper numbers"
@@ -108,8 +132,7 @@ def get_pair(source: str, target: str, *, network: str = "mnist") -> PairSpec:
   """
   if custom.is_spec(source) or custom.is_spec(target):
     if network not in NETWORK_NAMES:
-      raise ValueError(f"{network=} is not a network; use one of "
-                       f"{', '.join(NETWORK_NAMES)}")
+      raise ValueError(f"{network=} is not a network; use one of {', '.join(NETWORK_NAMES)}")
     sides = []
     for text in (source, target):
       if custom.is_spec(text):
@@ -117,13 +140,13 @@ def get_pair(source: str, target: str, *, network: str = "mnist") -> PairSpec:
       elif text in KNOWN_DOMAINS:
         sides.append(text)
       else:
-        raise ValueError(f"unknown domain {text!r}; use one of "
-                         f"{', '.join(KNOWN_DOMAINS)}, or your own data as "
-                         "folder:PATH or npz:PATH")
+        raise ValueError(
+          f"unknown domain {text!r}; use one of {', '.join(KNOWN_DOMAINS)}, or your own data as folder:PATH or npz:PATH"
+        )
     return PairSpec(*sides, network, note=CUSTOM_NOTE)
   name = f"{source}->{target}"
   if name not in PAIRS:
-    raise ValueError(f"unknown pair {name!r}; known pairs: "
-                     f"{', '.join(PAIRS)}; or your own data as folder:PATH "
-                     "or npz:PATH")
+    raise ValueError(
+      f"unknown pair {name!r}; known pairs: {', '.join(PAIRS)}; or your own data as folder:PATH or npz:PATH"
+    )
   return PAIRS[name]

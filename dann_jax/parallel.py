@@ -82,13 +82,13 @@ def check_split(batch_size: int, num_devices: int) -> None:
   half = half_batch(batch_size)
   if half % num_devices:  # then the whole batch splits too
     raise ValueError(
-        f"batch_size={batch_size} with {num_devices} devices: each half "
-        f"({half}) must split evenly; use "
-        f"{_nearest_valid(batch_size, num_devices)}")
+      f"batch_size={batch_size} with {num_devices} devices: each half "
+      f"({half}) must split evenly; use "
+      f"{_nearest_valid(batch_size, num_devices)}"
+    )
 
 
-def check_devices(batch_size: int, num_devices: int,
-                  available: int | None = None) -> None:
+def check_devices(batch_size: int, num_devices: int, available: int | None = None) -> None:
   """Raises ValueError for a batch that does not split or too few devices.
 
   Args:
@@ -110,15 +110,18 @@ def _check_available(num_devices: int, available: int | None = None) -> None:
   if available is None:
     available = jax.local_device_count()
   if num_devices > available:
-    where = (f" in this process (process {jax.process_index()} of "
-             f"{jax.process_count()}; the count is per process)"
-             if jax.process_count() > 1 else "")
+    where = (
+      f" in this process (process {jax.process_index()} of {jax.process_count()}; the count is per process)"
+      if jax.process_count() > 1
+      else ""
+    )
     raise ValueError(
-        f"{num_devices} devices asked for, but only {available} "
-        f"{jax.default_backend()} device(s) exist{where}; use "
-        f"`num_devices={available}` or fewer (on CPU, fake more with "
-        "XLA_FLAGS=--xla_force_host_platform_device_count=N set before "
-        "importing jax)")
+      f"{num_devices} devices asked for, but only {available} "
+      f"{jax.default_backend()} device(s) exist{where}; use "
+      f"`num_devices={available}` or fewer (on CPU, fake more with "
+      "XLA_FLAGS=--xla_force_host_platform_device_count=N set before "
+      "importing jax)"
+    )
 
 
 def _local_devices(num_devices: int | None) -> list:
@@ -152,8 +155,7 @@ def process_devices(num_devices: int | None = None) -> list:
   count = num_devices
   if count is None:
     count = min(len(devices) for devices in by_process.values())
-  return [device for index in sorted(by_process)
-          for device in by_process[index][:count]]
+  return [device for index in sorted(by_process) for device in by_process[index][:count]]
 
 
 def place(tree: Any, sharding: jax.sharding.Sharding) -> Any:
@@ -173,19 +175,21 @@ def place(tree: Any, sharding: jax.sharding.Sharding) -> Any:
   Returns:
     The tree as `jax.Array`s with that sharding.
   """
+
   def put(x):
     if not isinstance(x, jax.Array):
       x = np.asarray(x)
     elif x.sharding.is_equivalent_to(sharding, x.ndim):
       return x
-    pieces = [jax.device_put(x[index], device) for device, index in
-              sharding.addressable_devices_indices_map(x.shape).items()]
+    pieces = [
+      jax.device_put(x[index], device) for device, index in sharding.addressable_devices_indices_map(x.shape).items()
+    ]
     return jax.make_array_from_single_device_arrays(x.shape, sharding, pieces)
+
   return jax.tree.map(put, tree)
 
 
-def make_mesh(num_devices: int | None = None,
-              devices: Sequence[Any] | None = None) -> Mesh:
+def make_mesh(num_devices: int | None = None, devices: Sequence[Any] | None = None) -> Mesh:
   """A one-axis ("data") mesh over the first `num_devices` devices.
 
   Args:
@@ -206,8 +210,7 @@ def make_mesh(num_devices: int | None = None,
     count = len(devices) if num_devices is None else num_devices
     _check_available(count, len(devices))
     devices = devices[:count]
-  return Mesh(np.asarray(devices), (DATA_AXIS,),
-              axis_types=(jax.sharding.AxisType.Auto,))
+  return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def split_batch(batch: dict[str, Any], num_devices: int) -> dict[str, Any]:
@@ -227,15 +230,16 @@ def split_batch(batch: dict[str, Any], num_devices: int) -> dict[str, Any]:
   Raises:
     ValueError: if B/2 is not divisible by N.
   """
+
   def split(x):
     check_split(x.shape[0], num_devices)
     halves = x.reshape((2, num_devices, -1) + x.shape[1:])
     return jnp.swapaxes(halves, 0, 1).reshape((num_devices, -1) + x.shape[1:])
+
   return jax.tree.map(split, batch)
 
 
-def interleave_batch(batch: dict[str, Any],
-                     num_devices: int) -> dict[str, Any]:
+def interleave_batch(batch: dict[str, Any], num_devices: int) -> dict[str, Any]:
   """Reorders rows to [S0 T0 S1 T1 ...] so N equal row blocks split both halves.
 
   Args:
@@ -245,8 +249,7 @@ def interleave_batch(batch: dict[str, Any],
   Returns:
     The rows of `split_batch(batch, N)` laid end to end, shape (B, ...).
   """
-  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]),
-                      split_batch(batch, num_devices))
+  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), split_batch(batch, num_devices))
 
 
 def _per_seed(chunk: Callable, state: TrainState):
@@ -283,19 +286,15 @@ def make_sharded_runner(mesh: Mesh, stepwise: bool | None = None) -> Runner:
   cached_pair = [None, None]  # (pair, its replicated copy): placed once
 
   def prepare(batch):
-    return jax.lax.with_sharding_constraint(
-        interleave_batch(batch, num_devices), by_rows)
+    return jax.lax.with_sharding_constraint(interleave_batch(batch, num_devices), by_rows)
 
   @runner_jit(static_argnums=(2, 3), donate_argnums=0, out_shardings=replicated)
   def run(state, pair, num_steps, batch_size):
-    return _per_seed(
-        lambda s: train_on_pair(s, pair, num_steps, batch_size, prepare),
-        state)
+    return _per_seed(lambda s: train_on_pair(s, pair, num_steps, batch_size, prepare), state)
 
   @runner_jit(static_argnums=2, donate_argnums=0, out_shardings=replicated)
   def one_step(state, pair, batch_size):
-    return _per_seed(lambda s: step_on_pair(s, pair, batch_size, prepare),
-                     state)
+    return _per_seed(lambda s: step_on_pair(s, pair, batch_size, prepare), state)
 
   if stepwise is None:
     stepwise = jax.default_backend() == "cpu"
@@ -312,21 +311,18 @@ def make_sharded_runner(mesh: Mesh, stepwise: bool | None = None) -> Runner:
       # process 40 s later). Waiting costs little next to a CPU step.
       jax.block_until_ready(state)
     stack_axis = state.step.ndim  # the steps axis goes after a seeds axis
-    return state, jax.tree.map(lambda *xs: jnp.stack(xs, axis=stack_axis),
-                               *metrics)
+    return state, jax.tree.map(lambda *xs: jnp.stack(xs, axis=stack_axis), *metrics)
 
   def runner(state, pair, num_steps, batch_size):
     check_split(batch_size, num_devices)
     if cached_pair[0] is not pair:
       cached_pair[:] = [pair, place(pair, replicated)]
-    return (run_stepwise if stepwise else run)(
-        place(state, replicated), cached_pair[1], num_steps, batch_size)
+    return (run_stepwise if stepwise else run)(place(state, replicated), cached_pair[1], num_steps, batch_size)
 
   return runner
 
 
-def replicate(tree: Any, devices: Sequence[Any],
-              axis_name: str = PMAP_AXIS) -> Any:
+def replicate(tree: Any, devices: Sequence[Any], axis_name: str = PMAP_AXIS) -> Any:
   """Copies every array of `tree` to each device, along a new leading axis.
 
   Args:
@@ -338,31 +334,32 @@ def replicate(tree: Any, devices: Sequence[Any],
     The tree with arrays of shape (len(devices), ...), one copy per device.
   """
   devices = list(devices)
-  sharding = NamedSharding(Mesh(np.asarray(devices), (axis_name,)),
-                           P(axis_name))
+  sharding = NamedSharding(Mesh(np.asarray(devices), (axis_name,)), P(axis_name))
 
   def copies(x):
     # One transfer per device, never an N-fold stack on a single device.
     x = jnp.asarray(x)[None]
     return jax.make_array_from_single_device_arrays(
-        (len(devices),) + x.shape[1:], sharding,
-        [jax.device_put(x, device) for device in devices])
+      (len(devices),) + x.shape[1:], sharding, [jax.device_put(x, device) for device in devices]
+    )
+
   return jax.tree.map(copies, tree)
 
 
 def unreplicate(tree: Any) -> Any:
   """The first device's copy of a `replicate`d (or pmap output) tree."""
+
   def first(x):
     if not isinstance(x, jax.Array) or len(x.sharding.device_set) == 1:
       return x[0]
     # The first shard's data avoids a gather across devices.
     shard = x.addressable_shards[0].data
     return shard if x.sharding.is_fully_replicated else shard[0]
+
   return jax.tree.map(first, tree)
 
 
-def make_pmap_train_step(axis_name: str = PMAP_AXIS,
-                         devices: Sequence[Any] | None = None) -> Callable:
+def make_pmap_train_step(axis_name: str = PMAP_AXIS, devices: Sequence[Any] | None = None) -> Callable:
   """`train_step` inside `jax.pmap`: gradients summed, statistics averaged.
 
   Use with `replicate(state, devices)` and `split_batch(batch, len(devices))`:
@@ -379,8 +376,9 @@ def make_pmap_train_step(axis_name: str = PMAP_AXIS,
     `step(replicated_state, sharded_batch) -> (replicated_state, metrics)`;
     every device's metrics are those of the global batch.
   """
-  return jax.pmap(functools.partial(train_step, axis_name=axis_name),
-                  axis_name=axis_name, devices=devices, donate_argnums=0)
+  return jax.pmap(
+    functools.partial(train_step, axis_name=axis_name), axis_name=axis_name, devices=devices, donate_argnums=0
+  )
 
 
 def check_single_process(kind: str) -> None:
@@ -391,13 +389,13 @@ def check_single_process(kind: str) -> None:
   """
   if jax.process_count() > 1:
     raise ValueError(
-        f"`parallel={kind}` trains within one process, and this is process "
-        f"{jax.process_index()} of {jax.process_count()}; use "
-        "`parallel=sharding` to train across processes")
+      f"`parallel={kind}` trains within one process, and this is process "
+      f"{jax.process_index()} of {jax.process_count()}; use "
+      "`parallel=sharding` to train across processes"
+    )
 
 
-def make_pmap_runner(devices: Sequence[Any],
-                     axis_name: str = PMAP_AXIS) -> Runner:
+def make_pmap_runner(devices: Sequence[Any], axis_name: str = PMAP_AXIS) -> Runner:
   """A `fit` runner that scans chunks of steps inside `jax.pmap`.
 
   Each device samples the same global batch (same key, same step), keeps its
@@ -423,29 +421,26 @@ def make_pmap_runner(devices: Sequence[Any],
   def own_shard(batch):
     index = jax.lax.axis_index(axis_name)
     return jax.tree.map(
-        lambda x: jax.lax.dynamic_index_in_dim(x, index, keepdims=False),
-        split_batch(batch, num_devices))
+      lambda x: jax.lax.dynamic_index_in_dim(x, index, keepdims=False), split_batch(batch, num_devices)
+    )
 
-  @functools.partial(jax.pmap, axis_name=axis_name, devices=devices,
-                     static_broadcasted_argnums=(2, 3), donate_argnums=0)
+  @functools.partial(
+    jax.pmap, axis_name=axis_name, devices=devices, static_broadcasted_argnums=(2, 3), donate_argnums=0
+  )
   def run(state, pair, num_steps, batch_size):
-    return _per_seed(
-        lambda s: train_on_pair(s, pair, num_steps, batch_size, own_shard,
-                                axis_name), state)
+    return _per_seed(lambda s: train_on_pair(s, pair, num_steps, batch_size, own_shard, axis_name), state)
 
   def runner(state, pair, num_steps, batch_size):
     check_split(batch_size, num_devices)
     if cached_pair[0] is not pair:
       cached_pair[:] = [pair, replicate(pair, devices, axis_name)]
-    state, metrics = run(replicate(state, devices, axis_name), cached_pair[1],
-                         num_steps, batch_size)
+    state, metrics = run(replicate(state, devices, axis_name), cached_pair[1], num_steps, batch_size)
     return unreplicate(state), unreplicate(metrics)
 
   return runner
 
 
-def make_runner(kind: str, num_devices: int | None = None,
-                batch_size: int | None = None) -> Runner:
+def make_runner(kind: str, num_devices: int | None = None, batch_size: int | None = None) -> Runner:
   """The `fit` runner for `--parallel kind --devices num_devices`.
 
   With several processes (`dann_jax.distributed.initialize`), `num_devices`
@@ -467,8 +462,7 @@ def make_runner(kind: str, num_devices: int | None = None,
       with several processes.
   """
   if kind not in PARALLEL_KINDS:
-    raise ValueError(f"unknown parallel kind {kind!r}; choose one of "
-                     f"{PARALLEL_KINDS}")
+    raise ValueError(f"unknown parallel kind {kind!r}; choose one of {PARALLEL_KINDS}")
   if kind == "pmap":
     check_single_process(kind)
   devices = process_devices(num_devices)

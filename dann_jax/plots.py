@@ -18,6 +18,7 @@ import numpy as np
 def _figure(rows: int, cols: int, size: tuple[float, float]):
   from matplotlib.figure import Figure
   from matplotlib.backends.backend_agg import FigureCanvasAgg
+
   fig = Figure(figsize=size, dpi=80)
   FigureCanvasAgg(fig)
   return fig, fig.subplots(rows, cols, squeeze=False)
@@ -30,8 +31,7 @@ def _series(history: Sequence[dict], key: str):
   return steps, values
 
 
-def training_curves(history: Sequence[dict], path: str | os.PathLike,
-                    title: str = "") -> None:
+def training_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
   """Label loss, domain loss, domain accuracy and accuracies over steps (PNG).
 
   Args:
@@ -42,15 +42,19 @@ def training_curves(history: Sequence[dict], path: str | os.PathLike,
     title: the figure title.
   """
   fig, axes = _figure(2, 2, (9, 6))
-  panels = [("label loss", ["label_loss"]), ("domain loss", ["domain_loss"]),
-            ("domain-classifier accuracy", ["domain_accuracy"]),
-            ("test accuracy", ["source_accuracy", "target_accuracy"])]
+  panels = [
+    ("label loss", ["label_loss"]),
+    ("domain loss", ["domain_loss"]),
+    ("domain-classifier accuracy", ["domain_accuracy"]),
+    ("test accuracy", ["source_accuracy", "target_accuracy"]),
+  ]
   for ax, (name, keys) in zip(axes.flat, panels):
     for key in keys:
       steps, values = _series(history, key)
       if len(steps):
-        ax.plot(steps, values, marker="o" if "accuracy" in key and
-                len(steps) < 30 else None, label=key.replace("_", " "))
+        ax.plot(
+          steps, values, marker="o" if "accuracy" in key and len(steps) < 30 else None, label=key.replace("_", " ")
+        )
     ax.set_title(name)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
@@ -61,8 +65,7 @@ def training_curves(history: Sequence[dict], path: str | os.PathLike,
   fig.savefig(os.fspath(path))
 
 
-def tsne_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
-                path: str | os.PathLike, title: str = "") -> None:
+def tsne_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | os.PathLike, title: str = "") -> None:
   """Side-by-side scatter plots of 2-D embeddings, source blue, target red.
 
   Args:
@@ -72,10 +75,8 @@ def tsne_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
   """
   fig, axes = _figure(1, len(panels), (5 * len(panels), 5))
   for ax, (name, src, tgt) in zip(axes.flat, panels):
-    ax.scatter(src[:, 0], src[:, 1], s=3, c="tab:blue", label="source",
-               alpha=0.6, linewidths=0)
-    ax.scatter(tgt[:, 0], tgt[:, 1], s=3, c="tab:red", label="target",
-               alpha=0.6, linewidths=0)
+    ax.scatter(src[:, 0], src[:, 1], s=3, c="tab:blue", label="source", alpha=0.6, linewidths=0)
+    ax.scatter(tgt[:, 0], tgt[:, 1], s=3, c="tab:red", label="target", alpha=0.6, linewidths=0)
     ax.set_title(name)
     ax.set_xticks([])
     ax.set_yticks([])

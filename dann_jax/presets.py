@@ -45,8 +45,7 @@ PRESETS = ("quick", "paper")
 # layers are the stock ones).
 NETWORKS = {"mnist": tuned(mnist_dann), "svhn": tuned(svhn_dann)}
 # Their NNX twins (`dann_jax.nnx`), with the same layers.
-NNX_NETWORKS = {"mnist": tuned(dann_nnx.mnist_dann),
-                "svhn": tuned(dann_nnx.svhn_dann)}
+NNX_NETWORKS = {"mnist": tuned(dann_nnx.mnist_dann), "svhn": tuned(dann_nnx.svhn_dann)}
 PAPER_STEPS = 20_000
 
 QUICK_STEPS = 3_000
@@ -55,11 +54,12 @@ QUICK_ADAM_B1 = 0.5
 # Labelled source images kept out of quick training for label-free selection.
 QUICK_SOURCE_HOLDOUT = 5_000
 QUICK_NOTE = (
-    "quick preset, departing from the paper to fit minutes on a CPU: {steps} "
-    "steps, Adam (b1 = 0.5) with mu_0 = 1e-3 under the paper's annealing "
-    "formula instead of SGD momentum 0.9 with mu_0 = 0.01, the paper's lambda "
-    "ramp compressed into the budget, the MNIST net for every pair, and up to "
-    "5,000 source train images held out for label-free selection.")
+  "quick preset, departing from the paper to fit minutes on a CPU: {steps} "
+  "steps, Adam (b1 = 0.5) with mu_0 = 1e-3 under the paper's annealing "
+  "formula instead of SGD momentum 0.9 with mu_0 = 0.01, the paper's lambda "
+  "ramp compressed into the budget, the MNIST net for every pair, and up to "
+  "5,000 source train images held out for label-free selection."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +77,7 @@ class RunPlan:
       validation split for label-free model selection (`dann_jax.selection`),
       at most a tenth of them; 0 trains on all of them, as the paper does.
   """
+
   config: TrainConfig
   network: str
   eval_every: int
@@ -88,20 +89,26 @@ class RunPlan:
     """The network this plan trains (`network`), untrained."""
     return NETWORKS[self.network](num_classes)
 
-  def make_nnx_model(self, num_classes: int = 10,
-                     input_shape: tuple[int, int, int] = (32, 32, 3),
-                     seed: int = 0) -> dann_nnx.DANN:
+  def make_nnx_model(
+    self, num_classes: int = 10, input_shape: tuple[int, int, int] = (32, 32, 3), seed: int = 0
+  ) -> dann_nnx.DANN:
     """The NNX twin of `make_model()`, initialised from `seed` (its weights
     are not those of the Linen network; `dann_jax.nnx.from_linen` copies
     them in)."""
-    return NNX_NETWORKS[self.network](num_classes, rngs=nnx.Rngs(seed),
-                                      input_shape=tuple(input_shape))
+    return NNX_NETWORKS[self.network](num_classes, rngs=nnx.Rngs(seed), input_shape=tuple(input_shape))
 
 
-def make_plan(pair: PairSpec, method: str, preset: str = "quick", *,
-              steps: int | None = None, batch_size: int | None = None,
-              seed: int = 0, overrides: dict | None = None,
-              source_holdout: int | None = None) -> RunPlan:
+def make_plan(
+  pair: PairSpec,
+  method: str,
+  preset: str = "quick",
+  *,
+  steps: int | None = None,
+  batch_size: int | None = None,
+  seed: int = 0,
+  overrides: dict | None = None,
+  source_holdout: int | None = None,
+) -> RunPlan:
   """The run plan of `method` on `pair` under `preset`.
 
   Args:
@@ -117,15 +124,13 @@ def make_plan(pair: PairSpec, method: str, preset: str = "quick", *,
   Raises:
     ValueError: unknown preset, method or override, or steps <= 0.
   """
-  plan = _preset_plan(pair, method, preset, steps=steps,
-                      batch_size=batch_size, seed=seed)
+  plan = _preset_plan(pair, method, preset, steps=steps, batch_size=batch_size, seed=seed)
   changes = {}
   if overrides:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-      raise ValueError(f"unknown config fields {unknown}; known: "
-                       f"{sorted(fields)}")
+      raise ValueError(f"unknown config fields {unknown}; known: {sorted(fields)}")
     changes["config"] = plan.config.replace(**overrides)
   if source_holdout is not None:
     if source_holdout < 0:
@@ -134,9 +139,9 @@ def make_plan(pair: PairSpec, method: str, preset: str = "quick", *,
   return dataclasses.replace(plan, **changes) if changes else plan
 
 
-def _preset_plan(pair: PairSpec, method: str, preset: str, *,
-                 steps: int | None, batch_size: int | None,
-                 seed: int) -> RunPlan:
+def _preset_plan(
+  pair: PairSpec, method: str, preset: str, *, steps: int | None, batch_size: int | None, seed: int
+) -> RunPlan:
   if preset not in PRESETS:
     raise ValueError(f"unknown {preset=}; choose one of {PRESETS}")
   if steps is not None and steps <= 0:
@@ -144,18 +149,28 @@ def _preset_plan(pair: PairSpec, method: str, preset: str, *,
   overrides = {} if batch_size is None else {"batch_size": batch_size}
   if preset == "paper":
     total = steps or PAPER_STEPS
-    config = TrainConfig(method=method, total_steps=total,
-                         anneal_learning_rate=pair.anneal_learning_rate,
-                         seed=seed, **overrides)
+    config = TrainConfig(
+      method=method, total_steps=total, anneal_learning_rate=pair.anneal_learning_rate, seed=seed, **overrides
+    )
     return RunPlan(config, pair.network, eval_every=1000, eval_size=5000)
   total = steps or QUICK_STEPS
-  config = TrainConfig(method=method, total_steps=total, seed=seed,
-                       optimizer="adam", learning_rate=QUICK_LEARNING_RATE,
-                       adam_b1=QUICK_ADAM_B1,
-                       **overrides)
-  return RunPlan(config, "mnist", eval_every=_eval_every(total),
-                 eval_size=2000, note=QUICK_NOTE.format(steps=total),
-                 source_holdout=QUICK_SOURCE_HOLDOUT)
+  config = TrainConfig(
+    method=method,
+    total_steps=total,
+    seed=seed,
+    optimizer="adam",
+    learning_rate=QUICK_LEARNING_RATE,
+    adam_b1=QUICK_ADAM_B1,
+    **overrides,
+  )
+  return RunPlan(
+    config,
+    "mnist",
+    eval_every=_eval_every(total),
+    eval_size=2000,
+    note=QUICK_NOTE.format(steps=total),
+    source_holdout=QUICK_SOURCE_HOLDOUT,
+  )
 
 
 def _eval_every(total: int) -> int:

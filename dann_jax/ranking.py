@@ -24,6 +24,7 @@ from dann_jax.runs import REVERSE_STEPS, load_run, plan_of
 @dataclasses.dataclass(frozen=True)
 class Candidate:
   """One scored candidate."""
+
   run: str
   seed: int
   step: int
@@ -31,9 +32,15 @@ class Candidate:
   target_accuracy: float | None  # reported only; None: no labelled target test image
 
 
-def score_runs(run_dirs: Sequence[str | os.PathLike], criterion: str, *,
-               along_run: bool = False, reverse_steps: int = REVERSE_STEPS,
-               data_dir=None, progress=print) -> list[Candidate]:
+def score_runs(
+  run_dirs: Sequence[str | os.PathLike],
+  criterion: str,
+  *,
+  along_run: bool = False,
+  reverse_steps: int = REVERSE_STEPS,
+  data_dir=None,
+  progress=print,
+) -> list[Candidate]:
   """Scores every run (every seed; with `along_run`, every checkpoint).
 
   Args:
@@ -59,38 +66,41 @@ def score_runs(run_dirs: Sequence[str | os.PathLike], criterion: str, *,
     result = load_run(run_dir, data=data, data_dir=data_dir)
     identity = result.identity
     if pair_name not in (None, identity["pair"]):
-      raise ValueError(f"{run_dir} is on {identity['pair']}, the others on "
-                       f"{pair_name}; rank runs of one pair")
+      raise ValueError(f"{run_dir} is on {identity['pair']}, the others on {pair_name}; rank runs of one pair")
     pair_name = identity["pair"]
     # load_run gives the data with this run's held-out split; later runs reuse
     # the loaded images.
     data = run_data = result.data
     if run_data.source_val is None:
       raise ValueError(
-          f"{run_dir} was trained on all source images (no held-out "
-          "validation split), so no label-free criterion can score it; "
-          "retrain it with a source holdout (the quick preset has one)")
+        f"{run_dir} was trained on all source images (no held-out "
+        "validation split), so no label-free criterion can score it; "
+        "retrain it with a source holdout (the quick preset has one)"
+      )
     plan = plan_of(identity)
     view = selection.selection_set(run_data, result.mean)
-    steps = (checkpoint.all_steps(run_dir / "checkpoint") if along_run
-             else [None])
+    steps = checkpoint.all_steps(run_dir / "checkpoint") if along_run else [None]
     for step in steps:
-      state = (result.state if step is None else checkpoint.restore_checkpoint(
-          run_dir / "checkpoint", result.state, step))
+      state = (
+        result.state if step is None else checkpoint.restore_checkpoint(run_dir / "checkpoint", result.state, step)
+      )
       for seed, single in zip(identity["seeds"], seed_states(state)):
         score = selection.score_state(
-            single, view, criterion,
-            reverse_config=plan.config.replace(seed=seed),
-            reverse_model=plan.make_model(run_data.source_train.num_classes),
-            reverse_steps=reverse_steps)
+          single,
+          view,
+          criterion,
+          reverse_config=plan.config.replace(seed=seed),
+          reverse_model=plan.make_model(run_data.source_train.num_classes),
+          reverse_steps=reverse_steps,
+        )
         known = np.asarray(run_data.target_test.labels) >= 0
-        acc = (float(accuracy(single, run_data.target_test.images[known],
-                              run_data.target_test.labels[known],
-                              result.mean)) if known.any() else None)
-        cand = Candidate(str(run_dir), seed,
-                         int(np.asarray(single.step)), float(score), acc)
+        acc = (
+          float(accuracy(single, run_data.target_test.images[known], run_data.target_test.labels[known], result.mean))
+          if known.any()
+          else None
+        )
+        cand = Candidate(str(run_dir), seed, int(np.asarray(single.step)), float(score), acc)
         out.append(cand)
         if progress is not None:
-          progress(f"{cand.run} seed {cand.seed} step {cand.step}: "
-                   f"{criterion} {cand.score:.4f}")
+          progress(f"{cand.run} seed {cand.seed} step {cand.step}: {criterion} {cand.score:.4f}")
   return sorted(out, key=lambda c: (np.isnan(c.score), c.score))

@@ -36,10 +36,9 @@ from dann_jax.data.sources import write_text_atomic
 from dann_jax.pairs import METHOD_COLUMNS, PAIRS
 
 TRAINED = ("source_only", "dann", "target_only")
-LABELS = {"source_only": "source only", "sa": "SA (Fernando et al.)",
-          "dann": "DANN", "target_only": "train on target"}
-SVM_TRAIN = 10_000   # labelled images the SVM heads are fitted on
-SA_SOURCE = 5_000    # source images for subspace alignment
+LABELS = {"source_only": "source only", "sa": "SA (Fernando et al.)", "dann": "DANN", "target_only": "train on target"}
+SVM_TRAIN = 10_000  # labelled images the SVM heads are fitted on
+SA_SOURCE = 5_000  # source images for subspace alignment
 # Figures like the paper's Fig. 4: MNIST-M on G_f's output, Syn -> SVHN on the
 # label predictor's last hidden layer.
 TSNE_LAYERS = {"mnist->mnist-m": "features", "syn-digits->svhn": "hidden"}
@@ -61,6 +60,7 @@ class TableArgs:
     table_only: train nothing; tabulate the finished runs.
     progress: show progress bars.
   """
+
   preset: str = "quick"
   seeds: Sequence[int] = (0,)
   pairs: Sequence[str] = tuple(PAIRS)
@@ -94,8 +94,7 @@ def _folder(args: TableArgs, pair: str, method: str, seed: int) -> Path:
 def _records(args: TableArgs, pair: str) -> Path:
   """Where the pair's per-run records and feature analysis are kept."""
   plan_steps = "" if args.steps is None else f"_{args.steps}steps"
-  return (Path(args.results) / "table1" / "records" /
-          f"{args.preset}{plan_steps}" / pair.replace("->", "_to_"))
+  return Path(args.results) / "table1" / "records" / f"{args.preset}{plan_steps}" / pair.replace("->", "_to_")
 
 
 def _progress_of(folder: Path) -> str:
@@ -131,19 +130,20 @@ def run_record(result, method: str, seed: int) -> dict:
   test_x = features(state, tgt.images, result.mean, "hidden")
   summary = result.summary
   record = {
-      "pair": summary["pair"], "method": method, "seed": seed,
-      "preset": summary["preset"], "steps": summary["steps"],
-      "target_accuracy": summary["target_accuracy"]["mean"],
-      "source_accuracy": summary["source_accuracy"]["mean"],
-      "svm_accuracy": linear_svm_accuracy(train_x, labelled.labels[idx],
-                                          test_x, tgt.labels),
-      "train_seconds": summary.get("train_seconds"),
-      "machine": summary.get("machine"),
+    "pair": summary["pair"],
+    "method": method,
+    "seed": seed,
+    "preset": summary["preset"],
+    "steps": summary["steps"],
+    "target_accuracy": summary["target_accuracy"]["mean"],
+    "source_accuracy": summary["source_accuracy"]["mean"],
+    "svm_accuracy": linear_svm_accuracy(train_x, labelled.labels[idx], test_x, tgt.labels),
+    "train_seconds": summary.get("train_seconds"),
+    "machine": summary.get("machine"),
   }
   if method == "source_only":
     keep = np.isin(idx, _subsample(len(data.source_train), SA_SOURCE, 1))
-    sa = subspace_alignment(train_x[keep], labelled.labels[idx][keep], test_x,
-                            tgt.labels)
+    sa = subspace_alignment(train_x[keep], labelled.labels[idx][keep], test_x, tgt.labels)
     record["sa"] = {"accuracy": sa.accuracy, "d": sa.d}
   return record
 
@@ -178,8 +178,15 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
       result = None
       if record is None and not args.table_only and method in args.methods:
         result = train_or_reuse(
-            spec, method, folder, preset=args.preset, steps=args.steps,
-            seeds=[seed], data=data_of(), progress=args.progress)
+          spec,
+          method,
+          folder,
+          preset=args.preset,
+          steps=args.steps,
+          seeds=[seed],
+          data=data_of(),
+          progress=args.progress,
+        )
       elif record is None and (folder / "summary.json").exists():
         result = load_run(folder, data=data_of())
       if result is not None:
@@ -221,15 +228,15 @@ def _feature_analysis(spec, args: TableArgs, results: dict, data_of) -> dict | N
     else:
       return None
   layer = TSNE_LAYERS.get(spec.name, "features")
-  figure = (Path(args.results) / "table1" /
-            f"tsne_{spec.name.replace('->', '_to_')}_{args.preset}.png")
-  comparison = compare_features(
-      [("source only", runs["source_only"]), ("DANN", runs["dann"])],
-      layer=layer)
+  figure = Path(args.results) / "table1" / f"tsne_{spec.name.replace('->', '_to_')}_{args.preset}.png"
+  comparison = compare_features([("source only", runs["source_only"]), ("DANN", runs["dann"])], layer=layer)
   tsne_panels(comparison.panels, figure, f"{spec.name}, {layer} (t-SNE)")
-  analysis = {"seed": seed, "layer": layer,
-              "proxy_a_distance": comparison.proxy_a_distance,
-              "tsne": str(figure.relative_to(args.results))}
+  analysis = {
+    "seed": seed,
+    "layer": layer,
+    "proxy_a_distance": comparison.proxy_a_distance,
+    "tsne": str(figure.relative_to(args.results)),
+  }
   write_text_atomic(path, json.dumps(analysis, indent=2))
   return analysis
 
@@ -243,6 +250,7 @@ def run_pair(spec, args: TableArgs) -> dict:
     # Domains read from imported official files: say at once which file a
     # pair without any result needs (the caller reports it as "not run").
     from dann_jax.data.domains import IMPORTED, load_domain
+
     for side in (spec.source, spec.target):
       if side in IMPORTED:
         load_domain(side, "test")
@@ -254,15 +262,17 @@ def run_pair(spec, args: TableArgs) -> dict:
     return loaded[0]
 
   records, status, results = _records_of_pair(spec, args, data_of)
-  row = {"pair": spec.name, "paper_v1": spec.paper,
-         "paper_icml": spec.paper_icml, "note": spec.note, "status": status,
-         "network_head": {m: accuracy_stats([r["target_accuracy"] for r in rs])
-                          for m, rs in records.items()},
-         "svm_head": {m: accuracy_stats([r["svm_accuracy"] for r in rs])
-                      for m, rs in records.items()}}
+  row = {
+    "pair": spec.name,
+    "paper_v1": spec.paper,
+    "paper_icml": spec.paper_icml,
+    "note": spec.note,
+    "status": status,
+    "network_head": {m: accuracy_stats([r["target_accuracy"] for r in rs]) for m, rs in records.items()},
+    "svm_head": {m: accuracy_stats([r["svm_accuracy"] for r in rs]) for m, rs in records.items()},
+  }
   if "source_only" in records:
-    row["network_head"]["sa"] = accuracy_stats(
-        [r["sa"]["accuracy"] for r in records["source_only"]])
+    row["network_head"]["sa"] = accuracy_stats([r["sa"]["accuracy"] for r in records["source_only"]])
     row["sa_dimension"] = [r["sa"]["d"] for r in records["source_only"]]
   head = row["network_head"]
   row["gap_covered"] = {}
@@ -275,9 +285,7 @@ def run_pair(spec, args: TableArgs) -> dict:
   if analysis is not None:
     row["proxy_a_distance"] = analysis["proxy_a_distance"]
     row["tsne"] = analysis["tsne"]
-  row["train_seconds"] = {m: float(np.mean([r["train_seconds"] or 0
-                                            for r in rs]))
-                          for m, rs in records.items()}
+  row["train_seconds"] = {m: float(np.mean([r["train_seconds"] or 0 for r in rs])) for m, rs in records.items()}
   row["wall_seconds"] = round(time.perf_counter() - t0, 1)
   return row
 
@@ -285,8 +293,7 @@ def run_pair(spec, args: TableArgs) -> dict:
 def _cell(stats, paper) -> str:
   s = f"{stats['mean']:.4f}"
   if len(stats["per_seed"]) > 1:
-    s += f" ± {stats['std']:.4f} (" + "/".join(
-        f"{v:.3f}" for v in stats["per_seed"]) + ")"
+    s += f" ± {stats['std']:.4f} (" + "/".join(f"{v:.3f}" for v in stats["per_seed"]) + ")"
   if paper is not None:
     s += f" [{paper:.4f}]"
   return s
@@ -296,8 +303,7 @@ def _method_cell(row: dict, method: str) -> str:
   if "not_run" in row:
     return "not run (below)"
   if method in row["network_head"]:
-    return _cell(row["network_head"][method],
-                 (row["paper_v1"] or {}).get(method))
+    return _cell(row["network_head"][method], (row["paper_v1"] or {}).get(method))
   if method == "sa":
     return row["status"].get("source_only", "-")
   return row["status"].get(method, "-")
@@ -307,13 +313,18 @@ def to_markdown(table: dict) -> str:
   rows = list(table["rows"])
   header = "| method | " + " | ".join(r["pair"] for r in rows) + " |"
   rule = "|" + "---|" * (len(rows) + 1)
-  lines = [f"# Table 1 reproduction, `{table['preset']}` preset", "",
-           f"Command: `{table['command']}`  ",
-           f"Machine: {table['machine']}  ",
-           f"Seeds: {table['seeds']}; steps: {table['steps']:,}; "
-           f"{table['note']}", "",
-           "Target-domain test accuracy on each pair's whole target test "
-           "set: mean ± std (per seed) [paper, arXiv v1].", "", header, rule]
+  lines = [
+    f"# Table 1 reproduction, `{table['preset']}` preset",
+    "",
+    f"Command: `{table['command']}`  ",
+    f"Machine: {table['machine']}  ",
+    f"Seeds: {table['seeds']}; steps: {table['steps']:,}; {table['note']}",
+    "",
+    "Target-domain test accuracy on each pair's whole target test set: mean ± std (per seed) [paper, arXiv v1].",
+    "",
+    header,
+    rule,
+  ]
 
   def line(label, get):
     return f"| {label} | " + " | ".join(get(r) for r in rows) + " |"
@@ -321,29 +332,42 @@ def to_markdown(table: dict) -> str:
   for m in METHOD_COLUMNS:
     lines.append(line(LABELS[m], lambda r, m=m: _method_cell(r, m)))
   for m in ("sa", "dann"):
-    lines.append(line(
+    lines.append(
+      line(
         f"gap covered, {LABELS[m]}",
-        lambda r, m=m: f"{100 * r['gap_covered'][m]:.1f}%"
-        if m in r.get("gap_covered", {}) else "-"))
-  lines += ["", "Linear-SVM heads retrained on the last hidden layer (the "
-            "paper reports these stay about the same):", "", header, rule]
+        lambda r, m=m: f"{100 * r['gap_covered'][m]:.1f}%" if m in r.get("gap_covered", {}) else "-",
+      )
+    )
+  lines += [
+    "",
+    "Linear-SVM heads retrained on the last hidden layer (the paper reports these stay about the same):",
+    "",
+    header,
+    rule,
+  ]
   for m in TRAINED:
-    lines.append(line(LABELS[m], lambda r, m=m: _cell(r["svm_head"][m], None)
-                      if m in r.get("svm_head", {}) else "-"))
-  lines += ["", "Proxy A-distance between source and target test features "
-            "(0 = indistinguishable, 2 = separable):", "", header, rule]
+    lines.append(line(LABELS[m], lambda r, m=m: _cell(r["svm_head"][m], None) if m in r.get("svm_head", {}) else "-"))
+  lines += [
+    "",
+    "Proxy A-distance between source and target test features (0 = indistinguishable, 2 = separable):",
+    "",
+    header,
+    rule,
+  ]
   for name in ("source only", "DANN"):
-    lines.append(line(name, lambda r, n=name: f"{r['proxy_a_distance'][n]:.2f}"
-                      if "proxy_a_distance" in r else "-"))
-  lines += ["", "SA picks its subspace dimension d in {2..60} by target test "
-            "accuracy, i.e. with target labels, as the paper did; it is "
-            "labelled so and is not used for any choice here.", ""]
+    lines.append(line(name, lambda r, n=name: f"{r['proxy_a_distance'][n]:.2f}" if "proxy_a_distance" in r else "-"))
+  lines += [
+    "",
+    "SA picks its subspace dimension d in {2..60} by target test "
+    "accuracy, i.e. with target labels, as the paper did; it is "
+    "labelled so and is not used for any choice here.",
+    "",
+  ]
   for r in rows:
     if "not_run" in r:
       lines.append(f"- {r['pair']}: {r['not_run']}")
       continue
-    trained = ", ".join(f"{m} {t / 60:.1f} min per seed" for m, t in
-                        r["train_seconds"].items() if t)
+    trained = ", ".join(f"{m} {t / 60:.1f} min per seed" for m, t in r["train_seconds"].items() if t)
     extra = [f"training {trained}" if trained else "nothing finished yet"]
     if "sa_dimension" in r:
       extra.insert(0, f"SA d = {r['sa_dimension']}")
@@ -364,8 +388,7 @@ def _summary_json(table: dict) -> dict:
     if "not_run" in r:
       cells["status"] = {"all": r["not_run"]}
     pairs[r["pair"]] = cells
-  return {k: v for k, v in table.items() if k != "rows"} | {
-      "pairs": pairs, "details": table["rows"]}
+  return {k: v for k, v in table.items() if k != "rows"} | {"pairs": pairs, "details": table["rows"]}
 
 
 def reproduce_table1(args: TableArgs, command: str = "") -> dict:
@@ -379,25 +402,26 @@ def reproduce_table1(args: TableArgs, command: str = "") -> dict:
 
   results = Path(args.results)
   results.mkdir(parents=True, exist_ok=True)
-  plan = make_plan(PAIRS[args.pairs[0]], "dann", args.preset,
-                   steps=args.steps)
-  table = {"preset": args.preset, "seeds": list(args.seeds),
-           "steps": plan.config.total_steps, "command": command,
-           "machine": machine_description(),
-           "note": plan.note or "the paper's protocol", "rows": []}
+  plan = make_plan(PAIRS[args.pairs[0]], "dann", args.preset, steps=args.steps)
+  table = {
+    "preset": args.preset,
+    "seeds": list(args.seeds),
+    "steps": plan.config.total_steps,
+    "command": command,
+    "machine": machine_description(),
+    "note": plan.note or "the paper's protocol",
+    "rows": [],
+  }
   for name in args.pairs:
     spec = PAIRS[name]
     try:
       row = run_pair(spec, args)
     except (FileNotFoundError, ValueError) as e:
-      row = {"pair": name, "paper_v1": spec.paper,
-             "not_run": f"not run: {e}".replace("\n", " ")}
-    print(json.dumps({k: row.get(k) for k in ("pair", "not_run", "status",
-                                              "network_head")}), flush=True)
+      row = {"pair": name, "paper_v1": spec.paper, "not_run": f"not run: {e}".replace("\n", " ")}
+    print(json.dumps({k: row.get(k) for k in ("pair", "not_run", "status", "network_head")}), flush=True)
     table["rows"].append(row)
     stem = results / f"table1_{args.preset}"
-    write_text_atomic(stem.with_suffix(".json"),
-                  json.dumps(_summary_json(table), indent=2))
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(_summary_json(table), indent=2))
     write_text_atomic(stem.with_suffix(".md"), to_markdown(table))
   return table
 
@@ -409,29 +433,27 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   add_arguments(parser)
   ns = parser.parse_args(argv)
-  reproduce_table1(args_from(ns), "dann-jax reproduce table1 " + " ".join(
-      sys.argv[1:] if argv is None else argv))
+  reproduce_table1(args_from(ns), "dann-jax reproduce table1 " + " ".join(sys.argv[1:] if argv is None else argv))
   return 0
 
 
 def add_arguments(parser) -> None:
   """The harness's options, shared by the CLI and the script."""
   parser.add_argument("--preset", choices=("quick", "paper"), default="quick")
-  parser.add_argument("--seeds", type=int, default=1,
-                      help="seeds per method, one run each")
+  parser.add_argument("--seeds", type=int, default=1, help="seeds per method, one run each")
   parser.add_argument("--seed", type=int, default=0, help="the first seed")
   parser.add_argument("--steps", type=int, default=None)
-  parser.add_argument("--pairs", nargs="+", default=list(PAIRS),
-                      help=f"default: all of {', '.join(PAIRS)}")
-  parser.add_argument("--methods", nargs="+", default=list(TRAINED),
-                      choices=TRAINED, help="methods to train (default all; "
-                      "finished runs of the others are still tabulated)")
-  parser.add_argument("--runs", default=None,
-                      help="where the runs go (default runs/table1_<preset>)")
-  parser.add_argument("--results", default="experiments/results",
-                      help="folder for the table and figures")
-  parser.add_argument("--table-only", action="store_true",
-                      help="train nothing; tabulate the finished runs")
+  parser.add_argument("--pairs", nargs="+", default=list(PAIRS), help=f"default: all of {', '.join(PAIRS)}")
+  parser.add_argument(
+    "--methods",
+    nargs="+",
+    default=list(TRAINED),
+    choices=TRAINED,
+    help="methods to train (default all; finished runs of the others are still tabulated)",
+  )
+  parser.add_argument("--runs", default=None, help="where the runs go (default runs/table1_<preset>)")
+  parser.add_argument("--results", default="experiments/results", help="folder for the table and figures")
+  parser.add_argument("--table-only", action="store_true", help="train nothing; tabulate the finished runs")
   parser.add_argument("--no-progress", action="store_true")
 
 
@@ -439,8 +461,14 @@ def args_from(ns) -> TableArgs:
   """`TableArgs` from parsed options (errors name the flags)."""
   if ns.seeds < 1:
     raise ValueError(f"--seeds {ns.seeds} must be >= 1")
-  return TableArgs(preset=ns.preset,
-                   seeds=list(range(ns.seed, ns.seed + ns.seeds)),
-                   pairs=ns.pairs, methods=ns.methods, steps=ns.steps,
-                   runs=ns.runs, results=ns.results,
-                   table_only=ns.table_only, progress=not ns.no_progress)
+  return TableArgs(
+    preset=ns.preset,
+    seeds=list(range(ns.seed, ns.seed + ns.seeds)),
+    pairs=ns.pairs,
+    methods=ns.methods,
+    steps=ns.steps,
+    runs=ns.runs,
+    results=ns.results,
+    table_only=ns.table_only,
+    progress=not ns.no_progress,
+  )

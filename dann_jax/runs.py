@@ -57,6 +57,7 @@ class PairData:
   *train* images (never the test set) and kept out of training, for label-free
   model selection.
   """
+
   source_train: Domain
   source_test: Domain
   target_train: Domain
@@ -72,8 +73,7 @@ REVERSE_STEPS = 1000
 HOLDOUT_SEED = 1234
 
 
-def split_holdout(domain: Domain, size: int,
-                  seed: int = HOLDOUT_SEED) -> tuple[Domain, Domain]:
+def split_holdout(domain: Domain, size: int, seed: int = HOLDOUT_SEED) -> tuple[Domain, Domain]:
   """Splits `domain` into (rest, held out) with `size` images held out.
 
   Args:
@@ -86,20 +86,21 @@ def split_holdout(domain: Domain, size: int,
   """
   if not 0 < size <= len(domain) // 2:
     raise ValueError(
-        f"source_holdout={size} must lie in [1, {len(domain) // 2}] for the "
-        f"{len(domain)} {domain.name} train images (at most half held out)")
+      f"source_holdout={size} must lie in [1, {len(domain) // 2}] for the "
+      f"{len(domain)} {domain.name} train images (at most half held out)"
+    )
   held = np.zeros(len(domain), bool)
   held[np.random.default_rng(seed).permutation(len(domain))[:size]] = True
   part = lambda m, tag: dataclasses.replace(
-      domain, images=domain.images[m], labels=domain.labels[m],
-      provenance=f"{domain.provenance}; {tag}")
-  return (part(~held, f"{size} images held out for validation"),
-          part(held, f"{size} held-out validation images"))
+    domain, images=domain.images[m], labels=domain.labels[m], provenance=f"{domain.provenance}; {tag}"
+  )
+  return (part(~held, f"{size} images held out for validation"), part(held, f"{size} held-out validation images"))
 
 
 @dataclasses.dataclass
 class RunResult:
   """What a finished run leaves in memory (the harness reuses it)."""
+
   summary: dict[str, Any]
   state: TrainState
   mean: np.ndarray
@@ -123,6 +124,7 @@ class SplitOptions:
       the train images as the test split.
     seed: the seed of that hold-out.
   """
+
   test: str | None = None
   test_fraction: float | None = None
   seed: int = 0
@@ -133,8 +135,7 @@ def is_custom(pair: PairSpec) -> bool:
   return custom.is_spec(pair.source) or custom.is_spec(pair.target)
 
 
-def split_options(pair: PairSpec, splits: Mapping[str, Any] | None
-                  ) -> dict[str, SplitOptions]:
+def split_options(pair: PairSpec, splits: Mapping[str, Any] | None) -> dict[str, SplitOptions]:
   """`splits` (role -> `SplitOptions` or its dict, as run.json holds it) for
   both roles, test paths made absolute.
 
@@ -145,8 +146,7 @@ def split_options(pair: PairSpec, splits: Mapping[str, Any] | None
   splits = dict(splits or {})
   unknown = sorted(set(splits) - set(ROLES))
   if unknown:
-    raise ValueError(f"`splits` names {unknown}; its keys are 'source' and "
-                     "'target'")
+    raise ValueError(f"`splits` names {unknown}; its keys are 'source' and 'target'")
   out = {}
   for role in ROLES:
     opts = splits.get(role) or SplitOptions()
@@ -154,10 +154,12 @@ def split_options(pair: PairSpec, splits: Mapping[str, Any] | None
       opts = SplitOptions(**opts)
     name = getattr(pair, role)
     if opts != SplitOptions() and not custom.is_spec(name):
-      raise ValueError(f"`splits` gives the {role} {name!r} the split options "
-                       f"{opts}, but a built-in domain has its own test "
-                       "split; split options apply to folder:PATH and "
-                       "npz:PATH domains only")
+      raise ValueError(
+        f"`splits` gives the {role} {name!r} the split options "
+        f"{opts}, but a built-in domain has its own test "
+        "split; split options apply to folder:PATH and "
+        "npz:PATH domains only"
+      )
     if opts.test is not None:
       opts = dataclasses.replace(opts, test=custom.absolute(opts.test))
     out[role] = opts
@@ -167,12 +169,11 @@ def split_options(pair: PairSpec, splits: Mapping[str, Any] | None
 def _load_custom(spec: str, opts: SplitOptions) -> tuple[Domain, Domain]:
   """(train, test) of a user's domain; without a test split, its train
   images serve as test images."""
-  train, test = custom.load_custom_splits(
-      spec, test=opts.test, test_fraction=opts.test_fraction, seed=opts.seed)
+  train, test = custom.load_custom_splits(spec, test=opts.test, test_fraction=opts.test_fraction, seed=opts.seed)
   if test is None:
     test = dataclasses.replace(
-        train, provenance=f"{train.provenance}; no test split, so its train "
-        "images serve as test images")
+      train, provenance=f"{train.provenance}; no test split, so its train images serve as test images"
+    )
   return train, test
 
 
@@ -180,21 +181,24 @@ def _in_source_classes(source: Domain, target: Domain) -> Domain:
   """A user's `target` labelled by the source's class indices, when its
   classes are some of the source's (in any order); otherwise as it is."""
   src, tgt = custom.class_names(source), custom.class_names(target)
-  if (not isinstance(target, custom.CustomDomain) or tgt == src
-      or not set(tgt) <= set(src)):
+  if not isinstance(target, custom.CustomDomain) or tgt == src or not set(tgt) <= set(src):
     return target
   labels = np.asarray(target.labels, np.int32)
   if tgt:
     index = np.asarray([src.index(c) for c in tgt], np.int32)
     labels = np.where(labels >= 0, index[np.clip(labels, 0, None)], labels)
-  return dataclasses.replace(target, labels=labels.astype(np.int32),
-                             num_classes=len(src), class_names=src)
+  return dataclasses.replace(target, labels=labels.astype(np.int32), num_classes=len(src), class_names=src)
 
 
-def load_pair_data(pair: PairSpec, *, data_dir=None, seed: int = 0,
-                   source_holdout: int = 0,
-                   splits: Mapping[str, Any] | None = None,
-                   **options) -> PairData:
+def load_pair_data(
+  pair: PairSpec,
+  *,
+  data_dir=None,
+  seed: int = 0,
+  source_holdout: int = 0,
+  splits: Mapping[str, Any] | None = None,
+  **options,
+) -> PairData:
   """Loads (or builds) the train and test splits of both domains of `pair`.
 
   A `folder:PATH` / `npz:PATH` side is read by
@@ -231,16 +235,14 @@ def load_pair_data(pair: PairSpec, *, data_dir=None, seed: int = 0,
     if custom.is_spec(name):
       loaded[role] = _load_custom(name, splits[role])
     else:
-      loaded[role] = tuple(load_domain(name, split, data_dir=data_dir,
-                                       seed=seed, **options)
-                           for split in ("train", "test"))
+      loaded[role] = tuple(
+        load_domain(name, split, data_dir=data_dir, seed=seed, **options) for split in ("train", "test")
+      )
     for split, domain in zip(("train", "test"), loaded[role]):
       if len(domain) == 0:
-        raise ValueError(f"the {role} domain {name!r} has no {split} samples; "
-                         "rebuild it (dann-jax data fetch NAME)")
+        raise ValueError(f"the {role} domain {name!r} has no {split} samples; rebuild it (dann-jax data fetch NAME)")
   source_train, source_test = loaded["source"]
-  target_train, target_test = (_in_source_classes(source_train, d)
-                               for d in loaded["target"])
+  target_train, target_test = (_in_source_classes(source_train, d) for d in loaded["target"])
   if is_custom(pair):
     custom.check_label_sets(source_train, target_train)
     custom.check_label_sets(source_train, target_test)
@@ -271,55 +273,73 @@ def with_holdout(data: PairData, source_holdout: int) -> PairData:
     return data
   if have:
     raise ValueError(
-        f"the loaded data hold out {have} source images, the run asks for "
-        f"{size}; load them with load_pair_data(..., "
-        f"source_holdout={source_holdout})")
+      f"the loaded data hold out {have} source images, the run asks for "
+      f"{size}; load them with load_pair_data(..., "
+      f"source_holdout={source_holdout})"
+    )
   train, val = split_holdout(data.source_train, size)
   return dataclasses.replace(data, source_train=train, source_val=val)
 
 
 def machine_description() -> str:
   devices = jax.devices()
-  processes = (f" in {jax.process_count()} processes"
-               if jax.process_count() > 1 else "")
-  return (f"{platform.machine()} {os.cpu_count()} cores, "
-          f"{len(devices)} x {devices[0].device_kind} ({jax.default_backend()})"
-          f"{processes}, jax {jax.__version__}")
+  processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+  return (
+    f"{platform.machine()} {os.cpu_count()} cores, "
+    f"{len(devices)} x {devices[0].device_kind} ({jax.default_backend()})"
+    f"{processes}, jax {jax.__version__}"
+  )
 
 
 def data_fingerprint(data: PairData, mean) -> dict[str, Any]:
   """Sizes, label checksums and the training pixel mean of `data`: equal in
   every process of a multi-process run, which all load the data."""
-  splits = {"source_train": data.source_train, "source_test": data.source_test,
-            "target_train": data.target_train, "target_test": data.target_test}
+  splits = {
+    "source_train": data.source_train,
+    "source_test": data.source_test,
+    "target_train": data.target_train,
+    "target_test": data.target_test,
+  }
   if data.source_val is not None:
     splits["source_val"] = data.source_val
-  fingerprint = {name: [len(d), zlib.crc32(np.asarray(d.labels).tobytes())]
-                 for name, d in splits.items()}
+  fingerprint = {name: [len(d), zlib.crc32(np.asarray(d.labels).tobytes())] for name, d in splits.items()}
   fingerprint["pixel_mean"] = [float(m) for m in np.asarray(mean)]
   return fingerprint
 
 
-def _identity(pair: PairSpec, method: str, preset: str, plan: RunPlan,
-              seeds: Sequence[int], overrides: dict | None,
-              splits: dict[str, SplitOptions]) -> dict[str, Any]:
-  identity = {"pair": pair.name, "method": method, "preset": preset,
-              "steps": plan.config.total_steps,
-              "batch_size": plan.config.batch_size, "seeds": list(seeds),
-              "overrides": dict(overrides or {}),
-              "source_holdout": plan.source_holdout}
+def _identity(
+  pair: PairSpec,
+  method: str,
+  preset: str,
+  plan: RunPlan,
+  seeds: Sequence[int],
+  overrides: dict | None,
+  splits: dict[str, SplitOptions],
+) -> dict[str, Any]:
+  identity = {
+    "pair": pair.name,
+    "method": method,
+    "preset": preset,
+    "steps": plan.config.total_steps,
+    "batch_size": plan.config.batch_size,
+    "seeds": list(seeds),
+    "overrides": dict(overrides or {}),
+    "source_holdout": plan.source_holdout,
+  }
   if is_custom(pair):  # what `pair_of` needs to read the same data again
     identity.update(
-        source=pair.source, target=pair.target, network=pair.network,
-        splits={role: dataclasses.asdict(o) for role, o in splits.items()})
+      source=pair.source,
+      target=pair.target,
+      network=pair.network,
+      splits={role: dataclasses.asdict(o) for role, o in splits.items()},
+    )
   return identity
 
 
 def pair_of(identity: dict[str, Any]) -> PairSpec:
   """The pair of the run described by `identity` (a run folder's run.json)."""
   if "source" in identity:
-    return get_pair(identity["source"], identity["target"],
-                    network=identity["network"])
+    return get_pair(identity["source"], identity["target"], network=identity["network"])
   return PAIRS[identity["pair"]]
 
 
@@ -331,12 +351,10 @@ def _labelled(domain: Domain) -> Domain | None:
     return domain
   if not known.any():
     return None
-  return dataclasses.replace(domain, images=domain.images[known],
-                             labels=domain.labels[known])
+  return dataclasses.replace(domain, images=domain.images[known], labels=domain.labels[known])
 
 
-def _initial_state(plan: RunPlan, data: PairData,
-                   seeds: Sequence[int]) -> TrainState:
+def _initial_state(plan: RunPlan, data: PairData, seeds: Sequence[int]) -> TrainState:
   """Step-0 state of the plan's network; a leading seeds axis if several."""
   model = plan.make_model(data.source_train.num_classes)
   sample = jnp.zeros((1, *data.source_train.images.shape[1:]))
@@ -351,26 +369,21 @@ def _initial_state(plan: RunPlan, data: PairData,
 APIS = ("linen", "nnx")
 
 
-def _nnx_state(plan: RunPlan, data: PairData,
-               linen_state: TrainState) -> dann_nnx.TrainState:
+def _nnx_state(plan: RunPlan, data: PairData, linen_state: TrainState) -> dann_nnx.TrainState:
   """The NNX twin of a single-seed Linen state: same weights, optimizer
   state, step and run key, so both doors take the same steps."""
-  model = plan.make_nnx_model(data.source_train.num_classes,
-                              data.source_train.images.shape[1:])
+  model = plan.make_nnx_model(data.source_train.num_classes, data.source_train.images.shape[1:])
   state = dann_nnx.create_train_state(model, plan.config)
   return dann_nnx.from_linen_state(state, linen_state)
 
 
-def train_or_reuse(pair: PairSpec, method: str, out_dir,
-                   **kwargs) -> RunResult:
+def train_or_reuse(pair: PairSpec, method: str, out_dir, **kwargs) -> RunResult:
   """`train_pair`, unless `out_dir` already holds the finished run (then
   `load_run`); a run stopped midway is resumed from its checkpoint."""
   out = Path(out_dir)
   if (out / "summary.json").exists():
-    return load_run(out, data=kwargs.get("data"),
-                    data_dir=kwargs.get("data_dir"))
-  return train_pair(pair, method, out_dir=out,
-                    resume=(out / "run.json").exists(), **kwargs)
+    return load_run(out, data=kwargs.get("data"), data_dir=kwargs.get("data_dir"))
+  return train_pair(pair, method, out_dir=out, resume=(out / "run.json").exists(), **kwargs)
 
 
 def _remove_run_files(out: Path) -> None:
@@ -385,29 +398,27 @@ def _remove_run_files(out: Path) -> None:
 def _check_out_dir(out: Path, identity: dict, resume: bool) -> None:
   """Refuses to overwrite another run, or to resume a different one."""
   if out.exists() and not out.is_dir():
-    raise ValueError(f"{out} is a file; the run needs a folder there "
-                     "(choose another `out_dir`)")
+    raise ValueError(f"{out} is a file; the run needs a folder there (choose another `out_dir`)")
   run_file = out / "run.json"
   if run_file.exists():
     held = json.loads(run_file.read_text())
     held.setdefault("api", "linen")  # a run.json without `api` is Linen's
     if not resume:
       raise ValueError(
-          f"{out} already holds a run ({held}); pass `resume=True` to continue "
-          "it or choose another `out_dir`")
+        f"{out} already holds a run ({held}); pass `resume=True` to continue it or choose another `out_dir`"
+      )
     if held["api"] != identity["api"]:
       raise ValueError(
-          f"cannot resume: {out} was trained with api={held['api']!r}, not "
-          f"api={identity['api']!r}; resume it with api={held['api']!r} "
-          f"(dann-jax train ... --api {held['api']} --resume)")
+        f"cannot resume: {out} was trained with api={held['api']!r}, not "
+        f"api={identity['api']!r}; resume it with api={held['api']!r} "
+        f"(dann-jax train ... --api {held['api']} --resume)"
+      )
     if held != identity:
       raise ValueError(f"cannot resume: {out} holds {held}, not {identity}")
   elif resume:
-    raise FileNotFoundError(f"nothing to resume in {out}: no run.json; "
-                            "start the run without `resume=True`")
+    raise FileNotFoundError(f"nothing to resume in {out}: no run.json; start the run without `resume=True`")
   elif out.exists() and any(out.iterdir()):
-    raise ValueError(f"{out} is not empty and holds no run; choose another "
-                     "`out_dir`")
+    raise ValueError(f"{out} is not empty and holds no run; choose another `out_dir`")
 
 
 def _per_seed(x) -> float | list[float]:
@@ -418,8 +429,7 @@ def _per_seed(x) -> float | list[float]:
 def accuracy_stats(x) -> dict[str, Any]:
   """Mean, std and per-seed values of per-seed numbers."""
   x = np.atleast_1d(np.asarray(x, np.float64))
-  return {"mean": float(x.mean()), "std": float(x.std()),
-          "per_seed": [float(v) for v in x]}
+  return {"mean": float(x.mean()), "std": float(x.std()), "per_seed": [float(v) for v in x]}
 
 
 def _read_metrics(path: Path, upto: int) -> list[dict]:
@@ -429,17 +439,28 @@ def _read_metrics(path: Path, upto: int) -> list[dict]:
   return [r for r in rows if r["step"] <= upto]
 
 
-def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
-               preset: str = "quick", steps: int | None = None,
-               batch_size: int | None = None, seeds: Sequence[int] = (0,), resume: bool = False,
-               data: PairData | None = None, data_dir=None,
-               progress: bool = True, runner: Callable | None = None,
-               plots: bool = True, overrides: dict | None = None,
-               source_holdout: int | None = None,
-               keep_best: str | None = None,
-               reverse_steps: int = REVERSE_STEPS,
-               splits: Mapping[str, Any] | None = None,
-               api: str = "linen") -> RunResult:
+def train_pair(
+  pair: PairSpec,
+  method: str,
+  *,
+  out_dir: str | os.PathLike,
+  preset: str = "quick",
+  steps: int | None = None,
+  batch_size: int | None = None,
+  seeds: Sequence[int] = (0,),
+  resume: bool = False,
+  data: PairData | None = None,
+  data_dir=None,
+  progress: bool = True,
+  runner: Callable | None = None,
+  plots: bool = True,
+  overrides: dict | None = None,
+  source_holdout: int | None = None,
+  keep_best: str | None = None,
+  reverse_steps: int = REVERSE_STEPS,
+  splits: Mapping[str, Any] | None = None,
+  api: str = "linen",
+) -> RunResult:
   """Trains `method` on `pair`, writing logs, checkpoints and a summary.
 
   Args:
@@ -485,26 +506,33 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
     raise ValueError("`seeds` is empty; give at least one seed")
   if api not in APIS:
     raise ValueError(f"unknown {api=}; choose one of {APIS}")
-  if api == "nnx" and (len(seeds) != 1 or runner is not None
-                       or jax.process_count() > 1):
+  if api == "nnx" and (len(seeds) != 1 or runner is not None or jax.process_count() > 1):
     raise ValueError(
-        f"api='nnx' trains one seed on one device in one process; got "
-        f"{len(seeds)} `seeds`, runner={runner!r} and "
-        f"{jax.process_count()} process(es). Train each seed as its own run "
-        "on one device, or use api='linen'")
+      f"api='nnx' trains one seed on one device in one process; got "
+      f"{len(seeds)} `seeds`, runner={runner!r} and "
+      f"{jax.process_count()} process(es). Train each seed as its own run "
+      "on one device, or use api='linen'"
+    )
   if keep_best is not None:
     selection.check_criterion(keep_best)
     if len(seeds) != 1:
-      raise ValueError(f"keep_best selects within one run: train the "
-                       f"{len(seeds)} seeds as separate runs")
-  plan = make_plan(pair, method, preset, steps=steps, batch_size=batch_size,
-                   seed=seeds[0], overrides=overrides,
-                   source_holdout=source_holdout)
+      raise ValueError(f"keep_best selects within one run: train the {len(seeds)} seeds as separate runs")
+  plan = make_plan(
+    pair,
+    method,
+    preset,
+    steps=steps,
+    batch_size=batch_size,
+    seed=seeds[0],
+    overrides=overrides,
+    source_holdout=source_holdout,
+  )
   if keep_best is not None and not plan.source_holdout:
     raise ValueError(
-        "keep_best needs labelled source images held out of training: set "
-        "source_holdout > 0 (the quick preset holds out "
-        f"{QUICK_SOURCE_HOLDOUT})")
+      "keep_best needs labelled source images held out of training: set "
+      "source_holdout > 0 (the quick preset holds out "
+      f"{QUICK_SOURCE_HOLDOUT})"
+    )
   out = Path(out_dir)
   splits = split_options(pair, splits)
   identity = _identity(pair, method, preset, plan, seeds, overrides, splits)
@@ -512,18 +540,17 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
     identity["keep_best"] = keep_best
   identity["api"] = api
   _check_out_dir(out, identity, resume)
-  data = with_holdout(
-      data or load_pair_data(pair, data_dir=data_dir, splits=splits),
-      plan.source_holdout)
+  data = with_holdout(data or load_pair_data(pair, data_dir=data_dir, splits=splits), plan.source_holdout)
   unknown = int(np.sum(np.asarray(data.target_train.labels) < 0))
   if method == "target_only" and unknown:
-    raise ValueError(f"method='target_only' trains on the target's labels, "
-                     f"but {unknown} of the {len(data.target_train)} target "
-                     "train images have none; label them (class subfolders, "
-                     "or labels in the .npz) or train 'dann' or "
-                     "'source_only'")
-  target_eval, source_eval = _labelled(data.target_test), _labelled(
-      data.source_test)
+    raise ValueError(
+      f"method='target_only' trains on the target's labels, "
+      f"but {unknown} of the {len(data.target_train)} target "
+      "train images have none; label them (class subfolders, "
+      "or labels in the .npz) or train 'dann' or "
+      "'source_only'"
+    )
+  target_eval, source_eval = _labelled(data.target_test), _labelled(data.source_test)
   domain_pair = make_domain_pair(data.source_train, data.target_train)
   mean = np.asarray(domain_pair.mean)
   # With several processes (dann_jax.distributed), all train on the same
@@ -557,20 +584,18 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
   bar = None
   if progress:
     from tqdm.auto import tqdm
-    bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
-               desc=f"{method} {pair.name}")
+
+    bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, desc=f"{method} {pair.name}")
   last_eval: dict[str, Any] = {}
   scorer = None
   if keep_best is not None:
     view = selection.selection_set(data, mean)
     reverse_model = plan.make_model(num_classes)
     scorer = lambda s: selection.score_state(
-        s, view, keep_best, reverse_config=plan.config,
-        reverse_model=reverse_model, reverse_steps=reverse_steps)
-    best = min((r for r in history if "selection" in r),
-               key=lambda r: r["selection"], default=None)
-    last_eval["best"] = (None if best is None
-                         else (best["selection"], best["step"]))
+      s, view, keep_best, reverse_config=plan.config, reverse_model=reverse_model, reverse_steps=reverse_steps
+    )
+    best = min((r for r in history if "selection" in r), key=lambda r: r["selection"], default=None)
+    last_eval["best"] = None if best is None else (best["selection"], best["step"])
   t0 = time.perf_counter()
 
   def on_chunk(state: TrainState, metrics: dict[str, np.ndarray]) -> None:
@@ -580,17 +605,14 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
     for k, v in metrics.items():  # (steps,) or (steps, seeds)
       row[k] = _per_seed(np.mean(v, axis=0))
     if step % plan.eval_every == 0 or step == total:
-      for key, test in (("target_accuracy", target_eval),
-                        ("source_accuracy", source_eval)):
+      for key, test in (("target_accuracy", target_eval), ("source_accuracy", source_eval)):
         if test is not None:
-          row[key] = _per_seed(accuracy(state, test.images[:n_eval],
-                                        test.labels[:n_eval], mean))
+          row[key] = _per_seed(accuracy(state, test.images[:n_eval], test.labels[:n_eval], mean))
       if "target_accuracy" in row:
         last_eval["target"] = np.mean(row["target_accuracy"])
       if scorer is not None:
         row["selection"] = scorer(state)
-        if (last_eval["best"] is None
-            or row["selection"] < last_eval["best"][0]):
+        if last_eval["best"] is None or row["selection"] < last_eval["best"][0]:
           checkpoint.save_checkpoint(out / "best", state)
           last_eval["best"] = (row["selection"], step)
       checkpoint.save_checkpoint(out / "checkpoint", state, max_to_keep=None)
@@ -600,25 +622,30 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
         f.write(json.dumps(row) + "\n")
     if bar is not None:
       bar.update(len(metrics["loss"]))
-      postfix = {"Ly": np.mean(row["label_loss"]),
-                 "Ld": np.mean(row["domain_loss"]),
-                 "dacc": np.mean(row["domain_accuracy"]),
-                 "lam": np.mean(row["lambda"])}
+      postfix = {
+        "Ly": np.mean(row["label_loss"]),
+        "Ld": np.mean(row["domain_loss"]),
+        "dacc": np.mean(row["domain_accuracy"]),
+        "lam": np.mean(row["lambda"]),
+      }
       if "target" in last_eval:
         postfix["tgt"] = last_eval["target"]
-      bar.set_postfix({k: f"{v:.3f}" for k, v in postfix.items()},
-                      refresh=False)
+      bar.set_postfix({k: f"{v:.3f}" for k, v in postfix.items()}, refresh=False)
 
   try:
-    state = fit(state, domain_pair, num_steps=total,
-                batch_size=plan.config.batch_size, num_classes=num_classes,
-                chunk=100 if plan.eval_every % 100 == 0 else plan.eval_every,
-                callback=on_chunk,
-                runner=runner)
+    state = fit(
+      state,
+      domain_pair,
+      num_steps=total,
+      batch_size=plan.config.batch_size,
+      num_classes=num_classes,
+      chunk=100 if plan.eval_every % 100 == 0 else plan.eval_every,
+      callback=on_chunk,
+      runner=runner,
+    )
     state = as_linen(state)
   except BaseException:
-    if (primary and not resume
-        and checkpoint.latest_step(out / "checkpoint") is None):
+    if primary and not resume and checkpoint.latest_step(out / "checkpoint") is None:
       _remove_run_files(out)  # nothing to resume: leave the folder reusable
     raise
   finally:
@@ -629,61 +656,67 @@ def train_pair(pair: PairSpec, method: str, *, out_dir: str | os.PathLike,
   def test_accuracy(test_state, test):
     if test is None:
       return None
-    return accuracy_stats(accuracy(test_state, test.images, test.labels,
-                                   mean))
+    return accuracy_stats(accuracy(test_state, test.images, test.labels, mean))
 
   summary = {
-      **identity,
-      "target_accuracy": test_accuracy(state, target_eval),
-      "source_accuracy": test_accuracy(state, source_eval),
-      "source_val_size": 0 if data.source_val is None else len(
-          data.source_val),
-      "source_val_accuracy": None if data.source_val is None else
-      accuracy_stats(accuracy(state, data.source_val.images,
-                              data.source_val.labels, mean)),
-      "target_test_size": 0 if target_eval is None else len(target_eval),
-      "paper_v1": (pair.paper or {}).get(method),
-      "paper_icml": (pair.paper_icml or {}).get(method),
-      "train_seconds": round(train_seconds, 1),
-      "steps_run": total - start,
-      "machine": machine_description(),
-      "note": plan.note,
-      "config": dataclasses.asdict(plan.config),
-      "network": plan.network,
-      "provenance": {"source": data.source_train.provenance,
-                     "target": data.target_train.provenance,
-                     "source_test": data.source_test.provenance,
-                     "target_test": data.target_test.provenance},
+    **identity,
+    "target_accuracy": test_accuracy(state, target_eval),
+    "source_accuracy": test_accuracy(state, source_eval),
+    "source_val_size": 0 if data.source_val is None else len(data.source_val),
+    "source_val_accuracy": None
+    if data.source_val is None
+    else accuracy_stats(accuracy(state, data.source_val.images, data.source_val.labels, mean)),
+    "target_test_size": 0 if target_eval is None else len(target_eval),
+    "paper_v1": (pair.paper or {}).get(method),
+    "paper_icml": (pair.paper_icml or {}).get(method),
+    "train_seconds": round(train_seconds, 1),
+    "steps_run": total - start,
+    "machine": machine_description(),
+    "note": plan.note,
+    "config": dataclasses.asdict(plan.config),
+    "network": plan.network,
+    "provenance": {
+      "source": data.source_train.provenance,
+      "target": data.target_train.provenance,
+      "source_test": data.source_test.provenance,
+      "target_test": data.target_test.provenance,
+    },
   }
   if keep_best is not None:
     score, best_step = last_eval["best"]
     best_state = checkpoint.restore_checkpoint(out / "best", state)
     summary["best"] = {
-        "criterion": keep_best, "step": best_step, "score": score,
-        "final_score": history[-1]["selection"],
-        "target_accuracy": test_accuracy(best_state, target_eval),
-        "source_accuracy": test_accuracy(best_state, source_eval)}
+      "criterion": keep_best,
+      "step": best_step,
+      "score": score,
+      "final_score": history[-1]["selection"],
+      "target_accuracy": test_accuracy(best_state, target_eval),
+      "source_accuracy": test_accuracy(best_state, source_eval),
+    }
   if primary:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
   if plots and primary:
     from dann_jax.plots import training_curves
-    training_curves(history, out / "curves.png",
-                    title=f"{method} on {pair.name}")
+
+    training_curves(history, out / "curves.png", title=f"{method} on {pair.name}")
   return RunResult(summary, state, mean, data, identity)
 
 
 def plan_of(identity: dict[str, Any]) -> RunPlan:
   """The plan of the run described by `identity` (a run folder's run.json)."""
-  return make_plan(pair_of(identity), identity["method"],
-                   identity["preset"], steps=identity["steps"],
-                   batch_size=identity["batch_size"],
-                   seed=identity["seeds"][0],
-                   overrides=identity.get("overrides"),
-                   source_holdout=identity.get("source_holdout", 0))
+  return make_plan(
+    pair_of(identity),
+    identity["method"],
+    identity["preset"],
+    steps=identity["steps"],
+    batch_size=identity["batch_size"],
+    seed=identity["seeds"][0],
+    overrides=identity.get("overrides"),
+    source_holdout=identity.get("source_holdout", 0),
+  )
 
 
-def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None,
-             data_dir=None) -> RunResult:
+def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None, data_dir=None) -> RunResult:
   """Rebuilds a finished (or checkpointed) run from its folder.
 
   Args:
@@ -701,20 +734,16 @@ def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None,
   run_dir = Path(run_dir)
   run_file = run_dir / "run.json"
   if not run_file.exists():
-    raise FileNotFoundError(f"{run_dir} holds no run (no run.json); pass a "
-                            "folder written by `dann-jax train`")
+    raise FileNotFoundError(f"{run_dir} holds no run (no run.json); pass a folder written by `dann-jax train`")
   identity = json.loads(run_file.read_text())
   pair = pair_of(identity)
   seeds = identity["seeds"]
   plan = plan_of(identity)
   data = with_holdout(
-      data or load_pair_data(pair, data_dir=data_dir,
-                             splits=identity.get("splits")),
-      plan.source_holdout)
+    data or load_pair_data(pair, data_dir=data_dir, splits=identity.get("splits")), plan.source_holdout
+  )
   mean = pixel_mean(data.source_train.images, data.target_train.images)
-  state = checkpoint.restore_checkpoint(
-      run_dir / "checkpoint", _initial_state(plan, data, seeds))
+  state = checkpoint.restore_checkpoint(run_dir / "checkpoint", _initial_state(plan, data, seeds))
   summary_file = run_dir / "summary.json"
-  summary = (json.loads(summary_file.read_text()) if summary_file.exists()
-             else {})
+  summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
   return RunResult(summary, state, mean, data, identity)

@@ -16,8 +16,8 @@ import optax
 def _check_total_steps(total_steps: int) -> None:
   if int(total_steps) != total_steps or total_steps <= 0:
     raise ValueError(
-        f"{total_steps=} must be a positive integer: the number of training "
-        "steps over which progress p goes from 0 to 1")
+      f"{total_steps=} must be a positive integer: the number of training steps over which progress p goes from 0 to 1"
+    )
 
 
 def _check_non_negative(**values: float) -> None:
@@ -33,8 +33,8 @@ def progress(count, total_steps: int):
 
 
 def annealed_learning_rate(
-    total_steps: int, mu0: float = 0.01, alpha: float = 10.0,
-    beta: float = 0.75) -> optax.Schedule:
+  total_steps: int, mu0: float = 0.01, alpha: float = 10.0, beta: float = 0.75
+) -> optax.Schedule:
   """μ_p = mu0 / (1 + alpha p)^beta, the paper's learning-rate annealing.
 
   Args:
@@ -58,9 +58,9 @@ def annealed_learning_rate(
   return schedule
 
 
-def adaptation_factor(total_steps: int, gamma: float = 10.0,
-                      lam_max: float = 1.0,
-                      warmup: float = 0.0) -> optax.Schedule:
+def adaptation_factor(
+  total_steps: int, gamma: float = 10.0, lam_max: float = 1.0, warmup: float = 0.0
+) -> optax.Schedule:
   """λ_p = lam_max * (2 / (1 + exp(-gamma q)) - 1), growing from 0 to ~lam_max.
 
   The ramp suppresses the noisy domain signal at the start of training. With
@@ -84,8 +84,7 @@ def adaptation_factor(total_steps: int, gamma: float = 10.0,
   _check_total_steps(total_steps)
   _check_non_negative(gamma=gamma, lam_max=lam_max)
   if not 0.0 <= warmup < 1.0:
-    raise ValueError(f"{warmup=} must lie in [0, 1): the fraction of "
-                     "training before the λ ramp starts")
+    raise ValueError(f"{warmup=} must lie in [0, 1): the fraction of training before the λ ramp starts")
 
   def schedule(count):
     p = progress(count, total_steps)

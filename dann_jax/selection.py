@@ -46,12 +46,14 @@ def check_criterion(criterion: str) -> None:
 # ---------------------------------------------------------------------------
 # Generic criteria over predictions and features.
 
+
 def zero_one_losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
   """Per-sample 0-1 loss of `logits` (N, classes) against `labels` (N,)."""
   logits, labels = np.asarray(logits), np.asarray(labels)
   if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
-    raise ValueError(f"logits of shape {logits.shape} do not match labels of "
-                     f"shape {labels.shape}; need (N, classes) and (N,)")
+    raise ValueError(
+      f"logits of shape {logits.shape} do not match labels of shape {labels.shape}; need (N, classes) and (N,)"
+    )
   return (np.argmax(logits, axis=-1) != labels).astype(np.float64)
 
 
@@ -65,9 +67,9 @@ def source_risk(val_logits: np.ndarray, val_labels: np.ndarray) -> float:
 MAX_LOG_RATIO = 20.0
 
 
-def density_ratio(source_x: np.ndarray, target_x: np.ndarray,
-                  query_x: np.ndarray, *, c: float = 0.1,
-                  seed: int = 0) -> np.ndarray:
+def density_ratio(
+  source_x: np.ndarray, target_x: np.ndarray, query_x: np.ndarray, *, c: float = 0.1, seed: int = 0
+) -> np.ndarray:
   """Estimates w(x) = p_target(x) / p_source(x) at `query_x`.
 
   A logistic regression tells `source_x` (label 0) from `target_x` (label 1)
@@ -90,8 +92,9 @@ def density_ratio(source_x: np.ndarray, target_x: np.ndarray,
 
   source_x, target_x = np.asarray(source_x), np.asarray(target_x)
   if min(len(source_x), len(target_x)) < 2:
-    raise ValueError("density_ratio needs at least 2 source and 2 target "
-                     f"samples; got {len(source_x)} and {len(target_x)}")
+    raise ValueError(
+      f"density_ratio needs at least 2 source and 2 target samples; got {len(source_x)} and {len(target_x)}"
+    )
   x = np.concatenate([source_x, target_x])
   y = np.concatenate([np.zeros(len(source_x)), np.ones(len(target_x))])
   scaler = StandardScaler().fit(x)
@@ -120,8 +123,9 @@ def dev_risk(losses: np.ndarray, weights: np.ndarray) -> float:
   losses = np.asarray(losses, np.float64)
   weights = np.asarray(weights, np.float64)
   if losses.shape != weights.shape or losses.ndim != 1 or len(losses) < 2:
-    raise ValueError(f"losses {losses.shape} and weights {weights.shape} must "
-                     "be two 1-D arrays of the same length >= 2")
+    raise ValueError(
+      f"losses {losses.shape} and weights {weights.shape} must be two 1-D arrays of the same length >= 2"
+    )
   weighted = weights * losses
   var_w = np.var(weights, ddof=1)
   if var_w == 0:
@@ -131,9 +135,11 @@ def dev_risk(losses: np.ndarray, weights: np.ndarray) -> float:
 
 
 def reverse_validation_risk(
-    predict_target: np.ndarray,
-    fit_reverse: Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]],
-    source_val_x, source_val_y: np.ndarray) -> float:
+  predict_target: np.ndarray,
+  fit_reverse: Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]],
+  source_val_x,
+  source_val_y: np.ndarray,
+) -> float:
   """The reverse-validation risk of one candidate.
 
   Args:
@@ -158,6 +164,7 @@ def reverse_validation_risk(
 # ---------------------------------------------------------------------------
 # The criteria applied to a trained DANN state.
 
+
 @dataclasses.dataclass(frozen=True)
 class SelectionSet:
   """What a criterion may see of a pair: no target label anywhere.
@@ -169,6 +176,7 @@ class SelectionSet:
     target_images: (m, H, W, C) uint8 unlabelled target train images.
     mean: the run's per-channel pixel mean.
   """
+
   source_train: np.ndarray
   source_val_images: np.ndarray
   source_val_labels: np.ndarray
@@ -176,8 +184,7 @@ class SelectionSet:
   mean: np.ndarray
 
 
-def selection_set(data, mean, *, max_train: int = 5000,
-                  max_target: int = 10_000, seed: int = 0) -> SelectionSet:
+def selection_set(data, mean, *, max_train: int = 5000, max_target: int = 10_000, seed: int = 0) -> SelectionSet:
   """The label-free view of a `dann_jax.runs.PairData` (target labels dropped).
 
   Raises:
@@ -185,23 +192,33 @@ def selection_set(data, mean, *, max_train: int = 5000,
   """
   if data.source_val is None:
     raise ValueError(
-        "label-free selection needs labelled source images held out of "
-        "training; train with source_holdout > 0 (the quick preset holds "
-        "out 5,000)")
+      "label-free selection needs labelled source images held out of "
+      "training; train with source_holdout > 0 (the quick preset holds "
+      "out 5,000)"
+    )
   rng = np.random.default_rng(seed)
   pick = lambda n, k: np.sort(rng.permutation(n)[:k])
   si = pick(len(data.source_train), max_train)
   ti = pick(len(data.target_train), max_target)
   return SelectionSet(
-      source_train=data.source_train.images[si],
-      source_val_images=data.source_val.images,
-      source_val_labels=data.source_val.labels,
-      target_images=data.target_train.images[ti], mean=np.asarray(mean))
+    source_train=data.source_train.images[si],
+    source_val_images=data.source_val.images,
+    source_val_labels=data.source_val.labels,
+    target_images=data.target_train.images[ti],
+    mean=np.asarray(mean),
+  )
 
 
-def score_state(state, view: SelectionSet, criterion: str, *,
-                reverse_config=None, reverse_model=None,
-                reverse_steps: int = 1000, seed: int = 0) -> float:
+def score_state(
+  state,
+  view: SelectionSet,
+  criterion: str,
+  *,
+  reverse_config=None,
+  reverse_model=None,
+  reverse_steps: int = 1000,
+  seed: int = 0,
+) -> float:
   """The label-free risk estimate of a single-seed train state (lower is better).
 
   Args:
@@ -226,20 +243,17 @@ def score_state(state, view: SelectionSet, criterion: str, *,
     tgt = features(state, view.target_images, view.mean, "features")
     val = features(state, view.source_val_images, view.mean, "features")
     weights = density_ratio(src, tgt, val, seed=seed)
-    return dev_risk(zero_one_losses(val_logits, view.source_val_labels),
-                    weights)
+    return dev_risk(zero_one_losses(val_logits, view.source_val_labels), weights)
   if reverse_config is None or reverse_model is None:
-    raise ValueError("reverse validation needs reverse_config and "
-                     "reverse_model (the candidate's TrainConfig and module)")
+    raise ValueError(
+      "reverse validation needs reverse_config and reverse_model (the candidate's TrainConfig and module)"
+    )
   target_logits = features(state, view.target_images, view.mean, "logits")
-  fit = _dann_reverse_fitter(view, reverse_config, reverse_model,
-                             reverse_steps, seed, target_logits.shape[-1])
-  return reverse_validation_risk(target_logits, fit, view.source_val_images,
-                                 view.source_val_labels)
+  fit = _dann_reverse_fitter(view, reverse_config, reverse_model, reverse_steps, seed, target_logits.shape[-1])
+  return reverse_validation_risk(target_logits, fit, view.source_val_images, view.source_val_labels)
 
 
-def _dann_reverse_fitter(view: SelectionSet, config, model, steps: int,
-                         seed: int, num_classes: int):
+def _dann_reverse_fitter(view: SelectionSet, config, model, steps: int, seed: int, num_classes: int):
   """`pseudo_labels -> predict` training a DANN from target to source."""
   import jax
   import jax.numpy as jnp
@@ -252,15 +266,11 @@ def _dann_reverse_fitter(view: SelectionSet, config, model, steps: int,
   def fit_reverse(pseudo: np.ndarray):
     reverse_source = (view.target_images, pseudo.astype(np.int32))
     # The source images' labels are never read (no label mask): zeros.
-    reverse_target = (view.source_train,
-                      np.zeros(len(view.source_train), np.int32))
+    reverse_target = (view.source_train, np.zeros(len(view.source_train), np.int32))
     pair = make_domain_pair(reverse_source, reverse_target)
     cfg = config.replace(total_steps=steps, seed=seed)
-    state = create_train_state(model, cfg,
-                               jnp.zeros((1, *view.target_images.shape[1:])),
-                               jax.random.key(seed))
-    state = fit(state, pair, num_steps=steps, batch_size=cfg.batch_size,
-                num_classes=num_classes)
+    state = create_train_state(model, cfg, jnp.zeros((1, *view.target_images.shape[1:])), jax.random.key(seed))
+    state = fit(state, pair, num_steps=steps, batch_size=cfg.batch_size, num_classes=num_classes)
     mean = np.asarray(pair.mean)
     return lambda x: features(state, x, mean, "logits")
 

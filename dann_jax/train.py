@@ -40,6 +40,7 @@ class TrainState(struct.PyTreeNode):
     model_state: non-parameter variable collections (e.g. `batch_stats`).
     key: the run's PRNG key; per-step keys are `fold_in(key, step)`.
   """
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -56,22 +57,18 @@ class TrainState(struct.PyTreeNode):
 def make_schedules(config: TrainConfig):
   """The (learning rate, adaptation factor) schedules of `config`."""
   if config.anneal_learning_rate:
-    lr = schedules.annealed_learning_rate(
-        config.total_steps, config.learning_rate, config.lr_alpha,
-        config.lr_beta)
+    lr = schedules.annealed_learning_rate(config.total_steps, config.learning_rate, config.lr_alpha, config.lr_beta)
   else:
     lr = optax.constant_schedule(config.learning_rate)
   if uses_domain_loss(config.method):
-    lam = schedules.adaptation_factor(config.total_steps, config.gamma,
-                                      config.lam_max, config.lam_warmup)
+    lam = schedules.adaptation_factor(config.total_steps, config.gamma, config.lam_max, config.lam_warmup)
   else:
     # Without a domain term λ only scales a gradient that is never used.
     lam = optax.constant_schedule(0.0)
   return lr, lam
 
 
-def make_optimizer(config: TrainConfig,
-                   learning_rate: optax.Schedule) -> optax.GradientTransformation:
+def make_optimizer(config: TrainConfig, learning_rate: optax.Schedule) -> optax.GradientTransformation:
   """SGD with momentum on the annealed rate (optionally with L2 weight decay)."""
   parts = []
   if config.weight_decay:
@@ -83,9 +80,9 @@ def make_optimizer(config: TrainConfig,
   return optax.chain(*parts)
 
 
-def create_train_state(model: nn.Module, config: TrainConfig,
-                       sample_images: jax.Array,
-                       key: jax.Array | None = None) -> TrainState:
+def create_train_state(
+  model: nn.Module, config: TrainConfig, sample_images: jax.Array, key: jax.Array | None = None
+) -> TrainState:
   """Initialises parameters and optimizer state for `model` and `config`.
 
   Args:
@@ -100,33 +97,41 @@ def create_train_state(model: nn.Module, config: TrainConfig,
   if key is None:
     key = jax.random.key(config.seed)
   init_key, run_key = jax.random.split(key)
-  variables = model.init({"params": init_key, "dropout": init_key},
-                         sample_images, 0.0, train=False)
+  variables = model.init({"params": init_key, "dropout": init_key}, sample_images, 0.0, train=False)
   variables = dict(variables)
   params = variables.pop("params")
   variables.pop("intermediates", None)
   lr, lam = make_schedules(config)
   tx = make_optimizer(config, lr)
   return TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-      model_state=variables, key=run_key, apply_fn=model.apply, tx=tx,
-      adaptation_factor=lam, learning_rate=lr, method=config.method,
-      max_norm=config.max_norm)
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    model_state=variables,
+    key=run_key,
+    apply_fn=model.apply,
+    tx=tx,
+    adaptation_factor=lam,
+    learning_rate=lr,
+    method=config.method,
+    max_norm=config.max_norm,
+  )
 
 
 def clip_unit_norms(params, max_norm: float):
   """Projects each unit's incoming weight vector onto the l2 ball of `max_norm`."""
+
   def clip(path, w):
     if getattr(path[-1], "key", None) != "kernel":
       return w
     fan_in_axes = tuple(range(w.ndim - 1))
     norms = jnp.sqrt(jnp.sum(w * w, axis=fan_in_axes, keepdims=True))
     return w * jnp.minimum(1.0, max_norm / jnp.maximum(norms, 1e-12))
+
   return jax.tree_util.tree_map_with_path(clip, params)
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array],
-               axis_name: str | None = None):
+def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | None = None):
   """One SGD step on L_y + L_d through the GRL (the paper's updates (4)-(6)).
 
   Args:
@@ -145,24 +150,19 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   step_key = jax.random.fold_in(state.key, state.step)
   dropout_key = jax.random.fold_in(step_key, DROPOUT_STREAM)
   if axis_name is not None:
-    dropout_key = jax.random.fold_in(dropout_key,
-                                     jax.lax.axis_index(axis_name))
+    dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
   mutable = list(state.model_state)
 
   def loss_fn(params):
     variables = {"params": params, **state.model_state}
-    out = state.apply_fn(variables, batch["image"], lam, train=True,
-                         rngs={"dropout": dropout_key},
-                         mutable=mutable or False)
-    (class_logits, domain_logits), new_model_state = (
-        out if mutable else (out, state.model_state))
-    loss, metrics = saddle_point_loss(class_logits, domain_logits, batch,
-                                      method=state.method,
-                                      axis_name=axis_name)
+    out = state.apply_fn(
+      variables, batch["image"], lam, train=True, rngs={"dropout": dropout_key}, mutable=mutable or False
+    )
+    (class_logits, domain_logits), new_model_state = out if mutable else (out, state.model_state)
+    loss, metrics = saddle_point_loss(class_logits, domain_logits, batch, method=state.method, axis_name=axis_name)
     return loss, (metrics, new_model_state)
 
-  grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(
-      state.params)
+  grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
   if axis_name is not None:
     # Each device's loss is its share of the global mean: gradients add up.
     grads = jax.lax.psum(grads, axis_name)
@@ -171,21 +171,21 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   params = optax.apply_updates(state.params, updates)
   if state.max_norm is not None:
     params = clip_unit_norms(params, state.max_norm)
-  metrics = dict(metrics, **{
+  metrics = dict(
+    metrics,
+    **{
       "lambda": jnp.asarray(lam, jnp.float32),
-      "learning_rate": jnp.asarray(state.learning_rate(state.step),
-                                   jnp.float32)})
-  new_state = state.replace(step=state.step + 1, params=params,
-                            opt_state=opt_state, model_state=model_state)
+      "learning_rate": jnp.asarray(state.learning_rate(state.step), jnp.float32),
+    },
+  )
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
   return new_state, metrics
 
 
-def eval_step(state: TrainState, images: jax.Array, labels: jax.Array,
-              mask: jax.Array | None = None) -> jax.Array:
+def eval_step(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """The number of correctly classified images (mask: which rows count)."""
   variables = {"params": state.params, **state.model_state}
-  logits = state.apply_fn(variables, images, train=False,
-                          method="classify")
+  logits = state.apply_fn(variables, images, train=False, method="classify")
   correct = jnp.argmax(logits, axis=-1) == labels
   if mask is not None:
     correct = correct & mask

@@ -67,8 +67,7 @@ from jax.custom_derivatives import SymbolicZero
 # kernels. Unknown to other backends' compilers only in effect, not in name:
 # `cpu_jit` passes them on CPU only.
 EIGEN_CONVOLUTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type":
-        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
+  "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
 }
 
 _trace = threading.local()
@@ -111,8 +110,7 @@ class _CpuJit:
           with plain_convolutions():
             return fun(*args, **kwargs)
 
-        self._jitted = jax.jit(traced, compiler_options=EIGEN_CONVOLUTIONS,
-                               **self._jit_kwargs)
+        self._jitted = jax.jit(traced, compiler_options=EIGEN_CONVOLUTIONS, **self._jit_kwargs)
       else:
         self._jitted = jax.jit(self._fun, **self._jit_kwargs)
     return self._jitted
@@ -136,22 +134,20 @@ def cpu_jit(fun: Callable | None = None, **jit_kwargs):
   return _CpuJit(fun, jit_kwargs)
 
 
-def _pads_and_windows(x: jax.Array, axis: int, window: int, stride: int,
-                      padding: str) -> tuple[tuple[int, int], int]:
+def _pads_and_windows(x: jax.Array, axis: int, window: int, stride: int, padding: str) -> tuple[tuple[int, int], int]:
   """The (low, high) padding of one axis and the number of windows on it."""
-  (low, high), = lax.padtype_to_pads((x.shape[axis],), (window,), (stride,),
-                                     padding)
+  ((low, high),) = lax.padtype_to_pads((x.shape[axis],), (window,), (stride,), padding)
   size = (x.shape[axis] + low + high - window) // stride + 1
   if size <= 0:
     raise ValueError(
-        f"max_pool {window=} is larger than the input's axis {axis} of size "
-        f"{x.shape[axis]} with {padding=}; use 'SAME' padding or a smaller "
-        "window")
+      f"max_pool {window=} is larger than the input's axis {axis} of size "
+      f"{x.shape[axis]} with {padding=}; use 'SAME' padding or a smaller "
+      "window"
+    )
   return (low, high), size
 
 
-def _fit_axis(x: jax.Array, axis: int, window: int, stride: int,
-              pads: tuple[int, int], size: int) -> jax.Array:
+def _fit_axis(x: jax.Array, axis: int, window: int, stride: int, pads: tuple[int, int], size: int) -> jax.Array:
   """Pads one axis with -inf ("SAME") or drops its remainder ("VALID" with
   window == stride), given its `_pads_and_windows`."""
   low, high = pads
@@ -192,17 +188,14 @@ def _max_over_tiles_jvp(primals, tangents):
   # pool + ReLU backward ~9 -> ~2 ms on 2 cores).
   (x6,), (t6,) = primals, tangents
   window = x6.shape[2]
-  out, index = _first_max([x6[:, :, a, :, b, :] for a in range(window)
-                           for b in range(window)])
+  out, index = _first_max([x6[:, :, a, :, b, :] for a in range(window) for b in range(window)])
   position = jnp.arange(window * window, dtype=index.dtype)
-  hit = (index[:, :, None, :, None, :]
-         == position.reshape(1, 1, window, 1, window, 1))
+  hit = index[:, :, None, :, None, :] == position.reshape(1, 1, window, 1, window, 1)
   return out, jnp.sum(jnp.where(hit, t6, 0), axis=(2, 4))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
-def _max_along(x: jax.Array, axis: int, window: int, stride: int,
-               size: int) -> jax.Array:
+def _max_along(x: jax.Array, axis: int, window: int, stride: int, size: int) -> jax.Array:
   """Max over `size` windows of `window` entries every `stride` on `axis`."""
   return _first_max(_strided_entries(x, axis, window, stride, size))[0]
 
@@ -219,12 +212,10 @@ def _max_along_jvp(axis, window, stride, size, primals, tangents):
 
 
 def _strided_entries(x, axis, window, stride, size):
-  return [lax.slice_in_dim(x, offset, offset + (size - 1) * stride + 1,
-                           stride, axis=axis) for offset in range(window)]
+  return [lax.slice_in_dim(x, offset, offset + (size - 1) * stride + 1, stride, axis=axis) for offset in range(window)]
 
 
-def max_pool(x: jax.Array, window: int, stride: int,
-             padding: str = "VALID") -> jax.Array:
+def max_pool(x: jax.Array, window: int, stride: int, padding: str = "VALID") -> jax.Array:
   """Max pooling over the two spatial axes of an NHWC batch.
 
   Equal to `nn.max_pool(x, (window, window), (stride, stride), padding)`
@@ -250,14 +241,12 @@ def max_pool(x: jax.Array, window: int, stride: int,
     raise ValueError(f"max_pool expects an NHWC batch; got shape {x.shape}")
   if padding not in ("VALID", "SAME"):
     raise ValueError(f"{padding=} must be 'VALID' or 'SAME'")
-  (row_pads, rows), (col_pads, cols) = (
-      _pads_and_windows(x, axis, window, stride, padding) for axis in (1, 2))
+  (row_pads, rows), (col_pads, cols) = (_pads_and_windows(x, axis, window, stride, padding) for axis in (1, 2))
   if jax.default_backend() != "cpu":
     # The formulation below is for XLA:CPU; GPU and TPU compilers have good
     # max-pool gradients of their own (H200: the plain step was a little
     # faster). Same values and gradients either way.
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1),
-                             (1, stride, stride, 1), padding)
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), padding)
   x = _fit_axis(x, 1, window, stride, row_pads, rows)
   x = _fit_axis(x, 2, window, stride, col_pads, cols)
   if window != stride:
@@ -266,28 +255,32 @@ def max_pool(x: jax.Array, window: int, stride: int,
     # maximum, that row's first maximal column; so a first-maximum pool over
     # columns, then one over rows, routes the gradient exactly like
     # `select_and_scatter`, with 2 * window strided slices, not window**2.
-    return _max_along(_max_along(x, 2, window, stride, cols), 1, window,
-                      stride, rows)
+    return _max_along(_max_along(x, 2, window, stride, cols), 1, window, stride, rows)
   n, _, _, c = x.shape
   return _max_over_tiles(x.reshape(n, rows, window, cols, window, c))
 
 
-def _spare_row_conv(lhs, rhs, window_strides, padding, lhs_dilation,
-                    rhs_dilation, dimension_numbers, feature_group_count,
-                    precision):
+def _spare_row_conv(
+  lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, precision
+):
   """The CPU branch: one output row taller than the input, then sliced."""
   height = lhs.shape[1]
   if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2],
-                                  window_strides, padding)
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
   (low, high), pads_w = padding
   out_height = height + low + high - rhs.shape[0] + 1
   spare = height + 1 - out_height
   out = lax.conv_general_dilated(
-      lhs, rhs, window_strides, ((low, high + spare), pads_w),
-      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-      dimension_numbers=dimension_numbers,
-      feature_group_count=feature_group_count, precision=precision)
+    lhs,
+    rhs,
+    window_strides,
+    ((low, high + spare), pads_w),
+    lhs_dilation=lhs_dilation,
+    rhs_dilation=rhs_dilation,
+    dimension_numbers=dimension_numbers,
+    feature_group_count=feature_group_count,
+    precision=precision,
+  )
   return out[:, :out_height]
 
 
@@ -305,22 +298,17 @@ def _valid_conv(lhs: jax.Array, rhs: jax.Array, precision=None) -> jax.Array:
     # first layer) costs a 7 MB copy and ran 7.5 -> 4.8 ms on 2 cores. Over
     # 32 channels the stacked form was slower (5.5 -> 9.7 ms).
     return _row_stacked_conv(lhs, rhs, precision)
-  return lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID",
-                                  dimension_numbers=_NHWC,
-                                  precision=precision)
+  return lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", dimension_numbers=_NHWC, precision=precision)
 
 
-def _row_stacked_conv(lhs: jax.Array, rhs: jax.Array,
-                      precision=None) -> jax.Array:
+def _row_stacked_conv(lhs: jax.Array, rhs: jax.Array, precision=None) -> jax.Array:
   """`_valid_conv` as a 1 x kw convolution over the kh input rows each output
   row sees, stacked on the channel axis: the same sums, in another order."""
   kh, kw, cin, cout = rhs.shape
   rows = lhs.shape[1] - kh + 1
-  stacked = jnp.concatenate([lhs[:, a:a + rows] for a in range(kh)], axis=-1)
+  stacked = jnp.concatenate([lhs[:, a : a + rows] for a in range(kh)], axis=-1)
   kernel = rhs.transpose(1, 0, 2, 3).reshape(1, kw, kh * cin, cout)
-  return lax.conv_general_dilated(stacked, kernel, (1, 1), "VALID",
-                                  dimension_numbers=_NHWC,
-                                  precision=precision)
+  return lax.conv_general_dilated(stacked, kernel, (1, 1), "VALID", dimension_numbers=_NHWC, precision=precision)
 
 
 def _valid_conv_jvp(precision, primals, tangents):
@@ -338,8 +326,8 @@ def _valid_conv_jvp(precision, primals, tangents):
   out_dot = jnp.zeros_like(out)
   if not isinstance(rhs_dot, SymbolicZero):
     out_dot = out_dot + lax.conv_general_dilated(
-        lhs, rhs_dot, (1, 1), "VALID", dimension_numbers=_NHWC,
-        precision=precision)
+      lhs, rhs_dot, (1, 1), "VALID", dimension_numbers=_NHWC, precision=precision
+    )
   if not isinstance(lhs_dot, SymbolicZero):
     out_dot = out_dot + _row_stacked_conv(lhs_dot, rhs, precision)
   return out, out_dot
@@ -348,17 +336,20 @@ def _valid_conv_jvp(precision, primals, tangents):
 _valid_conv.defjvp(_valid_conv_jvp, symbolic_zeros=True)
 
 
-def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
-                         window_strides: Sequence[int],
-                         padding: str | Sequence[tuple[int, int]],
-                         lhs_dilation: Sequence[int] | None = None,
-                         rhs_dilation: Sequence[int] | None = None,
-                         dimension_numbers=None,
-                         feature_group_count: int = 1,
-                         batch_group_count: int = 1,
-                         precision=None,
-                         preferred_element_type=None,
-                         out_sharding=None) -> jax.Array:
+def conv_general_dilated(
+  lhs: jax.Array,
+  rhs: jax.Array,
+  window_strides: Sequence[int],
+  padding: str | Sequence[tuple[int, int]],
+  lhs_dilation: Sequence[int] | None = None,
+  rhs_dilation: Sequence[int] | None = None,
+  dimension_numbers=None,
+  feature_group_count: int = 1,
+  batch_group_count: int = 1,
+  precision=None,
+  preferred_element_type=None,
+  out_sharding=None,
+) -> jax.Array:
   """`jax.lax.conv_general_dilated`, formulated for XLA:CPU's Eigen kernels.
 
   Same arguments and result as `jax.lax.conv_general_dilated`. The CPU-only
@@ -371,24 +362,38 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
     The convolution of `lhs` with `rhs`.
   """
   plain = lambda lhs, rhs: lax.conv_general_dilated(
-      lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-      rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-      feature_group_count=feature_group_count,
-      batch_group_count=batch_group_count, precision=precision,
-      preferred_element_type=preferred_element_type, out_sharding=out_sharding)
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=lhs_dilation,
+    rhs_dilation=rhs_dilation,
+    dimension_numbers=dimension_numbers,
+    feature_group_count=feature_group_count,
+    batch_group_count=batch_group_count,
+    precision=precision,
+    preferred_element_type=preferred_element_type,
+    out_sharding=out_sharding,
+  )
   nhwc = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
   unit = lambda v: v is None or all(d == 1 for d in v)
   applies = (
-      lhs.ndim == 4 and rhs.ndim == 4
-      and lax.conv_dimension_numbers(lhs.shape, rhs.shape,
-                                     dimension_numbers) == nhwc
-      and unit(window_strides) and unit(lhs_dilation)
-      and unit(rhs_dilation) and batch_group_count == 1
-      and preferred_element_type is None and out_sharding is None)
+    lhs.ndim == 4
+    and rhs.ndim == 4
+    and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+    and unit(window_strides)
+    and unit(lhs_dilation)
+    and unit(rhs_dilation)
+    and batch_group_count == 1
+    and preferred_element_type is None
+    and out_sharding is None
+  )
   if applies:
-    pads = (lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides,
-                                padding) if isinstance(padding, str)
-            else padding)
+    pads = (
+      lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+      if isinstance(padding, str)
+      else padding
+    )
     # With padding, the kernel-gradient convolution of the taller output was
     # rewritten by XLA into a slow generic (non-Eigen) convolution: 3 s per
     # SVHN step. Unpadded ("VALID") convolutions stay on Eigen.
@@ -399,9 +404,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array,
     if feature_group_count != 1:
       return plain(lhs, rhs)
     return _valid_conv(lhs, rhs, precision)
-  return _spare_row_conv(lhs, rhs, window_strides, padding, lhs_dilation,
-                         rhs_dilation, dimension_numbers, feature_group_count,
-                         precision)
+  return _spare_row_conv(
+    lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, precision
+  )
 
 
 def tuned(factory: Callable[..., Any]) -> Callable[..., Any]:
@@ -411,8 +416,9 @@ def tuned(factory: Callable[..., Any]) -> Callable[..., Any]:
   The parameters are those of the stock network (same names and shapes), so
   states and checkpoints move between the two.
   """
+
   @functools.wraps(factory)
   def build(*args, **kwargs):
-    return factory(*args, conv_general_dilated=conv_general_dilated,
-                   max_pool=max_pool, **kwargs)
+    return factory(*args, conv_general_dilated=conv_general_dilated, max_pool=max_pool, **kwargs)
+
   return build

@@ -49,6 +49,9 @@ def fake_mnist(tmp_path, monkeypatch):
     else:
       (idx_dir / name).write_bytes(data)
   monkeypatch.setattr(sources, "MNIST_IDX_MD5", sources.mnist_idx_md5s(arrays))
-  monkeypatch.setattr(sources, "MNIST_LABEL_HISTOGRAM", {
-      split: tuple(np.bincount(arrays[f"{split}_labels"], minlength=10).tolist()) for split in sources.SPLITS})
+  monkeypatch.setattr(
+    sources,
+    "MNIST_LABEL_HISTOGRAM",
+    {split: tuple(np.bincount(arrays[f"{split}_labels"], minlength=10).tolist()) for split in sources.SPLITS},
+  )
   return idx_dir, arrays

@@ -31,16 +31,17 @@ STEPS = 3
 
 def tiny_pair():
   rng = np.random.default_rng(0)
+
   def domain(n, shift):
     images = rng.integers(0, 256 - shift, (n, 32, 32, 3)) + shift
     return images.astype(np.uint8), rng.integers(0, 10, n).astype(np.int32)
+
   return make_domain_pair(domain(40, 0), domain(40, 60))
 
 
 def initial_state():
   config = TrainConfig(total_steps=10, batch_size=BATCH)
-  return create_train_state(mnist_dann(), config,
-                            np.zeros((2, 32, 32, 3), np.float32))
+  return create_train_state(mnist_dann(), config, np.zeros((2, 32, 32, 3), np.float32))
 
 
 _INITIAL = initial_state()
@@ -56,15 +57,15 @@ def fresh_state():
 
 
 def assert_close(actual, expected):
-  jax.tree.map(lambda a, e: np.testing.assert_allclose(
-      np.asarray(a), np.asarray(e), rtol=1e-5, atol=1e-6), actual, expected)
+  jax.tree.map(
+    lambda a, e: np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=1e-5, atol=1e-6), actual, expected
+  )
 
 
 def assert_same_step(state, metrics, reference):
   ref_state, ref_metrics = reference
   assert int(state.step) == STEPS, int(state.step)
-  assert set(state.params) == {"features", "label_predictor",
-                               "domain_classifier"}
+  assert set(state.params) == {"features", "label_predictor", "domain_classifier"}
   assert_close(state.params, ref_state.params)
   assert_close(state.opt_state, ref_state.opt_state)
   assert_close({k: metrics[k] for k in ref_metrics}, ref_metrics)
@@ -73,10 +74,8 @@ def assert_same_step(state, metrics, reference):
 def main():
   assert jax.device_count() == NUM_DEVICES, jax.devices()
   pair = tiny_pair()
-  reference = jax.device_get(jit_train_on_pair(fresh_state(), pair, STEPS,
-                                               BATCH))
-  moved = jax.tree.map(lambda a, b: not np.allclose(a, b),
-                       reference[0].params, _INITIAL.params)
+  reference = jax.device_get(jit_train_on_pair(fresh_state(), pair, STEPS, BATCH))
+  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), reference[0].params, _INITIAL.params)
   assert all(jax.tree.leaves(moved)), "the reference steps left params alone"
   mesh = parallel.make_mesh(NUM_DEVICES)
   sharded = parallel.make_sharded_runner(mesh)
@@ -109,13 +108,11 @@ def main():
   def fit_with_runners():
     # The same chunk length as above: no new compilation.
     for runner in (sharded, pmapped):
-      state = fit(fresh_state(), pair, num_steps=STEPS, batch_size=BATCH,
-                  num_classes=10, chunk=STEPS, runner=runner)
+      state = fit(fresh_state(), pair, num_steps=STEPS, batch_size=BATCH, num_classes=10, chunk=STEPS, runner=runner)
       assert_close(state.params, reference[0].params)
 
   def too_many_devices():
-    for make in (lambda: parallel.make_mesh(NUM_DEVICES + 1),
-                 lambda: parallel.make_runner("pmap", NUM_DEVICES + 1)):
+    for make in (lambda: parallel.make_mesh(NUM_DEVICES + 1), lambda: parallel.make_runner("pmap", NUM_DEVICES + 1)):
       try:
         make()
       except ValueError as e:
@@ -132,14 +129,12 @@ def main():
     else:
       raise AssertionError("no ValueError for batch 20 on 4 devices")
 
-  for check in (sharded_runner, pmap_runner, pmap_train_step,
-                fit_with_runners, too_many_devices, indivisible_batch):
+  for check in (sharded_runner, pmap_runner, pmap_train_step, fit_with_runners, too_many_devices, indivisible_batch):
     try:
       check()
       result = {"check": check.__name__, "ok": True, "error": ""}
     except Exception:  # pylint: disable=broad-except
-      result = {"check": check.__name__, "ok": False,
-                "error": traceback.format_exc()}
+      result = {"check": check.__name__, "ok": False, "error": traceback.format_exc()}
     print(json.dumps(result), flush=True)
 
 

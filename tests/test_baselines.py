@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from dann_jax.baselines import (align_subspaces, linear_svm_accuracy,
-                                subspace_alignment)
+from dann_jax.baselines import align_subspaces, linear_svm_accuracy, subspace_alignment
 from dann_jax.divergence import proxy_a_distance
 
 

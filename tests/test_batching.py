@@ -1,6 +1,5 @@
 """Tests of dann_jax.data.batching: half/half batches, masks, epoch reshuffling, mean subtraction, jit and scan."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,12 +51,12 @@ def test_each_epoch_visits_every_sample_once_in_a_new_order():
   key = jax.random.key(7)
   source = [_rows(sample(pair, key, s, batch_size=4), pair)[:2] for s in range(15)]  # 5 steps per epoch
   target = [_rows(sample(pair, key, s, batch_size=4), pair)[2:] for s in range(18)]  # 6 steps per epoch
-  epochs = [np.concatenate(source[e * 5:(e + 1) * 5]) for e in range(3)]
+  epochs = [np.concatenate(source[e * 5 : (e + 1) * 5]) for e in range(3)]
   for order in epochs:
     assert sorted(order) == list(range(10))
   assert len({tuple(order) for order in epochs}) == 3  # reshuffled each epoch
   for e in range(3):
-    assert sorted(np.concatenate(target[e * 6:(e + 1) * 6])) == list(range(100, 112))
+    assert sorted(np.concatenate(target[e * 6 : (e + 1) * 6])) == list(range(100, 112))
 
 
 def test_remainder_of_an_epoch_is_dropped_without_repeats():
@@ -90,8 +89,7 @@ def test_mean_and_normalisation_match_numpy():
   batch = sample(pair, jax.random.key(0), 0, batch_size=4)
   source_index = np.asarray(batching.epoch_indices(jax.random.fold_in(jax.random.key(0), 0), 0, 6, 2))
   np.testing.assert_allclose(batch["image"][:2], source[0][source_index] / 255.0 - expected_mean, atol=1e-6)
-  np.testing.assert_allclose(batching.preprocess(target[0], pair.mean), target[0] / 255.0 - expected_mean,
-                             atol=1e-6)
+  np.testing.assert_allclose(batching.preprocess(target[0], pair.mean), target[0] / 255.0 - expected_mean, atol=1e-6)
 
 
 def test_scan_over_steps_matches_step_by_step():
@@ -102,6 +100,7 @@ def test_scan_over_steps_matches_step_by_step():
   def labels_over_steps(pair):
     def body(carry, step):
       return carry, batching.sample_batch(pair, key, step, 4)["label"]
+
     return jax.lax.scan(body, 0, jnp.arange(7))[1]
 
   scanned = labels_over_steps(pair)
@@ -157,12 +156,15 @@ def test_float_images_are_converted_as_documented():
   np.testing.assert_array_equal(batching.as_uint8_images(wide.astype(np.int32)), wide.astype(np.uint8))
 
 
-@pytest.mark.parametrize("bad, error, match", [
+@pytest.mark.parametrize(
+  "bad, error, match",
+  [
     (np.nan, ValueError, "source images hold 1 NaN or infinite pixels"),
     (np.inf, ValueError, "NaN or infinite"),
     (300.0, ValueError, r"floats in \[0.5, 300\]; give uint8 images"),
     (-1.0, ValueError, r"floats in \[-1, 0.5\]"),
-])
+  ],
+)
 def test_unusable_float_pixels_are_refused(bad, error, match):
   images = np.full((4, 32, 32, 3), 0.5, np.float32)
   images[1, 2, 3, 0] = bad

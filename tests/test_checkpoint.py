@@ -15,8 +15,11 @@ from dann_jax.train import create_train_state
 
 
 def _state(step=0, seed=0):
-  model = DANN(features=MLP(hidden=(), outputs=6), label_predictor=MLP(hidden=(), outputs=3),
-               domain_classifier=MLP(hidden=(), outputs=1))
+  model = DANN(
+    features=MLP(hidden=(), outputs=6),
+    label_predictor=MLP(hidden=(), outputs=3),
+    domain_classifier=MLP(hidden=(), outputs=1),
+  )
   state = create_train_state(model, TrainConfig(total_steps=10, seed=seed), jnp.zeros((2, 5)))
   return state.replace(step=jnp.asarray(step, jnp.int32))
 
@@ -54,10 +57,12 @@ def test_no_readable_step_is_one_clear_error(tmp_path):
 
 def test_a_save_that_fails_midway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
   from orbax.checkpoint._src.path import async_path
+
   checkpoint.save_checkpoint(tmp_path, _state(1, seed=0))
 
   async def disk_full(src, dst):
     raise OSError(28, "No space left on device")
+
   monkeypatch.setattr(async_path, "rename", disk_full)
   with pytest.raises(Exception):
     checkpoint.save_checkpoint(tmp_path, _state(2, seed=1))

@@ -11,13 +11,11 @@ from dann_jax.cli import main
 @pytest.fixture
 def tiny_mnist(offline_data_dir, fake_mnist):
   idx_dir, _ = fake_mnist
-  assert main(["data", "fetch", "mnist", "--idx-dir", str(idx_dir),
-               "--no-mirror"]) == 0
+  assert main(["data", "fetch", "mnist", "--idx-dir", str(idx_dir), "--no-mirror"]) == 0
   return offline_data_dir
 
 
-TRAIN = ["train", "--source", "mnist", "--target", "mnist-m", "--steps", "4",
-         "--batch-size", "8", "--no-progress"]
+TRAIN = ["train", "--source", "mnist", "--target", "mnist-m", "--steps", "4", "--batch-size", "8", "--no-progress"]
 
 
 def test_train_writes_and_resumes(tiny_mnist, tmp_path, capsys):
@@ -69,9 +67,17 @@ def test_seeds_and_tsne(tiny_mnist, tmp_path, capsys):
 
 def test_keep_best_agrees_with_select(tiny_mnist, tmp_path, capsys):
   out = tmp_path / "kb"
-  args = TRAIN[:-5] + ["--steps", "1000", "--batch-size", "8",
-                       "--no-progress", "--keep-best", "source-risk",
-                       "--out", str(out)]
+  args = TRAIN[:-5] + [
+    "--steps",
+    "1000",
+    "--batch-size",
+    "8",
+    "--no-progress",
+    "--keep-best",
+    "source-risk",
+    "--out",
+    str(out),
+  ]
   assert main(args) == 0
   summary = json.loads((out / "summary.json").read_text())
   rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -85,32 +91,27 @@ def test_keep_best_agrees_with_select(tiny_mnist, tmp_path, capsys):
   # The ranking of the same run's checkpoints by `select` agrees, and each
   # score is the held-out source error (4 of the 40 tiny MNIST images).
   ranking_file = tmp_path / "ranking.json"
-  assert main(["select", str(out), "--criterion", "source-risk",
-               "--checkpoints", "--out", str(ranking_file)]) == 0
+  assert main(["select", str(out), "--criterion", "source-risk", "--checkpoints", "--out", str(ranking_file)]) == 0
   ranking = json.loads(ranking_file.read_text())["ranking"]
   assert len(ranking) == 10
   assert ranking[0]["step"] == best_step
   assert sorted(r["score"] for r in ranking) == [r["score"] for r in ranking]
   assert all(r["score"] * 4 == round(r["score"] * 4) for r in ranking)
-  assert {r["step"]: r["score"] for r in ranking} == {
-      step: score for score, step in scored}
+  assert {r["step"]: r["score"] for r in ranking} == {step: score for score, step in scored}
 
 
 def test_select_refuses_runs_without_holdout(tiny_mnist, tmp_path, capsys):
   out = tmp_path / "paper"
   assert main(TRAIN + ["--preset", "paper", "--out", str(out)]) == 0
   capsys.readouterr()
-  assert main(["select", str(out), "--criterion", "dev",
-               "--out", str(tmp_path / "r.json")]) == 2
+  assert main(["select", str(out), "--criterion", "dev", "--out", str(tmp_path / "r.json")]) == 2
   assert "no held-out validation split" in capsys.readouterr().err
   assert not (tmp_path / "r.json").exists()
 
 
-def test_demo_writes_a_report_and_says_when_it_reuses(tiny_mnist, tmp_path,
-                                                      capsys):
+def test_demo_writes_a_report_and_says_when_it_reuses(tiny_mnist, tmp_path, capsys):
   out = tmp_path / "demo"
-  args = ["demo", "--steps", "4", "--batch-size", "8", "--no-progress",
-          "--out", str(out)]
+  args = ["demo", "--steps", "4", "--batch-size", "8", "--no-progress", "--out", str(out)]
   assert main(args) == 0
   printed = capsys.readouterr().out
   report = out / "report.md"
@@ -127,15 +128,15 @@ def test_demo_writes_a_report_and_says_when_it_reuses(tiny_mnist, tmp_path,
   assert "training afresh" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args,message", [
+@pytest.mark.parametrize(
+  "args,message",
+  [
     (["--source", "mnist", "--target", "cifar"], "unknown pair"),
-    (["--source", "mnist", "--target", "mnist-m", "--seeds", "0"],
-     "--seeds 0 must be >= 1"),
-    (["--source", "mnist", "--target", "mnist-m", "--steps", "0"],
-     "steps=0 must be positive"),
-    (["--source", "mnist", "--target", "mnist-m", "--batch-size", "7"],
-     "must be even"),
-])
+    (["--source", "mnist", "--target", "mnist-m", "--seeds", "0"], "--seeds 0 must be >= 1"),
+    (["--source", "mnist", "--target", "mnist-m", "--steps", "0"], "steps=0 must be positive"),
+    (["--source", "mnist", "--target", "mnist-m", "--batch-size", "7"], "must be even"),
+  ],
+)
 def test_bad_arguments(args, message, tmp_path, capsys):
   assert main(["train", *args, "--out", str(tmp_path / "x")]) == 2
   assert message in capsys.readouterr().err
@@ -151,50 +152,85 @@ def test_train_on_four_fake_devices(tiny_mnist, tmp_path):
   import os
   import subprocess
   import sys
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
   for parallel in ("sharding", "pmap"):
     out = tmp_path / parallel
-    cmd = [sys.executable, "-m", "dann_jax.cli", "train", "--source", "mnist",
-           "--target", "mnist-m", "--steps", "5", "--batch-size", "8",
-           "--devices", "4", "--parallel", parallel, "--no-progress",
-           "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    cmd = [
+      sys.executable,
+      "-m",
+      "dann_jax.cli",
+      "train",
+      "--source",
+      "mnist",
+      "--target",
+      "mnist-m",
+      "--steps",
+      "5",
+      "--batch-size",
+      "8",
+      "--devices",
+      "4",
+      "--parallel",
+      parallel,
+      "--no-progress",
+      "--out",
+      str(out),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 5
   # A half batch of 4 does not split over 3 devices: the nearest sizes.
-  proc = subprocess.run(cmd[:-7] + ["--devices", "3", "--out",
-                                    str(tmp_path / "bad")],
-                        env=env, capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(
+    cmd[:-7] + ["--devices", "3", "--out", str(tmp_path / "bad")], env=env, capture_output=True, text=True, timeout=600
+  )
   assert proc.returncode == 2
   assert "use 6 or 12" in proc.stderr
 
 
-def test_reproduce_tabulates_finished_runs_and_says_what_is_running(
-    tiny_mnist, tmp_path, capsys):
+def test_reproduce_tabulates_finished_runs_and_says_what_is_running(tiny_mnist, tmp_path, capsys):
   runs, results = tmp_path / "runs", tmp_path / "results"
   done = runs / "mnist_to_mnist-dilated" / "dann_s0"
-  assert main(TRAIN[:3] + ["--target", "mnist-dilated", "--steps", "4",
-                           "--batch-size", "8", "--no-progress",
-                           "--out", str(done)]) == 0
+  assert (
+    main(
+      TRAIN[:3]
+      + ["--target", "mnist-dilated", "--steps", "4", "--batch-size", "8", "--no-progress", "--out", str(done)]
+    )
+    == 0
+  )
   # A run stopped midway: its run.json and metrics, no summary.
   stopped = runs / "mnist_to_mnist-dilated" / "source_only_s0"
   stopped.mkdir(parents=True)
   (stopped / "run.json").write_text(json.dumps({"steps": 3000}))
   (stopped / "metrics.jsonl").write_text(json.dumps({"step": 1200}) + "\n")
   capsys.readouterr()
-  assert main(["reproduce", "table1", "--pairs", "mnist->mnist-dilated",
-               "--steps", "4", "--runs", str(runs), "--results",
-               str(results), "--table-only"]) == 0
+  assert (
+    main(
+      [
+        "reproduce",
+        "table1",
+        "--pairs",
+        "mnist->mnist-dilated",
+        "--steps",
+        "4",
+        "--runs",
+        str(runs),
+        "--results",
+        str(results),
+        "--table-only",
+      ]
+    )
+    == 0
+  )
   table = json.loads((results / "table1_quick.json").read_text())
   cells = table["pairs"]["mnist->mnist-dilated"]
   finished = json.loads((done / "summary.json").read_text())
   assert cells["dann"] == finished["target_accuracy"]["per_seed"]
   assert cells["status"] == {
-      "source_only": "seed 0: running: step 1,200 of 3,000",
-      "target_only": "seed 0: not started"}
+    "source_only": "seed 0: running: step 1,200 of 3,000",
+    "target_only": "seed 0: not started",
+  }
   assert table["steps"] == 4 and table["seeds"] == [0]
   md = (results / "table1_quick.md").read_text()
   assert "running: step 1,200 of 3,000" in md
@@ -203,30 +239,30 @@ def test_reproduce_tabulates_finished_runs_and_says_what_is_running(
 
 def test_set_overrides_config_fields(tiny_mnist, tmp_path):
   from dann_jax.cli.train import parse_overrides
-  assert parse_overrides(["learning_rate=3e-4", "optimizer=sgd",
-                          "anneal_learning_rate=false", "max_norm=none",
-                          "batch_size=64"]) == {
-      "learning_rate": 3e-4, "optimizer": "sgd",
-      "anneal_learning_rate": False, "max_norm": None, "batch_size": 64}
+
+  assert parse_overrides(
+    ["learning_rate=3e-4", "optimizer=sgd", "anneal_learning_rate=false", "max_norm=none", "batch_size=64"]
+  ) == {"learning_rate": 3e-4, "optimizer": "sgd", "anneal_learning_rate": False, "max_norm": None, "batch_size": 64}
   out = tmp_path / "set"
-  assert main(TRAIN + ["--set", "lam_max=0.5", "--set", "adam_b1=0.8",
-                       "--out", str(out)]) == 0
+  assert main(TRAIN + ["--set", "lam_max=0.5", "--set", "adam_b1=0.8", "--out", str(out)]) == 0
   config = json.loads((out / "summary.json").read_text())["config"]
   assert config["lam_max"] == 0.5 and config["adam_b1"] == 0.8
-  assert json.loads((out / "run.json").read_text())["overrides"] == {
-      "lam_max": 0.5, "adam_b1": 0.8}
+  assert json.loads((out / "run.json").read_text())["overrides"] == {"lam_max": 0.5, "adam_b1": 0.8}
 
 
-@pytest.mark.parametrize("item,message", [
-    ("lr=0.1", "FIELD one of"), ("learning_rate", "FIELD one of"),
+@pytest.mark.parametrize(
+  "item,message",
+  [
+    ("lr=0.1", "FIELD one of"),
+    ("learning_rate", "FIELD one of"),
     ("learning_rate=fast", "'fast' is not a valid float"),
     ("anneal_learning_rate=maybe", "not a valid bool"),
     ("total_steps=10", "use --steps"),
     ("learning_rate=-1", "learning_rate=-1.0 must be > 0"),
-])
+  ],
+)
 def test_bad_set_is_one_clear_error(item, message, tmp_path, capsys):
-  assert main(["train", "--source", "mnist", "--target", "mnist-m",
-               "--set", item, "--out", str(tmp_path / "x")]) == 2
+  assert main(["train", "--source", "mnist", "--target", "mnist-m", "--set", item, "--out", str(tmp_path / "x")]) == 2
   assert message in capsys.readouterr().err
   assert not (tmp_path / "x").exists()
 
@@ -234,17 +270,14 @@ def test_bad_set_is_one_clear_error(item, message, tmp_path, capsys):
 def test_out_naming_a_file_is_one_clear_error(tmp_path, capsys):
   target = tmp_path / "afile"
   target.write_text("x")
-  assert main(["train", "--source", "mnist", "--target", "mnist-m",
-               "--out", str(target)]) == 2
+  assert main(["train", "--source", "mnist", "--target", "mnist-m", "--out", str(target)]) == 2
   assert "is a file" in capsys.readouterr().err
 
 
-def test_a_run_failing_at_start_leaves_its_folder_reusable(tiny_mnist,
-                                                            tmp_path, capsys):
+def test_a_run_failing_at_start_leaves_its_folder_reusable(tiny_mnist, tmp_path, capsys):
   out = tmp_path / "run"
   # 40 tiny MNIST images cannot fill a batch of 128.
-  assert main(TRAIN[:7] + ["--batch-size", "128", "--no-progress",
-                           "--out", str(out)]) == 2
+  assert main(TRAIN[:7] + ["--batch-size", "128", "--no-progress", "--out", str(out)]) == 2
   assert "use a smaller batch" in capsys.readouterr().err
   assert not out.exists()
   assert main(TRAIN + ["--out", str(out)]) == 0
@@ -272,6 +305,7 @@ OWN = ["--steps", "4", "--batch-size", "8", "--no-progress"]
 def _class_folders(root, classes, per_class, seed=0, size=(20, 24)):
   """ROOT/<class>/<i>.png: random images, a different size from 32x32 so that they are resized."""
   from PIL import Image
+
   rng = np.random.default_rng(seed)
   for c in classes:
     (root / c).mkdir(parents=True)
@@ -284,6 +318,7 @@ def _class_folders(root, classes, per_class, seed=0, size=(20, 24)):
 def own_folders(tmp_path, offline_data_dir):
   """A labelled source (3 classes x 8), a labelled target (3 x 6), a flat unlabelled target (10 images)."""
   from PIL import Image
+
   source = _class_folders(tmp_path / "product", ("bike", "chair", "mug"), 8)
   target = _class_folders(tmp_path / "real", ("bike", "chair", "mug"), 6, seed=1)
   flat = tmp_path / "camera"
@@ -309,19 +344,39 @@ def test_train_on_own_folders_and_reload_the_run(own_folders, tmp_path, capsys, 
   assert "your own data; no paper numbers" in capsys.readouterr().out
   # The run folder names its data: it reloads from another working directory.
   from dann_jax.runs import load_run
+
   monkeypatch.chdir(tmp_path.parent)
   result = load_run(out)
   assert result.identity["source"] == f"folder:{source}"
   assert len(result.data.target_test) == 18 and result.data.source_train.class_names == ("bike", "chair", "mug")
-  assert main(["train", "--source", f"folder:{source}", "--target", f"folder:{target}", *OWN, "--out", str(out),
-               "--resume"]) == 0
+  assert (
+    main(["train", "--source", f"folder:{source}", "--target", f"folder:{target}", *OWN, "--out", str(out), "--resume"])
+    == 0
+  )
 
 
 def test_unlabelled_target_folder_reports_no_target_accuracy(own_folders, tmp_path, capsys):
   source, _, flat = own_folders
   out = tmp_path / "run"
-  assert main(["train", "--source", f"folder:{source}", "--target", f"folder:{flat}", *OWN,
-               "--test-fraction", "0.25", "--split-seed", "1", "--out", str(out)]) == 0
+  assert (
+    main(
+      [
+        "train",
+        "--source",
+        f"folder:{source}",
+        "--target",
+        f"folder:{flat}",
+        *OWN,
+        "--test-fraction",
+        "0.25",
+        "--split-seed",
+        "1",
+        "--out",
+        str(out),
+      ]
+    )
+    == 0
+  )
   summary = json.loads((out / "summary.json").read_text())
   assert summary["target_accuracy"] is None and summary["target_test_size"] == 0
   assert 0.0 <= summary["source_accuracy"]["mean"] <= 1.0
@@ -335,26 +390,50 @@ def test_unlabelled_target_folder_reports_no_target_accuracy(own_folders, tmp_pa
   assert main(["select", str(out), "--criterion", "source-risk", "--out", str(ranking)]) == 0
   assert json.loads(ranking.read_text())["ranking"][0]["target_accuracy"] is None
   # Train-on-target needs target labels: one error, nothing written.
-  assert main(["train", "--source", f"folder:{source}", "--target", f"folder:{flat}", *OWN,
-               "--method", "target-only", "--out", str(tmp_path / "to")]) == 2
+  assert (
+    main(
+      [
+        "train",
+        "--source",
+        f"folder:{source}",
+        "--target",
+        f"folder:{flat}",
+        *OWN,
+        "--method",
+        "target-only",
+        "--out",
+        str(tmp_path / "to"),
+      ]
+    )
+    == 2
+  )
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "10 of the 10 target train images have none" in err
   assert not (tmp_path / "to").exists()
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--source", "mnist", "--target", "mnist-m", "--source-test", "x"],
-     "--source-test applies to a folder:PATH or npz:PATH source; the built-in 'mnist' has its own test split"),
+@pytest.mark.parametrize(
+  "flags,message",
+  [
+    (
+      ["--source", "mnist", "--target", "mnist-m", "--source-test", "x"],
+      "--source-test applies to a folder:PATH or npz:PATH source; the built-in 'mnist' has its own test split",
+    ),
     (["--source", "mnist", "--target", "mnist-m", "--test-fraction", "0.2"], "--test-fraction 0.2 holds out"),
     (["--source", "mnist", "--target", "mnist-m", "--network", "svhn"], "--network applies to pairs with"),
-    (["--source", "folder:product", "--target", "mnist", "--test-fraction", "1.5"],
-     "--test-fraction 1.5 must lie strictly between 0 and 1"),
+    (
+      ["--source", "folder:product", "--target", "mnist", "--test-fraction", "1.5"],
+      "--test-fraction 1.5 must lie strictly between 0 and 1",
+    ),
     (["--source", "folder:product", "--target", "mnist", "--split-seed", "3"], "--split-seed seeds the"),
-    (["--source", "folder:product", "--target", "mnist", "--source-test", "nowhere"],
-     "--source-test nowhere: no such folder or file"),
+    (
+      ["--source", "folder:product", "--target", "mnist", "--source-test", "nowhere"],
+      "--source-test nowhere: no such folder or file",
+    ),
     (["--source", "folder:nowhere", "--target", "mnist"], "'nowhere' does not exist"),
     (["--source", "folder:product", "--target", "cifar"], "unknown domain 'cifar'"),
-])
+  ],
+)
 def test_bad_split_flags_are_one_clear_error(flags, message, own_folders, tmp_path, capsys, monkeypatch):
   monkeypatch.chdir(own_folders[0].parent)
   assert main(["train", *flags, "--out", str(tmp_path / "x")]) == 2
@@ -366,8 +445,10 @@ def test_bad_split_flags_are_one_clear_error(flags, message, own_folders, tmp_pa
 def test_mismatched_class_sets_are_one_clear_error(own_folders, tmp_path, capsys):
   source, _, _ = own_folders
   other = _class_folders(tmp_path / "other", ("bike", "chair", "emu"), 4)
-  assert main(["train", "--source", f"folder:{source}", "--target", f"folder:{other}", *OWN,
-               "--out", str(tmp_path / "x")]) == 2
+  assert (
+    main(["train", "--source", f"folder:{source}", "--target", f"folder:{other}", *OWN, "--out", str(tmp_path / "x")])
+    == 2
+  )
   err = capsys.readouterr().err
   assert err.count("\n") == 1
   assert "only in the source: ['mug']; only in the target: ['emu']" in err
@@ -378,12 +459,14 @@ def test_data_import_svhn_verifies_and_feeds_the_domain(offline_data_dir, tmp_pa
   import scipy.io
 
   from dann_jax.data import domains, official
+
   mat = tmp_path / "train_32x32.mat"
   x = np.random.default_rng(0).integers(0, 256, (32, 32, 3, 20), dtype=np.uint8)
   scipy.io.savemat(mat, {"X": x, "y": (np.arange(20) % 10 + 1).astype(np.uint8).reshape(20, 1)})
   md5 = official.file_md5(mat)
-  monkeypatch.setitem(official.EXPECTED, "svhn", {**official.EXPECTED["svhn"],
-                                                  "train": official.Expected("train_32x32.mat", md5, 20)})
+  monkeypatch.setitem(
+    official.EXPECTED, "svhn", {**official.EXPECTED["svhn"], "train": official.Expected("train_32x32.mat", md5, 20)}
+  )
   assert main(["data", "import", "svhn", str(mat)]) == 0
   out = capsys.readouterr().out
   assert f"svhn train: 20 images verified (md5 {md5}, the published one" in out
@@ -411,13 +494,46 @@ def test_data_show_reads_a_folder(own_folders, tmp_path, capsys):
 def test_reproduce_says_which_file_a_pair_needs(offline_data_dir, tmp_path, capsys):
   # The imported-file domain is loaded first, so the pair stops before anything is built or trained.
   results = tmp_path / "results"
-  assert main(["reproduce", "table1", "--pairs", "mnist->usps", "svhn->mnist", "--steps", "4", "--runs",
-               str(tmp_path / "runs"), "--results", str(results), "--no-progress"]) == 0
+  assert (
+    main(
+      [
+        "reproduce",
+        "table1",
+        "--pairs",
+        "mnist->usps",
+        "svhn->mnist",
+        "--steps",
+        "4",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--results",
+        str(results),
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   table = json.loads((results / "table1_quick.json").read_text())
   for pair, name in (("mnist->usps", "usps"), ("svhn->mnist", "svhn")):
     assert f"needs the file: `dann-jax data import {name} PATH`" in table["pairs"][pair]["status"]["all"]
   assert "http://ufldl.stanford.edu/housenumbers/" in (results / "table1_quick.md").read_text()
-  assert main(["reproduce", "table1", "--pairs", "mnist->usps", "--steps", "4", "--runs", str(tmp_path / "runs"),
-               "--results", str(results), "--table-only"]) == 0
+  assert (
+    main(
+      [
+        "reproduce",
+        "table1",
+        "--pairs",
+        "mnist->usps",
+        "--steps",
+        "4",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--results",
+        str(results),
+        "--table-only",
+      ]
+    )
+    == 0
+  )
   table = json.loads((results / "table1_quick.json").read_text())
   assert "needs the file: `dann-jax data import usps PATH`" in table["pairs"]["mnist->usps"]["status"]["all"]

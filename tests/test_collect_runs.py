@@ -13,19 +13,25 @@ collect_runs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(collect_runs)
 
 
-def _fake_run(root: Path, name: str, method: str, seed: int, accuracy: float,
-              trajectory: dict[int, float]) -> Path:
+def _fake_run(root: Path, name: str, method: str, seed: int, accuracy: float, trajectory: dict[int, float]) -> Path:
   run = root / name
   run.mkdir()
   summary = {
-      "pair": "mnist->mnist-m", "method": method, "preset": "paper",
-      "steps": 2000, "seeds": [seed],
-      "target_accuracy": {"mean": accuracy, "std": 0.0,
-                          "per_seed": [accuracy]},
-      "source_accuracy": {"mean": 0.98, "std": 0.0, "per_seed": [0.98]},
-      "target_test_size": 10000, "paper_v1": 0.8149, "paper_icml": 0.7666,
-      "train_seconds": 60.0 * (seed + 1), "machine": "test machine",
-      "note": "", "config": {}}
+    "pair": "mnist->mnist-m",
+    "method": method,
+    "preset": "paper",
+    "steps": 2000,
+    "seeds": [seed],
+    "target_accuracy": {"mean": accuracy, "std": 0.0, "per_seed": [accuracy]},
+    "source_accuracy": {"mean": 0.98, "std": 0.0, "per_seed": [0.98]},
+    "target_test_size": 10000,
+    "paper_v1": 0.8149,
+    "paper_icml": 0.7666,
+    "train_seconds": 60.0 * (seed + 1),
+    "machine": "test machine",
+    "note": "",
+    "config": {},
+  }
   (run / "summary.json").write_text(json.dumps(summary))
   with open(run / "metrics.jsonl", "w") as f:
     for step in (500, 1000, 1500, 2000):
@@ -38,13 +44,12 @@ def _fake_run(root: Path, name: str, method: str, seed: int, accuracy: float,
 
 def test_groups_seeds_and_methods(tmp_path, capsys):
   runs = [
-      _fake_run(tmp_path, "d0", "dann", 0, 0.90, {1000: 0.6, 2000: 0.9}),
-      _fake_run(tmp_path, "d1", "dann", 1, 0.94, {1000: 0.7, 2000: 0.94}),
-      _fake_run(tmp_path, "s0", "source_only", 0, 0.55, {1000: 0.5}),
+    _fake_run(tmp_path, "d0", "dann", 0, 0.90, {1000: 0.6, 2000: 0.9}),
+    _fake_run(tmp_path, "d1", "dann", 1, 0.94, {1000: 0.7, 2000: 0.94}),
+    _fake_run(tmp_path, "s0", "source_only", 0, 0.55, {1000: 0.5}),
   ]
   out = tmp_path / "results" / "paper"
-  assert collect_runs.main([*map(str, runs), "--out", str(out),
-                            "--command", "dann-jax train ..."]) == 0
+  assert collect_runs.main([*map(str, runs), "--out", str(out), "--command", "dann-jax train ..."]) == 0
   record = json.loads(out.with_suffix(".json").read_text())
   rows = {r["method"]: r for r in record["rows"]}
   dann = rows["dann"]
@@ -69,11 +74,9 @@ def test_a_run_of_several_seeds_counts_each_seed(tmp_path):
   one = _fake_run(tmp_path, "d0", "dann", 0, 0.90, {2000: 0.9})
   both = _fake_run(tmp_path, "d12", "dann", 1, 0.0, {2000: [0.8, 0.7]})
   summary = json.loads((both / "summary.json").read_text())
-  summary.update(seeds=[1, 2], target_accuracy={
-      "mean": 0.75, "std": 0.05, "per_seed": [0.8, 0.7]})
+  summary.update(seeds=[1, 2], target_accuracy={"mean": 0.75, "std": 0.05, "per_seed": [0.8, 0.7]})
   (both / "summary.json").write_text(json.dumps(summary))
-  row = collect_runs.summarise(
-      [collect_runs.read_run(one), collect_runs.read_run(both)])
+  row = collect_runs.summarise([collect_runs.read_run(one), collect_runs.read_run(both)])
   assert row["seeds"] == [0, 1, 2]
   assert row["trajectory"] == {"2000": [0.9, 0.8, 0.7]}
   assert row["target_accuracy"]["per_seed"] == [0.9, 0.8, 0.7]

@@ -111,8 +111,11 @@ def test_to_rgb32_rejects_other_dtypes_and_shapes():
 
 def _class_tree(root):
   """cat: 2 RGB images of other sizes + 1 grey in a nested folder; dog: 1 RGBA; plus files to be ignored."""
-  cat_a, cat_b, dog = _rgb(10, 40, 60), _rgb(11, 32, 32), np.random.default_rng(12).integers(0, 256, (20, 20, 4),
-                                                                                               dtype=np.uint8)
+  cat_a, cat_b, dog = (
+    _rgb(10, 40, 60),
+    _rgb(11, 32, 32),
+    np.random.default_rng(12).integers(0, 256, (20, 20, 4), dtype=np.uint8),
+  )
   grey = np.full((64, 64), 77, np.uint8)
   _save(root / "cat" / "a.png", cat_a)
   _save(root / "cat" / "b.bmp", cat_b)
@@ -242,7 +245,9 @@ def test_npz_rgb_grey_rgba_and_resize(tmp_path):
   np.testing.assert_array_equal(custom.load_npz(tmp_path / "one.npz").images, np.repeat(single, 3, -1))
 
 
-@pytest.mark.parametrize("arrays, message", [
+@pytest.mark.parametrize(
+  "arrays, message",
+  [
     (dict(x=np.zeros((2, 32, 32, 3), np.uint8), y=np.zeros(2, int)), r"keys \['x', 'y'\].*'images'"),
     (dict(images=np.zeros((2, 32, 32, 3), np.uint8), label=np.zeros(2, int)), r"unexpected: \['label'\]"),
     (dict(images=np.zeros((2, 32, 32, 3), np.float32)), "dtype float32.*uint8"),
@@ -250,10 +255,13 @@ def test_npz_rgb_grey_rgba_and_resize(tmp_path):
     (dict(images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.zeros(2, np.float32)), "integers"),
     (dict(images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.zeros(3, int)), r"shape \(3,\), need \(2,\)"),
     (dict(images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.array([0, -2])), "include -2"),
-    (dict(images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.array([0, 2]), class_names=np.array(["a", "b"])),
-     r"reach 2 but there are 2 classes"),
+    (
+      dict(images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.array([0, 2]), class_names=np.array(["a", "b"])),
+      r"reach 2 but there are 2 classes",
+    ),
     (dict(images=np.zeros((2, 32, 32, 3), np.uint8), class_names=np.array(["a", "a"])), "distinct strings"),
-])
+  ],
+)
 def test_npz_bad_files(tmp_path, arrays, message):
   np.savez(tmp_path / "bad.npz", **arrays)
   with pytest.raises(ValueError, match=message):
@@ -275,10 +283,14 @@ def test_npz_not_an_archive(tmp_path):
 def test_npz_parent_with_train_and_test(tmp_path):
   rng = np.random.default_rng(1)
   (tmp_path / "p").mkdir()
-  np.savez(tmp_path / "p" / "train.npz", images=rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8),
-           labels=np.array([0, 1, 2, 0, 1, 2]))
-  np.savez(tmp_path / "p" / "test.npz", images=rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8),
-           labels=np.array([0, 3]))
+  np.savez(
+    tmp_path / "p" / "train.npz",
+    images=rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8),
+    labels=np.array([0, 1, 2, 0, 1, 2]),
+  )
+  np.savez(
+    tmp_path / "p" / "test.npz", images=rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8), labels=np.array([0, 3])
+  )
   train, test = custom.load_custom_splits(f"npz:{tmp_path / 'p'}")
   # The classes of both splits together: labels 0..3 in either file.
   assert train.class_names == test.class_names == ("0", "1", "2", "3")
@@ -363,8 +375,14 @@ def test_seeded_fraction_split_is_deterministic_stratified_and_disjoint(tmp_path
 
 
 def _domain(name, classes, labels):
-  return custom.CustomDomain(name, np.zeros((len(labels), 32, 32, 3), np.uint8), np.asarray(labels, np.int32),
-                             len(classes), "test", tuple(classes))
+  return custom.CustomDomain(
+    name,
+    np.zeros((len(labels), 32, 32, 3), np.uint8),
+    np.asarray(labels, np.int32),
+    len(classes),
+    "test",
+    tuple(classes),
+  )
 
 
 def test_check_label_sets():
@@ -424,6 +442,7 @@ def test_custom_domains_work_with_batching_and_holdout(tmp_path):
 
 def test_absolute_keeps_the_kind(tmp_path, monkeypatch):
   import os
+
   monkeypatch.chdir(tmp_path)
   assert custom.absolute("folder:data/a") == f"folder:{tmp_path / 'data' / 'a'}"
   assert custom.absolute("npz:~/x.npz") == f"npz:{os.path.expanduser('~/x.npz')}"
@@ -432,6 +451,7 @@ def test_absolute_keeps_the_kind(tmp_path, monkeypatch):
 
 def test_get_pair_of_own_data(tmp_path, monkeypatch):
   from dann_jax.pairs import PAIRS, get_pair
+
   monkeypatch.chdir(tmp_path)
   pair = get_pair("folder:a", "mnist", network="svhn")
   assert (pair.source, pair.target, pair.network) == (f"folder:{tmp_path / 'a'}", "mnist", "svhn")
@@ -448,13 +468,15 @@ def test_get_pair_of_own_data(tmp_path, monkeypatch):
 def test_pair_data_labels_the_target_by_the_source_classes(tmp_path):
   from dann_jax.pairs import get_pair
   from dann_jax.runs import SplitOptions, load_pair_data
+
   for c in ("ant", "bee", "cow"):
     for i in range(4):
       _save(tmp_path / "src" / c / f"{i}.png", _rgb(i))
   # The target has two of the three classes, named in another order, and unknown labels.
   images = np.stack([_rgb(10 + i) for i in range(6)])
-  np.savez(tmp_path / "tgt.npz", images=images, labels=np.array([0, 1, 0, 1, -1, -1]),
-           class_names=np.array(["cow", "ant"]))
+  np.savez(
+    tmp_path / "tgt.npz", images=images, labels=np.array([0, 1, 0, 1, -1, -1]), class_names=np.array(["cow", "ant"])
+  )
   pair = get_pair(f"folder:{tmp_path / 'src'}", f"npz:{tmp_path / 'tgt.npz'}")
   data = load_pair_data(pair, splits={"target": SplitOptions(test_fraction=0.5, seed=0)})
   assert data.target_train.class_names == data.source_train.class_names == ("ant", "bee", "cow")
@@ -469,6 +491,7 @@ def test_pair_data_labels_the_target_by_the_source_classes(tmp_path):
 def test_pair_data_refuses_other_classes_and_an_unlabelled_source(tmp_path):
   from dann_jax.pairs import get_pair
   from dann_jax.runs import load_pair_data
+
   for root, classes in (("src", ("ant", "bee")), ("tgt", ("ant", "elk"))):
     for c in classes:
       _save(tmp_path / root / c / "0.png", _rgb(0))

@@ -30,7 +30,7 @@ def _reference_dilation(mask):
   for i in range(n):
     for y in range(h):
       for x in range(w):
-        out[i, y, x] = mask[i, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].any()
+        out[i, y, x] = mask[i, max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].any()
   return out
 
 
@@ -56,9 +56,16 @@ def test_mnist_m_formula_pixel_by_pixel():
   digit = np.zeros((1, 3, 3, 3), np.uint8)
   digit[0, 1, :, :] = 255  # a bar of white ink
   digit[0, 0, 0, :] = 100
-  patch = np.array([[[[10, 200, 255], [0, 0, 0], [77, 88, 99]],
-                     [[10, 200, 255], [0, 128, 250], [255, 255, 255]],
-                     [[1, 2, 3], [4, 5, 6], [7, 8, 9]]]], np.uint8)
+  patch = np.array(
+    [
+      [
+        [[10, 200, 255], [0, 0, 0], [77, 88, 99]],
+        [[10, 200, 255], [0, 128, 250], [255, 255, 255]],
+        [[1, 2, 3], [4, 5, 6], [7, 8, 9]],
+      ]
+    ],
+    np.uint8,
+  )
   out = domains.blend_abs_diff(digit, patch)
   for i in range(3):
     for j in range(3):
@@ -95,6 +102,7 @@ def test_bundled_photos_are_colour_and_described():
 
 def test_backgrounds_folder_is_used_for_mnist_m(fake_mnist, tmp_path):
   from PIL import Image
+
   folder = tmp_path / "BSDS500" / "images" / "train"
   folder.mkdir(parents=True)
   Image.fromarray(np.full((120, 90, 3), 40, np.uint8)).save(folder / "1.jpg", quality=100)
@@ -112,7 +120,9 @@ def test_mnist_variants_from_fake_mnist(fake_mnist):
   assert mnist.images.shape == (20, 32, 32, 3) and mnist.labels.dtype == np.int32
   np.testing.assert_array_equal(mnist.labels, arrays["test_labels"])
   dilated = domains.load_domain("mnist-dilated", "test", idx_dir=idx_dir)
-  np.testing.assert_array_equal(dilated.images[..., 0], np.pad(domains.dilate_digits(arrays["test_images"]), ((0, 0), (2, 2), (2, 2))))
+  np.testing.assert_array_equal(
+    dilated.images[..., 0], np.pad(domains.dilate_digits(arrays["test_images"]), ((0, 0), (2, 2), (2, 2)))
+  )
   for name in ("mnist-m", "mnist-max-bg"):
     domain = domains.load_domain(name, "train", idx_dir=idx_dir)
     assert domain.images.shape == (40, 32, 32, 3) and domain.images.dtype == np.uint8
@@ -148,6 +158,7 @@ def test_interrupted_build_leaves_no_cache(fake_mnist, offline_data_dir, monkeyp
 
   def interrupted(*args, **kwargs):
     raise KeyboardInterrupt
+
   monkeypatch.setattr(photos, "sample_patches", interrupted)
   with pytest.raises(KeyboardInterrupt):
     domains.load_domain("mnist-m", "train", idx_dir=idx_dir)
@@ -199,6 +210,7 @@ def test_parallel_rendering_works_from_an_unguarded_caller(tmp_path, how):
   """No `if __name__ == "__main__":` guard in the caller: the pool must not re-run the caller's main module."""
   import subprocess
   import sys
+
   out = tmp_path / "images.npy"
   code = f"OUT = {str(out)!r}\n" + _UNGUARDED
   if how == "script":
@@ -247,11 +259,14 @@ def test_cli_fetch_and_show(fake_mnist, tmp_path, capsys):
   out = capsys.readouterr().out
   assert "checksums of the cached copy: OK" in out and "train-images-idx3-ubyte: md5" in out
   grid = tmp_path / "grid.png"
-  assert cli.main(["data", "show", "mnist-m", "--idx-dir", str(idx_dir), "--out", str(grid), "--n", "9",
-                   "--split", "test"]) == 0
+  assert (
+    cli.main(["data", "show", "mnist-m", "--idx-dir", str(idx_dir), "--out", str(grid), "--n", "9", "--split", "test"])
+    == 0
+  )
   out = capsys.readouterr().out
   assert "MNIST-M-like" in out and "astronaut" in out
   from PIL import Image
+
   with Image.open(grid) as image:
     assert image.size == (3 * 96, 3 * (96 + 14))
   assert cli.main(["data", "show", "nope", "--out", str(grid)]) == 2

@@ -90,13 +90,16 @@ def test_svhn_truncated_file(tmp_path):
     official.import_official("svhn", mat, expected=_no_checks("svhn", test=20))
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
     (dict(X=None, y=None, images=np.zeros((32, 32, 3, 2), np.uint8)), r"no variable X or y \(found \['images'\]\)"),
     (dict(X=np.zeros((28, 28, 3, 20), np.uint8)), r"X has shape \(28, 28, 3, 20\)"),
     (dict(y=np.full((20, 1), 11, np.uint8)), "labels span 11..11, not the integers 1..10"),
     (dict(y=np.zeros((20, 1), np.uint8)), "labels span 0..0"),
     (dict(y=np.ones((19, 1), np.uint8)), r"y has shape \(19, 1\)"),
-])
+  ],
+)
 def test_svhn_bad_contents(tmp_path, overrides, message):
   mat = tmp_path / "train_32x32.mat"
   rng = np.random.default_rng(0)
@@ -210,16 +213,21 @@ def _break(files, name, data):
   return {**files, name: data}
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(
+  "change, message",
+  [
     (lambda f: _break(f, "mnist_m/mnist_m_train_labels.txt", b"00000000.png 12\n"), "label 12, outside 0..9"),
     (lambda f: _break(f, "mnist_m/mnist_m_train_labels.txt", b"00000000.png\n"), "not '<file> <label>'"),
     (lambda f: _break(f, "mnist_m/mnist_m_test_labels.txt", b"00000000.png 1\n00000000.png 2\n"), "second time"),
     (lambda f: _break(f, "mnist_m/mnist_m_train_labels.txt", b"00000099.png 1\n"), "lacks \\(00000099.png\\)"),
-    (lambda f: _break(f, "mnist_m/mnist_m_train/00000001.png", _png_bytes(np.zeros((28, 28, 3), np.uint8))),
-     "28x28 RGB image, not 32x32 RGB"),
+    (
+      lambda f: _break(f, "mnist_m/mnist_m_train/00000001.png", _png_bytes(np.zeros((28, 28, 3), np.uint8))),
+      "28x28 RGB image, not 32x32 RGB",
+    ),
     (lambda f: _break(f, "mnist_m/mnist_m_train/00000001.png", b"\x89PNG broken"), "00000001.png"),
     (lambda f: {k: v for k, v in f.items() if "test_labels" not in k}, "no mnist_m_test_labels.txt"),
-])
+  ],
+)
 def test_mnist_m_bad_archives(tmp_path, change, message):
   files, _ = _mnist_m_files()
   archive = _write_tar(tmp_path / "mnist_m.tar.gz", change(files))
@@ -265,8 +273,9 @@ def _usps_rows():
 
 
 def _write_usps(path, rows, sparse_last=True):
-  lines = [_usps_line(label, grid.ravel(), sparse=sparse_last and k == len(rows) - 1)
-           for k, (label, grid) in enumerate(rows)]
+  lines = [
+    _usps_line(label, grid.ravel(), sparse=sparse_last and k == len(rows) - 1) for k, (label, grid) in enumerate(rows)
+  ]
   path.write_bytes(bz2.compress(("\n".join(lines) + "\n").encode()))
   return path
 
@@ -325,7 +334,9 @@ def test_usps_wrong_checksum_and_truncated(tmp_path):
     official.import_official("usps", test_path)
 
 
-@pytest.mark.parametrize("line, message", [
+@pytest.mark.parametrize(
+  "line, message",
+  [
     ("11 1:0.5", "labels span 1..11, not 1..10"),
     ("0 1:0.5", "labels span 0..1"),
     ("3 1:1.5", r"values span .*, not \[-1, 1\]"),
@@ -333,7 +344,8 @@ def test_usps_wrong_checksum_and_truncated(tmp_path):
     ("3 1:0.5 1:0.2", "repeated"),
     ("3 1-0.5", "not 'label index:value"),
     ("2.5 1:0.5", "not an integer"),
-])
+  ],
+)
 def test_usps_bad_lines(tmp_path, line, message):
   path = tmp_path / "usps.bz2"
   path.write_bytes(bz2.compress(f"1 1:0.1\n{line}\n".encode()))
@@ -444,6 +456,7 @@ def test_cache_files_are_written_atomically(tmp_path, monkeypatch):
 
 def test_imported_usps_and_mnist_m_are_domains(tmp_path):
   from dann_jax.data import domains
+
   _write_usps(tmp_path / "usps.t.bz2", _usps_rows())
   official.import_official("usps", tmp_path / "usps.t.bz2", expected=_no_checks("usps", test=3))
   usps, imported = domains.load_domain("usps", "test"), official.load_official("usps", "test")
@@ -463,5 +476,6 @@ def test_imported_usps_and_mnist_m_are_domains(tmp_path):
 @pytest.mark.parametrize("domain,name", [("usps", "usps"), ("mnist-m-official", "mnist-m")])
 def test_domains_not_imported_say_how_to_import(domain, name):
   from dann_jax.data import domains
+
   with pytest.raises(FileNotFoundError, match=f"^{domain} test needs the file: `dann-jax data import {name} PATH`"):
     domains.load_domain(domain, "test")

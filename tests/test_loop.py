@@ -1,6 +1,5 @@
 """The training loop: resume from a checkpoint, seeds in one program, evaluation."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,37 +19,29 @@ BATCH = 16
 @pytest.fixture(scope="module")
 def pair():
   rng = np.random.default_rng(0)
-  source = (rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
-            rng.integers(0, 10, 40).astype(np.int32))
-  target = (rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8),
-            rng.integers(0, 10, 24).astype(np.int32))
+  source = (rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 40).astype(np.int32))
+  target = (rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 24).astype(np.int32))
   return make_domain_pair(source, target)
 
 
 def _state(seed=0, **overrides):
-  config = TrainConfig(total_steps=6, batch_size=BATCH, seed=seed,
-                       **overrides)
-  return create_train_state(mnist_dann(), config,
-                            jnp.zeros((1, 32, 32, 3)))
+  config = TrainConfig(total_steps=6, batch_size=BATCH, seed=seed, **overrides)
+  return create_train_state(mnist_dann(), config, jnp.zeros((1, 32, 32, 3)))
 
 
 def _assert_trees_close(a, b, rtol=1e-6):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol,
-                                                       atol=1e-7), a, b)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=1e-7), a, b)
 
 
 def test_resumed_run_equals_uninterrupted(pair, tmp_path):
-  straight = fit(_state(), pair, num_steps=6, batch_size=BATCH,
-                 num_classes=10, chunk=3)
-  half = fit(_state(), pair, num_steps=3, batch_size=BATCH, num_classes=10,
-             chunk=3)
+  straight = fit(_state(), pair, num_steps=6, batch_size=BATCH, num_classes=10, chunk=3)
+  half = fit(_state(), pair, num_steps=3, batch_size=BATCH, num_classes=10, chunk=3)
   assert save_checkpoint(tmp_path, half) == 3
   assert latest_step(tmp_path) == 3
   restored = restore_checkpoint(tmp_path, _state())
   assert int(restored.step) == 3
   _assert_trees_close(restored.params, half.params, rtol=0)
-  resumed = fit(restored, pair, num_steps=6, batch_size=BATCH,
-                num_classes=10, chunk=3)
+  resumed = fit(restored, pair, num_steps=6, batch_size=BATCH, num_classes=10, chunk=3)
   assert int(resumed.step) == 6
   _assert_trees_close(resumed.params, straight.params)
   _assert_trees_close(resumed.opt_state, straight.opt_state)
@@ -64,21 +55,18 @@ def test_restore_without_checkpoint(tmp_path):
 def test_seeds_in_one_program_equal_separate_runs(pair):
   seeds = [3, 7]
   make = lambda key: create_train_state(
-      mnist_dann(), TrainConfig(total_steps=6, batch_size=BATCH),
-      jnp.zeros((1, 32, 32, 3)), key=key)
-  stacked = fit(replicate_seeds(make, seeds), pair, num_steps=3,
-                batch_size=BATCH, num_classes=10, chunk=3)
+    mnist_dann(), TrainConfig(total_steps=6, batch_size=BATCH), jnp.zeros((1, 32, 32, 3)), key=key
+  )
+  stacked = fit(replicate_seeds(make, seeds), pair, num_steps=3, batch_size=BATCH, num_classes=10, chunk=3)
   assert stacked.step.shape == (2,)
   for i, seed in enumerate(seeds):
-    alone = fit(make(jax.random.key(seed)), pair, num_steps=3,
-                batch_size=BATCH, num_classes=10, chunk=3)
-    _assert_trees_close(jax.tree.map(lambda x: x[i], stacked.params),
-                        alone.params, rtol=2e-5)
+    alone = fit(make(jax.random.key(seed)), pair, num_steps=3, batch_size=BATCH, num_classes=10, chunk=3)
+    _assert_trees_close(jax.tree.map(lambda x: x[i], stacked.params), alone.params, rtol=2e-5)
   # Different seeds give different models.
-  assert not np.allclose(stacked.params["features"]["Conv_0"]["kernel"][0],
-                         stacked.params["features"]["Conv_0"]["kernel"][1])
-  accs = accuracy(stacked, pair.target_images, pair.target_labels,
-                  pair.mean, batch_size=10)
+  assert not np.allclose(
+    stacked.params["features"]["Conv_0"]["kernel"][0], stacked.params["features"]["Conv_0"]["kernel"][1]
+  )
+  accs = accuracy(stacked, pair.target_images, pair.target_labels, pair.mean, batch_size=10)
   assert accs.shape == (2,)
 
 
@@ -89,9 +77,15 @@ def test_no_seeds():
 
 def test_callback_sees_every_chunk(pair):
   seen = []
-  fit(_state(), pair, num_steps=5, batch_size=BATCH, num_classes=10,
-      chunk=2, callback=lambda s, m: seen.append((int(s.step),
-                                                  len(m["loss"]))))
+  fit(
+    _state(),
+    pair,
+    num_steps=5,
+    batch_size=BATCH,
+    num_classes=10,
+    chunk=2,
+    callback=lambda s, m: seen.append((int(s.step), len(m["loss"]))),
+  )
   assert seen == [(2, 2), (4, 2), (5, 1)]
 
 
@@ -111,18 +105,16 @@ def test_accuracy_and_features_against_direct_apply(pair):
   logits = mnist_dann().apply(variables, x, method="classify")
   expected = np.mean(np.argmax(logits, -1) == labels)
   # A chunk size that does not divide the 24 images exercises the padding.
-  assert accuracy(state, images, labels, pair.mean, batch_size=10) == \
-      pytest.approx(expected)
+  assert accuracy(state, images, labels, pair.mean, batch_size=10) == pytest.approx(expected)
   f = features(state, images, pair.mean, batch_size=10)
-  np.testing.assert_allclose(
-      f, mnist_dann().apply(variables, x, method="embed"), rtol=1e-5,
-      atol=1e-6)
+  np.testing.assert_allclose(f, mnist_dann().apply(variables, x, method="embed"), rtol=1e-5, atol=1e-6)
   h = features(state, images, pair.mean, layer="hidden", batch_size=7)
   assert h.shape == (24, 100)
 
 
 def test_scan_and_stepwise_runners_agree(pair):
   from dann_jax.loop import jit_train_on_pair, train_on_pair_stepwise
+
   scanned, m_scan = jit_train_on_pair(_state(), pair, 3, BATCH)
   looped, m_loop = train_on_pair_stepwise(_state(), pair, 3, BATCH)
   _assert_trees_close(scanned.params, looped.params, rtol=1e-5)

@@ -10,25 +10,21 @@ from dann_jax.models import DANN, MLP, count_params, mnist_dann, svhn_dann
 
 
 def _init(model, shape=(2, 32, 32, 3)):
-  return model.init({"params": jax.random.key(0),
-                     "dropout": jax.random.key(1)},
-                    jnp.zeros(shape), 0.0, train=False)
+  return model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, jnp.zeros(shape), 0.0, train=False)
 
 
 def test_mnist_parameter_counts_match_paper_architecture():
   params = _init(mnist_dann())["params"]
   assert set(params) == {"features", "label_predictor", "domain_classifier"}
   counts = {k: count_params(v) for k, v in params.items()}
-  assert counts == {"features": 40_880, "label_predictor": 131_210,
-                    "domain_classifier": 120_201}
+  assert counts == {"features": 40_880, "label_predictor": 131_210, "domain_classifier": 120_201}
 
 
 def test_svhn_architecture_shapes():
   params = _init(svhn_dann())["params"]
   # conv 5x5x3x64, 5x5x64x64, 5x5x64x128; 8x8x128 features after SAME pools.
   f = params["features"]
-  assert [f[f"Conv_{i}"]["kernel"].shape for i in range(3)] == [
-      (5, 5, 3, 64), (5, 5, 64, 64), (5, 5, 64, 128)]
+  assert [f[f"Conv_{i}"]["kernel"].shape for i in range(3)] == [(5, 5, 3, 64), (5, 5, 64, 64), (5, 5, 64, 128)]
   lp = params["label_predictor"]
   assert lp["Dense_0"]["kernel"].shape == (8 * 8 * 128, 3072)
   assert lp["Dense_1"]["kernel"].shape == (3072, 2048)
@@ -42,8 +38,7 @@ def test_output_shapes_and_jit():
   model = mnist_dann()
   variables = _init(model)
   x = jax.random.normal(jax.random.key(2), (5, 32, 32, 3))
-  c, d = jax.jit(lambda v, x, lam: model.apply(v, x, lam, train=True))(
-      variables, x, 0.3)
+  c, d = jax.jit(lambda v, x, lam: model.apply(v, x, lam, train=True))(variables, x, 0.3)
   assert c.shape == (5, 10) and d.shape == (5,)
   # λ only acts backwards: forward outputs do not depend on it.
   c2, d2 = model.apply(variables, x, 0.9, train=False)
@@ -58,14 +53,12 @@ def test_svhn_dropout_only_in_training():
   eval_a = model.apply(variables, x, 1.0, train=False)[0]
   eval_b = model.apply(variables, x, 1.0, train=False)[0]
   np.testing.assert_array_equal(eval_a, eval_b)
-  train_a = model.apply(variables, x, 1.0, train=True,
-                        rngs={"dropout": jax.random.key(4)})[0]
+  train_a = model.apply(variables, x, 1.0, train=True, rngs={"dropout": jax.random.key(4)})[0]
   assert not np.allclose(train_a, eval_a)
 
 
 def test_joins_arbitrary_modules():
-  model = DANN(features=nn.Dense(8), label_predictor=nn.Dense(3),
-               domain_classifier=MLP(hidden=(4,), outputs=1))
+  model = DANN(features=nn.Dense(8), label_predictor=nn.Dense(3), domain_classifier=MLP(hidden=(4,), outputs=1))
   x = jnp.ones((6, 5))
   variables = model.init(jax.random.key(0), x, 0.5, train=False)
   c, d = model.apply(variables, x, 0.5, train=True)
@@ -75,8 +68,7 @@ def test_joins_arbitrary_modules():
 
 
 def test_domain_classifier_with_several_outputs_is_rejected():
-  model = DANN(features=nn.Dense(8), label_predictor=nn.Dense(3),
-               domain_classifier=nn.Dense(2))
+  model = DANN(features=nn.Dense(8), label_predictor=nn.Dense(3), domain_classifier=nn.Dense(2))
   with pytest.raises(ValueError, match="one logit per sample"):
     model.init(jax.random.key(0), jnp.ones((4, 5)), 0.5, train=False)
 
@@ -90,8 +82,7 @@ def test_last_hidden_layer_is_sown():
   model = mnist_dann()
   variables = _init(model)
   x = jnp.ones((3, 32, 32, 3))
-  _, state = model.apply(variables, x, method="classify",
-                         mutable=["intermediates"])
+  _, state = model.apply(variables, x, method="classify", mutable=["intermediates"])
   (hidden,) = state["intermediates"]["label_predictor"]["hidden"]
   assert hidden.shape == (3, 100)
 

@@ -13,10 +13,10 @@ def _batch(key, n=8, classes=10):
   k1, k2 = jax.random.split(key)
   domain = jnp.array([0] * (n // 2) + [1] * (n // 2), jnp.int32)
   return {
-      "image": jax.random.normal(k1, (n, 32, 32, 3)),
-      "label": jax.random.randint(k2, (n,), 0, classes),
-      "domain": domain,
-      "label_mask": domain == 0,
+    "image": jax.random.normal(k1, (n, 32, 32, 3)),
+    "label": jax.random.randint(k2, (n,), 0, classes),
+    "domain": domain,
+    "label_mask": domain == 0,
   }
 
 
@@ -41,15 +41,12 @@ def test_values_against_numpy(method):
   domain_logits = jax.random.normal(jax.random.key(2), (8,)) * 2
   # Semi-supervised: reveal one target label.
   batch["label_mask"] = batch["label_mask"].at[5].set(True)
-  loss, m = jax.jit(saddle_point_loss, static_argnames="method")(
-      class_logits, domain_logits, batch, method=method)
-  mask = (np.asarray(batch["domain"]) == 1 if method == "target_only"
-          else np.asarray(batch["label_mask"]))
+  loss, m = jax.jit(saddle_point_loss, static_argnames="method")(class_logits, domain_logits, batch, method=method)
+  mask = np.asarray(batch["domain"]) == 1 if method == "target_only" else np.asarray(batch["label_mask"])
   ly, ld = _np_losses(class_logits, domain_logits, batch, mask.astype(float))
   np.testing.assert_allclose(m["label_loss"], ly, rtol=1e-5)
   np.testing.assert_allclose(m["domain_loss"], ld, rtol=1e-5)
-  np.testing.assert_allclose(loss, ly + ld if method == "dann" else ly,
-                             rtol=1e-5)
+  np.testing.assert_allclose(loss, ly + ld if method == "dann" else ly, rtol=1e-5)
   acc = np.mean((np.asarray(domain_logits) > 0) == (np.asarray(batch["domain"]) == 1))
   np.testing.assert_allclose(m["domain_accuracy"], acc)
 
@@ -64,8 +61,7 @@ def test_gradient_equals_paper_updates_4_to_6():
   """d/dθ_y = dL_y/dθ_y, d/dθ_d = dL_d/dθ_d, d/dθ_f = dL_y/dθ_f - λ dL_d/dθ_f."""
   model = mnist_dann()
   batch = _batch(jax.random.key(3))
-  params = model.init(jax.random.key(4), batch["image"], 0.0,
-                      train=False)["params"]
+  params = model.init(jax.random.key(4), batch["image"], 0.0, train=False)["params"]
   lam = 0.37
 
   def total(params):
@@ -85,25 +81,21 @@ def test_gradient_equals_paper_updates_4_to_6():
     return saddle_point_loss(jnp.zeros((8, 10)), d, batch)[1]["domain_loss"]
 
   g = jax.jit(jax.grad(total))(params)
-  dly_f, dly_y = jax.grad(label_loss, argnums=(0, 1))(
-      params["features"], params["label_predictor"])
-  dld_f, dld_d = jax.grad(domain_loss, argnums=(0, 1))(
-      params["features"], params["domain_classifier"])
+  dly_f, dly_y = jax.grad(label_loss, argnums=(0, 1))(params["features"], params["label_predictor"])
+  dld_f, dld_d = jax.grad(domain_loss, argnums=(0, 1))(params["features"], params["domain_classifier"])
 
-  close = lambda a, b: jax.tree.map(
-      lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6),
-      a, b)
+  close = lambda a, b: jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6), a, b)
   close(g["label_predictor"], dly_y)
   close(g["domain_classifier"], dld_d)
   close(g["features"], jax.tree.map(lambda a, b: a - lam * b, dly_f, dld_f))
   # The reversal matters: the feature gradient is not the plain sum.
   plain = jax.tree.map(lambda a, b: a + b, dly_f, dld_f)
-  assert not np.allclose(g["features"]["Conv_0"]["kernel"],
-                         plain["Conv_0"]["kernel"], rtol=1e-3)
+  assert not np.allclose(g["features"]["Conv_0"]["kernel"], plain["Conv_0"]["kernel"], rtol=1e-3)
 
 
 def test_a_batch_without_domain_is_named():
   import jax.numpy as jnp
+
   batch = {"label": jnp.zeros(4, jnp.int32), "label_mask": jnp.ones(4, bool)}
   with pytest.raises(ValueError, match=r"lacks \['domain'\]"):
     saddle_point_loss(jnp.zeros((4, 10)), jnp.zeros(4), batch)
@@ -111,8 +103,11 @@ def test_a_batch_without_domain_is_named():
 
 def test_labels_out_of_range_are_named_eagerly_and_ignored_outside_the_mask():
   logits, domain_logits = jnp.zeros((4, 10)), jnp.zeros(4)
-  batch = {"label": jnp.array([0, 1, 12, -1]), "domain": jnp.array([0, 0, 1, 1]),
-           "label_mask": jnp.array([True, True, False, False])}
+  batch = {
+    "label": jnp.array([0, 1, 12, -1]),
+    "domain": jnp.array([0, 0, 1, 1]),
+    "label_mask": jnp.array([True, True, False, False]),
+  }
   loss, _ = saddle_point_loss(logits, domain_logits, batch)
   # rows outside the mask do not count: the same loss as with valid labels there
   clean = dict(batch, label=jnp.array([0, 1, 3, 4]))
@@ -125,9 +120,13 @@ def test_labels_out_of_range_are_named_eagerly_and_ignored_outside_the_mask():
 
 def test_labels_out_of_range_under_jit_are_caught_by_checkify():
   from jax.experimental import checkify
+
   logits, domain_logits = jnp.zeros((4, 10)), jnp.zeros(4)
-  bad = {"label": jnp.array([0, -1, 2, 3]), "domain": jnp.array([0, 0, 1, 1]),
-         "label_mask": jnp.array([True, True, False, False])}
+  bad = {
+    "label": jnp.array([0, -1, 2, 3]),
+    "domain": jnp.array([0, 0, 1, 1]),
+    "label_mask": jnp.array([True, True, False, False]),
+  }
   checked = checkify.checkify(jax.jit(lambda b: saddle_point_loss(logits, domain_logits, b)[0]))
   err, _ = checked(bad)
   assert "must lie in [0, 10)" in err.get()

@@ -38,8 +38,9 @@ def test_no_module_imports_one_that_imports_it_back():
   graph = _import_graph()
   # Package __init__ files only re-export names; an edge into them is not a
   # dependency of the package's own modules.
-  deps = {m: {d for d in ds if not PACKAGE.joinpath(
-      *d.split(".")[1:], "__init__.py").exists()} for m, ds in graph.items()}
+  deps = {
+    m: {d for d in ds if not PACKAGE.joinpath(*d.split(".")[1:], "__init__.py").exists()} for m, ds in graph.items()
+  }
 
   def reachable(start):
     seen, todo = set(), [start]
@@ -55,16 +56,18 @@ def test_no_module_imports_one_that_imports_it_back():
 
 
 def test_help_does_not_import_jax():
-  code = ("import sys; from dann_jax.cli import build_parser; build_parser(); "
-          "print('jax' in sys.modules, 'flax' in sys.modules)")
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                       text=True, check=True).stdout.split()
+  code = (
+    "import sys; from dann_jax.cli import build_parser; build_parser(); "
+    "print('jax' in sys.modules, 'flax' in sys.modules)"
+  )
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
   assert out == ["False", "False"]
 
 
 def test_cli_spells_the_library_names():
   from dann_jax import parallel, presets, selection
   from dann_jax.cli import select, train
+
   assert train.PRESETS == presets.PRESETS
   assert train.PARALLEL_KINDS == parallel.PARALLEL_KINDS
   assert select.CRITERIA == selection.CRITERIA
@@ -72,6 +75,7 @@ def test_cli_spells_the_library_names():
 
 def test_malloc_tuning_respects_the_user():
   from dann_jax.cli import wants_malloc_tuning
+
   glibc = os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
   assert wants_malloc_tuning({}) == (glibc and sys.platform == "linux")
   assert not wants_malloc_tuning({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
@@ -82,4 +86,5 @@ def test_lazy_exports_resolve():
   assert dann_jax.TrainConfig().batch_size == 128
   assert callable(dann_jax.schedules.adaptation_factor)
   from dann_jax import data
+
   assert "mnist-m" in data.KNOWN_DOMAINS

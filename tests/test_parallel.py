@@ -19,25 +19,30 @@ import pytest
 from dann_jax import parallel
 
 TESTS = pathlib.Path(__file__).parent
-CHECKS = ("sharded_runner", "pmap_runner", "pmap_train_step",
-          "fit_with_runners", "too_many_devices", "indivisible_batch")
+CHECKS = (
+  "sharded_runner",
+  "pmap_runner",
+  "pmap_train_step",
+  "fit_with_runners",
+  "too_many_devices",
+  "indivisible_batch",
+)
 
 
 @pytest.fixture(scope="module")
 def fake_device_results():
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(TESTS.parent))
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      " --xla_force_host_platform_device_count=4").strip()
-  proc = subprocess.run([sys.executable, str(TESTS / "multi_device_checks.py")],
-                        env=env, capture_output=True, text=True, timeout=600)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+  proc = subprocess.run(
+    [sys.executable, str(TESTS / "multi_device_checks.py")], env=env, capture_output=True, text=True, timeout=600
+  )
   results = {}
   for line in proc.stdout.splitlines():
     if line.startswith("{"):
       result = json.loads(line)
       results[result["check"]] = result
   if not results:
-    pytest.fail(f"the 4-device subprocess failed (rc={proc.returncode}):\n"
-                f"{proc.stdout}\n{proc.stderr}")
+    pytest.fail(f"the 4-device subprocess failed (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
   return results
 
 
@@ -58,21 +63,20 @@ def test_split_batch_gives_each_device_both_halves():
   assert sorted(np.asarray(shards["row"]).ravel()) == list(rows)
   flat = parallel.interleave_batch(batch, 4)["row"]
   np.testing.assert_array_equal(flat, np.asarray(shards["row"]).ravel())
-  np.testing.assert_array_equal(parallel.interleave_batch(batch, 1)["row"],
-                                rows)
+  np.testing.assert_array_equal(parallel.interleave_batch(batch, 1)["row"], rows)
 
 
-@pytest.mark.parametrize("batch_size,devices,message", [
-    (100, 8, "batch_size=100 with 8 devices: each half (50) must split "
-             "evenly; use 96 or 112"),
-    (102, 4, "batch_size=102 with 4 devices: each half (51) must split "
-             "evenly; use 96 or 104"),
+@pytest.mark.parametrize(
+  "batch_size,devices,message",
+  [
+    (100, 8, "batch_size=100 with 8 devices: each half (50) must split evenly; use 96 or 112"),
+    (102, 4, "batch_size=102 with 4 devices: each half (51) must split evenly; use 96 or 104"),
     (20, 4, "each half (10) must split evenly; use 16 or 24"),
     (4, 8, "each half (2) must split evenly; use 16"),
-])
+  ],
+)
 def test_indivisible_batch_names_nearest_sizes(batch_size, devices, message):
-  with pytest.raises(ValueError, match=message.replace("(", r"\(")
-                     .replace(")", r"\)")):
+  with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
     parallel.check_devices(batch_size, devices, available=8)
 
 
@@ -105,15 +109,13 @@ def test_place_copies_host_values_and_keeps_placed_ones():
   placed = parallel.place(tree, replicated)
   assert placed["x"].sharding.is_equivalent_to(replicated, 2)
   np.testing.assert_array_equal(placed["x"], tree["x"])
-  np.testing.assert_array_equal(jax.random.key_data(placed["key"]),
-                                jax.random.key_data(tree["key"]))
+  np.testing.assert_array_equal(jax.random.key_data(placed["key"]), jax.random.key_data(tree["key"]))
   assert parallel.place(placed, replicated)["x"] is placed["x"]
 
 
 def test_pmap_refuses_several_processes(monkeypatch):
   monkeypatch.setattr(jax, "process_count", lambda: 2)
-  with pytest.raises(ValueError, match="`parallel=pmap` trains within one "
-                     "process.*use `parallel=sharding`"):
+  with pytest.raises(ValueError, match="`parallel=pmap` trains within one process.*use `parallel=sharding`"):
     parallel.make_runner("pmap", 1)
 
 
@@ -131,21 +133,18 @@ def test_sharded_runner_host_loop_equals_scan():
       return nn.relu(nn.Dense(8)(x.reshape((x.shape[0], -1))))
 
   rng = np.random.default_rng(0)
-  domain = lambda: (rng.integers(0, 256, (16, 4, 4, 3)).astype(np.uint8),
-                    rng.integers(0, 3, 16).astype(np.int32))
+  domain = lambda: (rng.integers(0, 256, (16, 4, 4, 3)).astype(np.uint8), rng.integers(0, 3, 16).astype(np.int32))
   pair = make_domain_pair(domain(), domain())
-  model = DANN(features=Flat(), label_predictor=MLP((), 3),
-               domain_classifier=MLP((), 1))
+  model = DANN(features=Flat(), label_predictor=MLP((), 3), domain_classifier=MLP((), 1))
   state = lambda: create_train_state(
-      model, TrainConfig(total_steps=4, batch_size=8),
-      np.zeros((1, 4, 4, 3), np.float32))
+    model, TrainConfig(total_steps=4, batch_size=8), np.zeros((1, 4, 4, 3), np.float32)
+  )
   mesh = parallel.make_mesh(1)
-  outputs = [parallel.make_sharded_runner(mesh, stepwise=s)(state(), pair, 3,
-                                                            8)
-             for s in (True, False)]
+  outputs = [parallel.make_sharded_runner(mesh, stepwise=s)(state(), pair, 3, 8) for s in (True, False)]
   (loop_state, loop_metrics), (scan_state, scan_metrics) = outputs
   assert loop_metrics["loss"].shape == (3,) and int(loop_state.step) == 3
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                       atol=1e-6),
-               (loop_state.params, loop_metrics),
-               (scan_state.params, scan_metrics))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+    (loop_state.params, loop_metrics),
+    (scan_state.params, scan_metrics),
+  )

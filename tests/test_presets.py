@@ -13,9 +13,7 @@ from dann_jax.runs import PairData, train_pair
 
 
 def _params(model):
-  variables = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), 1.0,
-                         train=False))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), 1.0, train=False))
   return count_params(variables["params"])
 
 
@@ -38,11 +36,9 @@ def test_paper_preset_follows_the_paper(name):
   plan = make_plan(pair, "dann", "paper")
   expected = "mnist" if pair.source == "mnist" else "svhn"
   assert plan.network == pair.network == expected
-  assert _params(plan.make_model()) == (MNIST_NET if expected == "mnist"
-                                        else SVHN_NET)
+  assert _params(plan.make_model()) == (MNIST_NET if expected == "mnist" else SVHN_NET)
   config = plan.config
-  assert (config.optimizer, config.learning_rate, config.momentum) == (
-      "sgd", 0.01, 0.9)
+  assert (config.optimizer, config.learning_rate, config.momentum) == ("sgd", 0.01, 0.9)
   assert config.batch_size == 128 and config.total_steps == 20_000
   svhn_pair = {pair.source, pair.target} == {"mnist", "svhn"}
   assert config.anneal_learning_rate == (not svhn_pair)
@@ -55,14 +51,22 @@ def test_train_pair_builds_the_plans_network(tmp_path):
   rng = np.random.default_rng(0)
 
   def domain(name, n):
-    return Domain(name, rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                  rng.integers(0, 10, n).astype(np.int32), 10, "random")
+    return Domain(
+      name, rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32), 10, "random"
+    )
 
-  data = PairData(domain("syn-digits", 16), domain("syn-digits", 8),
-                  domain("mnist", 16), domain("mnist", 8))
-  result = train_pair(PAIRS["syn-digits->mnist"], "source_only",
-                      out_dir=tmp_path / "run", preset="quick", steps=1,
-                      batch_size=4, data=data, progress=False, plots=False)
+  data = PairData(domain("syn-digits", 16), domain("syn-digits", 8), domain("mnist", 16), domain("mnist", 8))
+  result = train_pair(
+    PAIRS["syn-digits->mnist"],
+    "source_only",
+    out_dir=tmp_path / "run",
+    preset="quick",
+    steps=1,
+    batch_size=4,
+    data=data,
+    progress=False,
+    plots=False,
+  )
   assert count_params(result.state.params) == MNIST_NET
   assert result.summary["network"] == "mnist"
 
@@ -78,8 +82,7 @@ def test_quick_preset_keeps_the_papers_lambda_schedule():
 
 def test_overrides_set_config_fields_and_name_unknown_ones():
   pair = PAIRS["mnist->mnist-m"]
-  plan = make_plan(pair, "dann", "quick", overrides={"lam_max": 0.5},
-                   source_holdout=100)
+  plan = make_plan(pair, "dann", "quick", overrides={"lam_max": 0.5}, source_holdout=100)
   assert plan.config.lam_max == 0.5 and plan.source_holdout == 100
   assert plan.config.adam_b1 == 0.5  # the rest of the preset stays
   with pytest.raises(ValueError, match="unknown config fields.*lr"):
@@ -90,6 +93,7 @@ def test_overrides_set_config_fields_and_name_unknown_ones():
 
 def test_source_holdout_is_a_fixed_disjoint_split():
   from dann_jax.runs import holdout_size, split_holdout, with_holdout
+
   assert holdout_size(5000, 60_000) == 5000
   assert holdout_size(5000, 40) == 4  # at most a tenth
   assert holdout_size(0, 40) == 0

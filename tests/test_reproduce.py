@@ -17,21 +17,56 @@ def tiny_mnist(offline_data_dir, fake_mnist):
 
 def _train(runs, method):
   out = runs / "mnist_to_mnist-dilated" / f"{method}_s0"
-  assert main(["train", "--source", "mnist", "--target", "mnist-dilated", "--method", method.replace("_", "-"),
-               "--steps", "4", "--batch-size", "8", "--no-progress", "--out", str(out)]) == 0
+  assert (
+    main(
+      [
+        "train",
+        "--source",
+        "mnist",
+        "--target",
+        "mnist-dilated",
+        "--method",
+        method.replace("_", "-"),
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--no-progress",
+        "--out",
+        str(out),
+      ]
+    )
+    == 0
+  )
   return json.loads((out / "summary.json").read_text())
 
 
 def test_records_rebuild_the_table_without_the_run_folders(tiny_mnist, tmp_path, capsys):
   runs, results = tmp_path / "runs", tmp_path / "results"
   summaries = {m: _train(runs, m) for m in ("source_only", "dann", "target_only")}
-  table_args = ["reproduce", "table1", "--pairs", "mnist->mnist-dilated", "--steps", "4", "--runs", str(runs),
-                "--results", str(results), "--table-only", "--no-progress"]
+  table_args = [
+    "reproduce",
+    "table1",
+    "--pairs",
+    "mnist->mnist-dilated",
+    "--steps",
+    "4",
+    "--runs",
+    str(runs),
+    "--results",
+    str(results),
+    "--table-only",
+    "--no-progress",
+  ]
   assert main(table_args) == 0
   first = json.loads((results / "table1_quick.json").read_text())
   records = results / "table1" / "records" / "quick_4steps" / "mnist_to_mnist-dilated"
   assert sorted(p.name for p in records.iterdir()) == [
-      "analysis.json", "dann_s0.json", "source_only_s0.json", "target_only_s0.json"]
+    "analysis.json",
+    "dann_s0.json",
+    "source_only_s0.json",
+    "target_only_s0.json",
+  ]
   so = json.loads((records / "source_only_s0.json").read_text())
   assert so["target_accuracy"] == summaries["source_only"]["target_accuracy"]["mean"]
   assert 0.0 <= so["svm_accuracy"] <= 1.0 and "accuracy" in so["sa"] and so["steps"] == 4
@@ -42,7 +77,8 @@ def test_records_rebuild_the_table_without_the_run_folders(tiny_mnist, tmp_path,
   so_mean, to_mean = (summaries[m]["target_accuracy"]["mean"] for m in ("source_only", "target_only"))
   if to_mean != so_mean:
     assert row["gap_covered"]["dann"] == pytest.approx(
-        (summaries["dann"]["target_accuracy"]["mean"] - so_mean) / (to_mean - so_mean))
+      (summaries["dann"]["target_accuracy"]["mean"] - so_mean) / (to_mean - so_mean)
+    )
   assert (results / row["tsne"]).read_bytes()[:4] == b"\x89PNG"
 
   shutil.rmtree(runs)  # a later session: the run folders are gone, the records remain

@@ -7,12 +7,10 @@ import pytest
 from dann_jax import schedules
 
 
-@pytest.mark.parametrize("count,p", [(0, 0.0), (50, 0.5), (100, 1.0),
-                                     (250, 1.0)])
+@pytest.mark.parametrize("count,p", [(0, 0.0), (50, 0.5), (100, 1.0), (250, 1.0)])
 def test_annealed_learning_rate(count, p):
   lr = jax.jit(schedules.annealed_learning_rate(100))
-  np.testing.assert_allclose(lr(count), 0.01 / (1 + 10 * p) ** 0.75,
-                             rtol=1e-6)
+  np.testing.assert_allclose(lr(count), 0.01 / (1 + 10 * p) ** 0.75, rtol=1e-6)
 
 
 def test_annealed_learning_rate_custom_values():
@@ -23,16 +21,14 @@ def test_annealed_learning_rate_custom_values():
 @pytest.mark.parametrize("count,p", [(0, 0.0), (50, 0.5), (100, 1.0)])
 def test_adaptation_factor(count, p):
   lam = jax.jit(schedules.adaptation_factor(100))
-  np.testing.assert_allclose(lam(count), 2 / (1 + np.exp(-10 * p)) - 1,
-                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(lam(count), 2 / (1 + np.exp(-10 * p)) - 1, rtol=1e-6, atol=1e-7)
 
 
 def test_adaptation_factor_endpoints():
   lam = schedules.adaptation_factor(1000)
   assert float(lam(0)) == 0.0
   assert 0.9999 < float(lam(1000)) < 1.0
-  assert float(schedules.adaptation_factor(10, lam_max=0.3)(10)) == \
-      pytest.approx(0.3 * (2 / (1 + np.exp(-10)) - 1))
+  assert float(schedules.adaptation_factor(10, lam_max=0.3)(10)) == pytest.approx(0.3 * (2 / (1 + np.exp(-10)) - 1))
 
 
 @pytest.mark.parametrize("bad", [0, -5, 2.5])
@@ -50,6 +46,7 @@ def test_negative_rates_rejected():
     schedules.adaptation_factor(10, gamma=-1.0)
   # A constant rate (optax.constant_schedule) is checked where it enters.
   from dann_jax.config import TrainConfig
+
   with pytest.raises(ValueError, match="learning_rate=-1.0 must be > 0"):
     TrainConfig(learning_rate=-1.0, anneal_learning_rate=False)
 

@@ -18,7 +18,7 @@ from dann_jax.train import create_train_state
 
 
 def test_source_risk_hand_case():
-  logits = np.array([[2., 1.], [0., 3.], [1., 0.], [0., 1.]])
+  logits = np.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0], [0.0, 1.0]])
   labels = np.array([0, 0, 0, 1])  # predictions 0, 1, 0, 1: one error
   assert selection.source_risk(logits, labels) == 0.25
 
@@ -27,13 +27,13 @@ def test_dev_risk_hand_case():
   # Weighted losses [3, 0, 1, 0] (mean 1); weights mean 1.5, var 1 (ddof 1);
   # Cov(weighted, w) = 4/3, so eta = -4/3 and the estimate is
   # 1 + (-4/3)(1.5) + 4/3 = 1/3.
-  losses = np.array([1., 0., 1., 0.])
-  weights = np.array([3., 1., 1., 1.])
+  losses = np.array([1.0, 0.0, 1.0, 0.0])
+  weights = np.array([3.0, 1.0, 1.0, 1.0])
   assert selection.dev_risk(losses, weights) == pytest.approx(1 / 3)
 
 
 def test_dev_risk_with_constant_weights_is_the_weighted_mean():
-  losses = np.array([1., 0., 0., 1., 1.])
+  losses = np.array([1.0, 0.0, 0.0, 1.0, 1.0])
   assert selection.dev_risk(losses, np.full(5, 2.0)) == pytest.approx(1.2)
 
 
@@ -72,9 +72,10 @@ def test_reverse_validation_ranks_a_consistent_candidate_first():
   good = KNeighborsClassifier(5).fit(src_x, src_y)
   shuffled = np.random.default_rng(3).permutation(src_y)
   bad = KNeighborsClassifier(5).fit(src_x, shuffled)
-  scores = {name: selection.reverse_validation_risk(
-      clf.predict_proba(tgt_x), fit_reverse, val_x, val_y)
-      for name, clf in (("good", good), ("bad", bad))}
+  scores = {
+    name: selection.reverse_validation_risk(clf.predict_proba(tgt_x), fit_reverse, val_x, val_y)
+    for name, clf in (("good", good), ("bad", bad))
+  }
   # The target accuracies (reported, not used by the criterion) agree.
   assert good.score(tgt_x, tgt_y) > bad.score(tgt_x, tgt_y) + 0.2
   assert scores["good"] < 0.15 < 0.35 < scores["bad"]
@@ -87,8 +88,7 @@ class _Flat(nn.Module):
 
 
 def _tiny_dann():
-  return DANN(features=_Flat(), label_predictor=nn.Dense(2),
-              domain_classifier=nn.Dense(1))
+  return DANN(features=_Flat(), label_predictor=nn.Dense(2), domain_classifier=nn.Dense(1))
 
 
 def _quadrant_images(n, seed, shift):
@@ -106,26 +106,29 @@ def test_reverse_validation_of_dann_states():
   src_x, src_y = _quadrant_images(512, 0, 0)
   val_x, val_y = _quadrant_images(256, 1, 0)
   tgt_x, _ = _quadrant_images(512, 2, 60)
-  config = TrainConfig(method="dann", total_steps=150, batch_size=32,
-                       optimizer="adam", learning_rate=1e-2)
+  config = TrainConfig(method="dann", total_steps=150, batch_size=32, optimizer="adam", learning_rate=1e-2)
   model = _tiny_dann()
   pair = make_domain_pair((src_x, src_y), (tgt_x, np.zeros(512, np.int32)))
-  make_state = lambda: create_train_state(
-      model, config, jnp.zeros((1, 8, 8, 3)), jax.random.key(0))
+  make_state = lambda: create_train_state(model, config, jnp.zeros((1, 8, 8, 3)), jax.random.key(0))
   untrained = make_state()
   # fit donates its input state's buffers: train a second copy.
-  trained = fit(make_state(), pair, num_steps=150, batch_size=32,
-                num_classes=2)
-  view = selection.SelectionSet(source_train=src_x, source_val_images=val_x,
-                                source_val_labels=val_y, target_images=tgt_x,
-                                mean=np.asarray(pair.mean))
+  trained = fit(make_state(), pair, num_steps=150, batch_size=32, num_classes=2)
+  view = selection.SelectionSet(
+    source_train=src_x,
+    source_val_images=val_x,
+    source_val_labels=val_y,
+    target_images=tgt_x,
+    mean=np.asarray(pair.mean),
+  )
   # Source risk is exactly the held-out error.
   risk = selection.score_state(trained, view, "source-risk")
   assert risk == pytest.approx(1 - accuracy(trained, val_x, val_y, pair.mean))
-  rv = {name: selection.score_state(state, view, "reverse-validation",
-                                    reverse_config=config,
-                                    reverse_model=model, reverse_steps=150)
-        for name, state in (("trained", trained), ("untrained", untrained))}
+  rv = {
+    name: selection.score_state(
+      state, view, "reverse-validation", reverse_config=config, reverse_model=model, reverse_steps=150
+    )
+    for name, state in (("trained", trained), ("untrained", untrained))
+  }
   assert rv["trained"] < 0.1 < 0.3 < rv["untrained"]
 
 

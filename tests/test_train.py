@@ -1,6 +1,5 @@
 """Train state, steps, optimizer arithmetic, the loop, and a toy domain shift."""
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,8 +10,7 @@ from sklearn.datasets import make_moons
 from dann_jax.config import TrainConfig
 from dann_jax.models import DANN, MLP, mnist_dann
 from dann_jax.objective import saddle_point_loss
-from dann_jax.loop import (check_finite, check_labels, chunk_sizes,
-                           jit_train_steps)
+from dann_jax.loop import check_finite, check_labels, chunk_sizes, jit_train_steps
 from dann_jax.train import create_train_state, eval_step, train_step
 
 
@@ -23,16 +21,18 @@ class TwoLayerFeatures(nn.Module):
 
 
 def toy_model(classes=2):
-  return DANN(TwoLayerFeatures(), MLP(hidden=(), outputs=classes),
-              MLP(hidden=(32,), outputs=1))
+  return DANN(TwoLayerFeatures(), MLP(hidden=(), outputs=classes), MLP(hidden=(32,), outputs=1))
 
 
 def image_batch(key, n=8):
   k1, k2 = jax.random.split(key)
   domain = jnp.array([0] * (n // 2) + [1] * (n // 2), jnp.int32)
-  return {"image": jax.random.normal(k1, (n, 32, 32, 3)),
-          "label": jax.random.randint(k2, (n,), 0, 10), "domain": domain,
-          "label_mask": domain == 0}
+  return {
+    "image": jax.random.normal(k1, (n, 32, 32, 3)),
+    "label": jax.random.randint(k2, (n,), 0, 10),
+    "domain": domain,
+    "label_mask": domain == 0,
+  }
 
 
 def test_two_steps_match_hand_written_sgd_momentum():
@@ -44,9 +44,11 @@ def test_two_steps_match_hand_written_sgd_momentum():
 
   def grad_at(params, step):
     lam = 2 / (1 + np.exp(-10 * step / 4)) - 1
+
     def loss(p):
       c, d = model.apply({"params": p}, batch["image"], lam, train=True)
       return saddle_point_loss(c, d, batch)[0]
+
     return jax.grad(loss)(params)
 
   step = jax.jit(train_step)
@@ -59,21 +61,21 @@ def test_two_steps_match_hand_written_sgd_momentum():
   g1 = grad_at(theta1, 1)
   v2 = jax.tree.map(lambda v, g: 0.9 * v + g, v1, g1)
   theta2 = jax.tree.map(lambda t, v: t - mu(1) * v, theta1, v2)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
-                                                       atol=1e-6),
-               s2.params, theta2)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), s2.params, theta2)
   assert int(s2.step) == 2
   np.testing.assert_allclose(m2["learning_rate"], mu(1), rtol=1e-6)
-  np.testing.assert_allclose(m2["lambda"], 2 / (1 + np.exp(-2.5)) - 1,
-                             rtol=1e-6)
+  np.testing.assert_allclose(m2["lambda"], 2 / (1 + np.exp(-2.5)) - 1, rtol=1e-6)
   assert float(m1["lambda"]) == 0.0
 
 
-@pytest.mark.parametrize("method,changed", [
+@pytest.mark.parametrize(
+  "method,changed",
+  [
     ("dann", {"features", "label_predictor", "domain_classifier"}),
     ("source_only", {"features", "label_predictor"}),
     ("target_only", {"features", "label_predictor"}),
-])
+  ],
+)
 def test_which_parameter_sets_move(method, changed):
   config = TrainConfig(method=method, total_steps=10)
   batch = image_batch(jax.random.key(1))
@@ -81,10 +83,13 @@ def test_which_parameter_sets_move(method, changed):
   # Start past p = 0 so that λ > 0 for DANN.
   state = state.replace(step=jnp.asarray(5, jnp.int32))
   new, _ = jax.jit(train_step)(state, batch)
-  moved = {name for name in state.params
-           if not all(np.array_equal(a, b) for a, b in zip(
-               jax.tree.leaves(state.params[name]),
-               jax.tree.leaves(new.params[name])))}
+  moved = {
+    name
+    for name in state.params
+    if not all(
+      np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.params[name]), jax.tree.leaves(new.params[name]))
+    )
+  }
   assert moved == changed
 
 
@@ -113,16 +118,15 @@ def _moons(n, seed, angle_deg):
 def _toy_run(method, steps=1500, seed=0):
   xs, ys = _moons(300, 0, 0)
   xt, yt = _moons(300, 1, 30)  # the target: the moons rotated by 30 degrees
-  config = TrainConfig(method=method, total_steps=steps, batch_size=64,
-                       learning_rate=0.1, seed=seed)
+  config = TrainConfig(method=method, total_steps=steps, batch_size=64, learning_rate=0.1, seed=seed)
   state = create_train_state(toy_model(), config, jnp.zeros((2, 2)))
   rng = np.random.default_rng(seed)
   i_s, i_t = rng.integers(0, 300, (2, steps, 32))
   batches = {
-      "image": np.concatenate([xs[i_s], xt[i_t]], 1),
-      "label": np.concatenate([ys[i_s], yt[i_t]], 1),
-      "domain": np.tile(np.repeat([0, 1], 32), (steps, 1)).astype(np.int32),
-      "label_mask": np.tile(np.repeat([True, False], 32), (steps, 1)),
+    "image": np.concatenate([xs[i_s], xt[i_t]], 1),
+    "label": np.concatenate([ys[i_s], yt[i_t]], 1),
+    "domain": np.tile(np.repeat([0, 1], 32), (steps, 1)).astype(np.int32),
+    "label_mask": np.tile(np.repeat([True, False], 32), (steps, 1)),
   }
   state, metrics = jit_train_steps(state, batches)
   assert metrics["loss"].shape == (steps,)
@@ -157,14 +161,15 @@ def test_non_finite_loss_names_the_step():
 
 def test_diverging_run_stops_with_step():
   # A huge learning rate on the toy problem overflows within a few steps.
-  config = TrainConfig(total_steps=50, batch_size=64, learning_rate=1e12,
-                       anneal_learning_rate=False)
+  config = TrainConfig(total_steps=50, batch_size=64, learning_rate=1e12, anneal_learning_rate=False)
   state = create_train_state(toy_model(), config, jnp.zeros((2, 2)))
   xs, ys = _moons(64, 0, 0)
-  batches = {"image": np.tile(xs * 1e3, (50, 1, 1)),
-             "label": np.tile(ys, (50, 1)),
-             "domain": np.tile(np.repeat([0, 1], 32), (50, 1)).astype(np.int32),
-             "label_mask": np.ones((50, 64), bool)}
+  batches = {
+    "image": np.tile(xs * 1e3, (50, 1, 1)),
+    "label": np.tile(ys, (50, 1)),
+    "domain": np.tile(np.repeat([0, 1], 32), (50, 1)).astype(np.int32),
+    "label_mask": np.ones((50, 64), bool),
+  }
   _, metrics = jit_train_steps(state, batches)
   with pytest.raises(FloatingPointError, match=r"non-finite at step \d+"):
     check_finite(jax.device_get(metrics), first_step=0)
@@ -198,15 +203,12 @@ def test_max_norm_clips_each_units_incoming_weights():
   batch = image_batch(jax.random.key(5))
   state = create_train_state(mnist_dann(), config, batch["image"])
   new, _ = jax.jit(train_step)(state, batch)
-  kernels = [w for path, w in jax.tree_util.tree_leaves_with_path(new.params)
-             if path[-1].key == "kernel"]
+  kernels = [w for path, w in jax.tree_util.tree_leaves_with_path(new.params) if path[-1].key == "kernel"]
   assert kernels
   for w in kernels:
     norms = np.sqrt(np.sum(np.asarray(w) ** 2, axis=tuple(range(w.ndim - 1))))
     assert norms.max() <= 0.5 + 1e-5
   # Without the restriction some unit exceeds the bound (the test can fail).
-  free, _ = jax.jit(train_step)(
-      create_train_state(mnist_dann(), config.replace(max_norm=None),
-                         batch["image"]), batch)
+  free, _ = jax.jit(train_step)(create_train_state(mnist_dann(), config.replace(max_norm=None), batch["image"]), batch)
   w = free.params["features"]["Conv_1"]["kernel"]
   assert np.sqrt(np.sum(np.asarray(w) ** 2, axis=(0, 1, 2))).max() > 0.5

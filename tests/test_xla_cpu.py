@@ -14,8 +14,7 @@ _TOL = dict(rtol=1e-5, atol=1e-5)
 
 
 def _plain_pool(x, window, stride, padding):
-  return nn.max_pool(x, (window, window), strides=(stride, stride),
-                     padding=padding)
+  return nn.max_pool(x, (window, window), strides=(stride, stride), padding=padding)
 
 
 def _value_and_grad(f, x, cotangent):
@@ -23,7 +22,9 @@ def _value_and_grad(f, x, cotangent):
   return y, vjp(cotangent)[0]
 
 
-@pytest.mark.parametrize("shape, window, stride, padding", [
+@pytest.mark.parametrize(
+  "shape, window, stride, padding",
+  [
     ((4, 28, 28, 8), 2, 2, "VALID"),  # MNIST net, first pool
     ((4, 10, 10, 8), 2, 2, "VALID"),  # MNIST net, second pool
     ((4, 7, 9, 3), 2, 2, "VALID"),  # odd sizes: the remainder is dropped
@@ -34,9 +35,9 @@ def _value_and_grad(f, x, cotangent):
     ((4, 10, 11, 3), 3, 3, "SAME"),  # window == stride, padded
     ((4, 11, 8, 3), 3, 3, "VALID"),  # window == stride, remainder dropped
     ((4, 6, 6, 3), 3, 1, "SAME"),
-])
-def test_max_pool_matches_flax_values_and_gradients(shape, window, stride,
-                                                    padding):
+  ],
+)
+def test_max_pool_matches_flax_values_and_gradients(shape, window, stride, padding):
   # Continuous random inputs have no ties, so the gradients must agree exactly
   # (each window's gradient goes to its unique maximum).
   x = jax.random.normal(jax.random.key(0), shape)
@@ -51,18 +52,15 @@ def test_max_pool_matches_flax_values_and_gradients(shape, window, stride,
   np.testing.assert_allclose(g, expected_g, **_TOL)
 
 
-@pytest.mark.parametrize("window, stride, padding", [
-    (2, 2, "VALID"), (3, 2, "SAME"), (3, 3, "SAME"), (3, 1, "VALID")])
-def test_max_pool_gradient_at_ties_is_select_and_scatters(window, stride,
-                                                          padding):
+@pytest.mark.parametrize("window, stride, padding", [(2, 2, "VALID"), (3, 2, "SAME"), (3, 3, "SAME"), (3, 1, "VALID")])
+def test_max_pool_gradient_at_ties_is_select_and_scatters(window, stride, padding):
   # Small integers make ties everywhere: equal pairs, whole windows of one
   # value, ties across overlapping windows. `nn.max_pool`'s gradient sends
   # each window's cotangent to its first maximum (row-major); so must ours:
   # the same entries get gradient, and the same amounts (exactly for tiling
   # windows; overlapping ones may add a shared entry's terms in another
   # order).
-  x = jax.random.randint(jax.random.key(4), (2, 9, 10, 3), 0, 3).astype(
-      jnp.float32)
+  x = jax.random.randint(jax.random.key(4), (2, 9, 10, 3), 0, 3).astype(jnp.float32)
   x = x.at[0, :4, :4, 0].set(1.0)  # windows that are entirely one value
   plain = lambda x: _plain_pool(x, window, stride, padding)
   fast = lambda x: xla_cpu.max_pool(x, window, stride, padding)
@@ -79,13 +77,11 @@ def test_max_pool_gradient_at_ties_is_select_and_scatters(window, stride,
 def test_max_pool_ties_hand_worked():
   # One 2x2 window [[3, 3], [1, -2]]: the first 3 gets the cotangent.
   x = jnp.array([[3.0, 3.0], [1.0, -2.0]])[None, :, :, None]
-  _, g = _value_and_grad(lambda x: xla_cpu.max_pool(x, 2, 2), x,
-                         jnp.full((1, 1, 1, 1), 7.0))
+  _, g = _value_and_grad(lambda x: xla_cpu.max_pool(x, 2, 2), x, jnp.full((1, 1, 1, 1), 7.0))
   np.testing.assert_array_equal(g[0, :, :, 0], [[7.0, 0.0], [0.0, 0.0]])
 
 
-@pytest.mark.parametrize("window, stride, padding", [
-    (2, 2, "VALID"), (3, 2, "SAME")])
+@pytest.mark.parametrize("window, stride, padding", [(2, 2, "VALID"), (3, 2, "SAME")])
 def test_max_pool_propagates_nan_like_reduce_window(window, stride, padding):
   x = jax.random.normal(jax.random.key(6), (1, 8, 8, 2))
   x = x.at[0, 3, 5, 1].set(jnp.nan)
@@ -96,23 +92,18 @@ def test_max_pool_propagates_nan_like_reduce_window(window, stride, padding):
   np.testing.assert_array_equal(y, expected)  # equal_nan by default
 
 
-@pytest.mark.parametrize("window, stride, padding", [
-    (2, 2, "VALID"), (3, 2, "SAME")])
+@pytest.mark.parametrize("window, stride, padding", [(2, 2, "VALID"), (3, 2, "SAME")])
 def test_max_pool_forward_mode_matches_flax(window, stride, padding):
   x = jax.random.normal(jax.random.key(7), (2, 10, 10, 3))
   tangent = jax.random.normal(jax.random.key(8), x.shape)
-  y, dy = jax.jvp(lambda x: xla_cpu.max_pool(x, window, stride, padding),
-                  (x,), (tangent,))
-  expected_y, expected_dy = jax.jvp(
-      lambda x: _plain_pool(x, window, stride, padding), (x,), (tangent,))
+  y, dy = jax.jvp(lambda x: xla_cpu.max_pool(x, window, stride, padding), (x,), (tangent,))
+  expected_y, expected_dy = jax.jvp(lambda x: _plain_pool(x, window, stride, padding), (x,), (tangent,))
   np.testing.assert_array_equal(y, expected_y)
   np.testing.assert_allclose(dy, expected_dy, **_TOL)
 
 
-@pytest.mark.parametrize("window, stride, padding", [
-    (2, 2, "VALID"), (3, 2, "SAME")])
-def test_max_pool_forward_mode_is_the_adjoint_of_reverse_mode_at_ties(
-    window, stride, padding):
+@pytest.mark.parametrize("window, stride, padding", [(2, 2, "VALID"), (3, 2, "SAME")])
+def test_max_pool_forward_mode_is_the_adjoint_of_reverse_mode_at_ties(window, stride, padding):
   # At ties JAX's own forward mode of `reduce_window` max (a packed reduction
   # in unspecified order) need not pick the entry its reverse mode picks;
   # ours picks the first maximum in both, so <vjp(c), t> == <c, jvp(t)>.
@@ -122,8 +113,7 @@ def test_max_pool_forward_mode_is_the_adjoint_of_reverse_mode_at_ties(
   y, dy = jax.jvp(pool, (x,), (tangent,))
   cotangent = jax.random.normal(jax.random.key(9), y.shape)
   grad = jax.vjp(pool, x)[1](cotangent)[0]
-  np.testing.assert_allclose(jnp.sum(grad * tangent),
-                             jnp.sum(cotangent * dy), rtol=1e-5)
+  np.testing.assert_allclose(jnp.sum(grad * tangent), jnp.sum(cotangent * dy), rtol=1e-5)
 
 
 def test_max_pool_after_relu_gradient_matches_at_zero_ties():
@@ -144,8 +134,7 @@ def test_max_pool_off_cpu_is_reduce_window(monkeypatch):
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   jaxpr = jax.make_jaxpr(lambda x: xla_cpu.max_pool(x, 3, 2, "SAME"))(x)
   assert [e.primitive.name for e in jaxpr.jaxpr.eqns] == ["reduce_window_max"]
-  np.testing.assert_array_equal(xla_cpu.max_pool(x, 3, 2, "SAME"),
-                                _plain_pool(x, 3, 2, "SAME"))
+  np.testing.assert_array_equal(xla_cpu.max_pool(x, 3, 2, "SAME"), _plain_pool(x, 3, 2, "SAME"))
   with pytest.raises(ValueError, match="larger than"):
     xla_cpu.max_pool(jnp.zeros((1, 2, 2, 1)), 3, 1)
 
@@ -160,29 +149,28 @@ def test_max_pool_rejects_bad_arguments():
 
 
 def _plain_conv(x, k, padding, strides=(1, 1)):
-  return lax.conv_general_dilated(x, k, strides, padding,
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def _fast_conv(x, k, padding, strides=(1, 1)):
-  return xla_cpu.conv_general_dilated(
-      x, k, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return xla_cpu.conv_general_dilated(x, k, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@pytest.mark.parametrize("x_shape, k_shape, padding, strides", [
+@pytest.mark.parametrize(
+  "x_shape, k_shape, padding, strides",
+  [
     ((3, 32, 32, 3), (5, 5, 3, 8), "VALID", (1, 1)),  # MNIST net, layer 1
     ((3, 14, 14, 8), (5, 5, 8, 6), "VALID", (1, 1)),  # MNIST net, layer 2
     ((3, 16, 16, 3), (5, 5, 3, 8), "SAME", (1, 1)),  # SVHN net
     ((3, 9, 7, 2), (3, 2, 2, 4), "SAME", (1, 1)),  # odd sizes, odd kernel
     ((3, 9, 7, 2), (3, 3, 2, 4), ((1, 0), (2, 1)), (1, 1)),  # explicit pads
     ((3, 9, 7, 2), (3, 3, 2, 4), "SAME", (2, 1)),  # strided: plain fallback
-])
-def test_conv_matches_lax_values_and_gradients(x_shape, k_shape, padding,
-                                               strides):
+  ],
+)
+def test_conv_matches_lax_values_and_gradients(x_shape, k_shape, padding, strides):
   x = jax.random.normal(jax.random.key(0), x_shape)
   k = jax.random.normal(jax.random.key(1), k_shape)
-  expected, plain_vjp = jax.vjp(
-      lambda x, k: _plain_conv(x, k, padding, strides), x, k)
+  expected, plain_vjp = jax.vjp(lambda x, k: _plain_conv(x, k, padding, strides), x, k)
   cotangent = jax.random.normal(jax.random.key(2), expected.shape)
 
   @jax.jit
@@ -201,13 +189,10 @@ def test_conv_matches_lax_values_and_gradients(x_shape, k_shape, padding,
 def test_conv_module_keeps_flax_parameters_and_outputs():
   x = jax.random.normal(jax.random.key(0), (2, 12, 12, 3))
   plain = nn.Conv(5, (3, 3), padding="VALID")
-  fast = nn.Conv(5, (3, 3), padding="VALID",
-                 conv_general_dilated=xla_cpu.conv_general_dilated)
+  fast = nn.Conv(5, (3, 3), padding="VALID", conv_general_dilated=xla_cpu.conv_general_dilated)
   variables = plain.init(jax.random.key(1), x)
-  assert jax.tree.structure(fast.init(jax.random.key(1), x)) == (
-      jax.tree.structure(variables))
-  np.testing.assert_allclose(fast.apply(variables, x),
-                             plain.apply(variables, x), rtol=1e-5, atol=1e-5)
+  assert jax.tree.structure(fast.init(jax.random.key(1), x)) == (jax.tree.structure(variables))
+  np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), rtol=1e-5, atol=1e-5)
 
 
 def _conv_eqns(fun, *args):
@@ -250,18 +235,22 @@ def test_plain_convolutions_context_emits_the_plain_convolution():
 
 def _traced_plain(fun):
   """`fun` traced as `cpu_jit` traces on CPU: under `plain_convolutions()`."""
+
   def traced(*args):
     with xla_cpu.plain_convolutions():
       return fun(*args)
+
   return traced
 
 
-@pytest.mark.parametrize("x_shape, k_shape", [
+@pytest.mark.parametrize(
+  "x_shape, k_shape",
+  [
     ((3, 14, 14, 8), (5, 5, 8, 6)),  # MNIST net, layer 2
     ((2, 9, 12, 3), (3, 4, 3, 5)),  # non-square kernel and image
-])
-def test_eigen_formulation_gradients_match_the_plain_convolution(x_shape,
-                                                                 k_shape):
+  ],
+)
+def test_eigen_formulation_gradients_match_the_plain_convolution(x_shape, k_shape):
   # Inside cpu_jit the input gradient is computed row-stacked (a convolution
   # padded in width only, then shifted adds over rows): same function, same
   # gradients to float32 rounding, in reverse and forward mode.
@@ -275,8 +264,7 @@ def test_eigen_formulation_gradients_match_the_plain_convolution(x_shape,
   np.testing.assert_allclose(y, expected_y, **_TOL)
   for got, want in zip(vjp(cotangent), expected_vjp(cotangent)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-  tangents = (jax.random.normal(jax.random.key(3), x.shape),
-              jax.random.normal(jax.random.key(4), k.shape))
+  tangents = (jax.random.normal(jax.random.key(3), x.shape), jax.random.normal(jax.random.key(4), k.shape))
   _, dy = jax.jvp(fast, (x, k), tangents)
   _, expected_dy = jax.jvp(plain, (x, k), tangents)
   np.testing.assert_allclose(dy, expected_dy, rtol=1e-4, atol=1e-4)
@@ -300,13 +288,10 @@ def test_eigen_formulation_stacks_rows_of_few_channel_inputs():
   # channels with a 1 x 5 kernel; a 32-channel one as is.
   def lhs_shapes(x, k):
     fast = _traced_plain(lambda x, k: _fast_conv(x, k, "VALID"))
-    return [(eqn.invars[0].aval.shape, eqn.invars[1].aval.shape)
-            for eqn in _conv_eqns(fast, x, k)]
+    return [(eqn.invars[0].aval.shape, eqn.invars[1].aval.shape) for eqn in _conv_eqns(fast, x, k)]
 
-  assert lhs_shapes(jnp.zeros((2, 32, 32, 3)), jnp.zeros((5, 5, 3, 8))) == [
-      ((2, 28, 32, 15), (1, 5, 15, 8))]
-  assert lhs_shapes(jnp.zeros((2, 14, 14, 32)), jnp.zeros((5, 5, 32, 8))) == [
-      ((2, 14, 14, 32), (5, 5, 32, 8))]
+  assert lhs_shapes(jnp.zeros((2, 32, 32, 3)), jnp.zeros((5, 5, 3, 8))) == [((2, 28, 32, 15), (1, 5, 15, 8))]
+  assert lhs_shapes(jnp.zeros((2, 14, 14, 32)), jnp.zeros((5, 5, 32, 8))) == [((2, 14, 14, 32), (5, 5, 32, 8))]
 
 
 def test_conv_off_cpu_is_the_plain_convolution(monkeypatch):
@@ -331,13 +316,11 @@ def test_cpu_jit_matches_jit_with_static_and_donated_arguments():
     return jax.value_and_grad(loss, argnums=1)(x, k, power)
 
   expected = jax.jit(value_and_grad, static_argnames="power")(k, x, power=2)
-  fast = xla_cpu.cpu_jit(value_and_grad, static_argnames="power",
-                        donate_argnums=0)
+  fast = xla_cpu.cpu_jit(value_and_grad, static_argnames="power", donate_argnums=0)
   got = fast(jnp.array(k), x, power=2)
   np.testing.assert_allclose(got[0], expected[0], rtol=1e-5)
   np.testing.assert_allclose(got[1], expected[1], rtol=1e-4, atol=1e-4)
   assert fast.__name__ == "value_and_grad"
   assert "conv" in fast.lower(k, x, power=2).as_text()
   decorated = xla_cpu.cpu_jit(static_argnames="power")(value_and_grad)
-  np.testing.assert_allclose(decorated(k, x, power=2)[0], expected[0],
-                             rtol=1e-5)
+  np.testing.assert_allclose(decorated(k, x, power=2)[0], expected[0], rtol=1e-5)

@@ -19,8 +19,8 @@ _COMMAND_MODULES = ("demo", "train", "select", "reproduce", "plot", "data")
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog="dann-jax",
-      description="Domain-adversarial training of neural networks (DANN) in JAX.")
+    prog="dann-jax", description="Domain-adversarial training of neural networks (DANN) in JAX."
+  )
   subparsers = parser.add_subparsers(dest="command", required=True)
   for name in _COMMAND_MODULES:
     importlib.import_module(f"dann_jax.cli.{name}").register(subparsers)
@@ -38,17 +38,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Library arguments named in error messages, as the flags that set them.
-ARGUMENT_FLAGS = {"resume": "--resume", "out_dir": "--out",
-                  "num_devices": "--devices", "seeds": "--seeds",
-                  "idx_dir": "--idx-dir", "data_dir": "--data-dir",
-                  "parallel": "--parallel", "coordinator": "--coordinator",
-                  "num_processes": "--num-processes",
-                  "process_id": "--process-id",
-                  "topology_timeout": "--topology-timeout"}
+ARGUMENT_FLAGS = {
+  "resume": "--resume",
+  "out_dir": "--out",
+  "num_devices": "--devices",
+  "seeds": "--seeds",
+  "idx_dir": "--idx-dir",
+  "data_dir": "--data-dir",
+  "parallel": "--parallel",
+  "coordinator": "--coordinator",
+  "num_processes": "--num-processes",
+  "process_id": "--process-id",
+  "topology_timeout": "--topology-timeout",
+}
 
 
 def as_flags(message: str) -> str:
   """Rewrites the library's `name=value` and `name` mentions as CLI flags."""
+
   def assignment(m):
     flag = ARGUMENT_FLAGS.get(m.group(1))
     if flag is None:
@@ -56,15 +63,13 @@ def as_flags(message: str) -> str:
     return flag if m.group(2) == "True" else f"{flag} {m.group(2)}"
 
   message = re.sub(r"`(\w+)=([^`]*)`", assignment, message)
-  return re.sub(r"`(\w+)`",
-                lambda m: ARGUMENT_FLAGS.get(m.group(1), m.group(0)), message)
+  return re.sub(r"`(\w+)`", lambda m: ARGUMENT_FLAGS.get(m.group(1), m.group(0)), message)
 
 
 # XLA:CPU allocates a step's tens of MB of temporaries per execution, above
 # glibc's default mmap threshold (32 MB at most), so every step would page-fault
 # fresh memory; these thresholds keep freed memory in the heap instead.
-MALLOC_TUNING = ("glibc.malloc.mmap_threshold=4294967296:"
-                 "glibc.malloc.trim_threshold=4294967296")
+MALLOC_TUNING = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
 MALLOC_OPT_OUT = "DANN_JAX_MALLOC_TUNING"
 
 
@@ -89,8 +94,7 @@ def entry() -> None:
   if wants_malloc_tuning(os.environ):
     env = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNING)
     try:
-      os.execve(sys.executable,
-                [sys.executable, "-m", "dann_jax.cli", *sys.argv[1:]], env)
+      os.execve(sys.executable, [sys.executable, "-m", "dann_jax.cli", *sys.argv[1:]], env)
     except OSError:
       pass  # run untuned rather than not at all
   sys.exit(main())

@@ -17,18 +17,13 @@ METHODS = ("source_only", "dann")
 
 def register(subparsers) -> None:
   p = subparsers.add_parser(
-      "demo", help="the main job: MNIST -> MNIST-M, source-only vs DANN "
-                   "(quick preset, minutes on a CPU), with a report")
-  p.add_argument("--out", default="runs/demo",
-                 help="folder for the two runs and the report "
-                      "(default runs/demo)")
-  p.add_argument("--steps", type=int, default=None,
-                 help="override the quick preset's step count")
-  p.add_argument("--batch-size", type=int, default=None,
-                 help="override the batch of 128 (half source, half target)")
+    "demo", help="the main job: MNIST -> MNIST-M, source-only vs DANN (quick preset, minutes on a CPU), with a report"
+  )
+  p.add_argument("--out", default="runs/demo", help="folder for the two runs and the report (default runs/demo)")
+  p.add_argument("--steps", type=int, default=None, help="override the quick preset's step count")
+  p.add_argument("--batch-size", type=int, default=None, help="override the batch of 128 (half source, half target)")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--force", action="store_true",
-                 help="delete the runs already in --out and train afresh")
+  p.add_argument("--force", action="store_true", help="delete the runs already in --out and train afresh")
   p.add_argument("--data-dir", default=None)
   p.add_argument("--no-progress", action="store_true")
   p.set_defaults(func=run)
@@ -45,9 +40,11 @@ def _prepare(out: Path, force: bool) -> None:
     print(f"--force: removed the runs {held} in {out}; training afresh")
     return
   finished = [m for m in held if (out / m / "summary.json").exists()]
-  print(f"reusing the runs already in {out}: {', '.join(held)} "
-        f"({len(finished)} finished, the others resume); pass --force to "
-        "train afresh")
+  print(
+    f"reusing the runs already in {out}: {', '.join(held)} "
+    f"({len(finished)} finished, the others resume); pass --force to "
+    "train afresh"
+  )
 
 
 def run(args) -> int:
@@ -67,26 +64,41 @@ def run(args) -> int:
   results = {}
   for method in METHODS:
     results[method] = train_or_reuse(
-        pair, method, out / method, preset="quick", steps=args.steps,
-        batch_size=args.batch_size, seeds=[args.seed], data=data, progress=not args.no_progress)
+      pair,
+      method,
+      out / method,
+      preset="quick",
+      steps=args.steps,
+      batch_size=args.batch_size,
+      seeds=[args.seed],
+      data=data,
+      progress=not args.no_progress,
+    )
   print("drawing the t-SNE of both runs' features ...", flush=True)
-  report = demo_report(pair, results, out,
-                       wall_seconds=time.perf_counter() - t0)
+  report = demo_report(pair, results, out, wall_seconds=time.perf_counter() - t0)
   so, dann = (results[m].summary for m in METHODS)
   print()
   print(f"MNIST -> MNIST-M (target test set: {len(data.target_test)} images)")
-  print(f"{'method':<14}{'ours':>8}{'paper v1':>10}{'paper ICML':>12}"
-        f"{'train s':>9}")
+  print(f"{'method':<14}{'ours':>8}{'paper v1':>10}{'paper ICML':>12}{'train s':>9}")
   for method in METHODS:
     s = results[method].summary
-    print(f"{method:<14}{s['target_accuracy']['mean']:>8.4f}"
-          f"{s['paper_v1']:>10.4f}{s['paper_icml']:>12.4f}"
-          f"{s['train_seconds']:>9.0f}")
+    print(
+      f"{method:<14}{s['target_accuracy']['mean']:>8.4f}"
+      f"{s['paper_v1']:>10.4f}{s['paper_icml']:>12.4f}"
+      f"{s['train_seconds']:>9.0f}"
+    )
   gain = dann["target_accuracy"]["mean"] - so["target_accuracy"]["mean"]
   wall = time.perf_counter() - t0
   print(f"DANN - source-only: {gain:+.4f}; wall time {wall / 60:.1f} min")
   print(f"report: {report}")
-  print(json.dumps({"source_only": so["target_accuracy"]["mean"],
-                    "dann": dann["target_accuracy"]["mean"],
-                    "wall_seconds": round(wall, 1), "report": str(report)}))
+  print(
+    json.dumps(
+      {
+        "source_only": so["target_accuracy"]["mean"],
+        "dann": dann["target_accuracy"]["mean"],
+        "wall_seconds": round(wall, 1),
+        "report": str(report),
+      }
+    )
+  )
   return 0

@@ -11,17 +11,18 @@ def register(subparsers) -> None:
   p = subparsers.add_parser("plot", help="figures from finished runs")
   sub = p.add_subparsers(dest="figure", required=True)
   t = sub.add_parser(
-      "tsne", help="t-SNE of source and target features of runs side by side "
-                   "(like the paper's Figure 4), with proxy A-distances")
-  t.add_argument("runs", nargs="+", help="run folders written by "
-                                         "`dann-jax train` on the same pair")
+    "tsne",
+    help="t-SNE of source and target features of runs side by side (like the paper's Figure 4), with proxy A-distances",
+  )
+  t.add_argument("runs", nargs="+", help="run folders written by `dann-jax train` on the same pair")
   t.add_argument("--out", required=True, help="PNG to write")
-  t.add_argument("-n", type=int, default=500,
-                 help="test images per domain (default 500)")
-  t.add_argument("--layer", choices=("features", "hidden"),
-                 default="features",
-                 help="feature extractor output (default) or the label "
-                      "predictor's last hidden layer")
+  t.add_argument("-n", type=int, default=500, help="test images per domain (default 500)")
+  t.add_argument(
+    "--layer",
+    choices=("features", "hidden"),
+    default="features",
+    help="feature extractor output (default) or the label predictor's last hidden layer",
+  )
   t.add_argument("--data-dir", default=None)
   t.set_defaults(func=run_tsne)
 
@@ -31,11 +32,9 @@ def run_tsne(args) -> int:
   from dann_jax.plots import tsne_panels
   from dann_jax.runs import load_run
 
-  pairs = {json.loads(open(f"{d}/run.json").read())["pair"]
-           for d in args.runs if os.path.exists(f"{d}/run.json")}
+  pairs = {json.loads(open(f"{d}/run.json").read())["pair"] for d in args.runs if os.path.exists(f"{d}/run.json")}
   if len(pairs) > 1:
-    raise ValueError(f"the runs are on different pairs {sorted(pairs)}; "
-                     "compare runs of one pair")
+    raise ValueError(f"the runs are on different pairs {sorted(pairs)}; compare runs of one pair")
   runs, data = [], None
   for run_dir in args.runs:
     result = load_run(run_dir, data=data, data_dir=args.data_dir)
@@ -47,9 +46,7 @@ def run_tsne(args) -> int:
   def progress(line):
     print(f"[{time.perf_counter() - started:5.1f} s] {line}", flush=True)
 
-  comparison = compare_features(runs, n=args.n, layer=args.layer,
-                                progress=progress)
+  comparison = compare_features(runs, n=args.n, layer=args.layer, progress=progress)
   tsne_panels(comparison.panels, args.out, f"{args.layer} (t-SNE)")
-  print(json.dumps({"figure": args.out,
-                    "proxy_a_distance": comparison.proxy_a_distance}))
+  print(json.dumps({"figure": args.out, "proxy_a_distance": comparison.proxy_a_distance}))
   return 0

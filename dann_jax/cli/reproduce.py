@@ -9,11 +9,13 @@ def register(subparsers) -> None:
   from dann_jax.reproduce import add_arguments
 
   p = subparsers.add_parser(
-      "reproduce", help="reproduce the paper's tables",
-      description="Trains (or reuses, or resumes) every run of the paper's "
-                  "Table 1 and writes table1_<preset>.{json,md} after each "
-                  "pair, e.g. `dann-jax reproduce table1 --preset paper "
-                  "--seeds 3`.")
+    "reproduce",
+    help="reproduce the paper's tables",
+    description="Trains (or reuses, or resumes) every run of the paper's "
+    "Table 1 and writes table1_<preset>.{json,md} after each "
+    "pair, e.g. `dann-jax reproduce table1 --preset paper "
+    "--seeds 3`.",
+  )
   p.add_argument("table", choices=("table1",))
   add_arguments(p)
   p.set_defaults(func=run)

@@ -11,23 +11,21 @@ CRITERIA = ("reverse-validation", "source-risk", "dev")  # selection.CRITERIA
 
 def register(subparsers) -> None:
   p = subparsers.add_parser(
-      "select", help="rank runs or checkpoints without target labels",
-      description="Score each run folder (each seed; with --checkpoints, each "
-                  "saved step) by a label-free criterion computed from the "
-                  "held-out source images and unlabelled target images, and "
-                  "print the ranking, best first. Target test accuracy is "
-                  "shown for reporting only; it never enters the ranking.")
-  p.add_argument("runs", nargs="+", help="run folders of one pair, written "
-                                         "by `dann-jax train`")
-  p.add_argument("--criterion", choices=CRITERIA,
-                 default="reverse-validation")
-  p.add_argument("--checkpoints", action="store_true",
-                 help="score every checkpoint along each run, not only its "
-                      "last state")
-  p.add_argument("--reverse-steps", type=int, default=1000,
-                 help="training steps of the reverse model (default 1000)")
-  p.add_argument("--out", default="selection.json",
-                 help="JSON file for the ranking (default selection.json)")
+    "select",
+    help="rank runs or checkpoints without target labels",
+    description="Score each run folder (each seed; with --checkpoints, each "
+    "saved step) by a label-free criterion computed from the "
+    "held-out source images and unlabelled target images, and "
+    "print the ranking, best first. Target test accuracy is "
+    "shown for reporting only; it never enters the ranking.",
+  )
+  p.add_argument("runs", nargs="+", help="run folders of one pair, written by `dann-jax train`")
+  p.add_argument("--criterion", choices=CRITERIA, default="reverse-validation")
+  p.add_argument(
+    "--checkpoints", action="store_true", help="score every checkpoint along each run, not only its last state"
+  )
+  p.add_argument("--reverse-steps", type=int, default=1000, help="training steps of the reverse model (default 1000)")
+  p.add_argument("--out", default="selection.json", help="JSON file for the ranking (default selection.json)")
   p.add_argument("--data-dir", default=None)
   p.set_defaults(func=run)
 
@@ -41,17 +39,20 @@ def run(args) -> int:
 
   if args.reverse_steps <= 0:
     raise ValueError(f"--reverse-steps {args.reverse_steps} must be positive")
-  ranked = score_runs(args.runs, args.criterion, along_run=args.checkpoints,
-                      reverse_steps=args.reverse_steps,
-                      data_dir=args.data_dir)
+  ranked = score_runs(
+    args.runs, args.criterion, along_run=args.checkpoints, reverse_steps=args.reverse_steps, data_dir=args.data_dir
+  )
   width = max(len(c.run) for c in ranked)
-  print(f"\n{'rank':>4}  {'run':<{width}}  {'seed':>4}  {'step':>6}  "
-        f"{args.criterion:>18}  {'target acc (not used)':>21}")
+  print(
+    f"\n{'rank':>4}  {'run':<{width}}  {'seed':>4}  {'step':>6}  {args.criterion:>18}  {'target acc (not used)':>21}"
+  )
   for i, c in enumerate(ranked, 1):
-    print(f"{i:>4}  {c.run:<{width}}  {c.seed:>4}  {c.step:>6}  "
-          f"{c.score:>18.4f}  {_accuracy(c.target_accuracy):>21}")
-  Path(args.out).write_text(json.dumps(
-      {"criterion": args.criterion, "lower_is_better": True,
-       "ranking": [dataclasses.asdict(c) for c in ranked]}, indent=2))
+    print(f"{i:>4}  {c.run:<{width}}  {c.seed:>4}  {c.step:>6}  {c.score:>18.4f}  {_accuracy(c.target_accuracy):>21}")
+  Path(args.out).write_text(
+    json.dumps(
+      {"criterion": args.criterion, "lower_is_better": True, "ranking": [dataclasses.asdict(c) for c in ranked]},
+      indent=2,
+    )
+  )
   print(f"ranking written to {args.out}")
   return 0

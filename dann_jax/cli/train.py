@@ -1,7 +1,7 @@
 """`dann-jax train`: one method on one domain pair, with logs, checkpoints and a summary.
 
-  dann-jax train --source mnist --target mnist-m --out runs/quick
-  dann-jax train --source folder:data/product --target folder:data/real --test-fraction 0.2 --out runs/mine
+dann-jax train --source mnist --target mnist-m --out runs/quick
+dann-jax train --source folder:data/product --target folder:data/real --test-fraction 0.2 --out runs/mine
 """
 
 from __future__ import annotations
@@ -21,16 +21,17 @@ PRESETS = ("quick", "paper")
 PARALLEL_KINDS = ("sharding", "pmap")
 APIS = ("linen", "nnx")  # dann_jax.runs.APIS
 
-METHOD_FLAGS = {"dann": "dann", "source-only": "source_only",
-                "target-only": "target_only"}
+METHOD_FLAGS = {"dann": "dann", "source-only": "source_only", "target-only": "target_only"}
 
 
 def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--seed", type=int, default=0,
-                      help="first seed (default 0)")
-  parser.add_argument("--seeds", type=int, default=1,
-                      help="number of seeds, trained together in one compiled "
-                           "program with jax.vmap (default 1)")
+  parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+  parser.add_argument(
+    "--seeds",
+    type=int,
+    default=1,
+    help="number of seeds, trained together in one compiled program with jax.vmap (default 1)",
+  )
 
 
 def seed_list(args) -> list[int]:
@@ -40,33 +41,43 @@ def seed_list(args) -> list[int]:
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--devices", type=int, default=None,
-                      help="devices for data parallelism (default: all "
-                           "local devices)")
-  parser.add_argument("--parallel", choices=PARALLEL_KINDS,
-                      default="sharding",
-                      help="multi-device path: jit over a sharded batch "
-                           "(default) or jax.pmap")
+  parser.add_argument(
+    "--devices", type=int, default=None, help="devices for data parallelism (default: all local devices)"
+  )
+  parser.add_argument(
+    "--parallel",
+    choices=PARALLEL_KINDS,
+    default="sharding",
+    help="multi-device path: jit over a sharded batch (default) or jax.pmap",
+  )
 
 
 def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                      help="several processes (docs/multi-device.md): the "
-                           "address of process 0 and a free port there")
-  parser.add_argument("--num-processes", type=int, default=None, metavar="N",
-                      help="how many processes train together")
-  parser.add_argument("--process-id", type=int, default=None, metavar="I",
-                      help="this process's number, 0 to N-1 (0 on the "
-                           "coordinator's host)")
-  parser.add_argument("--topology-timeout", type=float, default=None,
-                      metavar="SECONDS",
-                      help="how long processes wait for each other (default "
-                           "$DANN_JAX_TOPOLOGY_TIMEOUT or 120)")
+  parser.add_argument(
+    "--coordinator",
+    default=None,
+    metavar="HOST:PORT",
+    help="several processes (docs/multi-device.md): the address of process 0 and a free port there",
+  )
+  parser.add_argument("--num-processes", type=int, default=None, metavar="N", help="how many processes train together")
+  parser.add_argument(
+    "--process-id",
+    type=int,
+    default=None,
+    metavar="I",
+    help="this process's number, 0 to N-1 (0 on the coordinator's host)",
+  )
+  parser.add_argument(
+    "--topology-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="how long processes wait for each other (default $DANN_JAX_TOPOLOGY_TIMEOUT or 120)",
+  )
 
 
 # Flags that may differ between the processes of one run.
-PER_PROCESS_FLAGS = ("process_id", "data_dir", "no_progress",
-                     "topology_timeout")
+PER_PROCESS_FLAGS = ("process_id", "data_dir", "no_progress", "topology_timeout")
 
 
 def join_processes(args):
@@ -77,12 +88,14 @@ def join_processes(args):
   """
   from dann_jax import distributed
 
-  config = {f"--{name.replace('_', '-')}": value
-            for name, value in sorted(vars(args).items())
-            if name not in PER_PROCESS_FLAGS and not callable(value)}
-  return distributed.initialize(args.coordinator, args.num_processes,
-                                args.process_id, config=config,
-                                topology_timeout=args.topology_timeout)
+  config = {
+    f"--{name.replace('_', '-')}": value
+    for name, value in sorted(vars(args).items())
+    if name not in PER_PROCESS_FLAGS and not callable(value)
+  }
+  return distributed.initialize(
+    args.coordinator, args.num_processes, args.process_id, config=config, topology_timeout=args.topology_timeout
+  )
 
 
 def make_runner(args, batch_size: int):
@@ -90,6 +103,7 @@ def make_runner(args, batch_size: int):
   import jax
 
   from dann_jax.parallel import make_runner as parallel_runner
+
   n = jax.local_device_count() if args.devices is None else args.devices
   if n == 1 and jax.process_count() == 1:
     return None  # the plain single-device path
@@ -98,62 +112,81 @@ def make_runner(args, batch_size: int):
 
 def register(subparsers) -> None:
   p = subparsers.add_parser(
-      "train", help="train one method on one domain pair",
-      description="Train DANN, source-only or target-only on a domain pair. "
-                  f"Known pairs: {', '.join(PAIRS)}. Your own data: "
-                  "folder:PATH (class subfolders of images, or a flat "
-                  "folder of unlabelled target images) or npz:PATH on "
-                  "either side (docs/own-data.md).")
-  p.add_argument("--source", required=True,
-                 help="source domain, e.g. mnist or folder:PATH / npz:PATH")
-  p.add_argument("--target", required=True,
-                 help="target domain, e.g. mnist-m or folder:PATH / npz:PATH")
-  p.add_argument("--source-test", default=None, metavar="PATH",
-                 help="the test split of a folder:/npz: source that has no "
-                      "test/ (test.npz) of its own")
-  p.add_argument("--target-test", default=None, metavar="PATH",
-                 help="the same for a folder:/npz: target")
-  p.add_argument("--test-fraction", type=float, default=None, metavar="F",
-                 help="hold out this fraction of each class of every "
-                      "folder:/npz: domain without a test split as its test "
-                      "split (otherwise such a domain is evaluated on its "
-                      "train images)")
-  p.add_argument("--split-seed", type=int, default=None, metavar="N",
-                 help="seed of the --test-fraction hold-out (default 0)")
-  p.add_argument("--network", choices=NETWORK_NAMES, default=None,
-                 help="network of a pair with a folder:/npz: domain under "
-                      "--preset paper (default mnist; the quick preset "
-                      "trains the MNIST net on every pair)")
+    "train",
+    help="train one method on one domain pair",
+    description="Train DANN, source-only or target-only on a domain pair. "
+    f"Known pairs: {', '.join(PAIRS)}. Your own data: "
+    "folder:PATH (class subfolders of images, or a flat "
+    "folder of unlabelled target images) or npz:PATH on "
+    "either side (docs/own-data.md).",
+  )
+  p.add_argument("--source", required=True, help="source domain, e.g. mnist or folder:PATH / npz:PATH")
+  p.add_argument("--target", required=True, help="target domain, e.g. mnist-m or folder:PATH / npz:PATH")
+  p.add_argument(
+    "--source-test",
+    default=None,
+    metavar="PATH",
+    help="the test split of a folder:/npz: source that has no test/ (test.npz) of its own",
+  )
+  p.add_argument("--target-test", default=None, metavar="PATH", help="the same for a folder:/npz: target")
+  p.add_argument(
+    "--test-fraction",
+    type=float,
+    default=None,
+    metavar="F",
+    help="hold out this fraction of each class of every "
+    "folder:/npz: domain without a test split as its test "
+    "split (otherwise such a domain is evaluated on its "
+    "train images)",
+  )
+  p.add_argument(
+    "--split-seed", type=int, default=None, metavar="N", help="seed of the --test-fraction hold-out (default 0)"
+  )
+  p.add_argument(
+    "--network",
+    choices=NETWORK_NAMES,
+    default=None,
+    help="network of a pair with a folder:/npz: domain under "
+    "--preset paper (default mnist; the quick preset "
+    "trains the MNIST net on every pair)",
+  )
   p.add_argument("--method", choices=tuple(METHOD_FLAGS), default="dann")
   p.add_argument("--preset", choices=PRESETS, default="quick")
-  p.add_argument("--steps", type=int, default=None,
-                 help="override the preset's number of steps")
-  p.add_argument("--batch-size", type=int, default=None,
-                 help="override the batch of 128 (half source, half target)")
+  p.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
+  p.add_argument("--batch-size", type=int, default=None, help="override the batch of 128 (half source, half target)")
   add_seed_arguments(p)
   p.add_argument("--out", required=True, help="run folder to write")
-  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                 dest="overrides",
-                 help="override one training hyper-parameter of the preset "
-                      "(a dann_jax.TrainConfig field), e.g. --set "
-                      "learning_rate=3e-4 --set optimizer=sgd; repeatable")
-  p.add_argument("--keep-best", default=None, metavar="CRITERION",
-                 choices=CRITERIA,
-                 help="also keep the checkpoint that scores best under this "
-                      "label-free criterion (reverse-validation, source-risk "
-                      "or dev), evaluated at every evaluation step")
-  p.add_argument("--api", choices=APIS, default="linen",
-                 help="the front door that trains: Flax Linen (default) or "
-                      "Flax NNX (dann_jax.nnx; one seed on one device), with "
-                      "the same numbers (other dropout masks for the SVHN "
-                      "net)")
-  p.add_argument("--resume", action="store_true",
-                 help="continue the run in --out from its checkpoint")
-  p.add_argument("--data-dir", default=None,
-                 help="data cache (default $DANN_JAX_DATA or "
-                      "~/.cache/dann_jax)")
-  p.add_argument("--no-progress", action="store_true",
-                 help="no progress bar")
+  p.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="FIELD=VALUE",
+    dest="overrides",
+    help="override one training hyper-parameter of the preset "
+    "(a dann_jax.TrainConfig field), e.g. --set "
+    "learning_rate=3e-4 --set optimizer=sgd; repeatable",
+  )
+  p.add_argument(
+    "--keep-best",
+    default=None,
+    metavar="CRITERION",
+    choices=CRITERIA,
+    help="also keep the checkpoint that scores best under this "
+    "label-free criterion (reverse-validation, source-risk "
+    "or dev), evaluated at every evaluation step",
+  )
+  p.add_argument(
+    "--api",
+    choices=APIS,
+    default="linen",
+    help="the front door that trains: Flax Linen (default) or "
+    "Flax NNX (dann_jax.nnx; one seed on one device), with "
+    "the same numbers (other dropout masks for the SVHN "
+    "net)",
+  )
+  p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+  p.add_argument("--data-dir", default=None, help="data cache (default $DANN_JAX_DATA or ~/.cache/dann_jax)")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
   add_device_arguments(p)
   add_distributed_arguments(p)
   p.set_defaults(func=run)
@@ -170,11 +203,9 @@ def parse_overrides(items: list[str]) -> dict:
   for item in items:
     field, sep, text = item.partition("=")
     if not sep or field not in defaults:
-      raise ValueError(f"--set {item}: expected FIELD=VALUE with FIELD one "
-                       f"of {', '.join(sorted(defaults))}")
+      raise ValueError(f"--set {item}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(defaults))}")
     if field in ("method", "total_steps", "seed"):
-      flag = {"method": "--method", "total_steps": "--steps",
-              "seed": "--seed"}[field]
+      flag = {"method": "--method", "total_steps": "--steps", "seed": "--seed"}[field]
       raise ValueError(f"--set {item}: use {flag} for that")
     default = defaults[field]
     try:
@@ -189,9 +220,9 @@ def parse_overrides(items: list[str]) -> dict:
       else:
         value = text
     except ValueError:
-      raise ValueError(f"--set {item}: {text!r} is not a valid "
-                       f"{type(default).__name__ if default is not None else 'number or none'}"
-                       ) from None
+      raise ValueError(
+        f"--set {item}: {text!r} is not a valid {type(default).__name__ if default is not None else 'number or none'}"
+      ) from None
     out[field] = value
   return out
 
@@ -202,49 +233,55 @@ def split_flags(args) -> dict[str, dict]:
   mistake is one error naming its flag)."""
   fraction = args.test_fraction
   if fraction is not None and not 0.0 < fraction < 1.0:
-    raise ValueError(f"--test-fraction {fraction} must lie strictly between 0 "
-                     "and 1 (e.g. 0.2 holds out a fifth of each class)")
+    raise ValueError(
+      f"--test-fraction {fraction} must lie strictly between 0 and 1 (e.g. 0.2 holds out a fifth of each class)"
+    )
   if args.split_seed is not None and fraction is None:
-    raise ValueError("--split-seed seeds the --test-fraction hold-out; give "
-                     "--test-fraction F too, or drop --split-seed")
-  customs = [r for r in ("source", "target")
-             if custom.is_spec(getattr(args, r))]
+    raise ValueError(
+      "--split-seed seeds the --test-fraction hold-out; give --test-fraction F too, or drop --split-seed"
+    )
+  customs = [r for r in ("source", "target") if custom.is_spec(getattr(args, r))]
   if args.network is not None and not customs:
-    raise ValueError(f"--network applies to pairs with a folder:PATH or "
-                     f"npz:PATH domain; {args.source}->{args.target} has the "
-                     "paper's network: drop --network")
+    raise ValueError(
+      f"--network applies to pairs with a folder:PATH or "
+      f"npz:PATH domain; {args.source}->{args.target} has the "
+      "paper's network: drop --network"
+    )
   splits = {}
   for role in ("source", "target"):
     spec, test = getattr(args, role), getattr(args, f"{role}_test")
     flag = f"--{role}-test"
     if role not in customs:
       if test is not None:
-        raise ValueError(f"{flag} applies to a folder:PATH or npz:PATH "
-                         f"{role}; the built-in {spec!r} has its own test "
-                         f"split: drop {flag}")
+        raise ValueError(
+          f"{flag} applies to a folder:PATH or npz:PATH "
+          f"{role}; the built-in {spec!r} has its own test "
+          f"split: drop {flag}"
+        )
       continue
     own = custom.parse_spec(spec).test
     if test is not None and own is not None:
-      raise ValueError(f"{flag}: {spec} already has a test split of its own "
-                       f"({own}); drop {flag}, or point --{role} at the train "
-                       "split alone")
+      raise ValueError(
+        f"{flag}: {spec} already has a test split of its own "
+        f"({own}); drop {flag}, or point --{role} at the train "
+        "split alone"
+      )
     if test is not None:
       test = custom.absolute(test)
-      if not os.path.exists(test.partition(":")[2] if custom.is_spec(test)
-                            else test):
-        raise FileNotFoundError(f"{flag} {getattr(args, f'{role}_test')}: "
-                                "no such folder or file; give the test split "
-                                f"of --{role}")
+      if not os.path.exists(test.partition(":")[2] if custom.is_spec(test) else test):
+        raise FileNotFoundError(
+          f"{flag} {getattr(args, f'{role}_test')}: no such folder or file; give the test split of --{role}"
+        )
       splits[role] = {"test": test}
     elif fraction is not None and own is None:
       splits[role] = {"test_fraction": fraction, "seed": args.split_seed or 0}
-  if fraction is not None and not any("test_fraction" in o
-                                      for o in splits.values()):
+  if fraction is not None and not any("test_fraction" in o for o in splits.values()):
     raise ValueError(
-        f"--test-fraction {fraction} holds out test images of a folder:PATH "
-        "or npz:PATH domain without a test split, and "
-        + ("every such domain here has one" if customs
-           else f"{args.source}->{args.target} has none") + ": drop it")
+      f"--test-fraction {fraction} holds out test images of a folder:PATH "
+      "or npz:PATH domain without a test split, and "
+      + ("every such domain here has one" if customs else f"{args.source}->{args.target} has none")
+      + ": drop it"
+    )
   return splits
 
 
@@ -268,8 +305,7 @@ def check_api_flags(args) -> None:
     if getattr(args, name, None) is not None:
       refused.append(f"--{name.replace('_', '-')} {getattr(args, name)}")
   if refused:
-    raise ValueError(f"--api nnx trains one seed on one device: drop "
-                     f"{', '.join(refused)}, or train with --api linen")
+    raise ValueError(f"--api nnx trains one seed on one device: drop {', '.join(refused)}, or train with --api linen")
 
 
 def run(args) -> int:
@@ -282,33 +318,39 @@ def run(args) -> int:
   pair = get_pair(args.source, args.target, network=args.network or "mnist")
   method = METHOD_FLAGS[args.method]
   overrides = parse_overrides(args.overrides)
-  plan = make_plan(pair, method, args.preset, steps=args.steps,
-                   batch_size=args.batch_size, overrides=overrides)
+  plan = make_plan(pair, method, args.preset, steps=args.steps, batch_size=args.batch_size, overrides=overrides)
   join_processes(args)
-  result = train_pair(pair, method, out_dir=args.out, preset=args.preset,
-                      steps=args.steps, batch_size=args.batch_size,
-                      seeds=seed_list(args),
-                      resume=args.resume, data_dir=args.data_dir,
-                      progress=not args.no_progress and is_primary(),
-                      runner=(None if args.api == "nnx" else
-                              make_runner(args, plan.config.batch_size)),
-                      keep_best=args.keep_best, overrides=overrides or None,
-                      splits=splits, api=args.api)
+  result = train_pair(
+    pair,
+    method,
+    out_dir=args.out,
+    preset=args.preset,
+    steps=args.steps,
+    batch_size=args.batch_size,
+    seeds=seed_list(args),
+    resume=args.resume,
+    data_dir=args.data_dir,
+    progress=not args.no_progress and is_primary(),
+    runner=(None if args.api == "nnx" else make_runner(args, plan.config.batch_size)),
+    keep_best=args.keep_best,
+    overrides=overrides or None,
+    splits=splits,
+    api=args.api,
+  )
   if not is_primary():
     return 0  # process 0 reports
   s = result.summary
   t, src = s["target_accuracy"], s["source_accuracy"]
-  target = ("none (no target test image has a label)" if t is None
-            else f"{t['mean']:.4f} +- {t['std']:.4f}")
+  target = "none (no target test image has a label)" if t is None else f"{t['mean']:.4f} +- {t['std']:.4f}"
   paper = pair.note if pair.note == CUSTOM_NOTE else f"paper v1: {s['paper_v1']}"
-  print(f"{method} {pair.name}: target accuracy {target} (source "
-        f"{_mean(src)}) over {len(s['seeds'])} seed(s); {paper}")
+  print(f"{method} {pair.name}: target accuracy {target} (source {_mean(src)}) over {len(s['seeds'])} seed(s); {paper}")
   if "best" in s:
     b = s["best"]
     final = "" if t is None else f" (final state: {t['mean']:.4f})"
-    print(f"label-free best ({b['criterion']} {b['score']:.4f}) at step "
-          f"{b['step']}: target accuracy {_mean(b['target_accuracy'])}"
-          f"{final}; kept in {args.out}/best")
-  print(json.dumps({k: s[k] for k in ("pair", "method", "target_accuracy",
-                                      "train_seconds")}))
+    print(
+      f"label-free best ({b['criterion']} {b['score']:.4f}) at step "
+      f"{b['step']}: target accuracy {_mean(b['target_accuracy'])}"
+      f"{final}; kept in {args.out}/best"
+    )
+  print(json.dumps({k: s[k] for k in ("pair", "method", "target_accuracy", "train_seconds")}))
   return 0

@@ -38,6 +38,7 @@ class DomainPair(NamedTuple):
     target_label_known: (Nt,) bool, True where a target label may be trained on (semi-supervised variant).
     mean: (3,) float32 per-channel mean of all source and target training pixels, in [0, 1] units.
   """
+
   source_images: jax.Array
   source_labels: jax.Array
   target_images: jax.Array
@@ -75,8 +76,9 @@ def as_uint8_images(images: Any, name: str = "images") -> np.ndarray:
   if np.issubdtype(images.dtype, np.floating):
     finite = np.isfinite(images)
     if not finite.all():
-      raise ValueError(f"{name} hold {int(images.size - finite.sum())} NaN or infinite pixels; clean or drop those "
-                       "images first")
+      raise ValueError(
+        f"{name} hold {int(images.size - finite.sum())} NaN or infinite pixels; clean or drop those images first"
+      )
     lo, hi = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
     if lo >= 0.0 and hi <= 1.0:
       return np.rint(images * 255.0).astype(np.uint8)
@@ -92,9 +94,10 @@ def as_uint8_images(images: Any, name: str = "images") -> np.ndarray:
 
 
 def _as_labels(labels: np.ndarray, name: str) -> np.ndarray:
-  if not (np.issubdtype(labels.dtype, np.integer) or
-          (np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels))
-           and np.all(labels == np.round(labels)))):
+  if not (
+    np.issubdtype(labels.dtype, np.integer)
+    or (np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)))
+  ):
     raise TypeError(f"{name} have dtype {labels.dtype} and are not whole numbers; give integer class indices")
   if labels.ndim != 1:
     raise ValueError(f"{name} have shape {labels.shape}; need one class index per image, shape (N,)")
@@ -138,20 +141,23 @@ def make_domain_pair(source: Any, target: Any, *, target_label_known: Any = None
   if source_labels.min() < 0:
     raise ValueError(f"source labels hold {source_labels.min()}; every source image needs a class index >= 0")
   if source_images.shape[1:] != target_images.shape[1:]:
-    raise ValueError(f"source images {source_images.shape[1:]} and target images {target_images.shape[1:]} differ "
-                     "in shape; bring both to (32, 32, 3)")
+    raise ValueError(
+      f"source images {source_images.shape[1:]} and target images {target_images.shape[1:]} differ "
+      "in shape; bring both to (32, 32, 3)"
+    )
   if target_label_known is None:
     target_label_known = np.zeros(len(target_labels), bool)
   target_label_known = np.asarray(target_label_known, bool)
   if target_label_known.shape != target_labels.shape:
     raise ValueError(f"target_label_known has shape {target_label_known.shape}, need {target_labels.shape}")
   return DomainPair(
-      source_images=jnp.asarray(source_images, jnp.uint8),
-      source_labels=jnp.asarray(source_labels, jnp.int32),
-      target_images=jnp.asarray(target_images, jnp.uint8),
-      target_labels=jnp.asarray(target_labels, jnp.int32),
-      target_label_known=jnp.asarray(target_label_known),
-      mean=jnp.asarray(pixel_mean(source_images, target_images)))
+    source_images=jnp.asarray(source_images, jnp.uint8),
+    source_labels=jnp.asarray(source_labels, jnp.int32),
+    target_images=jnp.asarray(target_images, jnp.uint8),
+    target_labels=jnp.asarray(target_labels, jnp.int32),
+    target_label_known=jnp.asarray(target_label_known),
+    mean=jnp.asarray(pixel_mean(source_images, target_images)),
+  )
 
 
 def preprocess(images: Any, mean: Any) -> jax.Array:
@@ -238,16 +244,18 @@ def sample_batch(pair: DomainPair, key: jax.Array, step: jax.Array, batch_size: 
   half = half_batch(batch_size)
   n_source, n_target = pair.source_labels.shape[0], pair.target_labels.shape[0]
   if half > min(n_source, n_target):
-    raise ValueError(f"{batch_size=} needs {half} samples per domain, but source has {n_source} and target "
-                     f"{n_target}; use a smaller batch")
+    raise ValueError(
+      f"{batch_size=} needs {half} samples per domain, but source has {n_source} and target "
+      f"{n_target}; use a smaller batch"
+    )
   source = epoch_indices(jax.random.fold_in(key, SOURCE), step, n_source, half)
   target = epoch_indices(jax.random.fold_in(key, TARGET), step, n_target, half)
   images = jnp.concatenate([pair.source_images[source], pair.target_images[target]])
   return {
-      "image": preprocess(images, pair.mean),
-      "label": jnp.concatenate([pair.source_labels[source], pair.target_labels[target]]),
-      "domain": jnp.concatenate([jnp.full((half,), SOURCE, jnp.int32), jnp.full((half,), TARGET, jnp.int32)]),
-      "label_mask": jnp.concatenate([jnp.ones((half,), bool), pair.target_label_known[target]]),
+    "image": preprocess(images, pair.mean),
+    "label": jnp.concatenate([pair.source_labels[source], pair.target_labels[target]]),
+    "domain": jnp.concatenate([jnp.full((half,), SOURCE, jnp.int32), jnp.full((half,), TARGET, jnp.int32)]),
+    "label_mask": jnp.concatenate([jnp.ones((half,), bool), pair.target_label_known[target]]),
   }
 
 
@@ -257,4 +265,4 @@ def eval_batches(data: Any, batch_size: int) -> Iterator[tuple[np.ndarray, np.nd
     raise ValueError(f"{batch_size=} must be positive")
   images, labels = _arrays(data)
   for start in range(0, len(labels), batch_size):
-    yield images[start:start + batch_size], labels[start:start + batch_size]
+    yield images[start : start + batch_size], labels[start : start + batch_size]

@@ -55,6 +55,7 @@ class CustomDomain(Domain):
     class_names: the class of each label index (label i is `class_names[i]`); empty for an unlabelled folder read
       without `classes=`.
   """
+
   class_names: tuple[str, ...] = ()
 
 
@@ -70,6 +71,7 @@ class CustomSpec:
     test_fraction: the fraction of each class of `train` held out as the test split, or None.
     seed: the seed of that hold-out.
   """
+
   text: str
   kind: str
   train: Path
@@ -104,8 +106,9 @@ def _strip_kind(value: str | os.PathLike[str], kind: str, what: str) -> Path:
   return Path(text).expanduser()
 
 
-def parse_spec(text: str, *, test: str | os.PathLike[str] | None = None, test_fraction: float | None = None,
-               seed: int = 0) -> CustomSpec:
+def parse_spec(
+  text: str, *, test: str | os.PathLike[str] | None = None, test_fraction: float | None = None, seed: int = 0
+) -> CustomSpec:
   """Reads `folder:PATH` or `npz:PATH` and finds the splits on disk.
 
   Args:
@@ -125,12 +128,16 @@ def parse_spec(text: str, *, test: str | os.PathLike[str] | None = None, test_fr
   """
   kind, sep, raw = str(text).partition(":")
   if not sep or kind not in KINDS or not raw:
-    raise ValueError(f"spec {text!r} is not a user's domain; write folder:PATH (class subfolders of images) or "
-                     "npz:PATH (an .npz with images and labels)")
+    raise ValueError(
+      f"spec {text!r} is not a user's domain; write folder:PATH (class subfolders of images) or "
+      "npz:PATH (an .npz with images and labels)"
+    )
   path = Path(raw).expanduser()
   if not path.exists():
-    raise FileNotFoundError(f"spec {text!r}: {str(path)!r} does not exist; give an existing "
-                            f"{'folder' if kind == 'folder' else '.npz file or folder of train.npz/test.npz'}")
+    raise FileNotFoundError(
+      f"spec {text!r}: {str(path)!r} does not exist; give an existing "
+      f"{'folder' if kind == 'folder' else '.npz file or folder of train.npz/test.npz'}"
+    )
   if test is not None and test_fraction is not None:
     raise ValueError(f"{test=} and {test_fraction=} both choose the test split of {text!r}; give one of them")
   if test_fraction is not None and not 0.0 < float(test_fraction) < 1.0:
@@ -144,19 +151,29 @@ def parse_spec(text: str, *, test: str | os.PathLike[str] | None = None, test_fr
       own_test = path / "test" if (path / "test").is_dir() else None
   elif path.is_dir():
     if not (path / "train.npz").is_file():
-      raise FileNotFoundError(f"spec {text!r}: the folder {str(path)!r} holds no train.npz; give the .npz file "
-                              "itself, or a folder with train.npz and test.npz")
+      raise FileNotFoundError(
+        f"spec {text!r}: the folder {str(path)!r} holds no train.npz; give the .npz file "
+        "itself, or a folder with train.npz and test.npz"
+      )
     train = path / "train.npz"
     own_test = path / "test.npz" if (path / "test.npz").is_file() else None
   if own_test is not None and (test is not None or test_fraction is not None):
-    raise ValueError(f"spec {text!r} already has a test split ({str(own_test)!r}); drop test= / test_fraction=, "
-                     "or point the spec at the train split alone")
+    raise ValueError(
+      f"spec {text!r} already has a test split ({str(own_test)!r}); drop test= / test_fraction=, "
+      "or point the spec at the train split alone"
+    )
   if test is not None:
     own_test = _strip_kind(test, kind, "test")
     if not own_test.exists():
       raise FileNotFoundError(f"test={os.fspath(test)!r} does not exist; give the test split's {kind}")
-  return CustomSpec(text=str(text), kind=kind, train=train, test=own_test,
-                    test_fraction=None if test_fraction is None else float(test_fraction), seed=int(seed))
+  return CustomSpec(
+    text=str(text),
+    kind=kind,
+    train=train,
+    test=own_test,
+    test_fraction=None if test_fraction is None else float(test_fraction),
+    seed=int(seed),
+  )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -165,6 +182,7 @@ def parse_spec(text: str, *, test: str | os.PathLike[str] | None = None, test_fr
 
 def _pil():
   from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top
+
   return Image, ImageOps
 
 
@@ -213,8 +231,10 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     image = Image.open(path)
     image.load()
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise ValueError(f"cannot read the image {os.fspath(path)!r} ({type(e).__name__}: {e}); "
-                     "the file is damaged or not an image: replace or remove it") from None
+    raise ValueError(
+      f"cannot read the image {os.fspath(path)!r} ({type(e).__name__}: {e}); "
+      "the file is damaged or not an image: replace or remove it"
+    ) from None
   with image:
     try:
       return pil_to_rgb32(image)
@@ -231,13 +251,16 @@ def to_rgb32(images: np.ndarray) -> np.ndarray:
   """
   images = np.asarray(images)
   if images.dtype != np.uint8:
-    raise ValueError(f"images have dtype {images.dtype}; they must be uint8 in 0..255 (for floats in [0, 1]: "
-                     "np.rint(images * 255).astype(np.uint8))")
+    raise ValueError(
+      f"images have dtype {images.dtype}; they must be uint8 in 0..255 (for floats in [0, 1]: "
+      "np.rint(images * 255).astype(np.uint8))"
+    )
   if images.ndim == 3:
     images = images[..., None]
   if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-    raise ValueError(f"images have shape {images.shape}; need (N, H, W) grey or (N, H, W, C) with C = 1 (grey), "
-                     "3 (RGB) or 4 (RGBA)")
+    raise ValueError(
+      f"images have shape {images.shape}; need (N, H, W) grey or (N, H, W, C) with C = 1 (grey), 3 (RGB) or 4 (RGBA)"
+    )
   images = images[..., :3] if images.shape[-1] == 4 else images
   if images.shape[-1] == 1:
     images = np.repeat(images, 3, axis=-1)
@@ -290,12 +313,15 @@ def folder_classes(folder: str | os.PathLike[str]) -> tuple[str, ...]:
 def _check_known(found: Sequence[str], classes: Sequence[str], where: str) -> None:
   unknown = [c for c in found if c not in classes]
   if unknown:
-    raise ValueError(f"{where} has class folders {unknown} that are not among the classes {list(classes)}; "
-                     "give every split (and the target) the same class folders, or list them all in classes=")
+    raise ValueError(
+      f"{where} has class folders {unknown} that are not among the classes {list(classes)}; "
+      "give every split (and the target) the same class folders, or list them all in classes="
+    )
 
 
-def read_folder(folder: str | os.PathLike[str], *,
-                classes: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def read_folder(
+  folder: str | os.PathLike[str], *, classes: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
   """Reads a folder of images, in the class-subfolder layout or flat (unlabelled).
 
   Args:
@@ -314,11 +340,15 @@ def read_folder(folder: str | os.PathLike[str], *,
   folder = Path(folder).expanduser()
   found, loose = _folder_layout(folder)
   if found and loose:
-    raise ValueError(f"{str(folder)!r} holds both class subfolders ({', '.join(found)}) and loose images "
-                     f"({loose[0].name}, ...); move the loose images into class folders, or into a folder of their own")
+    raise ValueError(
+      f"{str(folder)!r} holds both class subfolders ({', '.join(found)}) and loose images "
+      f"({loose[0].name}, ...); move the loose images into class folders, or into a folder of their own"
+    )
   if not found and not loose:
-    raise FileNotFoundError(f"no image below {str(folder)!r}; give a folder of class subfolders of images "
-                            "(ROOT/<class>/<image>) or a flat folder of images")
+    raise FileNotFoundError(
+      f"no image below {str(folder)!r}; give a folder of class subfolders of images "
+      "(ROOT/<class>/<image>) or a flat folder of images"
+    )
   if classes is not None:
     classes = tuple(str(c) for c in classes)
     if len(set(classes)) != len(classes):
@@ -343,23 +373,29 @@ def read_folder(folder: str | os.PathLike[str], *,
 
 def _open_npz(path: Path):
   if not path.is_file():
-    raise FileNotFoundError(f"no .npz file at {str(path)!r}; give a file saved with "
-                            "np.savez(path, images=..., labels=...)")
+    raise FileNotFoundError(
+      f"no .npz file at {str(path)!r}; give a file saved with np.savez(path, images=..., labels=...)"
+    )
   try:
     data = np.load(path, allow_pickle=False)
   except Exception as e:  # zipfile.BadZipFile, OSError, ValueError, EOFError: all mean a damaged or foreign file
-    raise ValueError(f"cannot read {str(path)!r} as .npz ({type(e).__name__}: {e}); save it with "
-                     "np.savez(path, images=..., labels=...)") from None
+    raise ValueError(
+      f"cannot read {str(path)!r} as .npz ({type(e).__name__}: {e}); save it with "
+      "np.savez(path, images=..., labels=...)"
+    ) from None
   if not isinstance(data, np.lib.npyio.NpzFile):
-    raise ValueError(f"{str(path)!r} holds a single array, not an .npz archive; save it with "
-                     "np.savez(path, images=..., labels=...)")
+    raise ValueError(
+      f"{str(path)!r} holds a single array, not an .npz archive; save it with np.savez(path, images=..., labels=...)"
+    )
   unknown = sorted(set(data.files) - set(NPZ_KEYS))
   if "images" not in data.files or unknown:
     keys = sorted(data.files)
     data.close()
-    raise ValueError(f"{str(path)!r} has the keys {keys}; an .npz domain holds 'images' and optionally 'labels' "
-                     f"and 'class_names', nothing else{f' (unexpected: {unknown})' if unknown else ''}; save it "
-                     "with np.savez(path, images=..., labels=...)")
+    raise ValueError(
+      f"{str(path)!r} has the keys {keys}; an .npz domain holds 'images' and optionally 'labels' "
+      f"and 'class_names', nothing else{f' (unexpected: {unknown})' if unknown else ''}; save it "
+      "with np.savez(path, images=..., labels=...)"
+    )
   return data
 
 
@@ -367,8 +403,10 @@ def _npz_array(data, key: str, path: Path) -> np.ndarray:
   try:
     return np.asarray(data[key])
   except Exception as e:  # object arrays need pickle; damaged members raise zlib / zipfile errors
-    raise ValueError(f"cannot read {key!r} of {str(path)!r} ({type(e).__name__}: {e}); save it as a plain "
-                     "numeric (or string, for class_names) array") from None
+    raise ValueError(
+      f"cannot read {key!r} of {str(path)!r} ({type(e).__name__}: {e}); save it as a plain "
+      "numeric (or string, for class_names) array"
+    ) from None
 
 
 def _npz_names(data, path: Path) -> tuple[str, ...] | None:
@@ -376,8 +414,10 @@ def _npz_names(data, path: Path) -> tuple[str, ...] | None:
     return None
   names = _npz_array(data, "class_names", path)
   if names.ndim != 1 or names.dtype.kind not in "US" or len(set(names.tolist())) != len(names):
-    raise ValueError(f"class_names of {str(path)!r} has shape {names.shape} and dtype {names.dtype}; it must be "
-                     "a 1-D array of distinct strings")
+    raise ValueError(
+      f"class_names of {str(path)!r} has shape {names.shape} and dtype {names.dtype}; it must be "
+      "a 1-D array of distinct strings"
+    )
   return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
 
 
@@ -386,13 +426,17 @@ def _npz_labels(data, path: Path, count: int) -> np.ndarray:
     return np.full(count, UNLABELLED, np.int32)
   labels = _npz_array(data, "labels", path)
   if labels.dtype.kind not in "iu":
-    raise ValueError(f"labels of {str(path)!r} have dtype {labels.dtype}; save them as integers "
-                     "(labels.astype(np.int64)), -1 for an unknown label")
+    raise ValueError(
+      f"labels of {str(path)!r} have dtype {labels.dtype}; save them as integers "
+      "(labels.astype(np.int64)), -1 for an unknown label"
+    )
   if labels.shape != (count,):
     raise ValueError(f"labels of {str(path)!r} have shape {labels.shape}, need ({count},): one per image")
   if labels.size and labels.min() < UNLABELLED:
-    raise ValueError(f"labels of {str(path)!r} include {int(labels.min())}; labels are class indices >= 0, "
-                     f"or {UNLABELLED} for an unknown label")
+    raise ValueError(
+      f"labels of {str(path)!r} include {int(labels.min())}; labels are class indices >= 0, "
+      f"or {UNLABELLED} for an unknown label"
+    )
   return labels.astype(np.int32)
 
 
@@ -406,8 +450,9 @@ def _npz_label_range(path: Path) -> tuple[tuple[str, ...] | None, int]:
     return names, int(labels.max(initial=UNLABELLED)) if labels.dtype.kind in "iu" else UNLABELLED
 
 
-def read_npz(path: str | os.PathLike[str], *,
-             classes: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def read_npz(
+  path: str | os.PathLike[str], *, classes: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
   """Reads an `.npz` of `images` and optional `labels` and `class_names`.
 
   Args:
@@ -437,8 +482,10 @@ def read_npz(path: str | os.PathLike[str], *,
   if names is None:
     names = tuple(str(i) for i in range(int(labels.max(initial=UNLABELLED)) + 1))
   if labels.size and labels.max() >= len(names):
-    raise ValueError(f"labels of {str(path)!r} reach {int(labels.max())} but there are {len(names)} classes "
-                     f"({list(names)[:_LISTED_CLASSES]}); every label must lie in [0, {len(names)}) or be -1")
+    raise ValueError(
+      f"labels of {str(path)!r} reach {int(labels.max())} but there are {len(names)} classes "
+      f"({list(names)[:_LISTED_CLASSES]}); every label must lie in [0, {len(names)}) or be -1"
+    )
   return images, labels, names
 
 
@@ -470,8 +517,10 @@ def split_indices(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tu
   held = np.zeros(len(labels), bool)
   held[np.concatenate(test)] = True
   if held.all() or not held.any():
-    raise ValueError(f"{test_fraction=} of {len(labels)} images leaves an empty "
-                     f"{'train' if held.all() else 'test'} split; use a fraction nearer 0.5 or more images")
+    raise ValueError(
+      f"{test_fraction=} of {len(labels)} images leaves an empty "
+      f"{'train' if held.all() else 'test'} split; use a fraction nearer 0.5 or more images"
+    )
   return np.flatnonzero(~held), np.flatnonzero(held)
 
 
@@ -495,8 +544,10 @@ def _spec_classes(spec: CustomSpec, classes: Sequence[str] | None) -> tuple[str,
   if spec.test is not None:
     test_names, test_top = _npz_label_range(spec.test)
     if names is not None and test_names is not None and names != test_names:
-      raise ValueError(f"class_names of {str(spec.train)!r} {list(names)} and of {str(spec.test)!r} "
-                       f"{list(test_names)} differ; the splits of one domain share their classes")
+      raise ValueError(
+        f"class_names of {str(spec.train)!r} {list(names)} and of {str(spec.test)!r} "
+        f"{list(test_names)} differ; the splits of one domain share their classes"
+      )
     names = names or test_names
     top = max(top, test_top)
   return names if names is not None else (tuple(str(i) for i in range(top + 1)) if top >= 0 else None)
@@ -510,14 +561,26 @@ def _resolve(spec: str | CustomSpec, test, test_fraction, seed) -> CustomSpec:
   return spec
 
 
-def _as_domain(spec: CustomSpec, images: np.ndarray, labels: np.ndarray, names: Sequence[str],
-               origin: str) -> CustomDomain:
+def _as_domain(
+  spec: CustomSpec, images: np.ndarray, labels: np.ndarray, names: Sequence[str], origin: str
+) -> CustomDomain:
   labelled = bool(np.any(labels >= 0))
-  what = (f"{len(names)} classes: {_describe_classes(names)}" if labelled
-          else "unlabelled" if not names else f"unlabelled, classes {_describe_classes(names)}")
+  what = (
+    f"{len(names)} classes: {_describe_classes(names)}"
+    if labelled
+    else "unlabelled"
+    if not names
+    else f"unlabelled, classes {_describe_classes(names)}"
+  )
   provenance = f"{spec.text}: {len(labels)} images ({what}) from {origin}, as 32x32x3 uint8 (Pillow bilinear resize)"
-  return CustomDomain(name=spec.text, images=images, labels=labels, num_classes=len(names), provenance=provenance,
-                      class_names=tuple(names))
+  return CustomDomain(
+    name=spec.text,
+    images=images,
+    labels=labels,
+    num_classes=len(names),
+    provenance=provenance,
+    class_names=tuple(names),
+  )
 
 
 def _load(spec: CustomSpec, splits: Sequence[str], classes: Sequence[str] | None) -> dict[str, CustomDomain]:
@@ -526,24 +589,39 @@ def _load(spec: CustomSpec, splits: Sequence[str], classes: Sequence[str] | None
   if spec.test_fraction is not None:
     images, labels, names = _read(spec.kind, spec.train, names)
     rows = dict(zip(SPLITS, split_indices(labels, spec.test_fraction, spec.seed)))
-    return {split: _as_domain(spec, images[rows[split]], labels[rows[split]], names,
-                              f"the {split} part of a seeded hold-out (test_fraction={spec.test_fraction}, "
-                              f"seed={spec.seed}) of {str(spec.train)!r}")
-            for split in splits}
+    return {
+      split: _as_domain(
+        spec,
+        images[rows[split]],
+        labels[rows[split]],
+        names,
+        f"the {split} part of a seeded hold-out (test_fraction={spec.test_fraction}, "
+        f"seed={spec.seed}) of {str(spec.train)!r}",
+      )
+      for split in splits
+    }
   loaded = {}
   for split in splits:
     path = spec.train if split == "train" else spec.test
     if path is None:
-      raise ValueError(f"{spec.text!r} has no test split; add {'test/' if spec.kind == 'folder' else 'test.npz'} "
-                       "beside train, give test=PATH, or hold images out with test_fraction=F (e.g. 0.2)")
+      raise ValueError(
+        f"{spec.text!r} has no test split; add {'test/' if spec.kind == 'folder' else 'test.npz'} "
+        "beside train, give test=PATH, or hold images out with test_fraction=F (e.g. 0.2)"
+      )
     images, labels, split_names = _read(spec.kind, path, names)
     loaded[split] = _as_domain(spec, images, labels, split_names, repr(str(path)))
   return loaded
 
 
-def load_custom(spec: str | CustomSpec, split: str = "train", *, test: str | os.PathLike[str] | None = None,
-                test_fraction: float | None = None, seed: int = 0,
-                classes: Sequence[str] | None = None) -> CustomDomain:
+def load_custom(
+  spec: str | CustomSpec,
+  split: str = "train",
+  *,
+  test: str | os.PathLike[str] | None = None,
+  test_fraction: float | None = None,
+  seed: int = 0,
+  classes: Sequence[str] | None = None,
+) -> CustomDomain:
   """One split of a user's domain, read from a folder or an `.npz` (see the module docstring for the layouts).
 
   Args:
@@ -568,9 +646,14 @@ def load_custom(spec: str | CustomSpec, split: str = "train", *, test: str | os.
   return _load(spec, (split,), classes)[split]
 
 
-def load_custom_splits(spec: str | CustomSpec, *, test: str | os.PathLike[str] | None = None,
-                       test_fraction: float | None = None, seed: int = 0,
-                       classes: Sequence[str] | None = None) -> tuple[CustomDomain, CustomDomain | None]:
+def load_custom_splits(
+  spec: str | CustomSpec,
+  *,
+  test: str | os.PathLike[str] | None = None,
+  test_fraction: float | None = None,
+  seed: int = 0,
+  classes: Sequence[str] | None = None,
+) -> tuple[CustomDomain, CustomDomain | None]:
   """(train, test) of a user's domain, each file read once; test is None when the spec has no test split.
 
   Arguments and errors as `load_custom`.
@@ -581,23 +664,35 @@ def load_custom_splits(spec: str | CustomSpec, *, test: str | os.PathLike[str] |
   return loaded["train"], loaded.get("test")
 
 
-def load_folder(folder: str | os.PathLike[str], *, classes: Sequence[str] | None = None,
-                name: str | None = None) -> CustomDomain:
+def load_folder(
+  folder: str | os.PathLike[str], *, classes: Sequence[str] | None = None, name: str | None = None
+) -> CustomDomain:
   """All images of one folder (class subfolders, or flat and unlabelled) as a `CustomDomain`; no splits."""
   images, labels, names = read_folder(folder, classes=classes)
   kind = "class folders" if np.any(labels >= 0) else "images (unlabelled)"
-  return CustomDomain(name=name or f"folder:{os.fspath(folder)}", images=images, labels=labels,
-                      num_classes=len(names), class_names=names,
-                      provenance=f"{len(labels)} {kind} of {os.fspath(folder)!r}, 32x32x3 uint8 (Pillow bilinear)")
+  return CustomDomain(
+    name=name or f"folder:{os.fspath(folder)}",
+    images=images,
+    labels=labels,
+    num_classes=len(names),
+    class_names=names,
+    provenance=f"{len(labels)} {kind} of {os.fspath(folder)!r}, 32x32x3 uint8 (Pillow bilinear)",
+  )
 
 
-def load_npz(path: str | os.PathLike[str], *, classes: Sequence[str] | None = None,
-             name: str | None = None) -> CustomDomain:
+def load_npz(
+  path: str | os.PathLike[str], *, classes: Sequence[str] | None = None, name: str | None = None
+) -> CustomDomain:
   """All images of one `.npz` as a `CustomDomain`; no splits."""
   images, labels, names = read_npz(path, classes=classes)
-  return CustomDomain(name=name or f"npz:{os.fspath(path)}", images=images, labels=labels, num_classes=len(names),
-                      class_names=names,
-                      provenance=f"{len(labels)} images of {os.fspath(path)!r}, 32x32x3 uint8 (Pillow bilinear)")
+  return CustomDomain(
+    name=name or f"npz:{os.fspath(path)}",
+    images=images,
+    labels=labels,
+    num_classes=len(names),
+    class_names=names,
+    provenance=f"{len(labels)} images of {os.fspath(path)!r}, 32x32x3 uint8 (Pillow bilinear)",
+  )
 
 
 def class_names(domain: Domain) -> tuple[str, ...]:
@@ -622,8 +717,10 @@ def check_label_sets(source: Domain, target: Domain) -> None:
   """
   unknown = int(np.sum(np.asarray(source.labels) < 0))
   if unknown:
-    raise ValueError(f"the source {source.name!r} has {unknown} of {len(source)} images without a label; a source "
-                     "must be labelled: use class subfolders (ROOT/<class>/<image>) or an .npz with labels")
+    raise ValueError(
+      f"the source {source.name!r} has {unknown} of {len(source)} images without a label; a source "
+      "must be labelled: use class subfolders (ROOT/<class>/<image>) or an .npz with labels"
+    )
   target_names = getattr(target, "class_names", ())
   if not is_labelled(target) and not target_names:
     return
@@ -633,8 +730,12 @@ def check_label_sets(source: Domain, target: Domain) -> None:
   only_source = [c for c in src if c not in tgt]
   only_target = [c for c in tgt if c not in src]
   if only_source or only_target:
-    raise ValueError(f"the label sets of source {source.name!r} and target {target.name!r} differ: only in the "
-                     f"source: {only_source}; only in the target: {only_target}; give both the same class folders, or, "
-                     "when the target merely lacks classes, load it with classes=source.class_names")
-  raise ValueError(f"source {source.name!r} and target {target.name!r} have the same classes in different orders "
-                   f"(source {list(src)}, target {list(tgt)}); load the target with classes=source.class_names")
+    raise ValueError(
+      f"the label sets of source {source.name!r} and target {target.name!r} differ: only in the "
+      f"source: {only_source}; only in the target: {only_target}; give both the same class folders, or, "
+      "when the target merely lacks classes, load it with classes=source.class_names"
+    )
+  raise ValueError(
+    f"source {source.name!r} and target {target.name!r} have the same classes in different orders "
+    f"(source {list(src)}, target {list(tgt)}); load the target with classes=source.class_names"
+  )

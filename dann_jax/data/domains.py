@@ -44,15 +44,25 @@ from dann_jax.data import photos as photos_lib
 from dann_jax.data import render
 from dann_jax.data import sources
 
-KNOWN_DOMAINS = ("mnist", "mnist-dilated", "mnist-max-bg", "mnist-m", "syn-digits", "svhn", "optdigits", "usps",
-                 "mnist-m-official")
+KNOWN_DOMAINS = (
+  "mnist",
+  "mnist-dilated",
+  "mnist-max-bg",
+  "mnist-m",
+  "syn-digits",
+  "svhn",
+  "optdigits",
+  "usps",
+  "mnist-m-official",
+)
 SPLITS = ("train", "test")
 # Domains read from official files that a user imports (`official.import_official`), and the data set each reads.
 IMPORTED = {"svhn": "svhn", "usps": "usps", "mnist-m-official": "mnist-m"}
-OFFICIAL_FILES = {"svhn": "train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/",
-                  "usps": "usps.bz2 and usps.t.bz2 from "
-                          "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps",
-                  "mnist-m": "mnist_m.tar.gz from http://yaroslav.ganin.net/"}
+OFFICIAL_FILES = {
+  "svhn": "train_32x32.mat and test_32x32.mat from http://ufldl.stanford.edu/housenumbers/",
+  "usps": "usps.bz2 and usps.t.bz2 from https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps",
+  "mnist-m": "mnist_m.tar.gz from http://yaroslav.ganin.net/",
+}
 _OFFICIAL_CACHE_VERSION = 1  # bump when an import's conversion changes, so old imports are not served
 DILATION_THRESHOLD = 128
 SYN_DIGITS_SIZES = {"train": 100_000, "test": 10_000}
@@ -70,6 +80,7 @@ class Domain:
     num_classes: 10 for every digit domain.
     provenance: where the pixels came from, in words.
   """
+
   name: str
   images: np.ndarray
   labels: np.ndarray
@@ -98,6 +109,7 @@ def dilate_digits(images: np.ndarray, threshold: int = DILATION_THRESHOLD) -> np
     threshold: grey level at or above which a pixel belongs to the digit.
   """
   from scipy import ndimage  # pylint: disable=g-import-not-at-top
+
   mask = np.asarray(images) >= threshold
   # A (1,3,3) element dilates each image on its own, never across the batch axis.
   dilated = ndimage.binary_dilation(mask, structure=np.ones((1, 3, 3), bool))
@@ -123,8 +135,12 @@ def _rng(name: str, split: str, seed: int) -> np.random.Generator:
 
 
 def _mnist_split(split: str, data_dir, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
-  raw = sources.load_mnist(data_dir, idx_dir=options.get("idx_dir"), tfds_dir=options.get("tfds_dir"),
-                           use_mirror=options.get("use_mirror", True))
+  raw = sources.load_mnist(
+    data_dir,
+    idx_dir=options.get("idx_dir"),
+    tfds_dir=options.get("tfds_dir"),
+    use_mirror=options.get("use_mirror", True),
+  )
   return raw[f"{split}_images"], raw[f"{split}_labels"].astype(np.int32), raw["provenance"]
 
 
@@ -149,9 +165,12 @@ def _photo_blend(blend: Callable[[np.ndarray, np.ndarray], np.ndarray], label: s
     kind = label if photo_set.is_bsds500 else f"{label}-like"
     region = "top" if split == "train" else "bottom"
     fraction = photos_lib.TRAIN_FRACTION if split == "train" else 1 - photos_lib.TRAIN_FRACTION
-    text = (f"{kind}: digits of {provenance} blended with random 32x32 patches from the {region} "
-            f"{fraction:.0%} of {photo_set.describe()}")
+    text = (
+      f"{kind}: digits of {provenance} blended with random 32x32 patches from the {region} "
+      f"{fraction:.0%} of {photo_set.describe()}"
+    )
     return blend(mnist_to_rgb32(images), patches), labels, text
+
   return build
 
 
@@ -161,8 +180,14 @@ def _build_syn_digits(split, seed, data_dir, options):
   fonts = tuple(options.get("fonts") or render.find_fonts())
   images, labels = render.render_digits(count, seed=seed, split=split, fonts=fonts, workers=options.get("workers"))
   names = sorted({os.path.basename(f).rsplit(".", 1)[0] for f in fonts})
-  return images, labels, (f"syn-digits: {count} numbers rendered on this machine (Syn Numbers-like) from "
-                          f"{len(fonts)} fonts: {', '.join(names)}")
+  return (
+    images,
+    labels,
+    (
+      f"syn-digits: {count} numbers rendered on this machine (Syn Numbers-like) from "
+      f"{len(fonts)} fonts: {', '.join(names)}"
+    ),
+  )
 
 
 def official_cache_path(name: str, split: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -193,8 +218,9 @@ def _build_svhn(split, seed, data_dir, options):
   except FileNotFoundError as e:
     raise FileNotFoundError(f"svhn {split} needs the file: {import_hint('svhn')} (offline), or {e}") from None
   except ImportError as e:  # tensorflow-datasets missing or broken: the import above is the way
-    raise FileNotFoundError(f"svhn {split} needs the file: {import_hint('svhn')} (tensorflow-datasets cannot be "
-                            f"imported here: {e})") from None
+    raise FileNotFoundError(
+      f"svhn {split} needs the file: {import_hint('svhn')} (tensorflow-datasets cannot be imported here: {e})"
+    ) from None
   return images, labels.astype(np.int32), "genuine SVHN (cropped digits) from tensorflow-datasets 'svhn_cropped'"
 
 
@@ -203,9 +229,12 @@ def _imported_builder(domain: str):
     del seed, options
     imported = read_imported(IMPORTED[domain], split, data_dir)
     if imported is None:
-      raise FileNotFoundError(f"{domain} {split} needs the file: {import_hint(IMPORTED[domain])}; it is not "
-                              f"imported into {str(official_cache_path(IMPORTED[domain], split, data_dir).parent)!r}")
+      raise FileNotFoundError(
+        f"{domain} {split} needs the file: {import_hint(IMPORTED[domain])}; it is not "
+        f"imported into {str(official_cache_path(IMPORTED[domain], split, data_dir).parent)!r}"
+      )
     return imported
+
   return build
 
 
@@ -213,25 +242,29 @@ def _build_optdigits(split, seed, data_dir, options):
   del seed, data_dir, options
   from skimage.transform import resize  # pylint: disable=g-import-not-at-top
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
   digits = load_digits()
   keep = (np.arange(len(digits.target)) % 4 == 3) == (split == "test")
   small = digits.images[keep] / 16.0
   large = resize(small, (len(small), 32, 32), order=1, mode="edge", anti_aliasing=False)
   images = np.clip(np.rint(large * 255), 0, 255).astype(np.uint8)
-  return (np.repeat(images[..., None], 3, axis=-1), digits.target[keep].astype(np.int32),
-          "optdigits: scikit-learn's bundled UCI handwritten digits (8x8, 0..16), bilinearly upsampled to 32x32")
+  return (
+    np.repeat(images[..., None], 3, axis=-1),
+    digits.target[keep].astype(np.int32),
+    "optdigits: scikit-learn's bundled UCI handwritten digits (8x8, 0..16), bilinearly upsampled to 32x32",
+  )
 
 
 _BUILDERS = {
-    "mnist": _build_mnist,
-    "mnist-dilated": _build_mnist_dilated,
-    "mnist-max-bg": _photo_blend(blend_max, "MNIST(max,BG)"),
-    "mnist-m": _photo_blend(blend_abs_diff, "MNIST-M"),
-    "syn-digits": _build_syn_digits,
-    "svhn": _build_svhn,
-    "optdigits": _build_optdigits,
-    "usps": _imported_builder("usps"),
-    "mnist-m-official": _imported_builder("mnist-m-official"),
+  "mnist": _build_mnist,
+  "mnist-dilated": _build_mnist_dilated,
+  "mnist-max-bg": _photo_blend(blend_max, "MNIST(max,BG)"),
+  "mnist-m": _photo_blend(blend_abs_diff, "MNIST-M"),
+  "syn-digits": _build_syn_digits,
+  "svhn": _build_svhn,
+  "optdigits": _build_optdigits,
+  "usps": _imported_builder("usps"),
+  "mnist-m-official": _imported_builder("mnist-m-official"),
 }
 # svhn is not cached here: a cached tfds copy would hide an official .mat imported later (tfds's own arrays are
 # cached by `sources.load_tfds_cached`).
@@ -243,8 +276,13 @@ def _cache_key(name: str, split: str, seed: int, data_dir, options: dict[str, An
   """Everything that changes a cached domain's bytes: MNIST copy, photos, fonts, size, seed, builder version."""
   parts = [f"v{_BUILD_VERSION}", name, split, f"seed{seed}"]
   if name.startswith("mnist"):
-    raw = sources.load_mnist(data_dir, idx_dir=options.get("idx_dir"), tfds_dir=options.get("tfds_dir"),
-                             use_mirror=options.get("use_mirror", True), verbose=False)
+    raw = sources.load_mnist(
+      data_dir,
+      idx_dir=options.get("idx_dir"),
+      tfds_dir=options.get("tfds_dir"),
+      use_mirror=options.get("use_mirror", True),
+      verbose=False,
+    )
     parts.append(hashlib.md5(raw["train_images"].tobytes() + raw["test_images"].tobytes()).hexdigest()[:12])
     parts.append(photos_lib.load_photos(options.get("backgrounds")).fingerprint())
   if name == "syn-digits":
@@ -253,8 +291,9 @@ def _cache_key(name: str, split: str, seed: int, data_dir, options: dict[str, An
   return hashlib.md5("|".join(parts).encode()).hexdigest()[:16]
 
 
-def load_domain(name: str, split: str, *, data_dir: str | os.PathLike[str] | None = None, seed: int = 0,
-                **options: Any) -> Domain:
+def load_domain(
+  name: str, split: str, *, data_dir: str | os.PathLike[str] | None = None, seed: int = 0, **options: Any
+) -> Domain:
   """One split of a domain, built from its sources (or read from the cache).
 
   Args:
@@ -282,7 +321,9 @@ def load_domain(name: str, split: str, *, data_dir: str | os.PathLike[str] | Non
     raise ValueError(f"unknown options {unknown} for load_domain; known options: {', '.join(_OPTION_NAMES)}")
   path = None
   if name in _CACHED:
-    path = sources.data_root(data_dir) / "domains" / f"{name}-{split}-{_cache_key(name, split, seed, data_dir, options)}.npz"
+    path = (
+      sources.data_root(data_dir) / "domains" / f"{name}-{split}-{_cache_key(name, split, seed, data_dir, options)}.npz"
+    )
     cached = sources.load_npz_cache(path, ("images", "labels", "provenance"))
     if cached is not None:
       return Domain(name, cached["images"], cached["labels"], 10, str(cached["provenance"]))

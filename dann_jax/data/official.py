@@ -68,28 +68,34 @@ class Expected:
     md5: the published md5 of the file, or None where none is published (then only the structure is checked).
     count: the number of images, or None to skip that check.
   """
+
   filename: str
   md5: str | None
   count: int | None
 
 
 EXPECTED: dict[str, dict[str, Expected]] = {
-    "svhn": {"train": Expected("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373", 73_257),
-             "test": Expected("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3", 26_032)},
-    "mnist-m": {"train": Expected("mnist_m_train", None, 59_001),
-                "test": Expected("mnist_m_test", None, 9_001)},
-    "usps": {"train": Expected("usps.bz2", "ec16c51db3855ca6c91edd34d0e9b197", 7_291),
-             "test": Expected("usps.t.bz2", "8ea070ee2aca1ac39742fdd1ef5ed118", 2_007)},
-    "bsds500": {"train": Expected("train", None, 200), "val": Expected("val", None, 100),
-                "test": Expected("test", None, 200)},
+  "svhn": {
+    "train": Expected("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373", 73_257),
+    "test": Expected("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3", 26_032),
+  },
+  "mnist-m": {"train": Expected("mnist_m_train", None, 59_001), "test": Expected("mnist_m_test", None, 9_001)},
+  "usps": {
+    "train": Expected("usps.bz2", "ec16c51db3855ca6c91edd34d0e9b197", 7_291),
+    "test": Expected("usps.t.bz2", "8ea070ee2aca1ac39742fdd1ef5ed118", 2_007),
+  },
+  "bsds500": {
+    "train": Expected("train", None, 200),
+    "val": Expected("val", None, 100),
+    "test": Expected("test", None, 200),
+  },
 }
 ARCHIVES = {"mnist-m": "mnist_m.tar.gz", "bsds500": "BSR_bsds500.tgz"}
 ORIGINS = {
-    "svhn": "http://ufldl.stanford.edu/housenumbers/ (Format 2: cropped digits, train_32x32.mat and test_32x32.mat)",
-    "mnist-m": "http://yaroslav.ganin.net/ (the unpacked MNIST-M, mnist_m.tar.gz)",
-    "usps": "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps (usps.bz2, usps.t.bz2)",
-    "bsds500": "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/resources.html "
-               "(BSR_bsds500.tgz)",
+  "svhn": "http://ufldl.stanford.edu/housenumbers/ (Format 2: cropped digits, train_32x32.mat and test_32x32.mat)",
+  "mnist-m": "http://yaroslav.ganin.net/ (the unpacked MNIST-M, mnist_m.tar.gz)",
+  "usps": "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps (usps.bz2, usps.t.bz2)",
+  "bsds500": "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/resources.html (BSR_bsds500.tgz)",
 }
 _DAMAGE = (OSError, EOFError, ValueError, zlib.error, tarfile.TarError)  # what a damaged or truncated file raises
 
@@ -121,8 +127,10 @@ def _fail(name: str, what: str, problem: str, exp: Expected | None = None) -> Of
   if exp is not None and exp.md5 is not None:
     wanted.append(f"md5 {exp.md5}")
   expect = f"; expected {', '.join(wanted)}" if wanted else ""
-  return OfficialFileError(f"{what} is not the official {name} file: {problem}{expect}. The file is truncated, "
-                           f"damaged or another version: get it again from {ORIGINS[name]}")
+  return OfficialFileError(
+    f"{what} is not the official {name} file: {problem}{expect}. The file is truncated, "
+    f"damaged or another version: get it again from {ORIGINS[name]}"
+  )
 
 
 def file_md5(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -155,8 +163,12 @@ def _save(name: str, split: str, data_dir, images: np.ndarray, labels: np.ndarra
   if images.shape[1:] != (32, 32, 3) or images.dtype != np.uint8 or len(images) != len(labels):
     raise AssertionError(f"{name} {split}: made images {images.shape} {images.dtype} and labels {labels.shape}")
   path = official_cache_path(name, split, data_dir)
-  sources.save_npz_atomic(path, images=np.ascontiguousarray(images), labels=np.ascontiguousarray(labels, np.int32),
-                          provenance=np.array(provenance))
+  sources.save_npz_atomic(
+    path,
+    images=np.ascontiguousarray(images),
+    labels=np.ascontiguousarray(labels, np.int32),
+    provenance=np.array(provenance),
+  )
   return path
 
 
@@ -167,8 +179,10 @@ def _files_named(name: str, path: Path, table: Mapping[str, Expected]) -> dict[s
       if path.name == exp.filename:
         return {split: path}
     names = " or ".join(exp.filename for exp in table.values())
-    raise ValueError(f"{str(path)!r} is not named {names}; give the official file under its published name "
-                     f"(from {ORIGINS[name]}), or the folder that holds it")
+    raise ValueError(
+      f"{str(path)!r} is not named {names}; give the official file under its published name "
+      f"(from {ORIGINS[name]}), or the folder that holds it"
+    )
   found = {split: path / exp.filename for split, exp in table.items() if (path / exp.filename).is_file()}
   if not found:
     names = ", ".join(exp.filename for exp in table.values())
@@ -187,6 +201,7 @@ def read_svhn_mat(path: str | os.PathLike[str], exp: Expected | None = None) -> 
     ValueError: not a readable .mat, no X / y, wrong shapes, or labels outside 1..10.
   """
   from scipy import io as scipy_io  # pylint: disable=g-import-not-at-top
+
   path = Path(path)
   what = repr(str(path))
   try:
@@ -196,8 +211,13 @@ def read_svhn_mat(path: str | os.PathLike[str], exp: Expected | None = None) -> 
   missing = [k for k in ("X", "y") if k not in mat]
   if missing:
     found = sorted(variable for variable, _, _ in scipy_io.whosmat(path))
-    raise _fail("svhn", what, f"it has no variable {' or '.join(missing)} (found {found}); the cropped-digits "
-                "files (Format 2) hold X (32,32,3,N) and y (N,1)", exp)
+    raise _fail(
+      "svhn",
+      what,
+      f"it has no variable {' or '.join(missing)} (found {found}); the cropped-digits "
+      "files (Format 2) hold X (32,32,3,N) and y (N,1)",
+      exp,
+    )
   x, y = np.asarray(mat["X"]), np.asarray(mat["y"])
   if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
     raise _fail("svhn", what, f"X has shape {x.shape} and dtype {x.dtype}, not (32, 32, 3, N) uint8", exp)
@@ -217,9 +237,15 @@ def _import_svhn(path: Path, data_dir, table: Mapping[str, Expected]) -> dict[st
     digest = _verify_md5("svhn", file, exp)
     images, labels = read_svhn_mat(file, exp)
     _check_count("svhn", repr(str(file)), len(images), exp)
-    written[split] = _save("svhn", split, data_dir, images, labels,
-                           f"genuine SVHN {split} ({len(images):,} cropped digits) from {file.name} "
-                           f"(md5 {digest}), http://ufldl.stanford.edu/housenumbers/")
+    written[split] = _save(
+      "svhn",
+      split,
+      data_dir,
+      images,
+      labels,
+      f"genuine SVHN {split} ({len(images):,} cropped digits) from {file.name} "
+      f"(md5 {digest}), http://ufldl.stanford.edu/housenumbers/",
+    )
   return written
 
 
@@ -254,13 +280,16 @@ def _mnist_m_root(folder: Path) -> Path:
   for root in (folder, folder / "mnist_m"):
     if any((root / f"mnist_m_{split}_labels.txt").is_file() for split in ("train", "test")):
       return root
-  raise FileNotFoundError(f"no mnist_m_train_labels.txt in {str(folder)!r} or its mnist_m/; give mnist_m.tar.gz or "
-                          f"the folder it unpacks to (from {ORIGINS['mnist-m']})")
+  raise FileNotFoundError(
+    f"no mnist_m_train_labels.txt in {str(folder)!r} or its mnist_m/; give mnist_m.tar.gz or "
+    f"the folder it unpacks to (from {ORIGINS['mnist-m']})"
+  )
 
 
 def _open_image(data: bytes, kind: str):
   """A decoded PIL image from bytes; ValueError("not a readable ...") when it does not decode to the end."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   try:
     image = Image.open(io.BytesIO(data))
     image.load()
@@ -295,8 +324,9 @@ def _parse_mnist_m_labels(text: str, what: str, exp: Expected) -> list[tuple[str
   return rows
 
 
-def read_mnist_m(path: str | os.PathLike[str],
-                 table: Mapping[str, Expected] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_mnist_m(
+  path: str | os.PathLike[str], table: Mapping[str, Expected] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """Reads MNIST-M as distributed: split -> (images (N,32,32,3) uint8, labels (N,) int32), in label-file order.
 
   Args:
@@ -336,8 +366,13 @@ def read_mnist_m(path: str | os.PathLike[str],
     rows = _parse_mnist_m_labels(texts[split], f"{what} (mnist_m_{split}_labels.txt)", exp)
     missing = [f for f, _ in rows if f not in images[split]]
     if missing:
-      raise _fail("mnist-m", what, f"mnist_m_{split}_labels.txt lists {len(missing):,} images that "
-                  f"mnist_m_{split}/ lacks ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})", exp)
+      raise _fail(
+        "mnist-m",
+        what,
+        f"mnist_m_{split}_labels.txt lists {len(missing):,} images that "
+        f"mnist_m_{split}/ lacks ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})",
+        exp,
+      )
     _check_count("mnist-m", f"{what} (mnist_m_{split})", len(rows), exp)
     stacked = np.stack([images[split][f] for f, _ in rows]) if rows else np.zeros((0, 32, 32, 3), np.uint8)
     out[split] = (stacked, np.asarray([label for _, label in rows], np.int32))
@@ -349,9 +384,15 @@ def _import_mnist_m(path: Path, data_dir, table: Mapping[str, Expected]) -> dict
   digest = f"md5 {file_md5(path)}" if path.is_file() else "folder"
   written = {}
   for split, (images, labels) in splits.items():
-    written[split] = _save("mnist-m", split, data_dir, images, labels,
-                           f"genuine MNIST-M {split} ({len(images):,} images) as distributed by Ganin & Lempitsky, "
-                           f"from {path.name} ({digest}), http://yaroslav.ganin.net/")
+    written[split] = _save(
+      "mnist-m",
+      split,
+      data_dir,
+      images,
+      labels,
+      f"genuine MNIST-M {split} ({len(images):,} images) as distributed by Ganin & Lempitsky, "
+      f"from {path.name} ({digest}), http://yaroslav.ganin.net/",
+    )
   return written
 
 
@@ -430,10 +471,16 @@ def _import_usps(path: Path, data_dir, table: Mapping[str, Expected]) -> dict[st
     digest = _verify_md5("usps", file, exp)
     images, labels = read_usps(file, exp)
     _check_count("usps", repr(str(file)), len(images), exp)
-    written[split] = _save("usps", split, data_dir, images, labels,
-                           f"genuine USPS {split} ({len(images):,} digits, 16x16 bilinearly upsampled to 32x32) "
-                           f"from the libsvm {file.name} (md5 {digest}), "
-                           "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps")
+    written[split] = _save(
+      "usps",
+      split,
+      data_dir,
+      images,
+      labels,
+      f"genuine USPS {split} ({len(images):,} digits, 16x16 bilinearly upsampled to 32x32) "
+      f"from the libsvm {file.name} (md5 {digest}), "
+      "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps",
+    )
   return written
 
 
@@ -445,8 +492,13 @@ _BSDS_IMAGE = re.compile(r"(?:^|/)BSDS500/data/images/(train|val|test)/([^/.][^/
 
 def _bsds_images_dir(path: Path) -> Path | None:
   """The `images` folder (with train/ val/ test/) at or below `path`, for the usual ways of pointing at BSDS500."""
-  for candidate in (path, path / "images", path / "data" / "images", path / "BSDS500" / "data" / "images",
-                    path / "BSR" / "BSDS500" / "data" / "images"):
+  for candidate in (
+    path,
+    path / "images",
+    path / "data" / "images",
+    path / "BSDS500" / "data" / "images",
+    path / "BSR" / "BSDS500" / "data" / "images",
+  ):
     if all((candidate / split).is_dir() for split in BSDS500_SPLITS):
       return candidate
   return None
@@ -493,8 +545,10 @@ def _import_bsds500(path: Path, data_dir, table: Mapping[str, Expected]) -> dict
   if path.is_dir():
     images = _bsds_images_dir(path)
     if images is None:
-      raise FileNotFoundError(f"no BSDS500 images folder (with train/, val/ and test/) at or below {str(path)!r}; "
-                              f"give BSR_bsds500.tgz or the folder it unpacks to (from {ORIGINS['bsds500']})")
+      raise FileNotFoundError(
+        f"no BSDS500 images folder (with train/, val/ and test/) at or below {str(path)!r}; "
+        f"give BSR_bsds500.tgz or the folder it unpacks to (from {ORIGINS['bsds500']})"
+      )
   final = bsds500_dir(data_dir)
   final.parent.mkdir(parents=True, exist_ok=True)
   what = repr(str(path))
@@ -522,9 +576,11 @@ def _import_bsds500(path: Path, data_dir, table: Mapping[str, Expected]) -> dict
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   digest = f"md5 {file_md5(path)}" if path.is_file() else "folder"
-  sources.write_text_atomic(final.parent / "provenance.txt",
-                            f"BSDS500 photos ({', '.join(f'{s} {n}' for s, n in counts.items())}) from {path.name} "
-                            f"({digest}), {ORIGINS['bsds500']}\n")
+  sources.write_text_atomic(
+    final.parent / "provenance.txt",
+    f"BSDS500 photos ({', '.join(f'{s} {n}' for s, n in counts.items())}) from {path.name} "
+    f"({digest}), {ORIGINS['bsds500']}\n",
+  )
   return {split: final / split for split in BSDS500_SPLITS}
 
 
@@ -536,8 +592,10 @@ def bsds500_images(data_dir: str | os.PathLike[str] | None = None) -> Path:
   """
   folder = bsds500_dir(data_dir)
   if not all((folder / split).is_dir() for split in BSDS500_SPLITS):
-    raise FileNotFoundError(f"BSDS500 is not imported into {str(folder)!r}; get BSR_bsds500.tgz from "
-                            f"{ORIGINS['bsds500']} and run import_official('bsds500', PATH)")
+    raise FileNotFoundError(
+      f"BSDS500 is not imported into {str(folder)!r}; get BSR_bsds500.tgz from "
+      f"{ORIGINS['bsds500']} and run import_official('bsds500', PATH)"
+    )
   return folder
 
 
@@ -552,8 +610,13 @@ def bsds500_photos(data_dir: str | os.PathLike[str] | None = None) -> photos_lib
 _IMPORTERS = {"svhn": _import_svhn, "mnist-m": _import_mnist_m, "usps": _import_usps, "bsds500": _import_bsds500}
 
 
-def import_official(name: str, path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, *,
-                    expected: Mapping[str, Expected] | None = None) -> dict[str, Path]:
+def import_official(
+  name: str,
+  path: str | os.PathLike[str],
+  data_dir: str | os.PathLike[str] | None = None,
+  *,
+  expected: Mapping[str, Expected] | None = None,
+) -> dict[str, Path]:
   """Verifies official files on disk and caches them under the data root.
 
   Args:
@@ -607,7 +670,9 @@ def load_official(name: str, split: str, data_dir: str | os.PathLike[str] | None
   imported = domains.read_imported(name, split, data_dir)
   if imported is None:
     source = ARCHIVES.get(name, EXPECTED[name][split].filename)
-    raise FileNotFoundError(f"{name} {split} is not imported into "
-                            f"{str(official_cache_path(name, split, data_dir).parent)!r}; get {source} from "
-                            f"{ORIGINS[name]} and run import_official({name!r}, PATH)")
+    raise FileNotFoundError(
+      f"{name} {split} is not imported into "
+      f"{str(official_cache_path(name, split, data_dir).parent)!r}; get {source} from "
+      f"{ORIGINS[name]} and run import_official({name!r}, PATH)"
+    )
   return Domain(name, *imported[:2], 10, imported[2])

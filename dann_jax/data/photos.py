@@ -20,8 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "stereo_motorcycle",
-                  "immunohistochemistry")
+SKIMAGE_PHOTOS = (
+  "astronaut",
+  "chelsea",
+  "coffee",
+  "rocket",
+  "hubble_deep_field",
+  "stereo_motorcycle",
+  "immunohistochemistry",
+)
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 TRAIN_FRACTION = 0.7
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -30,6 +37,7 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 @dataclasses.dataclass(frozen=True)
 class PhotoSet:
   """Background photographs (each (H, W, 3) uint8) and where they came from."""
+
   photos: tuple[np.ndarray, ...]
   names: tuple[str, ...]
   origin: str  # "bsds500 <dir>" or "bundled"
@@ -41,8 +49,10 @@ class PhotoSet:
   def describe(self) -> str:
     if self.is_bsds500:
       return f"{len(self.photos)} BSDS500 photos from {self.origin.split(' ', 1)[1]}"
-    return (f"{len(self.photos)} colour photos bundled with scikit-image/scikit-learn ({', '.join(self.names)}), "
-            "standing in for BSDS500")
+    return (
+      f"{len(self.photos)} colour photos bundled with scikit-image/scikit-learn ({', '.join(self.names)}), "
+      "standing in for BSDS500"
+    )
 
   def fingerprint(self) -> str:
     """A short digest of the photos' pixels, for cache keys."""
@@ -70,6 +80,7 @@ def bundled_photos() -> PhotoSet:
   """The colour photographs shipped with scikit-image and scikit-learn (no download; read once, read-only)."""
   import skimage.data  # pylint: disable=g-import-not-at-top
   from sklearn.datasets import load_sample_images  # pylint: disable=g-import-not-at-top
+
   photos, names = [], []
   for name in SKIMAGE_PHOTOS:
     image = getattr(skimage.data, name)()
@@ -87,10 +98,13 @@ def bundled_photos() -> PhotoSet:
 def folder_photos(folder: str | os.PathLike[str], min_size: int = 64) -> PhotoSet:
   """All .jpg/.png photos below `folder` (e.g. BSDS500's `images/`), in sorted path order."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   folder = Path(folder).expanduser()
   if not folder.is_dir():
-    raise FileNotFoundError(f"backgrounds folder {str(folder)!r} does not exist; pass the directory holding the "
-                            "BSDS500 images (e.g. BSR/BSDS500/data/images)")
+    raise FileNotFoundError(
+      f"backgrounds folder {str(folder)!r} does not exist; pass the directory holding the "
+      "BSDS500 images (e.g. BSR/BSDS500/data/images)"
+    )
   paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
   photos, names = [], []
   for path in paths:
@@ -119,8 +133,7 @@ def photo_region(photo: np.ndarray, split: str, train_fraction: float = TRAIN_FR
   raise ValueError(f"{split=} is not a split; use 'train' or 'test'")
 
 
-def sample_patches(photos: PhotoSet, split: str, count: int, rng: np.random.Generator,
-                   size: int = 32) -> np.ndarray:
+def sample_patches(photos: PhotoSet, split: str, count: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
   """`count` random `size`x`size` patches of the photos' `split` regions, photo chosen uniformly for each.
 
   Returns:

@@ -31,10 +31,34 @@ import numpy as np
 
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local/share/fonts")
 # Text families known to draw the ten digits legibly (file-name prefixes).
-FONT_ALLOWLIST = ("DejaVuSans", "DejaVuSerif", "Liberation", "FreeSans", "FreeSerif", "FreeMono", "Ubuntu",
-                  "Roboto", "NotoSans-", "NotoSerif-", "NotoSansMono-", "OpenSans", "Lato", "Cantarell", "Arimo",
-                  "Tinos", "Cousine", "Carlito", "Caladea", "Arial", "Times", "Verdana", "Georgia", "Courier",
-                  "Tahoma", "Trebuchet")
+FONT_ALLOWLIST = (
+  "DejaVuSans",
+  "DejaVuSerif",
+  "Liberation",
+  "FreeSans",
+  "FreeSerif",
+  "FreeMono",
+  "Ubuntu",
+  "Roboto",
+  "NotoSans-",
+  "NotoSerif-",
+  "NotoSansMono-",
+  "OpenSans",
+  "Lato",
+  "Cantarell",
+  "Arimo",
+  "Tinos",
+  "Cousine",
+  "Carlito",
+  "Caladea",
+  "Arial",
+  "Times",
+  "Verdana",
+  "Georgia",
+  "Courier",
+  "Tahoma",
+  "Trebuchet",
+)
 FONT_BLOCKLIST = ("Math", "Symbol", "Emoji", "Dingbat", "Wingding", "Webding")
 SPLIT_IDS = {"train": 0, "test": 1}
 DIGIT_COUNT_PROBS = (0.25, 0.4, 0.35)  # one-, two-, three-digit numbers
@@ -51,8 +75,11 @@ def find_fonts(dirs: Sequence[str] = FONT_DIRS) -> tuple[str, ...]:
       continue
     for path in root.rglob("*"):
       name = path.name
-      if (path.suffix.lower() in (".ttf", ".otf") and name.startswith(FONT_ALLOWLIST)
-          and not any(bad in name for bad in FONT_BLOCKLIST)):
+      if (
+        path.suffix.lower() in (".ttf", ".otf")
+        and name.startswith(FONT_ALLOWLIST)
+        and not any(bad in name for bad in FONT_BLOCKLIST)
+      ):
         found.setdefault(name, str(path))
   return tuple(found[name] for name in sorted(found))
 
@@ -69,6 +96,7 @@ def fonts_fingerprint(fonts: Sequence[str]) -> str:
 @functools.lru_cache(maxsize=512)
 def _font(path: str, size: int):
   from PIL import ImageFont  # pylint: disable=g-import-not-at-top
+
   return ImageFont.truetype(path, size)
 
 
@@ -98,6 +126,7 @@ def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 def _text_mask(text: str, centre: int, font_path: str, rng: np.random.Generator) -> np.ndarray:
   """The number drawn in white on black at 2x scale, digit `centre` near the middle, rotated; float in [0, 1]."""
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+
   side = IMAGE_SIZE * _SCALE
   canvas = 3 * side  # room for neighbours that the crop cuts
   font = _font(font_path, int(rng.integers(20, 33)) * _SCALE)
@@ -125,7 +154,9 @@ def _background(colour: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   if rng.random() < 0.5:
     other = np.clip(colour + rng.normal(0, 40, size=3), 0, 255)
     angle = rng.uniform(0, 2 * np.pi)
-    ramp = np.cos(angle) * np.linspace(0, 1, IMAGE_SIZE)[None, :] + np.sin(angle) * np.linspace(0, 1, IMAGE_SIZE)[:, None]
+    ramp = (
+      np.cos(angle) * np.linspace(0, 1, IMAGE_SIZE)[None, :] + np.sin(angle) * np.linspace(0, 1, IMAGE_SIZE)[:, None]
+    )
     ramp = (ramp - ramp.min()) / max(np.ptp(ramp), 1e-6)
     field = field * (1 - ramp[..., None]) + other.astype(np.float32) * ramp[..., None]
   return field
@@ -134,6 +165,7 @@ def _background(colour: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def render_one(rng: np.random.Generator, fonts: Sequence[str]) -> tuple[np.ndarray, int]:
   """One rendered image (32,32,3) uint8 and its label."""
   from scipy import ndimage  # pylint: disable=g-import-not-at-top
+
   text, centre = compose_number(rng)
   mask = _text_mask(text, centre, fonts[int(rng.integers(len(fonts)))], rng)
   background, stroke = _colours(rng)
@@ -145,8 +177,9 @@ def render_one(rng: np.random.Generator, fonts: Sequence[str]) -> tuple[np.ndarr
   return np.clip(np.rint(image), 0, 255).astype(np.uint8), int(text[centre])
 
 
-def render_chunk(seed: int, split_id: int, chunk_index: int, count: int,
-                 fonts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def render_chunk(
+  seed: int, split_id: int, chunk_index: int, count: int, fonts: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
   """`count` images seeded by (seed, split_id, chunk_index) only; runs in a worker process."""
   rng = np.random.default_rng(np.random.SeedSequence([seed, split_id, chunk_index]))
   images = np.empty((count, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
@@ -156,8 +189,15 @@ def render_chunk(seed: int, split_id: int, chunk_index: int, count: int,
   return images, labels
 
 
-def render_digits(count: int, *, seed: int = 0, split: str = "train", fonts: Sequence[str] | None = None,
-                  workers: int | None = None, chunk_size: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+def render_digits(
+  count: int,
+  *,
+  seed: int = 0,
+  split: str = "train",
+  fonts: Sequence[str] | None = None,
+  workers: int | None = None,
+  chunk_size: int = 2000,
+) -> tuple[np.ndarray, np.ndarray]:
   """Renders `count` syn-digits images in parallel chunks.
 
   Args:
@@ -200,8 +240,9 @@ def _render_in_helper_process(jobs: list[tuple], workers: int) -> list[tuple[np.
     request, result = Path(tmp) / "jobs.json", Path(tmp) / "chunks.npz"
     request.write_text(json.dumps({"jobs": jobs, "workers": workers}))
     try:
-      done = subprocess.run([sys.executable, "-m", __name__, str(request), str(result)], capture_output=True,
-                            text=True, check=False)
+      done = subprocess.run(
+        [sys.executable, "-m", __name__, str(request), str(result)], capture_output=True, text=True, check=False
+      )
     except OSError as e:
       warnings.warn(f"could not start the rendering helper process ({e}); rendering in this process")
       done = None
@@ -209,8 +250,10 @@ def _render_in_helper_process(jobs: list[tuple], workers: int) -> list[tuple[np.
       with np.load(result) as arrays:
         return [(arrays[f"images_{i}"], arrays[f"labels_{i}"]) for i in range(len(jobs))]
     if done is not None:
-      warnings.warn("the rendering helper process failed (exit code "
-                    f"{done.returncode}: {done.stderr.strip()[-300:]}); rendering in this process")
+      warnings.warn(
+        "the rendering helper process failed (exit code "
+        f"{done.returncode}: {done.stderr.strip()[-300:]}); rendering in this process"
+      )
   return [render_chunk(*job) for job in jobs]
 
 

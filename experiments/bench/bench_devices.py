@@ -21,8 +21,7 @@ import sys
 import time
 
 
-def measure(num_devices: int, batch_size: int, steps: int,
-            repeats: int) -> list[dict]:
+def measure(num_devices: int, batch_size: int, steps: int, repeats: int) -> list[dict]:
   """Times each path on `num_devices` devices (in this process)."""
   import jax
   import numpy as np
@@ -36,15 +35,14 @@ def measure(num_devices: int, batch_size: int, steps: int,
   from dann_jax.train import create_train_state
 
   rng = np.random.default_rng(0)
-  domain = lambda: (rng.integers(0, 256, (2000, 32, 32, 3), dtype=np.uint8),
-                    rng.integers(0, 10, 2000).astype(np.int32))
+  domain = lambda: (rng.integers(0, 256, (2000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 2000).astype(np.int32))
   pair = make_domain_pair(domain(), domain())
   config = TrainConfig(total_steps=10_000, batch_size=batch_size)
-  state = create_train_state(tuned(mnist_dann)(), config,
-                             np.zeros((2, 32, 32, 3), np.float32))
-  runners = {"sharding": parallel.make_runner("sharding", num_devices,
-                                              batch_size),
-             "pmap": parallel.make_runner("pmap", num_devices, batch_size)}
+  state = create_train_state(tuned(mnist_dann)(), config, np.zeros((2, 32, 32, 3), np.float32))
+  runners = {
+    "sharding": parallel.make_runner("sharding", num_devices, batch_size),
+    "pmap": parallel.make_runner("pmap", num_devices, batch_size),
+  }
   if num_devices == 1:
     runners["single (jit)"] = jit_train_on_pair
   rows = []
@@ -60,22 +58,27 @@ def measure(num_devices: int, batch_size: int, steps: int,
       run_state, metrics = runner(run_state, pair, steps, batch_size)
       jax.block_until_ready((run_state, metrics))
       times.append((time.perf_counter() - start) / steps)
-    rows.append({"path": name, "devices": num_devices,
-                 "backend": jax.default_backend(),
-                 "ms_per_step": 1000 * min(times),
-                 "ms_per_step_median": 1000 * float(np.median(times)),
-                 "first_chunk_s": compile_s})
+    rows.append(
+      {
+        "path": name,
+        "devices": num_devices,
+        "backend": jax.default_backend(),
+        "ms_per_step": 1000 * min(times),
+        "ms_per_step_median": 1000 * float(np.median(times)),
+        "first_chunk_s": compile_s,
+      }
+    )
   return rows
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--devices", type=int, nargs="+", default=[1, 4])
-  parser.add_argument("--platform", choices=("cpu", "gpu"), default="cpu",
-                      help="cpu fakes the devices; gpu uses real ones")
+  parser.add_argument(
+    "--platform", choices=("cpu", "gpu"), default="cpu", help="cpu fakes the devices; gpu uses real ones"
+  )
   parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--steps", type=int, default=10,
-                      help="steps per timed chunk (one lax.scan)")
+  parser.add_argument("--steps", type=int, default=10, help="steps per timed chunk (one lax.scan)")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -88,24 +91,32 @@ def main(argv=None):
     env = dict(os.environ)
     if args.platform == "cpu":
       env["JAX_PLATFORMS"] = "cpu"
-      env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                          f" --xla_force_host_platform_device_count={count}")
-    command = [sys.executable, __file__, "--child", "--devices", str(count),
-               "--batch-size", str(args.batch_size), "--steps",
-               str(args.steps), "--repeats", str(args.repeats)]
-    out = subprocess.run(command, env=env, capture_output=True, text=True,
-                         check=False)
+      env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={count}"
+    command = [
+      sys.executable,
+      __file__,
+      "--child",
+      "--devices",
+      str(count),
+      "--batch-size",
+      str(args.batch_size),
+      "--steps",
+      str(args.steps),
+      "--repeats",
+      str(args.repeats),
+    ]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if out.returncode:
       sys.exit(f"the {count}-device run failed:\n{out.stderr}")
     rows += json.loads(out.stdout.strip().splitlines()[-1])
-  print(f"MNIST net, batch {args.batch_size}, {args.steps} steps per chunk, "
-        f"best of {args.repeats} chunks")
-  print(f"{'path':<14}{'devices':>8}{'backend':>9}{'ms/step':>10}"
-        f"{'median':>9}{'1st chunk s':>13}")
+  print(f"MNIST net, batch {args.batch_size}, {args.steps} steps per chunk, best of {args.repeats} chunks")
+  print(f"{'path':<14}{'devices':>8}{'backend':>9}{'ms/step':>10}{'median':>9}{'1st chunk s':>13}")
   for r in rows:
-    print(f"{r['path']:<14}{r['devices']:>8}{r['backend']:>9}"
-          f"{r['ms_per_step']:>10.1f}{r['ms_per_step_median']:>9.1f}"
-          f"{r['first_chunk_s']:>13.1f}")
+    print(
+      f"{r['path']:<14}{r['devices']:>8}{r['backend']:>9}"
+      f"{r['ms_per_step']:>10.1f}{r['ms_per_step_median']:>9.1f}"
+      f"{r['first_chunk_s']:>13.1f}"
+    )
 
 
 if __name__ == "__main__":

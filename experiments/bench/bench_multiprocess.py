@@ -40,12 +40,10 @@ def measure(batch_size: int, steps: int, repeats: int) -> dict:
   from dann_jax.xla_cpu import tuned
 
   rng = np.random.default_rng(0)  # the same data in every process
-  domain = lambda: (rng.integers(0, 256, (2000, 32, 32, 3), dtype=np.uint8),
-                    rng.integers(0, 10, 2000).astype(np.int32))
+  domain = lambda: (rng.integers(0, 256, (2000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 2000).astype(np.int32))
   pair = make_domain_pair(domain(), domain())
   config = TrainConfig(total_steps=10_000, batch_size=batch_size)
-  state = create_train_state(tuned(mnist_dann)(), config,
-                             np.zeros((2, 32, 32, 3), np.float32))
+  state = create_train_state(tuned(mnist_dann)(), config, np.zeros((2, 32, 32, 3), np.float32))
   runner = parallel.make_runner("sharding", None, batch_size)
   start = time.perf_counter()
   state, metrics = runner(state, pair, steps, batch_size)
@@ -57,22 +55,25 @@ def measure(batch_size: int, steps: int, repeats: int) -> dict:
     state, metrics = runner(state, pair, steps, batch_size)
     jax.block_until_ready((state, metrics))
     times.append((time.perf_counter() - start) / steps)
-  return {"processes": jax.process_count(),
-          "devices_per_process": jax.local_device_count(),
-          "batch_size": batch_size, "steps_per_chunk": steps,
-          "ms_per_step": 1000 * min(times),
-          "ms_per_step_median": 1000 * float(np.median(times)),
-          "first_chunk_s": first_chunk,
-          "loss": float(np.asarray(metrics["loss"])[-1])}
+  return {
+    "processes": jax.process_count(),
+    "devices_per_process": jax.local_device_count(),
+    "batch_size": batch_size,
+    "steps_per_chunk": steps,
+    "ms_per_step": 1000 * min(times),
+    "ms_per_step_median": 1000 * float(np.median(times)),
+    "first_chunk_s": first_chunk,
+    "loss": float(np.asarray(metrics["loss"])[-1]),
+  }
 
 
 def child(args) -> None:
   from dann_jax import distributed
 
   if args.num_processes > 1:
-    distributed.initialize(args.coordinator, args.num_processes,
-                           args.process_id, config=vars(args) | {
-                               "process_id": None})
+    distributed.initialize(
+      args.coordinator, args.num_processes, args.process_id, config=vars(args) | {"process_id": None}
+    )
   row = measure(args.batch_size, args.steps, args.repeats)
   if distributed.is_primary():
     print(json.dumps(row), flush=True)
@@ -89,13 +90,27 @@ def run_layout(layout: str, args) -> dict:
   port = free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices))
   env.pop("XLA_FLAGS", None)
-  command = [sys.executable, __file__, "--child", "--batch-size",
-             str(args.batch_size), "--steps", str(args.steps), "--repeats",
-             str(args.repeats), "--coordinator", f"localhost:{port}",
-             "--num-processes", str(processes)]
-  procs = [subprocess.Popen(command + ["--process-id", str(i)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True) for i in range(processes)]
+  command = [
+    sys.executable,
+    __file__,
+    "--child",
+    "--batch-size",
+    str(args.batch_size),
+    "--steps",
+    str(args.steps),
+    "--repeats",
+    str(args.repeats),
+    "--coordinator",
+    f"localhost:{port}",
+    "--num-processes",
+    str(processes),
+  ]
+  procs = [
+    subprocess.Popen(
+      command + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for i in range(processes)
+  ]
   try:
     outputs = [p.communicate(timeout=args.timeout) for p in procs]
   finally:
@@ -113,22 +128,18 @@ def run_layout(layout: str, args) -> dict:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--layouts", nargs="+", default=["1x2", "2x1"],
-                      help="PxD: P processes with D CPU devices each "
-                           "(default 1x2 2x1)")
+  parser.add_argument(
+    "--layouts", nargs="+", default=["1x2", "2x1"], help="PxD: P processes with D CPU devices each (default 1x2 2x1)"
+  )
   parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--steps", type=int, default=10,
-                      help="steps per timed chunk")
+  parser.add_argument("--steps", type=int, default=10, help="steps per timed chunk")
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--timeout", type=float, default=900,
-                      help="seconds a layout may take before it is killed")
+  parser.add_argument("--timeout", type=float, default=900, help="seconds a layout may take before it is killed")
   parser.add_argument("--out", default=None, help="write the rows as JSON")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--coordinator", help=argparse.SUPPRESS)
-  parser.add_argument("--num-processes", type=int, default=1,
-                      help=argparse.SUPPRESS)
-  parser.add_argument("--process-id", type=int, default=0,
-                      help=argparse.SUPPRESS)
+  parser.add_argument("--num-processes", type=int, default=1, help=argparse.SUPPRESS)
+  parser.add_argument("--process-id", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.child:
     return child(args)
@@ -136,16 +147,26 @@ def main(argv=None):
   for layout in args.layouts:
     row = run_layout(layout, args)
     rows.append(row)
-    print(f"{layout}: {row['ms_per_step']:.1f} ms/step (median "
-          f"{row['ms_per_step_median']:.1f}; first chunk "
-          f"{row['first_chunk_s']:.1f} s)", flush=True)
+    print(
+      f"{layout}: {row['ms_per_step']:.1f} ms/step (median "
+      f"{row['ms_per_step_median']:.1f}; first chunk "
+      f"{row['first_chunk_s']:.1f} s)",
+      flush=True,
+    )
   if args.out:
     import jax
+
     with open(args.out, "w") as f:
-      json.dump({"machine": f"{platform.machine()} {os.cpu_count()} cores",
-                 "jax": jax.__version__,
-                 "date": time.strftime("%Y-%m-%d"), "rows": rows}, f,
-                indent=2)
+      json.dump(
+        {
+          "machine": f"{platform.machine()} {os.cpu_count()} cores",
+          "jax": jax.__version__,
+          "date": time.strftime("%Y-%m-%d"),
+          "rows": rows,
+        },
+        f,
+        indent=2,
+      )
   return 0
 
 

@@ -45,10 +45,10 @@ def make_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
   half = batch_size // 2
   return {
-      "image": rng.random((batch_size, 32, 32, 3), np.float32) - 0.5,
-      "label": rng.integers(0, 10, batch_size).astype(np.int32),
-      "domain": (np.arange(batch_size) >= half).astype(np.int32),
-      "label_mask": np.arange(batch_size) < half,
+    "image": rng.random((batch_size, 32, 32, 3), np.float32) - 0.5,
+    "label": rng.integers(0, 10, batch_size).astype(np.int32),
+    "domain": (np.arange(batch_size) >= half).astype(np.int32),
+    "label_mask": np.arange(batch_size) < half,
   }
 
 
@@ -59,11 +59,9 @@ def linen_stepper(batch, tuned: bool = False) -> Callable[[], None]:
   from dann_jax import loop, models, train, xla_cpu
   from dann_jax.config import TrainConfig
 
-  model = (xla_cpu.tuned(models.mnist_dann)() if tuned
-           else models.mnist_dann())
+  model = xla_cpu.tuned(models.mnist_dann)() if tuned else models.mnist_dann()
   holder = [train.create_train_state(model, TrainConfig(), batch["image"])]
-  jitted = (loop.jit_train_step if tuned
-            else jax.jit(train.train_step, donate_argnums=0))
+  jitted = loop.jit_train_step if tuned else jax.jit(train.train_step, donate_argnums=0)
 
   def step():
     holder[0], metrics = jitted(holder[0], batch)
@@ -86,12 +84,9 @@ def nnx_stepper(batch, mode: str = "jit") -> Callable[[], None]:
   from dann_jax.config import TrainConfig
 
   config = TrainConfig()
-  linen_params = train.create_train_state(
-      models.mnist_dann(), config, batch["image"]).params
-  factory = (xla_cpu.tuned(dann_nnx.mnist_dann) if mode == "tuned"
-             else dann_nnx.mnist_dann)
-  model = dann_nnx.from_linen(factory(rngs=nnx.Rngs(config.seed)),
-                              linen_params)
+  linen_params = train.create_train_state(models.mnist_dann(), config, batch["image"]).params
+  factory = xla_cpu.tuned(dann_nnx.mnist_dann) if mode == "tuned" else dann_nnx.mnist_dann
+  model = dann_nnx.from_linen(factory(rngs=nnx.Rngs(config.seed)), linen_params)
   state = dann_nnx.create_train_state(model, config)
 
   if mode == "tuned":
@@ -124,8 +119,7 @@ def nnx_stepper(batch, mode: str = "jit") -> Callable[[], None]:
   return step
 
 
-def time_alternating(steppers: dict[str, Callable[[], None]], steps: int,
-                     warmup: int) -> dict[str, list[float]]:
+def time_alternating(steppers: dict[str, Callable[[], None]], steps: int, warmup: int) -> dict[str, list[float]]:
   """Runs the steppers round-robin; returns each one's step times in ms."""
   for _ in range(warmup):
     for step in steppers.values():
@@ -141,18 +135,15 @@ def time_alternating(steppers: dict[str, Callable[[], None]], steps: int,
 
 def main(argv: Sequence[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--steps", type=int, default=30,
-                      help="timed steps per stepper")
-  parser.add_argument("--warmup", type=int, default=3,
-                      help="untimed steps per stepper (the first compiles)")
+  parser.add_argument("--steps", type=int, default=30, help="timed steps per stepper")
+  parser.add_argument("--warmup", type=int, default=3, help="untimed steps per stepper (the first compiles)")
   parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--tuned", action="store_true",
-                      help="also time both steps with dann_jax.xla_cpu's "
-                      "layers and jit")
+  parser.add_argument(
+    "--tuned", action="store_true", help="also time both steps with dann_jax.xla_cpu's layers and jit"
+  )
   args = parser.parse_args(argv)
   if args.steps <= 0 or args.warmup <= 0:
-    parser.error("--steps and --warmup must be positive (the warm-up "
-                 "compiles)")
+    parser.error("--steps and --warmup must be positive (the warm-up compiles)")
   if args.batch_size <= 0 or args.batch_size % 2:
     parser.error(f"--batch-size={args.batch_size} must be even and positive")
 
@@ -160,8 +151,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   import jax
 
   batch = jax.device_put(make_batch(args.batch_size))
-  steppers = {"linen": linen_stepper(batch), "nnx": nnx_stepper(batch),
-              "nnx_cached": nnx_stepper(batch, "cached")}
+  steppers = {"linen": linen_stepper(batch), "nnx": nnx_stepper(batch), "nnx_cached": nnx_stepper(batch, "cached")}
   if args.tuned:
     steppers["linen_tuned"] = linen_stepper(batch, tuned=True)
     steppers["nnx_tuned"] = nnx_stepper(batch, "tuned")
@@ -169,21 +159,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
   times = time_alternating(steppers, args.steps, args.warmup)
   medians = {name: statistics.median(t) for name, t in times.items()}
 
-  print(f"MNIST DANN, batch {args.batch_size}, {args.steps} timed steps "
-        f"after {args.warmup} warm-up, {len(os.sched_getaffinity(0))} "
-        f"cores, load average {load_before:.2f} -> "
-        f"{os.getloadavg()[0]:.2f}, {jax.devices()[0].device_kind}")
-  print(f"{'stepper':12} {'median ms':>10} {'min ms':>8} {'max ms':>8} "
-        f"{'/ linen':>8}")
+  print(
+    f"MNIST DANN, batch {args.batch_size}, {args.steps} timed steps "
+    f"after {args.warmup} warm-up, {len(os.sched_getaffinity(0))} "
+    f"cores, load average {load_before:.2f} -> "
+    f"{os.getloadavg()[0]:.2f}, {jax.devices()[0].device_kind}"
+  )
+  print(f"{'stepper':12} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'/ linen':>8}")
   for name, t in times.items():
-    print(f"{name:12} {medians[name]:10.1f} {min(t):8.1f} {max(t):8.1f} "
-          f"{medians[name] / medians['linen']:8.2f}")
+    print(f"{name:12} {medians[name]:10.1f} {min(t):8.1f} {max(t):8.1f} {medians[name] / medians['linen']:8.2f}")
   record = {f"{name}_ms": round(ms, 2) for name, ms in medians.items()}
   record.update(
-      nnx_over_linen=round(medians["nnx"] / medians["linen"], 3),
-      batch_size=args.batch_size, steps=args.steps,
-      load_avg_1min=round(load_before, 2), jax=jax.__version__,
-      flax=flax.__version__, jax_device=str(jax.devices()[0].device_kind))
+    nnx_over_linen=round(medians["nnx"] / medians["linen"], 3),
+    batch_size=args.batch_size,
+    steps=args.steps,
+    load_avg_1min=round(load_before, 2),
+    jax=jax.__version__,
+    flax=flax.__version__,
+    jax_device=str(jax.devices()[0].device_kind),
+  )
   print(json.dumps(record))
   return record
 

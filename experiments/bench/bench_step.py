@@ -53,10 +53,10 @@ def make_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
   half = batch_size // 2
   return {
-      "image": rng.random((batch_size, 32, 32, 3), np.float32) - 0.5,
-      "label": rng.integers(0, 10, batch_size).astype(np.int32),
-      "domain": (np.arange(batch_size) >= half).astype(np.int32),
-      "label_mask": np.arange(batch_size) < half,
+    "image": rng.random((batch_size, 32, 32, 3), np.float32) - 0.5,
+    "label": rng.integers(0, 10, batch_size).astype(np.int32),
+    "domain": (np.arange(batch_size) >= half).astype(np.int32),
+    "label_mask": np.arange(batch_size) < half,
   }
 
 
@@ -71,8 +71,7 @@ def plain_mnist_dann():
   return models.mnist_dann()
 
 
-def jax_stepper(model, batch: dict[str, np.ndarray],
-                plain_jit: bool = False) -> Callable[[], None]:
+def jax_stepper(model, batch: dict[str, np.ndarray], plain_jit: bool = False) -> Callable[[], None]:
   """A closure running one jitted, state-donating train step to completion.
 
   `loop.jit_train_step` (compiled with `dann_jax.xla_cpu.EIGEN_CONVOLUTIONS`
@@ -85,8 +84,7 @@ def jax_stepper(model, batch: dict[str, np.ndarray],
 
   batch = jax.device_put(batch)
   holder = [train.create_train_state(model, TrainConfig(), batch["image"])]
-  jitted = (jax.jit(train.train_step, donate_argnums=0) if plain_jit
-            else loop.jit_train_step)
+  jitted = jax.jit(train.train_step, donate_argnums=0) if plain_jit else loop.jit_train_step
 
   def step():
     holder[0], metrics = jitted(holder[0], batch)
@@ -99,8 +97,7 @@ def jax_stepper(model, batch: dict[str, np.ndarray],
 # PyTorch
 
 
-def torch_stepper(net_name: str, batch: dict[str, np.ndarray],
-                  device: str = "cpu") -> Callable[[], None]:
+def torch_stepper(net_name: str, batch: dict[str, np.ndarray], device: str = "cpu") -> Callable[[], None]:
   """The same network, loss and optimizer in PyTorch eager (NCHW).
 
   On "cuda" the closure synchronizes the device before it returns, as the JAX
@@ -135,32 +132,40 @@ def torch_stepper(net_name: str, batch: dict[str, np.ndarray],
       if svhn:
         # "SAME" 5x5 convolutions and 3x3 stride-2 pools (32 -> 16 -> 8).
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, 5, padding=2), nn.ReLU(),
-            nn.MaxPool2d(3, 2, padding=1),
-            nn.Conv2d(64, 64, 5, padding=2), nn.ReLU(),
-            nn.MaxPool2d(3, 2, padding=1),
-            nn.Conv2d(64, 128, 5, padding=2), nn.ReLU(), nn.Flatten())
+          nn.Conv2d(3, 64, 5, padding=2),
+          nn.ReLU(),
+          nn.MaxPool2d(3, 2, padding=1),
+          nn.Conv2d(64, 64, 5, padding=2),
+          nn.ReLU(),
+          nn.MaxPool2d(3, 2, padding=1),
+          nn.Conv2d(64, 128, 5, padding=2),
+          nn.ReLU(),
+          nn.Flatten(),
+        )
         self.label = mlp((8 * 8 * 128, 3072, 2048, 10), 0.5)
         self.domain = mlp((8 * 8 * 128, 1024, 1024, 1), 0.5)
       else:
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 5), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Conv2d(32, 48, 5), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Flatten())
+          nn.Conv2d(3, 32, 5),
+          nn.ReLU(),
+          nn.MaxPool2d(2, 2),
+          nn.Conv2d(32, 48, 5),
+          nn.ReLU(),
+          nn.MaxPool2d(2, 2),
+          nn.Flatten(),
+        )
         self.label = mlp((5 * 5 * 48, 100, 100, 10), 0.0)
         self.domain = mlp((5 * 5 * 48, 100, 1), 0.0)
 
     def forward(self, x, lam):
       f = self.features(x)
-      return (self.label(f),
-              self.domain(GradientReversal.apply(f, lam)).squeeze(1))
+      return (self.label(f), self.domain(GradientReversal.apply(f, lam)).squeeze(1))
 
   torch.manual_seed(0)
   net = Dann(net_name == "svhn").to(device)
   net.train()
   opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-  x = torch.from_numpy(np.ascontiguousarray(
-      batch["image"].transpose(0, 3, 1, 2))).to(device)
+  x = torch.from_numpy(np.ascontiguousarray(batch["image"].transpose(0, 3, 1, 2))).to(device)
   label = torch.from_numpy(batch["label"]).long().to(device)
   domain = torch.from_numpy(batch["domain"]).float().to(device)
   mask = torch.from_numpy(batch["label_mask"]).float().to(device)
@@ -169,8 +174,7 @@ def torch_stepper(net_name: str, batch: dict[str, np.ndarray],
   def step():
     opt.zero_grad(set_to_none=True)
     class_logits, domain_logits = net(x, 0.5)
-    label_loss = (F.cross_entropy(class_logits, label, reduction="none")
-                  * mask).sum() / mask.sum()
+    label_loss = (F.cross_entropy(class_logits, label, reduction="none") * mask).sum() / mask.sum()
     domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domain)
     (label_loss + domain_loss).backward()
     opt.step()
@@ -182,8 +186,7 @@ def torch_stepper(net_name: str, batch: dict[str, np.ndarray],
 # ----------------------------------------------------------------------------
 
 
-def time_alternating(steppers: dict[str, Callable[[], None]], steps: int,
-                     warmup: int) -> dict[str, list[float]]:
+def time_alternating(steppers: dict[str, Callable[[], None]], steps: int, warmup: int) -> dict[str, list[float]]:
   """Runs the steppers round-robin; returns each one's step times in ms."""
   for _ in range(warmup):
     for step in steppers.values():
@@ -200,25 +203,20 @@ def time_alternating(steppers: dict[str, Callable[[], None]], steps: int,
 def _summary(times: list[float] | None) -> dict[str, float] | None:
   if not times:
     return None
-  return {"median": statistics.median(times), "min": min(times),
-          "max": max(times)}
+  return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--nets", default="mnist,svhn",
-                      help="comma-separated subset of mnist,svhn")
-  parser.add_argument("--steps", type=int, default=30,
-                      help="timed steps per stepper (>= 20 for the issue)")
+  parser.add_argument("--nets", default="mnist,svhn", help="comma-separated subset of mnist,svhn")
+  parser.add_argument("--steps", type=int, default=30, help="timed steps per stepper (>= 20 for the issue)")
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--no-torch", action="store_true",
-                      help="time JAX only")
-  parser.add_argument("--no-plain", action="store_true",
-                      help="skip the plain-Flax baseline of the MNIST net")
-  parser.add_argument("--torch-device", default="cpu",
-                      help='PyTorch device: "cpu" (default) or "cuda"; JAX '
-                      "runs on its default backend")
+  parser.add_argument("--no-torch", action="store_true", help="time JAX only")
+  parser.add_argument("--no-plain", action="store_true", help="skip the plain-Flax baseline of the MNIST net")
+  parser.add_argument(
+    "--torch-device", default="cpu", help='PyTorch device: "cpu" (default) or "cuda"; JAX runs on its default backend'
+  )
   args = parser.parse_args(argv)
   nets = [n for n in args.nets.split(",") if n]
   unknown = set(nets) - {"mnist", "svhn"}
@@ -237,43 +235,45 @@ def main(argv: Sequence[str] | None = None) -> dict:
     try:
       import torch
     except ImportError:
-      print("PyTorch is not installed (pip install -e .[bench]); timing JAX "
-            "only.")
+      print("PyTorch is not installed (pip install -e .[bench]); timing JAX only.")
   if torch is not None:
     torch.set_num_threads(threads)
     if args.torch_device.startswith("cuda") and not torch.cuda.is_available():
-      parser.error(f"--torch-device={args.torch_device!r} but this PyTorch "
-                   f"({torch.__version__}) sees no CUDA device; pass "
-                   "--torch-device cpu")
+      parser.error(
+        f"--torch-device={args.torch_device!r} but this PyTorch "
+        f"({torch.__version__}) sees no CUDA device; pass "
+        "--torch-device cpu"
+      )
 
   batch = make_batch(args.batch_size)
   load_before = os.getloadavg()
   results = {}
   for net in nets:
-    steppers = {"jax": jax_stepper(
-        xla_cpu.tuned(models.mnist_dann)() if net == "mnist"
-        else xla_cpu.tuned(models.svhn_dann)(), batch)}
+    steppers = {
+      "jax": jax_stepper(
+        xla_cpu.tuned(models.mnist_dann)() if net == "mnist" else xla_cpu.tuned(models.svhn_dann)(), batch
+      )
+    }
     if net == "mnist" and not args.no_plain:
-      steppers["jax_plain"] = jax_stepper(plain_mnist_dann(), batch,
-                                          plain_jit=True)
+      steppers["jax_plain"] = jax_stepper(plain_mnist_dann(), batch, plain_jit=True)
     if torch is not None:
       steppers["torch"] = torch_stepper(net, batch, args.torch_device)
     times = time_alternating(steppers, args.steps, args.warmup)
     results[net] = {name: _summary(t) for name, t in times.items()}
 
-  print(f"batch {args.batch_size}, {args.steps} timed steps after "
-        f"{args.warmup} warm-up, {threads} threads (XLA:CPU intra-op = "
-        f"torch.set_num_threads), load average {load_before[0]:.2f} -> "
-        f"{os.getloadavg()[0]:.2f}; XLA_FLAGS="
-        f"{os.environ.get('XLA_FLAGS', '')!r}")
-  print(f"{'net':6} {'stepper':10} {'median ms':>10} {'min ms':>8} "
-        f"{'max ms':>8} {'/ torch':>8}")
+  print(
+    f"batch {args.batch_size}, {args.steps} timed steps after "
+    f"{args.warmup} warm-up, {threads} threads (XLA:CPU intra-op = "
+    f"torch.set_num_threads), load average {load_before[0]:.2f} -> "
+    f"{os.getloadavg()[0]:.2f}; XLA_FLAGS="
+    f"{os.environ.get('XLA_FLAGS', '')!r}"
+  )
+  print(f"{'net':6} {'stepper':10} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'/ torch':>8}")
   for net, by_stepper in results.items():
     torch_median = (by_stepper.get("torch") or {}).get("median")
     for name, s in by_stepper.items():
       ratio = f"{s['median'] / torch_median:8.2f}" if torch_median else ""
-      print(f"{net:6} {name:10} {s['median']:10.1f} {s['min']:8.1f} "
-            f"{s['max']:8.1f} {ratio}")
+      print(f"{net:6} {name:10} {s['median']:10.1f} {s['min']:8.1f} {s['max']:8.1f} {ratio}")
 
   def pick(net, name):
     s = results.get(net, {}).get(name)
@@ -284,17 +284,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     jax_ms, torch_ms = pick(net, "jax"), pick(net, "torch")
     record[f"{prefix}jax_ms"] = jax_ms
     record[f"{prefix}torch_ms"] = torch_ms
-    record[f"{prefix}ratio"] = (round(jax_ms / torch_ms, 3)
-                                if jax_ms and torch_ms else None)
+    record[f"{prefix}ratio"] = round(jax_ms / torch_ms, 3) if jax_ms and torch_ms else None
   record["plain_jax_ms"] = pick("mnist", "jax_plain")
   record.update(
-      batch_size=args.batch_size, steps=args.steps, threads=threads,
-      load_avg_1min=round(load_before[0], 2),
-      xla_flags=os.environ.get("XLA_FLAGS", ""), jax=jax.__version__,
-      torch=getattr(torch, "__version__", None),
-      torch_device=args.torch_device if torch is not None else None,
-      jax_device=str(jax.devices()[0].device_kind),
-      cpu=platform.processor() or platform.machine())
+    batch_size=args.batch_size,
+    steps=args.steps,
+    threads=threads,
+    load_avg_1min=round(load_before[0], 2),
+    xla_flags=os.environ.get("XLA_FLAGS", ""),
+    jax=jax.__version__,
+    torch=getattr(torch, "__version__", None),
+    torch_device=args.torch_device if torch is not None else None,
+    jax_device=str(jax.devices()[0].device_kind),
+    cpu=platform.processor() or platform.machine(),
+  )
   print(json.dumps(record))
   return record
 

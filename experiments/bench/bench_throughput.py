@@ -46,8 +46,10 @@ def synthetic_pair(size: int, seed: int = 0):
   from dann_jax.data.batching import make_domain_pair
 
   rng = np.random.default_rng(seed)
-  domains = [(rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8),
-              rng.integers(0, 10, size).astype(np.int32)) for _ in range(2)]
+  domains = [
+    (rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, size).astype(np.int32))
+    for _ in range(2)
+  ]
   return make_domain_pair(*domains)
 
 
@@ -56,8 +58,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--seeds", type=int, default=4)
   parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--domain-size", type=int, default=2048,
-                      help="synthetic images per domain")
+  parser.add_argument("--domain-size", type=int, default=2048, help="synthetic images per domain")
   args = parser.parse_args(argv)
   if args.steps <= 0 or args.seeds <= 0:
     parser.error("--steps and --seeds must be positive")
@@ -71,8 +72,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   config = TrainConfig(batch_size=args.batch_size)
   pair = synthetic_pair(args.domain_size)
   images = np.zeros((1, 32, 32, 3), np.float32)
-  make_state = functools.partial(train.create_train_state, model, config,
-                                 images)
+  make_state = functools.partial(train.create_train_state, model, config, images)
   steps, seeds, batch = args.steps, args.seeds, args.batch_size
 
   def scan_run(state):
@@ -91,28 +91,26 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
   seconds = {}
   for name, run, new in (
-      ("scan", scan_run, fresh), ("loop", loop_run, fresh),
-      ("seeds_vmap_scan", vmap_run, fresh_seeds),
-      ("seeds_separate_scan", separately(scan_run), fresh_list),
-      ("seeds_vmap_loop", loop_run, fresh_seeds),
-      ("seeds_separate_loop", separately(loop_run), fresh_list)):
+    ("scan", scan_run, fresh),
+    ("loop", loop_run, fresh),
+    ("seeds_vmap_scan", vmap_run, fresh_seeds),
+    ("seeds_separate_scan", separately(scan_run), fresh_list),
+    ("seeds_vmap_loop", loop_run, fresh_seeds),
+    ("seeds_separate_loop", separately(loop_run), fresh_list),
+  ):
     _timed(lambda: run(new()))  # compile and warm up
     state = new()
     jax.block_until_ready(state)
     seconds[name] = _timed(lambda: run(state))
 
-  images_per_s = {
-      name: (seeds if name.startswith("seeds") else 1) * steps * batch / s
-      for name, s in seconds.items()}
-  print(f"MNIST DANN, batch {batch}, {steps} steps, {seeds} seeds, load "
-        f"average {os.getloadavg()[0]:.2f}")
+  images_per_s = {name: (seeds if name.startswith("seeds") else 1) * steps * batch / s for name, s in seconds.items()}
+  print(f"MNIST DANN, batch {batch}, {steps} steps, {seeds} seeds, load average {os.getloadavg()[0]:.2f}")
   for name, rate in images_per_s.items():
     print(f"{name:20} {rate:9.1f} images/s  ({seconds[name]:.2f} s)")
-  record = {f"{name}_images_per_s": round(rate, 1)
-            for name, rate in images_per_s.items()}
-  record.update(steps=steps, seeds=seeds, batch_size=batch,
-                load_avg_1min=round(os.getloadavg()[0], 2),
-                jax=jax.__version__)
+  record = {f"{name}_images_per_s": round(rate, 1) for name, rate in images_per_s.items()}
+  record.update(
+    steps=steps, seeds=seeds, batch_size=batch, load_avg_1min=round(os.getloadavg()[0], 2), jax=jax.__version__
+  )
   print(json.dumps(record))
   return record
 

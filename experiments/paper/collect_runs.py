@@ -33,8 +33,9 @@ def read_run(run_dir: Path) -> dict:
   """The summary of one finished run and its evaluation trajectory."""
   summary_path = run_dir / "summary.json"
   if not summary_path.exists():
-    raise SystemExit(f"{run_dir} has no summary.json: the run has not "
-                     "finished (resume it with `dann-jax train ... --resume`)")
+    raise SystemExit(
+      f"{run_dir} has no summary.json: the run has not finished (resume it with `dann-jax train ... --resume`)"
+    )
   summary = json.loads(summary_path.read_text())
   trajectory = {}
   with open(run_dir / "metrics.jsonl") as f:
@@ -55,53 +56,65 @@ def group_runs(runs: list[dict]) -> dict[tuple, list[dict]]:
 
 def summarise(group: list[dict]) -> dict:
   first = group[0]["summary"]
-  per_seed = [a for run in group
-              for a in run["summary"]["target_accuracy"]["per_seed"]]
+  per_seed = [a for run in group for a in run["summary"]["target_accuracy"]["per_seed"]]
   seeds = [s for run in group for s in run["summary"]["seeds"]]
   steps = sorted(set.intersection(*(set(r["trajectory"]) for r in group)))
   # One value per seed, in the order of `seeds` (a run may hold several).
-  trajectory = {str(k): [float(a) for r in group
-                         for a in np.atleast_1d(r["trajectory"][k])]
-                for k in steps}
+  trajectory = {str(k): [float(a) for r in group for a in np.atleast_1d(r["trajectory"][k])] for k in steps}
   return {
-      "pair": first["pair"], "method": first["method"],
-      "preset": first["preset"], "steps": first["steps"], "seeds": seeds,
-      "target_accuracy": accuracy_stats(np.array(per_seed)),
-      "source_accuracy_mean": float(np.mean(
-          [run["summary"]["source_accuracy"]["mean"] for run in group])),
-      "target_test_size": first["target_test_size"],
-      "paper_v1": first.get("paper_v1"), "paper_icml": first.get("paper_icml"),
-      "train_seconds": [run["summary"]["train_seconds"] for run in group],
-      "machine": first["machine"], "note": first.get("note", ""),
-      "config": first["config"], "provenance": first.get("provenance"),
-      "trajectory": trajectory,
-      "runs": [run["dir"] for run in group],
+    "pair": first["pair"],
+    "method": first["method"],
+    "preset": first["preset"],
+    "steps": first["steps"],
+    "seeds": seeds,
+    "target_accuracy": accuracy_stats(np.array(per_seed)),
+    "source_accuracy_mean": float(np.mean([run["summary"]["source_accuracy"]["mean"] for run in group])),
+    "target_test_size": first["target_test_size"],
+    "paper_v1": first.get("paper_v1"),
+    "paper_icml": first.get("paper_icml"),
+    "train_seconds": [run["summary"]["train_seconds"] for run in group],
+    "machine": first["machine"],
+    "note": first.get("note", ""),
+    "config": first["config"],
+    "provenance": first.get("provenance"),
+    "trajectory": trajectory,
+    "runs": [run["dir"] for run in group],
   }
 
 
 def to_markdown(rows: list[dict], command: str) -> str:
-  lines = [f"# Runs: {', '.join(sorted({r['preset'] for r in rows}))} preset",
-           "", f"Command: `{command}`" if command else "",
-           f"Machine: {rows[0]['machine']}", "",
-           "| pair | method | steps | seeds | target accuracy (mean +- std) "
-           "| per seed | paper v1 / ICML | train time per run |",
-           "|---|---|---|---|---|---|---|---|"]
+  lines = [
+    f"# Runs: {', '.join(sorted({r['preset'] for r in rows}))} preset",
+    "",
+    f"Command: `{command}`" if command else "",
+    f"Machine: {rows[0]['machine']}",
+    "",
+    "| pair | method | steps | seeds | target accuracy (mean +- std) "
+    "| per seed | paper v1 / ICML | train time per run |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
   for r in rows:
     acc = r["target_accuracy"]
     times = ", ".join(f"{t / 60:.1f} min" for t in r["train_seconds"])
     per_seed = " / ".join(f"{a:.4f}" for a in np.atleast_1d(acc["per_seed"]))
     lines.append(
-        f"| {r['pair']} | {r['method']} | {r['steps']} | "
-        f"{', '.join(map(str, r['seeds']))} | {acc['mean']:.4f} +- "
-        f"{acc['std']:.4f} | {per_seed} | {r['paper_v1']} / "
-        f"{r['paper_icml']} | {times} |")
-  lines += ["", f"Target accuracy on all {rows[0]['target_test_size']} target "
-            "test images at the end of training. While training (first "
-            "`eval_size` target test images, per seed):", ""]
+      f"| {r['pair']} | {r['method']} | {r['steps']} | "
+      f"{', '.join(map(str, r['seeds']))} | {acc['mean']:.4f} +- "
+      f"{acc['std']:.4f} | {per_seed} | {r['paper_v1']} / "
+      f"{r['paper_icml']} | {times} |"
+    )
+  lines += [
+    "",
+    f"Target accuracy on all {rows[0]['target_test_size']} target "
+    "test images at the end of training. While training (first "
+    "`eval_size` target test images, per seed):",
+    "",
+  ]
   for r in rows:
-    lines.append(f"- {r['pair']} {r['method']}: " + "; ".join(
-        f"{int(k) / 1000:g}k " + "/".join(f"{a:.3f}" for a in v)
-        for k, v in r["trajectory"].items()))
+    lines.append(
+      f"- {r['pair']} {r['method']}: "
+      + "; ".join(f"{int(k) / 1000:g}k " + "/".join(f"{a:.3f}" for a in v) for k, v in r["trajectory"].items())
+    )
   notes = sorted({r["note"] for r in rows if r["note"]})
   if notes:
     lines += ["", *notes]
@@ -111,17 +124,14 @@ def to_markdown(rows: list[dict], command: str) -> str:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("runs", nargs="+", help="run folders of dann-jax train")
-  parser.add_argument("--out", required=True,
-                      help="output path without extension")
-  parser.add_argument("--command", default="",
-                      help="the command that made the runs, for the record")
+  parser.add_argument("--out", required=True, help="output path without extension")
+  parser.add_argument("--command", default="", help="the command that made the runs, for the record")
   args = parser.parse_args(argv)
   runs = [read_run(Path(d)) for d in args.runs]
   rows = [summarise(g) for g in group_runs(runs).values()]
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".json").write_text(json.dumps(
-      {"command": args.command, "rows": rows}, indent=1) + "\n")
+  out.with_suffix(".json").write_text(json.dumps({"command": args.command, "rows": rows}, indent=1) + "\n")
   out.with_suffix(".md").write_text(to_markdown(rows, args.command))
   for r in rows:
     curves = Path(r["runs"][0]) / "curves.png"

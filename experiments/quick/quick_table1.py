@@ -26,8 +26,13 @@ import numpy as np
 from dann_jax.data.sources import write_text_atomic
 from dann_jax.pairs import PAIRS
 
-OFFLINE_PAIRS = ("mnist->mnist-m", "mnist->mnist-dilated",
-                 "mnist->mnist-max-bg", "syn-digits->mnist", "mnist->optdigits")
+OFFLINE_PAIRS = (
+  "mnist->mnist-m",
+  "mnist->mnist-dilated",
+  "mnist->mnist-max-bg",
+  "syn-digits->mnist",
+  "mnist->optdigits",
+)
 METHODS = ("source_only", "dann")
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "quick"
 STEM = "quick_table1_3seeds"
@@ -44,25 +49,33 @@ def train(args) -> None:
     data = load_pair_data(PAIRS[name])
     for seed in args.seeds:
       for method in METHODS:
-        result = train_or_reuse(PAIRS[name], method,
-                                _folder(args.runs, name, method, seed),
-                                preset="quick", seeds=[seed], data=data,
-                                progress=not args.no_progress)
-        print(f"{name} {method} seed {seed}: "
-              f"{result.summary['target_accuracy']['mean']:.4f}", flush=True)
+        result = train_or_reuse(
+          PAIRS[name],
+          method,
+          _folder(args.runs, name, method, seed),
+          preset="quick",
+          seeds=[seed],
+          data=data,
+          progress=not args.no_progress,
+        )
+        print(f"{name} {method} seed {seed}: {result.summary['target_accuracy']['mean']:.4f}", flush=True)
         write(args)
 
 
 def write(args) -> None:
   table = {"preset": "quick", "seeds": args.seeds, "pairs": {}}
-  lines = ["# Table 1, quick preset, three seeds", "",
-           f"Command: `python experiments/quick/quick_table1.py --seeds "
-           f"{' '.join(map(str, args.seeds))}`", "",
-           "Target accuracy on each pair's whole target test set, per seed "
-           "and mean ± std; `bar` checks DANN ≥ source only on the mean and "
-           "no seed more than .01 below its own source-only run.", "",
-           "| pair | source only | DANN | DANN - source only | bar | "
-           "paper v1 (SO / DANN) |", "|---|---|---|---|---|---|"]
+  lines = [
+    "# Table 1, quick preset, three seeds",
+    "",
+    f"Command: `python experiments/quick/quick_table1.py --seeds {' '.join(map(str, args.seeds))}`",
+    "",
+    "Target accuracy on each pair's whole target test set, per seed "
+    "and mean ± std; `bar` checks DANN ≥ source only on the mean and "
+    "no seed more than .01 below its own source-only run.",
+    "",
+    "| pair | source only | DANN | DANN - source only | bar | paper v1 (SO / DANN) |",
+    "|---|---|---|---|---|---|",
+  ]
   for name in args.pairs:
     cells = {}
     for method in METHODS:
@@ -75,21 +88,23 @@ def write(args) -> None:
           table.setdefault("note", s["note"])
     complete = {m: v for m, v in cells.items() if len(v) == len(args.seeds)}
     table["pairs"][name] = cells
-    fmt = lambda v: (f"{np.mean(v):.4f} ± {np.std(v):.4f} ("
-                     + "/".join(f"{x:.3f}" for x in v) + ")")
+    fmt = lambda v: f"{np.mean(v):.4f} ± {np.std(v):.4f} (" + "/".join(f"{x:.3f}" for x in v) + ")"
     so, dann = complete.get("source_only"), complete.get("dann")
     paper = PAIRS[name].paper
     ref = f"{paper['source_only']:.4f} / {paper['dann']:.4f}" if paper else "-"
     if so is None or dann is None:
       done = lambda m: f"{len(cells.get(m, []))} of {len(args.seeds)} seeds"
-      lines.append(f"| {name} | {fmt(so) if so else done('source_only')} | "
-                   f"{fmt(dann) if dann else done('dann')} | - | - | {ref} |")
+      lines.append(
+        f"| {name} | {fmt(so) if so else done('source_only')} | {fmt(dann) if dann else done('dann')} | - | - | {ref} |"
+      )
       continue
     diff = np.asarray(dann) - np.asarray(so)
     ok = diff.mean() >= 0 and diff.min() >= -0.01
-    lines.append(f"| {name} | {fmt(so)} | {fmt(dann)} | {diff.mean():+.4f} "
-                 f"(min {diff.min():+.4f}) | {'met' if ok else 'NOT met'} | "
-                 f"{ref} |")
+    lines.append(
+      f"| {name} | {fmt(so)} | {fmt(dann)} | {diff.mean():+.4f} "
+      f"(min {diff.min():+.4f}) | {'met' if ok else 'NOT met'} | "
+      f"{ref} |"
+    )
     curves = _folder(args.runs, name, "dann", args.seeds[0]) / "curves.png"
     if curves.exists():
       target = RESULTS / f"quick_table1_curves_{name.replace('->', '_to_')}.png"
@@ -104,11 +119,9 @@ def write(args) -> None:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-  parser.add_argument("--pairs", nargs="+", default=list(OFFLINE_PAIRS),
-                      choices=OFFLINE_PAIRS)
+  parser.add_argument("--pairs", nargs="+", default=list(OFFLINE_PAIRS), choices=OFFLINE_PAIRS)
   parser.add_argument("--runs", type=Path, default=Path("runs/quick_table1"))
-  parser.add_argument("--table-only", action="store_true",
-                      help="rewrite the table from finished runs only")
+  parser.add_argument("--table-only", action="store_true", help="rewrite the table from finished runs only")
   parser.add_argument("--no-progress", action="store_true")
   args = parser.parse_args(argv)
   if args.table_only:
