@@ -142,6 +142,18 @@ def test_photo_domains_are_deterministic_and_seeded(fake_mnist, offline_data_dir
   np.testing.assert_array_equal(other.labels, first.labels)
 
 
+def test_a_build_says_what_it_does_and_a_cached_load_is_silent(fake_mnist, offline_data_dir, capsys):
+  idx_dir, _ = fake_mnist
+  domains.load_domain("mnist-dilated", "test", idx_dir=idx_dir)  # MNIST cached, not a built domain
+  capsys.readouterr()
+  domains.load_domain("mnist-m", "test", idx_dir=idx_dir)
+  err = capsys.readouterr().err.splitlines()
+  assert err[0] == "dann-jax: building mnist-m test (first use; it is cached afterwards) ..."
+  assert err[1].startswith("dann-jax: built mnist-m test: 20 images in ") and "cached at" in err[1]
+  domains.load_domain("mnist-m", "test", idx_dir=idx_dir)
+  assert capsys.readouterr().err == ""
+
+
 def test_corrupt_domain_cache_is_rebuilt(fake_mnist, offline_data_dir, capsys):
   idx_dir, _ = fake_mnist
   first = domains.load_domain("mnist-max-bg", "test", idx_dir=idx_dir)

@@ -34,6 +34,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Callable
@@ -328,6 +330,9 @@ def load_domain(
     if cached is not None:
       return Domain(name, cached["images"], cached["labels"], 10, str(cached["provenance"]))
     sources.writable_data_root(data_dir)  # before the build, not after it
+    # Builds of cached domains take from seconds to minutes: say what is happening.
+    print(f"dann-jax: building {name} {split} (first use; it is cached afterwards) ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
   images, labels, provenance = _BUILDERS[name](split, seed, data_dir, options)
   images = np.ascontiguousarray(images, np.uint8)
   labels = np.ascontiguousarray(labels, np.int32)
@@ -335,4 +340,9 @@ def load_domain(
     raise AssertionError(f"builder of {name!r} made images {images.shape} and labels {labels.shape}")
   if path is not None:
     sources.save_npz_atomic(path, images=images, labels=labels, provenance=np.array(provenance))
+    print(
+      f"dann-jax: built {name} {split}: {len(images):,} images in {time.perf_counter() - started:.1f} s, cached at {path}",
+      file=sys.stderr,
+      flush=True,
+    )
   return Domain(name, images, labels, 10, provenance)
