@@ -230,23 +230,35 @@ def read_svhn_mat(path: str | os.PathLike[str], exp: Expected | None = None) -> 
   return np.ascontiguousarray(np.transpose(x, (3, 0, 1, 2))), labels
 
 
-def _import_svhn(path: Path, data_dir, table: Mapping[str, Expected]) -> dict[str, Path]:
+def _import_checksummed(
+  name: str, read, describe, path: Path, data_dir, table: Mapping[str, Expected]
+) -> dict[str, Path]:
+  """Imports each split file of `name` whose md5 is published: md5, read with `read(file, exp)`, count, cache.
+
+  `describe(split, count, file, digest)` is the provenance text kept with the cached split.
+  """
   written = {}
-  for split, file in _files_named("svhn", path, table).items():
+  for split, file in _files_named(name, path, table).items():
     exp = table[split]
-    digest = _verify_md5("svhn", file, exp)
-    images, labels = read_svhn_mat(file, exp)
-    _check_count("svhn", repr(str(file)), len(images), exp)
-    written[split] = _save(
-      "svhn",
-      split,
-      data_dir,
-      images,
-      labels,
-      f"genuine SVHN {split} ({len(images):,} cropped digits) from {file.name} "
-      f"(md5 {digest}), http://ufldl.stanford.edu/housenumbers/",
-    )
+    digest = _verify_md5(name, file, exp)
+    images, labels = read(file, exp)
+    _check_count(name, repr(str(file)), len(images), exp)
+    written[split] = _save(name, split, data_dir, images, labels, describe(split, len(images), file, digest))
   return written
+
+
+def _import_svhn(path: Path, data_dir, table: Mapping[str, Expected]) -> dict[str, Path]:
+  return _import_checksummed(
+    "svhn",
+    read_svhn_mat,
+    lambda split, n, file, digest: (
+      f"genuine SVHN {split} ({n:,} cropped digits) from {file.name} "
+      f"(md5 {digest}), http://ufldl.stanford.edu/housenumbers/"
+    ),
+    path,
+    data_dir,
+    table,
+  )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -465,23 +477,18 @@ def read_usps(path: str | os.PathLike[str], exp: Expected | None = None) -> tupl
 
 
 def _import_usps(path: Path, data_dir, table: Mapping[str, Expected]) -> dict[str, Path]:
-  written = {}
-  for split, file in _files_named("usps", path, table).items():
-    exp = table[split]
-    digest = _verify_md5("usps", file, exp)
-    images, labels = read_usps(file, exp)
-    _check_count("usps", repr(str(file)), len(images), exp)
-    written[split] = _save(
-      "usps",
-      split,
-      data_dir,
-      images,
-      labels,
-      f"genuine USPS {split} ({len(images):,} digits, 16x16 bilinearly upsampled to 32x32) "
+  return _import_checksummed(
+    "usps",
+    read_usps,
+    lambda split, n, file, digest: (
+      f"genuine USPS {split} ({n:,} digits, 16x16 bilinearly upsampled to 32x32) "
       f"from the libsvm {file.name} (md5 {digest}), "
-      "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps",
-    )
-  return written
+      "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps"
+    ),
+    path,
+    data_dir,
+    table,
+  )
 
 
 # ---------------------------------------------------------------------------------------------------------------
