@@ -1,4 +1,9 @@
-"""Run presets as code: the paper's protocol, and a quick one for a 2-core CPU.
+"""One run's configuration as code: `RunConfig`, built once by `make_config` from a preset.
+
+A run is described by one `RunConfig` (pair, method, seeds, the optimisation
+hyper-parameters, network, evaluation cadence, source hold-out, front door);
+`make_config` builds it from a preset and the caller's overrides and checks
+every argument there, and the run folder's run.json records it. The presets:
 
 `paper` is the paper's protocol and may not depart from it: batches of 128
 (64 + 64), SGD with momentum 0.9, μ_p = 0.01 / (1 + 10 p)^0.75 (constant 0.01 for
@@ -31,14 +36,18 @@ References: Sec. 5 of Ganin & Lempitsky, arXiv 1409.7495.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Mapping, Sequence
 
 from flax import nnx
 
 from dann_jax import nnx as dann_nnx
+from dann_jax import selection
 from dann_jax.config import TrainConfig
 from dann_jax.models import DANN, mnist_dann, svhn_dann
+from dann_jax.objective import check_method
+from dann_jax.pair_data import SplitOptions, is_custom, split_options
+from dann_jax.pairs import PAIRS, PairSpec, get_pair
 from dann_jax.xla_cpu import tuned
-from dann_jax.pairs import PairSpec
 
 PRESETS = ("quick", "paper")
 # The paper's nets with the CPU-fast layers (the same functions; off CPU the
@@ -62,12 +71,23 @@ QUICK_NOTE = (
 )
 
 
+# The `RunConfig` fields that `make_config(overrides=...)` sets beside the
+# `TrainConfig` ones (positive integers).
+RUN_FIELDS = ("eval_every", "eval_size")
+# The front doors a run can train through: `dann_jax.train` (Linen) and
+# `dann_jax.nnx`. Checkpoints are in the Linen layout either way.
+APIS = ("linen", "nnx")
+
+
 @dataclasses.dataclass(frozen=True)
-class RunPlan:
-  """How to run one method on one pair.
+class RunConfig:
+  """Everything that defines one run: built once by `make_config`, handed down.
 
   Attributes:
-    config: the optimisation hyper-parameters.
+    pair: the adaptation pair.
+    method: "dann", "source_only" or "target_only".
+    preset: the preset the values start from, "quick" or "paper".
+    train: the optimisation hyper-parameters (`train.seed` is `seeds[0]`).
     network: "mnist" or "svhn".
     eval_every: steps between evaluations (and checkpoints) while training.
     eval_size: test images per domain evaluated while training (the final
@@ -76,17 +96,33 @@ class RunPlan:
     source_holdout: source *train* images held out of training as a labelled
       validation split for label-free model selection (`dann_jax.selection`),
       at most a tenth of them; 0 trains on all of them, as the paper does.
+    seeds: one run per seed, trained together (`jax.vmap`).
+    overrides: the fields set on top of the preset's values (already
+      applied; kept to name the run).
+    keep_best: a `dann_jax.selection` criterion whose best-scoring state is
+      kept beside the final one, or None.
+    api: the front door that takes the steps, "linen" or "nnx".
+    splits: per role ("source", "target"), the `SplitOptions` of a user's
+      domain (defaults for a built-in one).
   """
 
-  config: TrainConfig
+  pair: PairSpec
+  method: str
+  preset: str
+  train: TrainConfig
   network: str
   eval_every: int
   eval_size: int
   note: str = ""
   source_holdout: int = 0
+  seeds: tuple[int, ...] = (0,)
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  keep_best: str | None = None
+  api: str = "linen"
+  splits: Mapping[str, SplitOptions] = dataclasses.field(default_factory=dict)
 
   def make_model(self, num_classes: int = 10) -> DANN:
-    """The network this plan trains (`network`), untrained."""
+    """The network this run trains (`network`), untrained."""
     return NETWORKS[self.network](num_classes)
 
   def make_nnx_model(
@@ -97,19 +133,59 @@ class RunPlan:
     them in)."""
     return NNX_NETWORKS[self.network](num_classes, rngs=nnx.Rngs(seed), input_shape=tuple(input_shape))
 
+  def identity(self) -> dict[str, Any]:
+    """What names the run in its folder's run.json: the arguments of
+    `make_config` that made it (with them, `config_of` rebuilds it)."""
+    identity = {
+      "pair": self.pair.name,
+      "method": self.method,
+      "preset": self.preset,
+      "steps": self.train.total_steps,
+      "batch_size": self.train.batch_size,
+      "seeds": list(self.seeds),
+      "overrides": dict(self.overrides),
+      "source_holdout": self.source_holdout,
+    }
+    if is_custom(self.pair):  # what `config_of` needs to read the same data again
+      identity.update(
+        source=self.pair.source,
+        target=self.pair.target,
+        network=self.pair.network,
+        splits={role: dataclasses.asdict(o) for role, o in self.splits.items()},
+      )
+    if self.keep_best is not None:
+      identity["keep_best"] = self.keep_best
+    identity["api"] = self.api
+    return identity
 
-def make_plan(
+  def resolved(self) -> dict[str, Any]:
+    """Every value the run uses, as JSON (run.json keeps it under "config")."""
+    return {
+      "train": dataclasses.asdict(self.train),
+      "network": self.network,
+      "eval_every": self.eval_every,
+      "eval_size": self.eval_size,
+      "source_holdout": self.source_holdout,
+      "note": self.note,
+    }
+
+
+def make_config(
   pair: PairSpec,
   method: str,
   preset: str = "quick",
   *,
   steps: int | None = None,
   batch_size: int | None = None,
-  seed: int = 0,
-  overrides: dict | None = None,
+  seeds: Sequence[int] = (0,),
+  overrides: Mapping[str, Any] | None = None,
   source_holdout: int | None = None,
-) -> RunPlan:
-  """The run plan of `method` on `pair` under `preset`.
+  keep_best: str | None = None,
+  api: str = "linen",
+  splits: Mapping[str, Any] | None = None,
+) -> RunConfig:
+  """The configuration of `method` on `pair`: `preset`'s values, then the
+  arguments given. Every argument is checked here, once.
 
   Args:
     pair: the adaptation pair.
@@ -117,31 +193,85 @@ def make_plan(
     preset: "quick" or "paper".
     steps: overrides the preset's step count (the schedules follow it).
     batch_size: overrides the batch of 128 (half source, half target).
-    seed: the run's seed.
-    overrides: `TrainConfig` fields to set on top of the preset's values.
+    seeds: one run per seed; the first seeds `train.seed`.
+    overrides: fields to set on top of the preset's values: any
+      `TrainConfig` field, and the `RUN_FIELDS` of `RunConfig`.
     source_holdout: overrides the preset's held-out source validation size.
+    keep_best: a `dann_jax.selection` criterion (needs one seed and a
+      source hold-out).
+    api: "linen" or "nnx" (one seed).
+    splits: per role, the `SplitOptions` (or their dicts) of a user's domain.
 
   Raises:
-    ValueError: unknown preset, method or override, or steps <= 0.
+    ValueError: unknown preset, method, api, criterion or override field,
+      steps <= 0, no seeds, or options that do not go together.
   """
-  plan = _preset_plan(pair, method, preset, steps=steps, batch_size=batch_size, seed=seed)
-  changes = {}
+  check_method(method)
+  seeds = tuple(int(s) for s in seeds)
+  if not seeds:
+    raise ValueError("`seeds` is empty; give at least one seed")
+  if api not in APIS:
+    raise ValueError(f"unknown {api=}; choose one of {APIS}")
+  if api == "nnx" and len(seeds) != 1:
+    raise ValueError(
+      f"api='nnx' trains one seed; got {len(seeds)} `seeds`. Train each seed as its own run, or use api='linen'"
+    )
+  config = _preset_config(pair, method, preset, steps=steps, batch_size=batch_size, seed=seeds[0])
+  changes: dict[str, Any] = {"seeds": seeds, "api": api, "keep_best": keep_best, "splits": split_options(pair, splits)}
   if overrides:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(overrides) - fields)
+    unknown = sorted(set(overrides) - fields - set(RUN_FIELDS))
     if unknown:
-      raise ValueError(f"unknown config fields {unknown}; known: {sorted(fields)}")
-    changes["config"] = plan.config.replace(**overrides)
+      raise ValueError(f"unknown config fields {unknown}; known: {sorted(fields | set(RUN_FIELDS))}")
+    for name in RUN_FIELDS:
+      if name in overrides:
+        value = overrides[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+          raise ValueError(f"{name}={value!r} must be a positive integer")
+        changes[name] = value
+    changes["train"] = config.train.replace(**{k: v for k, v in overrides.items() if k not in RUN_FIELDS})
+    changes["overrides"] = dict(overrides)
   if source_holdout is not None:
     if source_holdout < 0:
       raise ValueError(f"{source_holdout=} must be >= 0")
     changes["source_holdout"] = int(source_holdout)
-  return dataclasses.replace(plan, **changes) if changes else plan
+  config = dataclasses.replace(config, **changes)
+  if keep_best is not None:
+    selection.check_criterion(keep_best)
+    if len(seeds) != 1:
+      raise ValueError(f"keep_best selects within one run: train the {len(seeds)} seeds as separate runs")
+    if not config.source_holdout:
+      raise ValueError(
+        "keep_best needs labelled source images held out of training: set "
+        f"source_holdout > 0 (the quick preset holds out {QUICK_SOURCE_HOLDOUT})"
+      )
+  return config
 
 
-def _preset_plan(
+def config_of(identity: Mapping[str, Any]) -> RunConfig:
+  """The configuration of the run that `identity` (a run folder's run.json) names."""
+  if "source" in identity:
+    pair = get_pair(identity["source"], identity["target"], network=identity["network"])
+  else:
+    pair = PAIRS[identity["pair"]]
+  return make_config(
+    pair,
+    identity["method"],
+    identity["preset"],
+    steps=identity["steps"],
+    batch_size=identity["batch_size"],
+    seeds=identity["seeds"],
+    overrides=identity.get("overrides"),
+    source_holdout=identity.get("source_holdout", 0),
+    keep_best=identity.get("keep_best"),
+    api=identity.get("api", "linen"),
+    splits=identity.get("splits"),
+  )
+
+
+def _preset_config(
   pair: PairSpec, method: str, preset: str, *, steps: int | None, batch_size: int | None, seed: int
-) -> RunPlan:
+) -> RunConfig:
   if preset not in PRESETS:
     raise ValueError(f"unknown {preset=}; choose one of {PRESETS}")
   if steps is not None and steps <= 0:
@@ -152,7 +282,7 @@ def _preset_plan(
     config = TrainConfig(
       method=method, total_steps=total, anneal_learning_rate=pair.anneal_learning_rate, seed=seed, **overrides
     )
-    return RunPlan(config, pair.network, eval_every=1000, eval_size=5000)
+    return RunConfig(pair, method, preset, config, pair.network, eval_every=1000, eval_size=5000)
   total = steps or QUICK_STEPS
   config = TrainConfig(
     method=method,
@@ -163,7 +293,10 @@ def _preset_plan(
     adam_b1=QUICK_ADAM_B1,
     **overrides,
   )
-  return RunPlan(
+  return RunConfig(
+    pair,
+    method,
+    preset,
     config,
     "mnist",
     eval_every=_eval_every(total),

@@ -18,7 +18,8 @@ import numpy as np
 from dann_jax import checkpoint, selection
 from dann_jax.evaluation import accuracy
 from dann_jax.loop import seed_states
-from dann_jax.runs import REVERSE_STEPS, load_run, plan_of
+from dann_jax.presets import config_of
+from dann_jax.runs import REVERSE_STEPS, load_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,7 @@ def score_runs(
         "validation split), so no label-free criterion can score it; "
         "retrain it with a source holdout (the quick preset has one)"
       )
-    plan = plan_of(identity)
+    config = config_of(identity)
     view = selection.selection_set(run_data, result.mean)
     steps = checkpoint.all_steps(run_dir / "checkpoint") if along_run else [None]
     for step in steps:
@@ -89,8 +90,8 @@ def score_runs(
           single,
           view,
           criterion,
-          reverse_config=plan.config.replace(seed=seed),
-          reverse_model=plan.make_model(run_data.source_train.num_classes),
+          reverse_config=config.train.replace(seed=seed),
+          reverse_model=config.make_model(run_data.source_train.num_classes),
           reverse_steps=reverse_steps,
         )
         known = np.asarray(run_data.target_test.labels) >= 0

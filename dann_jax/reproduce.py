@@ -243,7 +243,8 @@ def _feature_analysis(spec, args: TableArgs, results: dict, data_of) -> dict | N
 
 def run_pair(spec, args: TableArgs) -> dict:
   """All methods on one pair; a dict for the results table."""
-  from dann_jax.runs import accuracy_stats, load_pair_data
+  from dann_jax.pair_data import load_pair_data
+  from dann_jax.runs import accuracy_stats
 
   t0 = time.perf_counter()
   if not any(_records(args, spec.name).glob("*_s*.json")):
@@ -397,19 +398,19 @@ def reproduce_table1(args: TableArgs, command: str = "") -> dict:
   Returns:
     The table: preset, seeds, steps, machine, one row per pair.
   """
-  from dann_jax.presets import make_plan
+  from dann_jax.presets import make_config
   from dann_jax.runs import machine_description
 
   results = Path(args.results)
   results.mkdir(parents=True, exist_ok=True)
-  plan = make_plan(PAIRS[args.pairs[0]], "dann", args.preset, steps=args.steps)
+  config = make_config(PAIRS[args.pairs[0]], "dann", args.preset, steps=args.steps)
   table = {
     "preset": args.preset,
     "seeds": list(args.seeds),
-    "steps": plan.config.total_steps,
+    "steps": config.train.total_steps,
     "command": command,
     "machine": machine_description(),
-    "note": plan.note or "the paper's protocol",
+    "note": config.note or "the paper's protocol",
     "rows": [],
   }
   for name in args.pairs:

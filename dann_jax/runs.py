@@ -15,7 +15,7 @@ folder reloads its data wherever it is read from; a target without labelled
 test images has no target accuracy (reported as None).
 
 With several processes (`dann_jax.distributed`), every process calls
-`train_pair` with the same arguments and a runner over all of them: all load
+`train_run` with the same config and a runner over all of them: all load
 the data (checked equal), train, evaluate and save checkpoints together, and
 process 0 alone writes run.json, metrics.jsonl, summary.json and curves.png.
 """
@@ -28,7 +28,6 @@ import os
 import platform
 import shutil
 import time
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -37,64 +36,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from dann_jax import checkpoint, distributed, selection
-from dann_jax.data import Domain, custom, load_domain, make_domain_pair
+from dann_jax.data import Domain, make_domain_pair
 from dann_jax.data.batching import pixel_mean
-from dann_jax.data.domains import IMPORTED
 from dann_jax.evaluation import accuracy
-from dann_jax.objective import check_method
-from dann_jax.pairs import PAIRS, PairSpec, get_pair
-from dann_jax.presets import QUICK_SOURCE_HOLDOUT, RunPlan, make_plan
 from dann_jax.loop import fit, replicate_seeds
 from dann_jax import nnx as dann_nnx
+from dann_jax.pair_data import (  # noqa: F401 (the loading API, importable from here too)
+  PairData,
+  SplitOptions,
+  data_fingerprint,
+  holdout_size,
+  load_pair_data,
+  split_holdout,
+  with_holdout,
+)
+from dann_jax.pairs import PairSpec
+from dann_jax.presets import RunConfig, config_of, make_config
 from dann_jax.train import TrainState, create_train_state
-
-
-@dataclasses.dataclass
-class PairData:
-  """The splits a run needs.
-
-  `source_val`, when present, is a labelled split carved out of the source
-  *train* images (never the test set) and kept out of training, for label-free
-  model selection.
-  """
-
-  source_train: Domain
-  source_test: Domain
-  target_train: Domain
-  target_test: Domain
-  source_val: Domain | None = None
 
 
 # Training steps of the reverse model of reverse validation.
 REVERSE_STEPS = 1000
-
-# The held-out source split is the same for every run of a pair (whatever the
-# run's seed), so that candidates are scored on the same images.
-HOLDOUT_SEED = 1234
-
-
-def split_holdout(domain: Domain, size: int, seed: int = HOLDOUT_SEED) -> tuple[Domain, Domain]:
-  """Splits `domain` into (rest, held out) with `size` images held out.
-
-  Args:
-    domain: a train split.
-    size: how many images to hold out, fewer than half of them.
-    seed: the numpy seed of the permutation.
-
-  Returns:
-    `(rest, held_out)`, each keeping the order of `domain`.
-  """
-  if not 0 < size <= len(domain) // 2:
-    raise ValueError(
-      f"source_holdout={size} must lie in [1, {len(domain) // 2}] for the "
-      f"{len(domain)} {domain.name} train images (at most half held out)"
-    )
-  held = np.zeros(len(domain), bool)
-  held[np.random.default_rng(seed).permutation(len(domain))[:size]] = True
-  part = lambda m, tag: dataclasses.replace(
-    domain, images=domain.images[m], labels=domain.labels[m], provenance=f"{domain.provenance}; {tag}"
-  )
-  return (part(~held, f"{size} images held out for validation"), part(held, f"{size} held-out validation images"))
 
 
 @dataclasses.dataclass
@@ -108,179 +70,6 @@ class RunResult:
   identity: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-ROLES = ("source", "target")
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitOptions:
-  """How the test split of a user's domain (`folder:` / `npz:`) is chosen.
-
-  See `dann_jax.data.custom.parse_spec`; a domain whose PATH holds its own
-  test split (`test/`, `test.npz`) needs none of them.
-
-  Attributes:
-    test: the test split's folder or file.
-    test_fraction: instead, the fraction in (0, 1) of each class held out of
-      the train images as the test split.
-    seed: the seed of that hold-out.
-  """
-
-  test: str | None = None
-  test_fraction: float | None = None
-  seed: int = 0
-
-
-def is_custom(pair: PairSpec) -> bool:
-  """Whether either side of `pair` is a user's `folder:` / `npz:` domain."""
-  return custom.is_spec(pair.source) or custom.is_spec(pair.target)
-
-
-def split_options(pair: PairSpec, splits: Mapping[str, Any] | None) -> dict[str, SplitOptions]:
-  """`splits` (role -> `SplitOptions` or its dict, as run.json holds it) for
-  both roles, test paths made absolute.
-
-  Raises:
-    ValueError: a role other than source / target, or options for a built-in
-      domain (its test split is fixed).
-  """
-  splits = dict(splits or {})
-  unknown = sorted(set(splits) - set(ROLES))
-  if unknown:
-    raise ValueError(f"`splits` names {unknown}; its keys are 'source' and 'target'")
-  out = {}
-  for role in ROLES:
-    opts = splits.get(role) or SplitOptions()
-    if not isinstance(opts, SplitOptions):
-      opts = SplitOptions(**opts)
-    name = getattr(pair, role)
-    if opts != SplitOptions() and not custom.is_spec(name):
-      raise ValueError(
-        f"`splits` gives the {role} {name!r} the split options "
-        f"{opts}, but a built-in domain has its own test "
-        "split; split options apply to folder:PATH and "
-        "npz:PATH domains only"
-      )
-    if opts.test is not None:
-      opts = dataclasses.replace(opts, test=custom.absolute(opts.test))
-    out[role] = opts
-  return out
-
-
-def _load_custom(spec: str, opts: SplitOptions) -> tuple[Domain, Domain]:
-  """(train, test) of a user's domain; without a test split, its train
-  images serve as test images."""
-  train, test = custom.load_custom_splits(spec, test=opts.test, test_fraction=opts.test_fraction, seed=opts.seed)
-  if test is None:
-    test = dataclasses.replace(
-      train, provenance=f"{train.provenance}; no test split, so its train images serve as test images"
-    )
-  return train, test
-
-
-def _in_source_classes(source: Domain, target: Domain) -> Domain:
-  """A user's `target` labelled by the source's class indices, when its
-  classes are some of the source's (in any order); otherwise as it is."""
-  src, tgt = custom.class_names(source), custom.class_names(target)
-  if not isinstance(target, custom.CustomDomain) or tgt == src or not set(tgt) <= set(src):
-    return target
-  labels = np.asarray(target.labels, np.int32)
-  if tgt:
-    index = np.asarray([src.index(c) for c in tgt], np.int32)
-    labels = np.where(labels >= 0, index[np.clip(labels, 0, None)], labels)
-  return dataclasses.replace(target, labels=labels.astype(np.int32), num_classes=len(src), class_names=src)
-
-
-def load_pair_data(
-  pair: PairSpec,
-  *,
-  data_dir=None,
-  seed: int = 0,
-  source_holdout: int = 0,
-  splits: Mapping[str, Any] | None = None,
-  **options,
-) -> PairData:
-  """Loads (or builds) the train and test splits of both domains of `pair`.
-
-  A `folder:PATH` / `npz:PATH` side is read by
-  `dann_jax.data.custom.load_custom_splits` with its `splits` options; a
-  user's target is labelled by the source's class names, and
-  `custom.check_label_sets` refuses a target with other classes. A user's
-  domain without a test split is evaluated on its train images (for the
-  target, whose labels training never reads, the transductive protocol).
-
-  With `source_holdout` > 0 up to that many source train images become
-  `source_val` and leave `source_train` (see `with_holdout`).
-
-  Args:
-    pair: the adaptation pair.
-    data_dir: the data cache folder.
-    seed: the seed of the built-in domains' random parts (photo patches,
-      rendering).
-    source_holdout: source train images to hold out for selection.
-    splits: per role ('source', 'target'), a `SplitOptions` (or its dict)
-      for a user's domain.
-    **options: options of `dann_jax.data.load_domain` for built-in domains.
-
-  Raises:
-    ValueError: split options for a built-in domain, different label sets,
-      an unlabelled source, or bad data.
-    FileNotFoundError: missing files (the message says how to supply them).
-  """
-  splits = split_options(pair, splits)
-  loaded = {}
-  # Domains read from imported files first, so that a missing file fails
-  # before anything slow (rendered digits) is built.
-  for role in sorted(ROLES, key=lambda r: getattr(pair, r) not in IMPORTED):
-    name = getattr(pair, role)
-    if custom.is_spec(name):
-      loaded[role] = _load_custom(name, splits[role])
-    else:
-      loaded[role] = tuple(
-        load_domain(name, split, data_dir=data_dir, seed=seed, **options) for split in ("train", "test")
-      )
-    for split, domain in zip(("train", "test"), loaded[role]):
-      if len(domain) == 0:
-        raise ValueError(f"the {role} domain {name!r} has no {split} samples; rebuild it (dann-jax data fetch NAME)")
-  source_train, source_test = loaded["source"]
-  target_train, target_test = (_in_source_classes(source_train, d) for d in loaded["target"])
-  if is_custom(pair):
-    custom.check_label_sets(source_train, target_train)
-    custom.check_label_sets(source_train, target_test)
-  data = PairData(source_train, source_test, target_train, target_test)
-  return with_holdout(data, source_holdout)
-
-
-def holdout_size(requested: int, n: int) -> int:
-  """Images actually held out: `requested`, at most a tenth of the `n`."""
-  if requested <= 0:
-    return 0
-  return max(1, min(requested, n // 10))
-
-
-def with_holdout(data: PairData, source_holdout: int) -> PairData:
-  """`data` with the source validation split a run asks for.
-
-  `holdout_size(source_holdout, n)` of the n source train images are held
-  out, so a small source keeps nine tenths of its images for training.
-
-  Raises:
-    ValueError: if `data` already holds out a different number of images.
-  """
-  have = 0 if data.source_val is None else len(data.source_val)
-  n = len(data.source_train) + have
-  size = holdout_size(source_holdout, n)
-  if have == size:
-    return data
-  if have:
-    raise ValueError(
-      f"the loaded data hold out {have} source images, the run asks for "
-      f"{size}; load them with load_pair_data(..., "
-      f"source_holdout={source_holdout})"
-    )
-  train, val = split_holdout(data.source_train, size)
-  return dataclasses.replace(data, source_train=train, source_val=val)
-
-
 def machine_description() -> str:
   devices = jax.devices()
   processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
@@ -289,58 +78,6 @@ def machine_description() -> str:
     f"{len(devices)} x {devices[0].device_kind} ({jax.default_backend()})"
     f"{processes}, jax {jax.__version__}"
   )
-
-
-def data_fingerprint(data: PairData, mean) -> dict[str, Any]:
-  """Sizes, label checksums and the training pixel mean of `data`: equal in
-  every process of a multi-process run, which all load the data."""
-  splits = {
-    "source_train": data.source_train,
-    "source_test": data.source_test,
-    "target_train": data.target_train,
-    "target_test": data.target_test,
-  }
-  if data.source_val is not None:
-    splits["source_val"] = data.source_val
-  fingerprint = {name: [len(d), zlib.crc32(np.asarray(d.labels).tobytes())] for name, d in splits.items()}
-  fingerprint["pixel_mean"] = [float(m) for m in np.asarray(mean)]
-  return fingerprint
-
-
-def _identity(
-  pair: PairSpec,
-  method: str,
-  preset: str,
-  plan: RunPlan,
-  seeds: Sequence[int],
-  overrides: dict | None,
-  splits: dict[str, SplitOptions],
-) -> dict[str, Any]:
-  identity = {
-    "pair": pair.name,
-    "method": method,
-    "preset": preset,
-    "steps": plan.config.total_steps,
-    "batch_size": plan.config.batch_size,
-    "seeds": list(seeds),
-    "overrides": dict(overrides or {}),
-    "source_holdout": plan.source_holdout,
-  }
-  if is_custom(pair):  # what `pair_of` needs to read the same data again
-    identity.update(
-      source=pair.source,
-      target=pair.target,
-      network=pair.network,
-      splits={role: dataclasses.asdict(o) for role, o in splits.items()},
-    )
-  return identity
-
-
-def pair_of(identity: dict[str, Any]) -> PairSpec:
-  """The pair of the run described by `identity` (a run folder's run.json)."""
-  if "source" in identity:
-    return get_pair(identity["source"], identity["target"], network=identity["network"])
-  return PAIRS[identity["pair"]]
 
 
 def _labelled(domain: Domain) -> Domain | None:
@@ -354,26 +91,21 @@ def _labelled(domain: Domain) -> Domain | None:
   return dataclasses.replace(domain, images=domain.images[known], labels=domain.labels[known])
 
 
-def _initial_state(plan: RunPlan, data: PairData, seeds: Sequence[int]) -> TrainState:
-  """Step-0 state of the plan's network; a leading seeds axis if several."""
-  model = plan.make_model(data.source_train.num_classes)
+def _initial_state(config: RunConfig, data: PairData) -> TrainState:
+  """Step-0 state of the configured network; a leading seeds axis if several."""
+  model = config.make_model(data.source_train.num_classes)
   sample = jnp.zeros((1, *data.source_train.images.shape[1:]))
-  make_state = lambda key: create_train_state(model, plan.config, sample, key)
-  if len(seeds) == 1:
-    return make_state(jax.random.key(seeds[0]))
-  return replicate_seeds(make_state, seeds)
+  make_state = lambda key: create_train_state(model, config.train, sample, key)
+  if len(config.seeds) == 1:
+    return make_state(jax.random.key(config.seeds[0]))
+  return replicate_seeds(make_state, config.seeds)
 
 
-# The front doors a run can train through: `dann_jax.train` (Linen) and
-# `dann_jax.nnx`. Checkpoints are in the Linen layout either way.
-APIS = ("linen", "nnx")
-
-
-def _nnx_state(plan: RunPlan, data: PairData, linen_state: TrainState) -> dann_nnx.TrainState:
+def _nnx_state(config: RunConfig, data: PairData, linen_state: TrainState) -> dann_nnx.TrainState:
   """The NNX twin of a single-seed Linen state: same weights, optimizer
   state, step and run key, so both doors take the same steps."""
-  model = plan.make_nnx_model(data.source_train.num_classes, data.source_train.images.shape[1:])
-  state = dann_nnx.create_train_state(model, plan.config)
+  model = config.make_nnx_model(data.source_train.num_classes, data.source_train.images.shape[1:])
+  state = dann_nnx.create_train_state(model, config.train)
   return dann_nnx.from_linen_state(state, linen_state)
 
 
@@ -395,6 +127,14 @@ def _remove_run_files(out: Path) -> None:
     out.rmdir()
 
 
+class ApiMismatch(ValueError):
+  """A run folder to resume was trained through the other front door."""
+
+  def __init__(self, message: str, held_api: str):
+    super().__init__(message)
+    self.held_api = held_api
+
+
 def _check_out_dir(out: Path, identity: dict, resume: bool) -> None:
   """Refuses to overwrite another run, or to resume a different one."""
   if out.exists() and not out.is_dir():
@@ -402,16 +142,17 @@ def _check_out_dir(out: Path, identity: dict, resume: bool) -> None:
   run_file = out / "run.json"
   if run_file.exists():
     held = json.loads(run_file.read_text())
+    held.pop("config", None)  # the resolved values follow from the rest
     held.setdefault("api", "linen")  # a run.json without `api` is Linen's
     if not resume:
       raise ValueError(
         f"{out} already holds a run ({held}); pass `resume=True` to continue it or choose another `out_dir`"
       )
     if held["api"] != identity["api"]:
-      raise ValueError(
+      raise ApiMismatch(
         f"cannot resume: {out} was trained with api={held['api']!r}, not "
-        f"api={identity['api']!r}; resume it with api={held['api']!r} "
-        f"(dann-jax train ... --api {held['api']} --resume)"
+        f"api={identity['api']!r}; resume it with api={held['api']!r}",
+        held["api"],
       )
     if held != identity:
       raise ValueError(f"cannot resume: {out} holds {held}, not {identity}")
@@ -448,99 +189,92 @@ def train_pair(
   steps: int | None = None,
   batch_size: int | None = None,
   seeds: Sequence[int] = (0,),
+  overrides: dict | None = None,
+  source_holdout: int | None = None,
+  keep_best: str | None = None,
+  splits: Mapping[str, Any] | None = None,
+  api: str = "linen",
+  **run_options,
+) -> RunResult:
+  """Trains `method` on `pair`: `train_run(make_config(...), ...)`.
+
+  Args:
+    pair, method, preset, steps, batch_size, seeds, overrides,
+      source_holdout, keep_best, splits, api: the run's configuration, as
+      `dann_jax.presets.make_config` takes them.
+    out_dir: the run folder.
+    **run_options: the other arguments of `train_run` (resume, data,
+      data_dir, progress, runner, plots, reverse_steps).
+  """
+  config = make_config(
+    pair,
+    method,
+    preset,
+    steps=steps,
+    batch_size=batch_size,
+    seeds=seeds,
+    overrides=overrides,
+    source_holdout=source_holdout,
+    keep_best=keep_best,
+    api=api,
+    splits=splits,
+  )
+  return train_run(config, out_dir=out_dir, **run_options)
+
+
+def train_run(
+  config: RunConfig,
+  *,
+  out_dir: str | os.PathLike,
   resume: bool = False,
   data: PairData | None = None,
   data_dir=None,
   progress: bool = True,
   runner: Callable | None = None,
   plots: bool = True,
-  overrides: dict | None = None,
-  source_holdout: int | None = None,
-  keep_best: str | None = None,
   reverse_steps: int = REVERSE_STEPS,
-  splits: Mapping[str, Any] | None = None,
-  api: str = "linen",
 ) -> RunResult:
-  """Trains `method` on `pair`, writing logs, checkpoints and a summary.
+  """Trains the run `config` describes, writing logs, checkpoints and a summary.
+
+  Several seeds train in one compiled program (`jax.vmap` over
+  seed-dependent state) and are reported as mean +- std. With
+  `config.keep_best`, every evaluation scores the state with that criterion
+  (no target label is read) and the best-scoring state is kept in
+  `out_dir/best` beside the final one; the summary reports both. With
+  `config.api == "nnx"` the steps are taken by `dann_jax.nnx` (one seed, one
+  device): both doors start from the same weights and batches and give the
+  same numbers (for a network with dropout, the SVHN one, other dropout
+  masks: see `dann_jax.nnx`); a run resumes through the door it started
+  with, and checkpoints and the returned state are Linen's either way.
 
   Args:
-    pair: the adaptation pair.
-    method: "dann", "source_only" or "target_only".
-    out_dir: the run folder (created; must not hold another run).
-    preset: "quick" or "paper" (see `dann_jax.presets`).
-    steps: overrides the preset's step count.
-    batch_size: overrides the preset's batch size.
-    seeds: one run per seed; several seeds train in one compiled program
-      (`jax.vmap` over seed-dependent state) and are reported as mean +- std.
+    config: the run (`dann_jax.presets.make_config`).
+    out_dir: the run folder (created; must not hold another run). Its
+      run.json names the run and records `config.resolved()`.
     resume: continue the run in `out_dir` from its checkpoint.
     data: the pair's splits, if already loaded.
     data_dir: the data cache folder.
     progress: show a tqdm progress bar.
     runner: a multi-device chunk runner from `dann_jax.parallel`, or None.
     plots: write `curves.png`.
-    overrides: `TrainConfig` fields set on top of the preset's.
-    source_holdout: overrides the preset's held-out source validation size.
-    keep_best: a `dann_jax.selection` criterion: every evaluation scores the
-      state with it (no target label is read) and the best-scoring state is
-      kept in `out_dir/best` beside the final one; the summary reports both.
-    reverse_steps: steps of the reverse model when `keep_best` is
+    reverse_steps: steps of the reverse model when `config.keep_best` is
       "reverse-validation".
-    splits: per role, the `SplitOptions` of a user's domain (see
-      `load_pair_data`); kept in run.json.
-    api: the front door that takes the steps: "linen" (`dann_jax.train`)
-      or "nnx" (`dann_jax.nnx`, one seed on one device, no `runner`). Both
-      start from the same weights and batches and give the same numbers
-      (for a network with dropout, the SVHN one, other dropout masks: see
-      `dann_jax.nnx`); run.json records it, and a run resumes through the
-      door it started with. Checkpoints and the returned state are Linen's
-      either way.
 
   Returns:
     The summary, the final state, the normalisation mean and the data. The
     summary's target accuracies are None when no target test image has a
     label (an unlabelled folder).
   """
-  check_method(method)
-  seeds = list(seeds)
-  if not seeds:
-    raise ValueError("`seeds` is empty; give at least one seed")
-  if api not in APIS:
-    raise ValueError(f"unknown {api=}; choose one of {APIS}")
-  if api == "nnx" and (len(seeds) != 1 or runner is not None or jax.process_count() > 1):
+  pair, method, keep_best, api = config.pair, config.method, config.keep_best, config.api
+  if api == "nnx" and (runner is not None or jax.process_count() > 1):
     raise ValueError(
-      f"api='nnx' trains one seed on one device in one process; got "
-      f"{len(seeds)} `seeds`, runner={runner!r} and "
-      f"{jax.process_count()} process(es). Train each seed as its own run "
-      "on one device, or use api='linen'"
-    )
-  if keep_best is not None:
-    selection.check_criterion(keep_best)
-    if len(seeds) != 1:
-      raise ValueError(f"keep_best selects within one run: train the {len(seeds)} seeds as separate runs")
-  plan = make_plan(
-    pair,
-    method,
-    preset,
-    steps=steps,
-    batch_size=batch_size,
-    seed=seeds[0],
-    overrides=overrides,
-    source_holdout=source_holdout,
-  )
-  if keep_best is not None and not plan.source_holdout:
-    raise ValueError(
-      "keep_best needs labelled source images held out of training: set "
-      "source_holdout > 0 (the quick preset holds out "
-      f"{QUICK_SOURCE_HOLDOUT})"
+      f"api='nnx' trains on one device in one process; got runner={runner!r} and "
+      f"{jax.process_count()} process(es). Leave `runner` None in one process, or use api='linen'"
     )
   out = Path(out_dir)
-  splits = split_options(pair, splits)
-  identity = _identity(pair, method, preset, plan, seeds, overrides, splits)
-  if keep_best is not None:
-    identity["keep_best"] = keep_best
-  identity["api"] = api
+  identity = config.identity()
   _check_out_dir(out, identity, resume)
-  data = with_holdout(data or load_pair_data(pair, data_dir=data_dir, splits=splits), plan.source_holdout)
+  data = with_holdout(data or load_pair_data(pair, data_dir=data_dir, splits=config.splits), config.source_holdout)
   unknown = int(np.sum(np.asarray(data.target_train.labels) < 0))
   if method == "target_only" and unknown:
     raise ValueError(
@@ -560,10 +294,10 @@ def train_pair(
   primary = distributed.is_primary()
   progress = progress and primary
   num_classes = data.source_train.num_classes
-  state = _initial_state(plan, data, seeds)
+  state = _initial_state(config, data)
   if primary:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(json.dumps(identity))
+    (out / "run.json").write_text(json.dumps({**identity, "config": config.resolved()}))
   # A run stopped before its first checkpoint resumes from step 0.
   if resume and checkpoint.latest_step(out / "checkpoint") is not None:
     state = checkpoint.restore_checkpoint(out / "checkpoint", state)
@@ -571,16 +305,16 @@ def train_pair(
   as_linen = lambda s: s
   if api == "nnx":
     template = state
-    state = _nnx_state(plan, data, template)
+    state = _nnx_state(config, data, template)
     as_linen = lambda s: dann_nnx.to_linen_state(s, template)
   start = int(np.asarray(state.step).reshape(-1)[0])
-  total = plan.config.total_steps
+  total = config.train.total_steps
 
   metrics_path = out / "metrics.jsonl"
   history = _read_metrics(metrics_path, upto=start)
   if primary:
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-  n_eval = plan.eval_size
+  n_eval = config.eval_size
   bar = None
   if progress:
     from tqdm.auto import tqdm
@@ -590,9 +324,9 @@ def train_pair(
   scorer = None
   if keep_best is not None:
     view = selection.selection_set(data, mean)
-    reverse_model = plan.make_model(num_classes)
+    reverse_model = config.make_model(num_classes)
     scorer = lambda s: selection.score_state(
-      s, view, keep_best, reverse_config=plan.config, reverse_model=reverse_model, reverse_steps=reverse_steps
+      s, view, keep_best, reverse_config=config.train, reverse_model=reverse_model, reverse_steps=reverse_steps
     )
     best = min((r for r in history if "selection" in r), key=lambda r: r["selection"], default=None)
     last_eval["best"] = None if best is None else (best["selection"], best["step"])
@@ -604,7 +338,7 @@ def train_pair(
     row = {"step": step}
     for k, v in metrics.items():  # (steps,) or (steps, seeds)
       row[k] = _per_seed(np.mean(v, axis=0))
-    if step % plan.eval_every == 0 or step == total:
+    if step % config.eval_every == 0 or step == total:
       for key, test in (("target_accuracy", target_eval), ("source_accuracy", source_eval)):
         if test is not None:
           row[key] = _per_seed(accuracy(state, test.images[:n_eval], test.labels[:n_eval], mean))
@@ -637,9 +371,9 @@ def train_pair(
       state,
       domain_pair,
       num_steps=total,
-      batch_size=plan.config.batch_size,
+      batch_size=config.train.batch_size,
       num_classes=num_classes,
-      chunk=100 if plan.eval_every % 100 == 0 else plan.eval_every,
+      chunk=100 if config.eval_every % 100 == 0 else config.eval_every,
       callback=on_chunk,
       runner=runner,
     )
@@ -672,9 +406,9 @@ def train_pair(
     "train_seconds": round(train_seconds, 1),
     "steps_run": total - start,
     "machine": machine_description(),
-    "note": plan.note,
-    "config": dataclasses.asdict(plan.config),
-    "network": plan.network,
+    "note": config.note,
+    "config": dataclasses.asdict(config.train),
+    "network": config.network,
     "provenance": {
       "source": data.source_train.provenance,
       "target": data.target_train.provenance,
@@ -702,20 +436,6 @@ def train_pair(
   return RunResult(summary, state, mean, data, identity)
 
 
-def plan_of(identity: dict[str, Any]) -> RunPlan:
-  """The plan of the run described by `identity` (a run folder's run.json)."""
-  return make_plan(
-    pair_of(identity),
-    identity["method"],
-    identity["preset"],
-    steps=identity["steps"],
-    batch_size=identity["batch_size"],
-    seed=identity["seeds"][0],
-    overrides=identity.get("overrides"),
-    source_holdout=identity.get("source_holdout", 0),
-  )
-
-
 def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None, data_dir=None) -> RunResult:
   """Rebuilds a finished (or checkpointed) run from its folder.
 
@@ -736,14 +456,12 @@ def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None, data_d
   if not run_file.exists():
     raise FileNotFoundError(f"{run_dir} holds no run (no run.json); pass a folder written by `dann-jax train`")
   identity = json.loads(run_file.read_text())
-  pair = pair_of(identity)
-  seeds = identity["seeds"]
-  plan = plan_of(identity)
+  config = config_of(identity)
   data = with_holdout(
-    data or load_pair_data(pair, data_dir=data_dir, splits=identity.get("splits")), plan.source_holdout
+    data or load_pair_data(config.pair, data_dir=data_dir, splits=config.splits), config.source_holdout
   )
   mean = pixel_mean(data.source_train.images, data.target_train.images)
-  state = checkpoint.restore_checkpoint(run_dir / "checkpoint", _initial_state(plan, data, seeds))
+  state = checkpoint.restore_checkpoint(run_dir / "checkpoint", _initial_state(config, data))
   summary_file = run_dir / "summary.json"
   summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
   return RunResult(summary, state, mean, data, identity)

@@ -1,4 +1,6 @@
-"""Run plans: which network and optimiser each preset gives each pair."""
+"""Run configs: which network and optimiser each preset gives each pair; one config per run."""
+
+import json
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import pytest
 from dann_jax.data import Domain
 from dann_jax.models import count_params, mnist_dann, svhn_dann
 from dann_jax.pairs import PAIRS
-from dann_jax.presets import make_plan
+from dann_jax.presets import config_of, make_config
 from dann_jax.runs import PairData, train_pair
 
 
@@ -23,26 +25,26 @@ MNIST_NET, SVHN_NET = _params(mnist_dann()), _params(svhn_dann())
 @pytest.mark.parametrize("name", list(PAIRS))
 def test_quick_preset_trains_the_mnist_net_on_every_pair(name):
   # The quick preset's note promises the MNIST net everywhere; building the
-  # model from the pair instead of the plan once gave syn-digits sources the
+  # model from the pair instead of the run once gave syn-digits sources the
   # SVHN net (about 8x slower per step) while the summary said "mnist".
-  plan = make_plan(PAIRS[name], "dann", "quick")
-  assert plan.network == "mnist"
-  assert _params(plan.make_model()) == MNIST_NET != SVHN_NET
+  run = make_config(PAIRS[name], "dann", "quick")
+  assert run.network == "mnist"
+  assert _params(run.make_model()) == MNIST_NET != SVHN_NET
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
 def test_paper_preset_follows_the_paper(name):
   pair = PAIRS[name]
-  plan = make_plan(pair, "dann", "paper")
+  run = make_config(pair, "dann", "paper")
   expected = "mnist" if pair.source == "mnist" else "svhn"
-  assert plan.network == pair.network == expected
-  assert _params(plan.make_model()) == (MNIST_NET if expected == "mnist" else SVHN_NET)
-  config = plan.config
+  assert run.network == pair.network == expected
+  assert _params(run.make_model()) == (MNIST_NET if expected == "mnist" else SVHN_NET)
+  config = run.train
   assert (config.optimizer, config.learning_rate, config.momentum) == ("sgd", 0.01, 0.9)
   assert config.batch_size == 128 and config.total_steps == 20_000
   svhn_pair = {pair.source, pair.target} == {"mnist", "svhn"}
   assert config.anneal_learning_rate == (not svhn_pair)
-  assert plan.note == ""
+  assert run.note == ""
 
 
 def test_train_pair_builds_the_plans_network(tmp_path):
@@ -69,26 +71,30 @@ def test_train_pair_builds_the_plans_network(tmp_path):
   )
   assert count_params(result.state.params) == MNIST_NET
   assert result.summary["network"] == "mnist"
+  # run.json names the run and records every value it used
+  held = json.loads((tmp_path / "run" / "run.json").read_text())
+  assert held["config"]["network"] == "mnist" and held["config"]["train"]["total_steps"] == 1
+  assert held["config"]["train"]["optimizer"] == "adam" and held["config"]["train"]["batch_size"] == 4
 
 
 def test_quick_preset_keeps_the_papers_lambda_schedule():
-  plan = make_plan(PAIRS["mnist->mnist-m"], "dann", "quick")
-  c = plan.config
+  run = make_config(PAIRS["mnist->mnist-m"], "dann", "quick")
+  c = run.train
   assert (c.optimizer, c.learning_rate, c.adam_b1) == ("adam", 1e-3, 0.5)
   assert (c.gamma, c.lam_max, c.lam_warmup) == (10.0, 1.0, 0.0)
-  assert c.total_steps == 3000 and plan.source_holdout == 5000
-  assert make_plan(PAIRS["mnist->mnist-m"], "dann", "paper").source_holdout == 0
+  assert c.total_steps == 3000 and run.source_holdout == 5000
+  assert make_config(PAIRS["mnist->mnist-m"], "dann", "paper").source_holdout == 0
 
 
 def test_overrides_set_config_fields_and_name_unknown_ones():
   pair = PAIRS["mnist->mnist-m"]
-  plan = make_plan(pair, "dann", "quick", overrides={"lam_max": 0.5}, source_holdout=100)
-  assert plan.config.lam_max == 0.5 and plan.source_holdout == 100
-  assert plan.config.adam_b1 == 0.5  # the rest of the preset stays
+  run = make_config(pair, "dann", "quick", overrides={"lam_max": 0.5}, source_holdout=100)
+  assert run.train.lam_max == 0.5 and run.source_holdout == 100
+  assert run.train.adam_b1 == 0.5  # the rest of the preset stays
   with pytest.raises(ValueError, match="unknown config fields.*lr"):
-    make_plan(pair, "dann", "quick", overrides={"lr": 0.1})
+    make_config(pair, "dann", "quick", overrides={"lr": 0.1})
   with pytest.raises(ValueError, match="must be > 0"):
-    make_plan(pair, "dann", "quick", overrides={"max_norm": -1.0})
+    make_config(pair, "dann", "quick", overrides={"max_norm": -1.0})
 
 
 def test_source_holdout_is_a_fixed_disjoint_split():
@@ -113,3 +119,44 @@ def test_source_holdout_is_a_fixed_disjoint_split():
   assert tags(with_holdout(data, 5).source_val) == tags(held)
   with pytest.raises(ValueError, match="hold out 5 source images"):
     with_holdout(with_holdout(data, 5), 0)
+
+
+def test_a_run_config_is_named_by_its_identity_and_rebuilt_from_it():
+  pair = PAIRS["mnist->mnist-m"]
+  config = make_config(
+    pair, "dann", "quick", steps=300, batch_size=32, seeds=[3], overrides={"lam_max": 0.5}, keep_best="source-risk"
+  )
+  assert config.train.seed == 3 and config.train.total_steps == 300 and config.train.batch_size == 32
+  identity = json.loads(json.dumps(config.identity()))  # as run.json holds it
+  assert config_of(identity) == config
+  assert config.resolved()["train"]["lam_max"] == 0.5
+  assert config.resolved()["source_holdout"] == 5000
+
+
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
+    ({"seeds": []}, "seeds` is empty"),
+    ({"api": "jax"}, "unknown api"),
+    ({"api": "nnx", "seeds": [0, 1]}, "one seed"),
+    ({"keep_best": "source-risk", "seeds": [0, 1]}, "separate runs"),
+    ({"keep_best": "source-risk", "source_holdout": 0}, "source_holdout > 0"),
+    ({"keep_best": "target-accuracy"}, "target-accuracy"),
+  ],
+)
+def test_make_config_names_the_argument_that_is_wrong(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    make_config(PAIRS["mnist->mnist-m"], "dann", "quick", **kwargs)
+
+
+def test_evaluation_cadence_is_overridden_like_a_train_field():
+  from dann_jax.cli.train import parse_overrides
+
+  overrides = parse_overrides(["eval_every=200", "learning_rate=0.02"])
+  assert overrides == {"eval_every": 200, "learning_rate": 0.02}
+  config = make_config(PAIRS["mnist->mnist-m"], "dann", "paper", overrides=overrides)
+  assert (config.eval_every, config.eval_size, config.train.learning_rate) == (200, 5000, 0.02)
+  assert config.train.optimizer == "sgd"  # the rest of the preset stays
+  assert config_of(json.loads(json.dumps(config.identity()))) == config
+  with pytest.raises(ValueError, match="eval_size=0 must be a positive integer"):
+    make_config(PAIRS["mnist->mnist-m"], "dann", "paper", overrides={"eval_size": 0})

@@ -50,7 +50,8 @@ def _prepare(out: Path, force: bool) -> None:
 def run(args) -> int:
   from dann_jax.pairs import get_pair
   from dann_jax.report import demo_report
-  from dann_jax.runs import load_pair_data, train_or_reuse
+  from dann_jax.pair_data import load_pair_data
+  from dann_jax.runs import train_or_reuse
 
   t0 = time.perf_counter()
   out = Path(args.out)

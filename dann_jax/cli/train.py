@@ -19,7 +19,7 @@ from dann_jax.pairs import CUSTOM_NOTE, NETWORK_NAMES, PAIRS, get_pair
 # keeps them equal.
 PRESETS = ("quick", "paper")
 PARALLEL_KINDS = ("sharding", "pmap")
-APIS = ("linen", "nnx")  # dann_jax.runs.APIS
+APIS = ("linen", "nnx")  # dann_jax.presets.APIS (kept here: --help imports no jax)
 
 METHOD_FLAGS = {"dann": "dann", "source-only": "source_only", "target-only": "target_only"}
 
@@ -162,9 +162,10 @@ def register(subparsers) -> None:
     default=[],
     metavar="FIELD=VALUE",
     dest="overrides",
-    help="override one training hyper-parameter of the preset "
-    "(a dann_jax.TrainConfig field), e.g. --set "
-    "learning_rate=3e-4 --set optimizer=sgd; repeatable",
+    help="override one value of the preset: a dann_jax.TrainConfig "
+    "field, or eval_every / eval_size (steps between evaluations, test "
+    "images per evaluation), e.g. --set learning_rate=3e-4 --set "
+    "optimizer=sgd; repeatable; run.json records every resolved value",
   )
   p.add_argument(
     "--keep-best",
@@ -193,12 +194,16 @@ def register(subparsers) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict:
-  """`["FIELD=VALUE", ...]` as TrainConfig overrides, typed like the fields."""
+  """`["FIELD=VALUE", ...]` as config overrides (a TrainConfig field, or
+  eval_every / eval_size), typed like the fields."""
   import dataclasses
 
   from dann_jax.config import TrainConfig
 
+  from dann_jax.presets import RUN_FIELDS
+
   defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+  defaults.update({name: 1 for name in RUN_FIELDS})  # typed as integers
   out = {}
   for item in items:
     field, sep, text = item.partition("=")
@@ -310,33 +315,38 @@ def check_api_flags(args) -> None:
 
 def run(args) -> int:
   from dann_jax.distributed import is_primary
-  from dann_jax.presets import make_plan
-  from dann_jax.runs import train_pair
+  from dann_jax.presets import make_config
+  from dann_jax.runs import ApiMismatch, train_run
 
   check_api_flags(args)
   splits = split_flags(args)
   pair = get_pair(args.source, args.target, network=args.network or "mnist")
   method = METHOD_FLAGS[args.method]
   overrides = parse_overrides(args.overrides)
-  plan = make_plan(pair, method, args.preset, steps=args.steps, batch_size=args.batch_size, overrides=overrides)
-  join_processes(args)
-  result = train_pair(
+  config = make_config(
     pair,
     method,
-    out_dir=args.out,
-    preset=args.preset,
+    args.preset,
     steps=args.steps,
     batch_size=args.batch_size,
     seeds=seed_list(args),
-    resume=args.resume,
-    data_dir=args.data_dir,
-    progress=not args.no_progress and is_primary(),
-    runner=(None if args.api == "nnx" else make_runner(args, plan.config.batch_size)),
-    keep_best=args.keep_best,
     overrides=overrides or None,
-    splits=splits,
+    keep_best=args.keep_best,
     api=args.api,
+    splits=splits,
   )
+  join_processes(args)
+  try:
+    result = train_run(
+      config,
+      out_dir=args.out,
+      resume=args.resume,
+      data_dir=args.data_dir,
+      progress=not args.no_progress and is_primary(),
+      runner=(None if args.api == "nnx" else make_runner(args, config.train.batch_size)),
+    )
+  except ApiMismatch as e:
+    raise ValueError(f"{e} (dann-jax train ... --api {e.held_api} --resume)") from None
   if not is_primary():
     return 0  # process 0 reports
   s = result.summary

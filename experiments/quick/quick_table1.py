@@ -43,7 +43,8 @@ def _folder(runs: Path, pair: str, method: str, seed: int) -> Path:
 
 
 def train(args) -> None:
-  from dann_jax.runs import load_pair_data, train_or_reuse
+  from dann_jax.pair_data import load_pair_data
+  from dann_jax.runs import train_or_reuse
 
   for name in args.pairs:
     data = load_pair_data(PAIRS[name])
