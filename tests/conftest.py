@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated, offline data directory and a tiny stand-in for genuine MNIST."""
+"""Shared fixtures: an isolated, offline data directory and a tiny stand-in for genuine MNIST (fetched or not)."""
 
 import gzip
 import os
@@ -55,3 +55,13 @@ def fake_mnist(tmp_path, monkeypatch):
     {split: tuple(np.bincount(arrays[f"{split}_labels"], minlength=10).tolist()) for split in sources.SPLITS},
   )
   return idx_dir, arrays
+
+
+@pytest.fixture
+def tiny_mnist(offline_data_dir, fake_mnist):
+  """`fake_mnist` fetched into `offline_data_dir` by `dann-jax data fetch mnist`; returns the data dir."""
+  from dann_jax.cli import main
+
+  idx_dir, _ = fake_mnist
+  assert main(["data", "fetch", "mnist", "--idx-dir", str(idx_dir), "--no-mirror"]) == 0
+  return offline_data_dir

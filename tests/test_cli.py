@@ -6,16 +6,7 @@ import numpy as np
 import pytest
 
 from dann_jax.cli import main
-
-
-@pytest.fixture
-def tiny_mnist(offline_data_dir, fake_mnist):
-  idx_dir, _ = fake_mnist
-  assert main(["data", "fetch", "mnist", "--idx-dir", str(idx_dir), "--no-mirror"]) == 0
-  return offline_data_dir
-
-
-TRAIN = ["train", "--source", "mnist", "--target", "mnist-m", "--steps", "4", "--batch-size", "8", "--no-progress"]
+from helpers import TRAIN, table1_args
 
 
 def test_train_writes_and_resumes(tiny_mnist, tmp_path, capsys):
@@ -205,24 +196,7 @@ def test_reproduce_tabulates_finished_runs_and_says_what_is_running(tiny_mnist, 
   (stopped / "run.json").write_text(json.dumps({"steps": 3000}))
   (stopped / "metrics.jsonl").write_text(json.dumps({"step": 1200}) + "\n")
   capsys.readouterr()
-  assert (
-    main(
-      [
-        "reproduce",
-        "table1",
-        "--pairs",
-        "mnist->mnist-dilated",
-        "--steps",
-        "4",
-        "--runs",
-        str(runs),
-        "--results",
-        str(results),
-        "--table-only",
-      ]
-    )
-    == 0
-  )
+  assert main(table1_args(["mnist->mnist-dilated"], runs, results, "--table-only")) == 0
   table = json.loads((results / "table1_quick.json").read_text())
   cells = table["pairs"]["mnist->mnist-dilated"]
   finished = json.loads((done / "summary.json").read_text())
@@ -302,6 +276,11 @@ def test_resume_over_a_damaged_checkpoint_is_one_clear_error(tiny_mnist, tmp_pat
 OWN = ["--steps", "4", "--batch-size", "8", "--no-progress"]
 
 
+def train_folders(source, target, *flags):
+  """`dann-jax train` from folder:SOURCE to folder:TARGET, 4 steps of batch 8, then `flags`; returns the exit code."""
+  return main(["train", "--source", f"folder:{source}", "--target", f"folder:{target}", *OWN, *flags])
+
+
 def _class_folders(root, classes, per_class, seed=0, size=(20, 24)):
   """ROOT/<class>/<i>.png: random images, a different size from 32x32 so that they are resized."""
   from PIL import Image
@@ -349,34 +328,13 @@ def test_train_on_own_folders_and_reload_the_run(own_folders, tmp_path, capsys, 
   result = load_run(out)
   assert result.identity["source"] == f"folder:{source}"
   assert len(result.data.target_test) == 18 and result.data.source_train.class_names == ("bike", "chair", "mug")
-  assert (
-    main(["train", "--source", f"folder:{source}", "--target", f"folder:{target}", *OWN, "--out", str(out), "--resume"])
-    == 0
-  )
+  assert train_folders(source, target, "--out", str(out), "--resume") == 0
 
 
 def test_unlabelled_target_folder_reports_no_target_accuracy(own_folders, tmp_path, capsys):
   source, _, flat = own_folders
   out = tmp_path / "run"
-  assert (
-    main(
-      [
-        "train",
-        "--source",
-        f"folder:{source}",
-        "--target",
-        f"folder:{flat}",
-        *OWN,
-        "--test-fraction",
-        "0.25",
-        "--split-seed",
-        "1",
-        "--out",
-        str(out),
-      ]
-    )
-    == 0
-  )
+  assert train_folders(source, flat, "--test-fraction", "0.25", "--split-seed", "1", "--out", str(out)) == 0
   summary = json.loads((out / "summary.json").read_text())
   assert summary["target_accuracy"] is None and summary["target_test_size"] == 0
   assert 0.0 <= summary["source_accuracy"]["mean"] <= 1.0
@@ -390,23 +348,7 @@ def test_unlabelled_target_folder_reports_no_target_accuracy(own_folders, tmp_pa
   assert main(["select", str(out), "--criterion", "source-risk", "--out", str(ranking)]) == 0
   assert json.loads(ranking.read_text())["ranking"][0]["target_accuracy"] is None
   # Train-on-target needs target labels: one error, nothing written.
-  assert (
-    main(
-      [
-        "train",
-        "--source",
-        f"folder:{source}",
-        "--target",
-        f"folder:{flat}",
-        *OWN,
-        "--method",
-        "target-only",
-        "--out",
-        str(tmp_path / "to"),
-      ]
-    )
-    == 2
-  )
+  assert train_folders(source, flat, "--method", "target-only", "--out", str(tmp_path / "to")) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "10 of the 10 target train images have none" in err
   assert not (tmp_path / "to").exists()
@@ -445,10 +387,7 @@ def test_bad_split_flags_are_one_clear_error(flags, message, own_folders, tmp_pa
 def test_mismatched_class_sets_are_one_clear_error(own_folders, tmp_path, capsys):
   source, _, _ = own_folders
   other = _class_folders(tmp_path / "other", ("bike", "chair", "emu"), 4)
-  assert (
-    main(["train", "--source", f"folder:{source}", "--target", f"folder:{other}", *OWN, "--out", str(tmp_path / "x")])
-    == 2
-  )
+  assert train_folders(source, other, "--out", str(tmp_path / "x")) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1
   assert "only in the source: ['mug']; only in the target: ['emu']" in err
@@ -494,46 +433,11 @@ def test_data_show_reads_a_folder(own_folders, tmp_path, capsys):
 def test_reproduce_says_which_file_a_pair_needs(offline_data_dir, tmp_path, capsys):
   # The imported-file domain is loaded first, so the pair stops before anything is built or trained.
   results = tmp_path / "results"
-  assert (
-    main(
-      [
-        "reproduce",
-        "table1",
-        "--pairs",
-        "mnist->usps",
-        "svhn->mnist",
-        "--steps",
-        "4",
-        "--runs",
-        str(tmp_path / "runs"),
-        "--results",
-        str(results),
-        "--no-progress",
-      ]
-    )
-    == 0
-  )
+  assert main(table1_args(["mnist->usps", "svhn->mnist"], tmp_path / "runs", results, "--no-progress")) == 0
   table = json.loads((results / "table1_quick.json").read_text())
   for pair, name in (("mnist->usps", "usps"), ("svhn->mnist", "svhn")):
     assert f"needs the file: `dann-jax data import {name} PATH`" in table["pairs"][pair]["status"]["all"]
   assert "http://ufldl.stanford.edu/housenumbers/" in (results / "table1_quick.md").read_text()
-  assert (
-    main(
-      [
-        "reproduce",
-        "table1",
-        "--pairs",
-        "mnist->usps",
-        "--steps",
-        "4",
-        "--runs",
-        str(tmp_path / "runs"),
-        "--results",
-        str(results),
-        "--table-only",
-      ]
-    )
-    == 0
-  )
+  assert main(table1_args(["mnist->usps"], tmp_path / "runs", results, "--table-only")) == 0
   table = json.loads((results / "table1_quick.json").read_text())
   assert "needs the file: `dann-jax data import usps PATH`" in table["pairs"]["mnist->usps"]["status"]["all"]

@@ -10,31 +10,12 @@ from dann_jax import models, train, xla_cpu
 from dann_jax import nnx as dann_nnx
 from dann_jax.config import TrainConfig
 from dann_jax.objective import saddle_point_loss
-
-
-def image_batch(key, n=8):
-  k1, k2 = jax.random.split(key)
-  domain = jnp.array([0] * (n // 2) + [1] * (n // 2), jnp.int32)
-  return {
-    "image": jax.random.normal(k1, (n, 32, 32, 3)),
-    "label": jax.random.randint(k2, (n,), 0, 10),
-    "domain": domain,
-    "label_mask": domain == 0,
-  }
-
-
-def linen_state(config, batch, factory=models.mnist_dann):
-  return train.create_train_state(factory(), config, batch["image"])
+from helpers import assert_trees_close, image_batch, linen_state
 
 
 def nnx_twin(linen_params, factory=dann_nnx.mnist_dann):
   """An NNX network holding `linen_params`."""
   return dann_nnx.from_linen(factory(rngs=nnx.Rngs(0)), linen_params)
-
-
-def assert_trees_close(a, b, atol=1e-5, rtol=1e-5):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
 
 
 def test_mnist_parameter_counts_match_paper_architecture():

@@ -2,32 +2,16 @@
 
 import json
 
-import jax
-import numpy as np
 import pytest
 
 from dann_jax import checkpoint, presets
 from dann_jax.cli import main
 from dann_jax.runs import load_run
-
-
-@pytest.fixture
-def tiny_mnist(offline_data_dir, fake_mnist):
-  idx_dir, _ = fake_mnist
-  assert main(["data", "fetch", "mnist", "--idx-dir", str(idx_dir), "--no-mirror"]) == 0
-  return offline_data_dir
-
-
-TRAIN = ["train", "--source", "mnist", "--target", "mnist-m", "--steps", "4", "--batch-size", "8", "--no-progress"]
+from helpers import TRAIN, assert_trees_close
 
 
 def _rows(out):
   return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
 
 
 def test_nnx_and_linen_runs_give_the_same_numbers(tiny_mnist, tmp_path, capsys):
@@ -48,8 +32,8 @@ def test_nnx_and_linen_runs_give_the_same_numbers(tiny_mnist, tmp_path, capsys):
   # The checkpoints share the Linen layout: load_run reads both alike.
   states = {api: load_run(out).state for api, out in runs.items()}
   assert int(states["nnx"].step) == 4
-  _assert_trees_close(states["nnx"].params, states["linen"].params)
-  _assert_trees_close(states["nnx"].opt_state, states["linen"].opt_state)
+  assert_trees_close(states["nnx"].params, states["linen"].params, atol=1e-6)
+  assert_trees_close(states["nnx"].opt_state, states["linen"].opt_state, atol=1e-6)
   # Selection and t-SNE read an NNX run as a Linen one.
   capsys.readouterr()
   ranking = tmp_path / "ranking.json"
@@ -100,8 +84,8 @@ def test_interrupted_nnx_run_resumes_with_the_same_numbers(tiny_mnist, tmp_path,
   assert summaries[1]["target_accuracy"] == summaries[0]["target_accuracy"]
   assert _rows(stopped) == _rows(straight)
   resumed, uninterrupted = (load_run(out).state for out in (stopped, straight))
-  _assert_trees_close(resumed.params, uninterrupted.params, rtol=0, atol=0)
-  _assert_trees_close(resumed.opt_state, uninterrupted.opt_state, rtol=0, atol=0)
+  assert_trees_close(resumed.params, uninterrupted.params, rtol=0, atol=0)
+  assert_trees_close(resumed.opt_state, uninterrupted.opt_state, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +102,7 @@ def test_unsupported_flags_are_one_clear_error(flags, tmp_path, capsys):
 
 def test_cli_apis_are_the_library_ones():
   from dann_jax.cli.train import APIS
-  from dann_jax.runs import APIS as LIBRARY_APIS
+  from dann_jax.presets import APIS as LIBRARY_APIS
 
   assert APIS == LIBRARY_APIS
 

@@ -6,13 +6,7 @@ import shutil
 import pytest
 
 from dann_jax.cli import main
-
-
-@pytest.fixture
-def tiny_mnist(offline_data_dir, fake_mnist):
-  idx_dir, _ = fake_mnist
-  assert main(["data", "fetch", "mnist", "--idx-dir", str(idx_dir), "--no-mirror"]) == 0
-  return offline_data_dir
+from helpers import table1_args
 
 
 def _train(runs, method):
@@ -44,20 +38,7 @@ def _train(runs, method):
 def test_records_rebuild_the_table_without_the_run_folders(tiny_mnist, tmp_path, capsys):
   runs, results = tmp_path / "runs", tmp_path / "results"
   summaries = {m: _train(runs, m) for m in ("source_only", "dann", "target_only")}
-  table_args = [
-    "reproduce",
-    "table1",
-    "--pairs",
-    "mnist->mnist-dilated",
-    "--steps",
-    "4",
-    "--runs",
-    str(runs),
-    "--results",
-    str(results),
-    "--table-only",
-    "--no-progress",
-  ]
+  table_args = table1_args(["mnist->mnist-dilated"], runs, results, "--table-only", "--no-progress")
   assert main(table_args) == 0
   first = json.loads((results / "table1_quick.json").read_text())
   records = results / "table1" / "records" / "quick_4steps" / "mnist_to_mnist-dilated"

@@ -12,6 +12,7 @@ from dann_jax.models import DANN, MLP, mnist_dann
 from dann_jax.objective import saddle_point_loss
 from dann_jax.loop import check_finite, check_labels, chunk_sizes, jit_train_steps
 from dann_jax.train import create_train_state, eval_step, train_step
+from helpers import image_batch, linen_state
 
 
 class TwoLayerFeatures(nn.Module):
@@ -22,17 +23,6 @@ class TwoLayerFeatures(nn.Module):
 
 def toy_model(classes=2):
   return DANN(TwoLayerFeatures(), MLP(hidden=(), outputs=classes), MLP(hidden=(32,), outputs=1))
-
-
-def image_batch(key, n=8):
-  k1, k2 = jax.random.split(key)
-  domain = jnp.array([0] * (n // 2) + [1] * (n // 2), jnp.int32)
-  return {
-    "image": jax.random.normal(k1, (n, 32, 32, 3)),
-    "label": jax.random.randint(k2, (n,), 0, 10),
-    "domain": domain,
-    "label_mask": domain == 0,
-  }
 
 
 def test_two_steps_match_hand_written_sgd_momentum():
@@ -79,7 +69,7 @@ def test_two_steps_match_hand_written_sgd_momentum():
 def test_which_parameter_sets_move(method, changed):
   config = TrainConfig(method=method, total_steps=10)
   batch = image_batch(jax.random.key(1))
-  state = create_train_state(mnist_dann(), config, batch["image"])
+  state = linen_state(config, batch)
   # Start past p = 0 so that λ > 0 for DANN.
   state = state.replace(step=jnp.asarray(5, jnp.int32))
   new, _ = jax.jit(train_step)(state, batch)
@@ -96,7 +86,7 @@ def test_which_parameter_sets_move(method, changed):
 def test_target_only_uses_target_labels_only():
   config = TrainConfig(method="target_only", total_steps=10)
   batch = image_batch(jax.random.key(2))
-  state = create_train_state(mnist_dann(), config, batch["image"])
+  state = linen_state(config, batch)
   _, m_a = jax.jit(train_step)(state, batch)
   # Changing source labels changes nothing; changing target labels does.
   flipped_source = dict(batch, label=batch["label"].at[0].add(1) % 10)
@@ -145,7 +135,7 @@ def test_same_seed_same_numbers():
   batch = image_batch(jax.random.key(3))
   runs = []
   for _ in range(2):
-    state = create_train_state(mnist_dann(), config, batch["image"])
+    state = linen_state(config, batch)
     for _ in range(2):
       state, m = jax.jit(train_step)(state, batch)
     runs.append(state.params)
@@ -201,7 +191,7 @@ def test_chunks_end_on_multiples():
 def test_max_norm_clips_each_units_incoming_weights():
   config = TrainConfig(total_steps=10, max_norm=0.5, weight_decay=1e-3)
   batch = image_batch(jax.random.key(5))
-  state = create_train_state(mnist_dann(), config, batch["image"])
+  state = linen_state(config, batch)
   new, _ = jax.jit(train_step)(state, batch)
   kernels = [w for path, w in jax.tree_util.tree_leaves_with_path(new.params) if path[-1].key == "kernel"]
   assert kernels
@@ -209,6 +199,6 @@ def test_max_norm_clips_each_units_incoming_weights():
     norms = np.sqrt(np.sum(np.asarray(w) ** 2, axis=tuple(range(w.ndim - 1))))
     assert norms.max() <= 0.5 + 1e-5
   # Without the restriction some unit exceeds the bound (the test can fail).
-  free, _ = jax.jit(train_step)(create_train_state(mnist_dann(), config.replace(max_norm=None), batch["image"]), batch)
+  free, _ = jax.jit(train_step)(linen_state(config.replace(max_norm=None), batch), batch)
   w = free.params["features"]["Conv_1"]["kernel"]
   assert np.sqrt(np.sum(np.asarray(w) ** 2, axis=(0, 1, 2))).max() > 0.5

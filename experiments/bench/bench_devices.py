@@ -18,27 +18,18 @@ import json
 import os
 import subprocess
 import sys
-import time
+
+from _timing import chunk_flags, mnist_pair_and_state, time_chunks
 
 
 def measure(num_devices: int, batch_size: int, steps: int, repeats: int) -> list[dict]:
   """Times each path on `num_devices` devices (in this process)."""
   import jax
-  import numpy as np
 
   from dann_jax import parallel
-  from dann_jax.config import TrainConfig
-  from dann_jax.data.batching import make_domain_pair
-  from dann_jax.models import mnist_dann
-  from dann_jax.xla_cpu import tuned
   from dann_jax.loop import jit_train_on_pair
-  from dann_jax.train import create_train_state
 
-  rng = np.random.default_rng(0)
-  domain = lambda: (rng.integers(0, 256, (2000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 2000).astype(np.int32))
-  pair = make_domain_pair(domain(), domain())
-  config = TrainConfig(total_steps=10_000, batch_size=batch_size)
-  state = create_train_state(tuned(mnist_dann)(), config, np.zeros((2, 32, 32, 3), np.float32))
+  pair, state = mnist_pair_and_state(batch_size)
   runners = {
     "sharding": parallel.make_runner("sharding", num_devices, batch_size),
     "pmap": parallel.make_runner("pmap", num_devices, batch_size),
@@ -47,27 +38,8 @@ def measure(num_devices: int, batch_size: int, steps: int, repeats: int) -> list
     runners["single (jit)"] = jit_train_on_pair
   rows = []
   for name, runner in runners.items():
-    run_state = jax.tree.map(jax.numpy.copy, state)
-    start = time.perf_counter()
-    run_state, metrics = runner(run_state, pair, steps, batch_size)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      run_state, metrics = runner(run_state, pair, steps, batch_size)
-      jax.block_until_ready((run_state, metrics))
-      times.append((time.perf_counter() - start) / steps)
-    rows.append(
-      {
-        "path": name,
-        "devices": num_devices,
-        "backend": jax.default_backend(),
-        "ms_per_step": 1000 * min(times),
-        "ms_per_step_median": 1000 * float(np.median(times)),
-        "first_chunk_s": compile_s,
-      }
-    )
+    _, _, timing = time_chunks(runner, jax.tree.map(jax.numpy.copy, state), pair, steps, batch_size, repeats)
+    rows.append({"path": name, "devices": num_devices, "backend": jax.default_backend(), **timing})
   return rows
 
 
@@ -98,12 +70,7 @@ def main(argv=None):
       "--child",
       "--devices",
       str(count),
-      "--batch-size",
-      str(args.batch_size),
-      "--steps",
-      str(args.steps),
-      "--repeats",
-      str(args.repeats),
+      *chunk_flags(args),
     ]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if out.returncode:

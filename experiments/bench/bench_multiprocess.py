@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from _timing import chunk_flags, mnist_pair_and_state, time_chunks
+
 
 def measure(batch_size: int, steps: int, repeats: int) -> dict:
   """Times the sharded runner over every process's devices (in this process)."""
@@ -33,36 +35,16 @@ def measure(batch_size: int, steps: int, repeats: int) -> dict:
   import numpy as np
 
   from dann_jax import parallel
-  from dann_jax.config import TrainConfig
-  from dann_jax.data.batching import make_domain_pair
-  from dann_jax.models import mnist_dann
-  from dann_jax.train import create_train_state
-  from dann_jax.xla_cpu import tuned
 
-  rng = np.random.default_rng(0)  # the same data in every process
-  domain = lambda: (rng.integers(0, 256, (2000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 2000).astype(np.int32))
-  pair = make_domain_pair(domain(), domain())
-  config = TrainConfig(total_steps=10_000, batch_size=batch_size)
-  state = create_train_state(tuned(mnist_dann)(), config, np.zeros((2, 32, 32, 3), np.float32))
+  pair, state = mnist_pair_and_state(batch_size)  # the same data in every process
   runner = parallel.make_runner("sharding", None, batch_size)
-  start = time.perf_counter()
-  state, metrics = runner(state, pair, steps, batch_size)
-  jax.block_until_ready((state, metrics))
-  first_chunk = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    state, metrics = runner(state, pair, steps, batch_size)
-    jax.block_until_ready((state, metrics))
-    times.append((time.perf_counter() - start) / steps)
+  _, metrics, timing = time_chunks(runner, state, pair, steps, batch_size, repeats)
   return {
     "processes": jax.process_count(),
     "devices_per_process": jax.local_device_count(),
     "batch_size": batch_size,
     "steps_per_chunk": steps,
-    "ms_per_step": 1000 * min(times),
-    "ms_per_step_median": 1000 * float(np.median(times)),
-    "first_chunk_s": first_chunk,
+    **timing,
     "loss": float(np.asarray(metrics["loss"])[-1]),
   }
 
@@ -94,12 +76,7 @@ def run_layout(layout: str, args) -> dict:
     sys.executable,
     __file__,
     "--child",
-    "--batch-size",
-    str(args.batch_size),
-    "--steps",
-    str(args.steps),
-    "--repeats",
-    str(args.repeats),
+    *chunk_flags(args),
     "--coordinator",
     f"localhost:{port}",
     "--num-processes",

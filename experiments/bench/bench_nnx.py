@@ -34,22 +34,9 @@ import argparse
 import json
 import os
 import statistics
-import time
 from typing import Callable, Sequence
 
-import numpy as np
-
-
-def make_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """A random batch in the train step's format, first half source."""
-  rng = np.random.default_rng(seed)
-  half = batch_size // 2
-  return {
-    "image": rng.random((batch_size, 32, 32, 3), np.float32) - 0.5,
-    "label": rng.integers(0, 10, batch_size).astype(np.int32),
-    "domain": (np.arange(batch_size) >= half).astype(np.int32),
-    "label_mask": np.arange(batch_size) < half,
-  }
+from _timing import make_batch, time_alternating
 
 
 def linen_stepper(batch, tuned: bool = False) -> Callable[[], None]:
@@ -117,20 +104,6 @@ def nnx_stepper(batch, mode: str = "jit") -> Callable[[], None]:
     jax.block_until_ready(call()[1])
 
   return step
-
-
-def time_alternating(steppers: dict[str, Callable[[], None]], steps: int, warmup: int) -> dict[str, list[float]]:
-  """Runs the steppers round-robin; returns each one's step times in ms."""
-  for _ in range(warmup):
-    for step in steppers.values():
-      step()
-  times = {name: [] for name in steppers}
-  for _ in range(steps):
-    for name, step in steppers.items():
-      start = time.perf_counter()
-      step()
-      times[name].append(1e3 * (time.perf_counter() - start))
-  return times
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

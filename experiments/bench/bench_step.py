@@ -37,27 +37,16 @@ import json
 import os
 import platform
 import statistics
-import time
 from typing import Callable, Sequence
 
 import numpy as np
+
+from _timing import make_batch, time_alternating
 
 
 def _threads() -> int:
   """Cores this process may run on: XLA:CPU's intra-op thread count."""
   return len(os.sched_getaffinity(0))
-
-
-def make_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """A random batch in the train step's format, first half source."""
-  rng = np.random.default_rng(seed)
-  half = batch_size // 2
-  return {
-    "image": rng.random((batch_size, 32, 32, 3), np.float32) - 0.5,
-    "label": rng.integers(0, 10, batch_size).astype(np.int32),
-    "domain": (np.arange(batch_size) >= half).astype(np.int32),
-    "label_mask": np.arange(batch_size) < half,
-  }
 
 
 # ----------------------------------------------------------------------------
@@ -184,20 +173,6 @@ def torch_stepper(net_name: str, batch: dict[str, np.ndarray], device: str = "cp
 
 
 # ----------------------------------------------------------------------------
-
-
-def time_alternating(steppers: dict[str, Callable[[], None]], steps: int, warmup: int) -> dict[str, list[float]]:
-  """Runs the steppers round-robin; returns each one's step times in ms."""
-  for _ in range(warmup):
-    for step in steppers.values():
-      step()
-  times = {name: [] for name in steppers}
-  for _ in range(steps):
-    for name, step in steppers.items():
-      start = time.perf_counter()
-      step()
-      times[name].append(1e3 * (time.perf_counter() - start))
-  return times
 
 
 def _summary(times: list[float] | None) -> dict[str, float] | None:
