@@ -74,6 +74,9 @@ QUICK_NOTE = (
 # The `RunConfig` fields that `make_config(overrides=...)` sets beside the
 # `TrainConfig` ones (positive integers).
 RUN_FIELDS = ("eval_every", "eval_size")
+# `TrainConfig` fields that `make_config` sets from its own arguments (the
+# evaluation cadence and the quick preset's note follow `steps`).
+OWN_ARGUMENTS = {"method": "method", "total_steps": "steps", "seed": "seeds"}
 # The front doors a run can train through: `dann_jax.train` (Linen) and
 # `dann_jax.nnx`. Checkpoints are in the Linen layout either way.
 APIS = ("linen", "nnx")
@@ -82,6 +85,9 @@ APIS = ("linen", "nnx")
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   """Everything that defines one run: built once by `make_config`, handed down.
+
+  Build it with `make_config` (or `config_of`), which checks every value and
+  normalises `splits`; a `RunConfig` made by hand is not checked.
 
   Attributes:
     pair: the adaptation pair.
@@ -159,7 +165,8 @@ class RunConfig:
     return identity
 
   def resolved(self) -> dict[str, Any]:
-    """Every value the run uses, as JSON (run.json keeps it under "config")."""
+    """With `identity()`, every value the run uses, as JSON (run.json keeps
+    it under "config")."""
     return {
       "train": dataclasses.asdict(self.train),
       "network": self.network,
@@ -204,7 +211,10 @@ def make_config(
 
   Raises:
     ValueError: unknown preset, method, api, criterion or override field,
-      steps <= 0, no seeds, or options that do not go together.
+      an override of `method` / `total_steps` / `seed`, steps <= 0, no
+      seeds, a negative source_holdout, eval_every / eval_size <= 0, split
+      options for a built-in domain, a bad `TrainConfig` value, or options
+      that do not go together.
   """
   check_method(method)
   seeds = tuple(int(s) for s in seeds)
@@ -222,12 +232,18 @@ def make_config(
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(overrides) - fields - set(RUN_FIELDS))
     if unknown:
-      raise ValueError(f"unknown config fields {unknown}; known: {sorted(fields | set(RUN_FIELDS))}")
+      known = sorted((fields | set(RUN_FIELDS)) - set(OWN_ARGUMENTS))
+      raise ValueError(f"`overrides` names unknown config fields {unknown}; known: {known}")
+    own = sorted(set(overrides) & set(OWN_ARGUMENTS))
+    if own:
+      raise ValueError(
+        f"`overrides` sets {own}: give {', '.join(f'{OWN_ARGUMENTS[f]!r}' for f in own)} as their own arguments"
+      )
     for name in RUN_FIELDS:
       if name in overrides:
         value = overrides[name]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-          raise ValueError(f"{name}={value!r} must be a positive integer")
+          raise ValueError(f"overrides[{name!r}]={value!r} must be a positive integer")
         changes[name] = value
     changes["train"] = config.train.replace(**{k: v for k, v in overrides.items() if k not in RUN_FIELDS})
     changes["overrides"] = dict(overrides)

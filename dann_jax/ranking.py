@@ -45,7 +45,7 @@ def score_runs(
   """Scores every run (every seed; with `along_run`, every checkpoint).
 
   Args:
-    run_dirs: folders written by `dann_jax.runs.train_pair`, on one pair.
+    run_dirs: folders written by `dann_jax.runs.train_run`, on one pair.
     criterion: one of `dann_jax.selection.CRITERIA`.
     along_run: score each checkpointed step, not only the last.
     reverse_steps: steps of the reverse model (reverse validation).

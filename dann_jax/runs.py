@@ -41,15 +41,7 @@ from dann_jax.data.batching import pixel_mean
 from dann_jax.evaluation import accuracy
 from dann_jax.loop import fit, replicate_seeds
 from dann_jax import nnx as dann_nnx
-from dann_jax.pair_data import (  # noqa: F401 (the loading API, importable from here too)
-  PairData,
-  SplitOptions,
-  data_fingerprint,
-  holdout_size,
-  load_pair_data,
-  split_holdout,
-  with_holdout,
-)
+from dann_jax.pair_data import PairData, data_fingerprint, load_pair_data, with_holdout
 from dann_jax.pairs import PairSpec
 from dann_jax.presets import RunConfig, config_of, make_config
 from dann_jax.train import TrainState, create_train_state
@@ -128,7 +120,11 @@ def _remove_run_files(out: Path) -> None:
 
 
 class ApiMismatch(ValueError):
-  """A run folder to resume was trained through the other front door."""
+  """A run folder to resume was trained through the other front door.
+
+  Attributes:
+    held_api: the front door the folder's run was trained with.
+  """
 
   def __init__(self, message: str, held_api: str):
     super().__init__(message)
@@ -205,6 +201,8 @@ def train_pair(
     out_dir: the run folder.
     **run_options: the other arguments of `train_run` (resume, data,
       data_dir, progress, runner, plots, reverse_steps).
+
+  Returns and raises: as `make_config` and `train_run`.
   """
   config = make_config(
     pair,
@@ -261,9 +259,17 @@ def train_run(
       "reverse-validation".
 
   Returns:
-    The summary, the final state, the normalisation mean and the data. The
-    summary's target accuracies are None when no target test image has a
-    label (an unlabelled folder).
+    The summary, the final state, the normalisation mean, the data and the
+    run's identity. The summary's target accuracies are None when no target
+    test image has a label (an unlabelled folder).
+
+  Raises:
+    ValueError: `out_dir` holds another run (or, with `resume`, a different
+      one: `ApiMismatch` if only the front door differs); api "nnx" with a
+      `runner` or several processes; "target_only" on unlabelled target
+      images; bad data.
+    FileNotFoundError: `resume` without a run in `out_dir`, or missing data
+      files.
   """
   pair, method, keep_best, api = config.pair, config.method, config.keep_best, config.api
   if api == "nnx" and (runner is not None or jax.process_count() > 1):
@@ -284,7 +290,7 @@ def train_run(
       "or labels in the .npz) or train 'dann' or "
       "'source_only'"
     )
-  target_eval, source_eval = _labelled(data.target_test), _labelled(data.source_test)
+  evals = _EvalSets(target=_labelled(data.target_test), source=_labelled(data.source_test))
   domain_pair = make_domain_pair(data.source_train, data.target_train)
   mean = np.asarray(domain_pair.mean)
   # With several processes (dann_jax.distributed), all train on the same
@@ -310,17 +316,6 @@ def train_run(
   start = int(np.asarray(state.step).reshape(-1)[0])
   total = config.train.total_steps
 
-  metrics_path = out / "metrics.jsonl"
-  history = _read_metrics(metrics_path, upto=start)
-  if primary:
-    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-  n_eval = config.eval_size
-  bar = None
-  if progress:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, desc=f"{method} {pair.name}")
-  last_eval: dict[str, Any] = {}
   scorer = None
   if keep_best is not None:
     view = selection.selection_set(data, mean)
@@ -328,44 +323,8 @@ def train_run(
     scorer = lambda s: selection.score_state(
       s, view, keep_best, reverse_config=config.train, reverse_model=reverse_model, reverse_steps=reverse_steps
     )
-    best = min((r for r in history if "selection" in r), key=lambda r: r["selection"], default=None)
-    last_eval["best"] = None if best is None else (best["selection"], best["step"])
+  log = _RunLog(config, out, start, evals, mean, as_linen, scorer, write=primary, progress=progress)
   t0 = time.perf_counter()
-
-  def on_chunk(state: TrainState, metrics: dict[str, np.ndarray]) -> None:
-    state = as_linen(state)
-    step = int(np.asarray(state.step).reshape(-1)[0])
-    row = {"step": step}
-    for k, v in metrics.items():  # (steps,) or (steps, seeds)
-      row[k] = _per_seed(np.mean(v, axis=0))
-    if step % config.eval_every == 0 or step == total:
-      for key, test in (("target_accuracy", target_eval), ("source_accuracy", source_eval)):
-        if test is not None:
-          row[key] = _per_seed(accuracy(state, test.images[:n_eval], test.labels[:n_eval], mean))
-      if "target_accuracy" in row:
-        last_eval["target"] = np.mean(row["target_accuracy"])
-      if scorer is not None:
-        row["selection"] = scorer(state)
-        if last_eval["best"] is None or row["selection"] < last_eval["best"][0]:
-          checkpoint.save_checkpoint(out / "best", state)
-          last_eval["best"] = (row["selection"], step)
-      checkpoint.save_checkpoint(out / "checkpoint", state, max_to_keep=None)
-    history.append(row)
-    if primary:
-      with metrics_path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    if bar is not None:
-      bar.update(len(metrics["loss"]))
-      postfix = {
-        "Ly": np.mean(row["label_loss"]),
-        "Ld": np.mean(row["domain_loss"]),
-        "dacc": np.mean(row["domain_accuracy"]),
-        "lam": np.mean(row["lambda"]),
-      }
-      if "target" in last_eval:
-        postfix["tgt"] = last_eval["target"]
-      bar.set_postfix({k: f"{v:.3f}" for k, v in postfix.items()}, refresh=False)
-
   try:
     state = fit(
       state,
@@ -374,7 +333,7 @@ def train_run(
       batch_size=config.train.batch_size,
       num_classes=num_classes,
       chunk=100 if config.eval_every % 100 == 0 else config.eval_every,
-      callback=on_chunk,
+      callback=log,
       runner=runner,
     )
     state = as_linen(state)
@@ -383,64 +342,157 @@ def train_run(
       _remove_run_files(out)  # nothing to resume: leave the folder reusable
     raise
   finally:
-    if bar is not None:
-      bar.close()
-  train_seconds = time.perf_counter() - t0
-
-  def test_accuracy(test_state, test):
-    if test is None:
-      return None
-    return accuracy_stats(accuracy(test_state, test.images, test.labels, mean))
-
+    log.close()
+  train_seconds = round(time.perf_counter() - t0, 1)
   summary = {
     **identity,
-    "target_accuracy": test_accuracy(state, target_eval),
-    "source_accuracy": test_accuracy(state, source_eval),
+    **_test_accuracies(state, evals, mean),
     "source_val_size": 0 if data.source_val is None else len(data.source_val),
-    "source_val_accuracy": None
-    if data.source_val is None
-    else accuracy_stats(accuracy(state, data.source_val.images, data.source_val.labels, mean)),
-    "target_test_size": 0 if target_eval is None else len(target_eval),
+    "source_val_accuracy": _accuracy_stats_on(state, data.source_val, mean),
+    "target_test_size": 0 if evals.target is None else len(evals.target),
     "paper_v1": (pair.paper or {}).get(method),
     "paper_icml": (pair.paper_icml or {}).get(method),
-    "train_seconds": round(train_seconds, 1),
+    "train_seconds": train_seconds,
     "steps_run": total - start,
     "machine": machine_description(),
     "note": config.note,
     "config": dataclasses.asdict(config.train),
     "network": config.network,
-    "provenance": {
-      "source": data.source_train.provenance,
-      "target": data.target_train.provenance,
-      "source_test": data.source_test.provenance,
-      "target_test": data.target_test.provenance,
-    },
+    "provenance": {key: getattr(data, split).provenance for key, split in _PROVENANCE_SPLITS.items()},
   }
   if keep_best is not None:
-    score, best_step = last_eval["best"]
+    score, best_step = log.best
     best_state = checkpoint.restore_checkpoint(out / "best", state)
     summary["best"] = {
       "criterion": keep_best,
       "step": best_step,
       "score": score,
-      "final_score": history[-1]["selection"],
-      "target_accuracy": test_accuracy(best_state, target_eval),
-      "source_accuracy": test_accuracy(best_state, source_eval),
+      "final_score": log.history[-1]["selection"],
+      **_test_accuracies(best_state, evals, mean),
     }
   if primary:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
   if plots and primary:
     from dann_jax.plots import training_curves
 
-    training_curves(history, out / "curves.png", title=f"{method} on {pair.name}")
+    training_curves(log.history, out / "curves.png", title=f"{method} on {pair.name}")
   return RunResult(summary, state, mean, data, identity)
+
+
+# summary.json's provenance keys and the splits they describe
+_PROVENANCE_SPLITS = {
+  "source": "source_train",
+  "target": "target_train",
+  "source_test": "source_test",
+  "target_test": "target_test",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _EvalSets:
+  """The labelled test images a run is scored on (None: none is labelled)."""
+
+  target: Domain | None
+  source: Domain | None
+
+
+def _accuracy_stats_on(state: TrainState, test: Domain | None, mean) -> dict[str, Any] | None:
+  if test is None:
+    return None
+  return accuracy_stats(accuracy(state, test.images, test.labels, mean))
+
+
+def _test_accuracies(state: TrainState, evals: _EvalSets, mean) -> dict[str, Any]:
+  """Accuracies of `state` on the whole labelled test sets."""
+  return {
+    "target_accuracy": _accuracy_stats_on(state, evals.target, mean),
+    "source_accuracy": _accuracy_stats_on(state, evals.source, mean),
+  }
+
+
+class _RunLog:
+  """The loop's per-chunk callback: metrics.jsonl rows, evaluations on
+  `eval_size` test images every `eval_every` steps, the label-free selection
+  score and best state (`keep_best`), checkpoints, and the progress bar."""
+
+  def __init__(
+    self,
+    config: RunConfig,
+    out: Path,
+    start: int,
+    evals: _EvalSets,
+    mean: np.ndarray,
+    as_linen: Callable[[Any], TrainState],
+    scorer: Callable[[TrainState], float] | None,
+    *,
+    write: bool,
+    progress: bool,
+  ):
+    self.config, self.out, self.evals, self.mean = config, out, evals, mean
+    self.as_linen, self.scorer, self.write = as_linen, scorer, write
+    self.metrics_path = out / "metrics.jsonl"
+    self.history = _read_metrics(self.metrics_path, upto=start)
+    if write:
+      self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+    scored = [r for r in self.history if "selection" in r]
+    best = min(scored, key=lambda r: r["selection"], default=None)
+    self.best = None if best is None else (best["selection"], best["step"])
+    self.last_target = None
+    self.bar = None
+    if progress:
+      from tqdm.auto import tqdm
+
+      total, name = config.train.total_steps, f"{config.method} {config.pair.name}"
+      self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, desc=name)
+
+  def __call__(self, state, metrics: dict[str, np.ndarray]) -> None:
+    state = self.as_linen(state)
+    step = int(np.asarray(state.step).reshape(-1)[0])
+    row = {"step": step}
+    for k, v in metrics.items():  # (steps,) or (steps, seeds)
+      row[k] = _per_seed(np.mean(v, axis=0))
+    if step % self.config.eval_every == 0 or step == self.config.train.total_steps:
+      self._evaluate(state, step, row)
+    self.history.append(row)
+    if self.write:
+      with self.metrics_path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    if self.bar is not None:
+      self.bar.update(len(metrics["loss"]))
+      postfix = {
+        "Ly": np.mean(row["label_loss"]),
+        "Ld": np.mean(row["domain_loss"]),
+        "dacc": np.mean(row["domain_accuracy"]),
+        "lam": np.mean(row["lambda"]),
+      }
+      if self.last_target is not None:
+        postfix["tgt"] = self.last_target
+      self.bar.set_postfix({k: f"{v:.3f}" for k, v in postfix.items()}, refresh=False)
+
+  def _evaluate(self, state: TrainState, step: int, row: dict[str, Any]) -> None:
+    n = self.config.eval_size
+    for key, test in (("target_accuracy", self.evals.target), ("source_accuracy", self.evals.source)):
+      if test is not None:
+        row[key] = _per_seed(accuracy(state, test.images[:n], test.labels[:n], self.mean))
+    if "target_accuracy" in row:
+      self.last_target = np.mean(row["target_accuracy"])
+    if self.scorer is not None:
+      row["selection"] = self.scorer(state)
+      if self.best is None or row["selection"] < self.best[0]:
+        checkpoint.save_checkpoint(self.out / "best", state)
+        self.best = (row["selection"], step)
+    checkpoint.save_checkpoint(self.out / "checkpoint", state, max_to_keep=None)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
 
 
 def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None, data_dir=None) -> RunResult:
   """Rebuilds a finished (or checkpointed) run from its folder.
 
   Args:
-    run_dir: a folder written by `train_pair`.
+    run_dir: a folder written by `train_run` (or `train_pair`).
     data: the pair's splits, if already loaded.
     data_dir: the data cache folder.
 

@@ -185,7 +185,7 @@ class SelectionSet:
 
 
 def selection_set(data, mean, *, max_train: int = 5000, max_target: int = 10_000, seed: int = 0) -> SelectionSet:
-  """The label-free view of a `dann_jax.runs.PairData` (target labels dropped).
+  """The label-free view of a `dann_jax.pair_data.PairData` (target labels dropped).
 
   Raises:
     ValueError: if `data` has no held-out source split.

@@ -419,7 +419,7 @@ def test_custom_domains_work_with_batching_and_holdout(tmp_path):
   import jax
 
   from dann_jax.data import make_domain_pair, sample_batch
-  from dann_jax.runs import split_holdout
+  from dann_jax.pair_data import split_holdout
 
   for k in range(8):
     _save(tmp_path / "src" / ("ab"[k % 2]) / f"{k}.png", _rgb(k, 40, 40))
@@ -467,7 +467,7 @@ def test_get_pair_of_own_data(tmp_path, monkeypatch):
 
 def test_pair_data_labels_the_target_by_the_source_classes(tmp_path):
   from dann_jax.pairs import get_pair
-  from dann_jax.runs import SplitOptions, load_pair_data
+  from dann_jax.pair_data import SplitOptions, load_pair_data
 
   for c in ("ant", "bee", "cow"):
     for i in range(4):
@@ -490,7 +490,7 @@ def test_pair_data_labels_the_target_by_the_source_classes(tmp_path):
 
 def test_pair_data_refuses_other_classes_and_an_unlabelled_source(tmp_path):
   from dann_jax.pairs import get_pair
-  from dann_jax.runs import load_pair_data
+  from dann_jax.pair_data import load_pair_data
 
   for root, classes in (("src", ("ant", "bee")), ("tgt", ("ant", "elk"))):
     for c in classes:

@@ -11,7 +11,8 @@ from dann_jax.data import Domain
 from dann_jax.models import count_params, mnist_dann, svhn_dann
 from dann_jax.pairs import PAIRS
 from dann_jax.presets import config_of, make_config
-from dann_jax.runs import PairData, train_pair
+from dann_jax.pair_data import PairData
+from dann_jax.runs import train_pair
 
 
 def _params(model):
@@ -47,7 +48,7 @@ def test_paper_preset_follows_the_paper(name):
   assert run.note == ""
 
 
-def test_train_pair_builds_the_plans_network(tmp_path):
+def test_train_pair_builds_the_configs_network(tmp_path):
   # syn-digits -> mnist: the pair's own (paper) network is the SVHN net; the
   # quick preset must still train the MNIST net, and say so in the summary.
   rng = np.random.default_rng(0)
@@ -98,7 +99,7 @@ def test_overrides_set_config_fields_and_name_unknown_ones():
 
 
 def test_source_holdout_is_a_fixed_disjoint_split():
-  from dann_jax.runs import holdout_size, split_holdout, with_holdout
+  from dann_jax.pair_data import holdout_size, split_holdout, with_holdout
 
   assert holdout_size(5000, 60_000) == 5000
   assert holdout_size(5000, 40) == 4  # at most a tenth
@@ -142,6 +143,8 @@ def test_a_run_config_is_named_by_its_identity_and_rebuilt_from_it():
     ({"keep_best": "source-risk", "seeds": [0, 1]}, "separate runs"),
     ({"keep_best": "source-risk", "source_holdout": 0}, "source_holdout > 0"),
     ({"keep_best": "target-accuracy"}, "target-accuracy"),
+    ({"overrides": {"seed": 3}}, r"give 'seeds' as their own"),
+    ({"overrides": {"total_steps": 10, "method": "dann"}}, r"give 'method', 'steps' as their own"),
   ],
 )
 def test_make_config_names_the_argument_that_is_wrong(kwargs, message):
@@ -158,5 +161,5 @@ def test_evaluation_cadence_is_overridden_like_a_train_field():
   assert (config.eval_every, config.eval_size, config.train.learning_rate) == (200, 5000, 0.02)
   assert config.train.optimizer == "sgd"  # the rest of the preset stays
   assert config_of(json.loads(json.dumps(config.identity()))) == config
-  with pytest.raises(ValueError, match="eval_size=0 must be a positive integer"):
+  with pytest.raises(ValueError, match=r"overrides\['eval_size'\]=0 must be a positive integer"):
     make_config(PAIRS["mnist->mnist-m"], "dann", "paper", overrides={"eval_size": 0})

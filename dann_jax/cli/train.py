@@ -14,12 +14,12 @@ from dann_jax.cli.select import CRITERIA
 from dann_jax.data import custom
 from dann_jax.pairs import CUSTOM_NOTE, NETWORK_NAMES, PAIRS, get_pair
 
-# The library's names (dann_jax.presets.PRESETS, dann_jax.parallel.
-# PARALLEL_KINDS), spelled here so that `--help` does not import JAX; a test
-# keeps them equal.
+# The library's names (dann_jax.presets.PRESETS and APIS,
+# dann_jax.parallel.PARALLEL_KINDS), spelled here so that `--help` does not
+# import JAX; a test keeps them equal.
 PRESETS = ("quick", "paper")
 PARALLEL_KINDS = ("sharding", "pmap")
-APIS = ("linen", "nnx")  # dann_jax.presets.APIS (kept here: --help imports no jax)
+APIS = ("linen", "nnx")
 
 METHOD_FLAGS = {"dann": "dann", "source-only": "source_only", "target-only": "target_only"}
 
@@ -199,7 +199,6 @@ def parse_overrides(items: list[str]) -> dict:
   import dataclasses
 
   from dann_jax.config import TrainConfig
-
   from dann_jax.presets import RUN_FIELDS
 
   defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
