@@ -233,11 +233,22 @@ def test_set_overrides_config_fields(tiny_mnist, tmp_path):
     ("anneal_learning_rate=maybe", "not a valid bool"),
     ("total_steps=10", "use --steps"),
     ("learning_rate=-1", "learning_rate=-1.0 must be > 0"),
+    ("eval_size=0", "--set eval_size=0 must be a positive integer"),
+    ("source_holdout=-5", "source_holdout=-5 must be >= 0"),
   ],
 )
 def test_bad_set_is_one_clear_error(item, message, tmp_path, capsys):
   assert main(["train", "--source", "mnist", "--target", "mnist-m", "--set", item, "--out", str(tmp_path / "x")]) == 2
-  assert message in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert message in err and err.count("\n") == 1
+  assert not (tmp_path / "x").exists()
+
+
+def test_keep_best_without_a_holdout_names_the_flag_that_adds_one(tmp_path, capsys):
+  args = ["train", "--source", "mnist", "--target", "mnist-m", "--preset", "paper", "--keep-best", "source-risk"]
+  assert main([*args, "--out", str(tmp_path / "x")]) == 2
+  err = capsys.readouterr().err
+  assert "--keep-best needs labelled source images" in err and "add --set source_holdout=N (N > 0)" in err
   assert not (tmp_path / "x").exists()
 
 

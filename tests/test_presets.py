@@ -155,6 +155,7 @@ def test_make_config_names_the_argument_that_is_wrong(kwargs, message):
 def test_evaluation_cadence_is_overridden_like_a_train_field():
   from dann_jax.cli.train import parse_overrides
 
+  assert parse_overrides(["source_holdout=100"]) == {"source_holdout": 100}  # make_config's own argument
   overrides = parse_overrides(["eval_every=200", "learning_rate=0.02"])
   assert overrides == {"eval_every": 200, "learning_rate": 0.02}
   config = make_config(PAIRS["mnist->mnist-m"], "dann", "paper", overrides=overrides)

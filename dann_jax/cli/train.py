@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 
 from dann_jax.cli.select import CRITERIA
 from dann_jax.data import custom
@@ -163,8 +164,9 @@ def register(subparsers) -> None:
     metavar="FIELD=VALUE",
     dest="overrides",
     help="override one value of the preset: a dann_jax.TrainConfig "
-    "field, or eval_every / eval_size (steps between evaluations, test "
-    "images per evaluation), e.g. --set learning_rate=3e-4 --set "
+    "field, eval_every / eval_size (steps between evaluations, test "
+    "images per evaluation) or source_holdout (source train images kept "
+    "out for --keep-best), e.g. --set learning_rate=3e-4 --set "
     "optimizer=sgd; repeatable; run.json records every resolved value",
   )
   p.add_argument(
@@ -193,16 +195,32 @@ def register(subparsers) -> None:
   p.set_defaults(func=run)
 
 
+# The library's argument names in its messages, and the flags that set them.
+_FLAG_WORDS = (
+  (re.compile(r"`overrides` names unknown config fields"), "--set names unknown fields"),
+  (re.compile(r"overrides\['(\w+)'\]="), r"--set \1="),
+  (re.compile(r"keep_best"), "--keep-best"),
+  (re.compile(r"set source_holdout > 0"), "add --set source_holdout=N (N > 0)"),
+)
+
+
+def as_flags(message: str) -> str:
+  """A `make_config` error in the words of this command's flags."""
+  for pattern, flag in _FLAG_WORDS:
+    message = pattern.sub(flag, message)
+  return message
+
+
 def parse_overrides(items: list[str]) -> dict:
-  """`["FIELD=VALUE", ...]` as config overrides (a TrainConfig field, or
-  eval_every / eval_size), typed like the fields."""
+  """`["FIELD=VALUE", ...]` as config overrides (a TrainConfig field,
+  eval_every, eval_size or source_holdout), typed like the fields."""
   import dataclasses
 
   from dann_jax.config import TrainConfig
   from dann_jax.presets import RUN_FIELDS
 
   defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-  defaults.update({name: 1 for name in RUN_FIELDS})  # typed as integers
+  defaults.update({name: 1 for name in (*RUN_FIELDS, "source_holdout")})  # typed as integers
   out = {}
   for item in items:
     field, sep, text = item.partition("=")
@@ -322,18 +340,23 @@ def run(args) -> int:
   pair = get_pair(args.source, args.target, network=args.network or "mnist")
   method = METHOD_FLAGS[args.method]
   overrides = parse_overrides(args.overrides)
-  config = make_config(
-    pair,
-    method,
-    args.preset,
-    steps=args.steps,
-    batch_size=args.batch_size,
-    seeds=seed_list(args),
-    overrides=overrides or None,
-    keep_best=args.keep_best,
-    api=args.api,
-    splits=splits,
-  )
+  source_holdout = overrides.pop("source_holdout", None)
+  try:
+    config = make_config(
+      pair,
+      method,
+      args.preset,
+      steps=args.steps,
+      batch_size=args.batch_size,
+      seeds=seed_list(args),
+      overrides=overrides or None,
+      source_holdout=source_holdout,
+      keep_best=args.keep_best,
+      api=args.api,
+      splits=splits,
+    )
+  except ValueError as e:
+    raise ValueError(as_flags(str(e))) from None
   join_processes(args)
   try:
     result = train_run(
