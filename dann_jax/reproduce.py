@@ -153,8 +153,8 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
-  """Per method, the records of its seeds (training the asked-for methods
-  first); methods with unfinished seeds are described in `status`.
+  """Per method, the records of its finished seeds (training the asked-for
+  methods first); the seeds not finished yet are described in `status`.
 
   A finished run folder gives its record once (kept under `_records`); a
   record without its run folder (a run done in another session or on another
@@ -196,12 +196,11 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
           results[method] = result
       if record is not None:
         done.append(record)
-        states.append(f"seed {seed}: {record['target_accuracy']:.4f}")
       else:
         states.append(f"seed {seed}: {_progress_of(folder)}")
-    if len(done) == len(args.seeds):
+    if done:
       records[method] = done
-    else:
+    if states:
       status[method] = "; ".join(states)
   return records, status, results
 
@@ -301,13 +300,16 @@ def _cell(stats, paper) -> str:
 
 
 def _method_cell(row: dict, method: str) -> str:
+  """The finished seeds' accuracy [paper], then the seeds still to come."""
   if "not_run" in row:
     return "not run (below)"
+  parts = []
   if method in row["network_head"]:
-    return _cell(row["network_head"][method], (row["paper_v1"] or {}).get(method))
-  if method == "sa":
-    return row["status"].get("source_only", "-")
-  return row["status"].get(method, "-")
+    parts.append(_cell(row["network_head"][method], (row["paper_v1"] or {}).get(method)))
+  pending = row["status"].get("source_only" if method == "sa" else method)
+  if pending:
+    parts.append(pending)
+  return "; ".join(parts) or "-"
 
 
 def to_markdown(table: dict) -> str:
@@ -321,7 +323,9 @@ def to_markdown(table: dict) -> str:
     f"Machine: {table['machine']}  ",
     f"Seeds: {table['seeds']}; steps: {table['steps']:,}; {table['note']}",
     "",
-    "Target-domain test accuracy on each pair's whole target test set: mean ± std (per seed) [paper, arXiv v1].",
+    "Target-domain test accuracy on each pair's whole target test set: mean ± std (per seed) [paper, arXiv v1], "
+    "over the seeds finished so far; seeds still running or not started are named after it, and the gap "
+    "fractions use the finished seeds' means.",
     "",
     header,
     rule,

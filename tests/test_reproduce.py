@@ -69,3 +69,14 @@ def test_records_rebuild_the_table_without_the_run_folders(tiny_mnist, tmp_path,
   for key in ("network_head", "svm_head", "gap_covered", "proxy_a_distance", "tsne", "sa_dimension"):
     assert again["details"][0].get(key) == row.get(key)
   assert "seed 0: not started" not in (results / "table1_quick.md").read_text()
+
+  # two seeds asked for, one finished: the table shows the finished seed and names the other
+  assert (
+    main(table1_args(["mnist->mnist-dilated"], runs, results, "--table-only", "--no-progress", "--seeds", "2")) == 0
+  )
+  partial = json.loads((results / "table1_quick.json").read_text())["pairs"]["mnist->mnist-dilated"]
+  assert partial["dann"] == first["pairs"]["mnist->mnist-dilated"]["dann"]
+  assert partial["status"] == {m: "seed 1: not started" for m in ("source_only", "dann", "target_only")}
+  text = (results / "table1_quick.md").read_text()
+  dann_mean = summaries["dann"]["target_accuracy"]["mean"]
+  assert f"| DANN | {dann_mean:.4f} [0.9830]; seed 1: not started |" in text
