@@ -44,7 +44,6 @@ from dann_jax import nnx as dann_nnx
 from dann_jax import selection
 from dann_jax.config import TrainConfig
 from dann_jax.models import DANN, mnist_dann, svhn_dann
-from dann_jax.objective import check_method
 from dann_jax.pair_data import SplitOptions, is_custom, split_options
 from dann_jax.pairs import PAIRS, PairSpec, get_pair
 from dann_jax.xla_cpu import tuned
@@ -216,7 +215,6 @@ def make_config(
       options for a built-in domain, a bad `TrainConfig` value, or options
       that do not go together.
   """
-  check_method(method)
   seeds = tuple(int(s) for s in seeds)
   if not seeds:
     raise ValueError("`seeds` is empty; give at least one seed")
