@@ -113,8 +113,9 @@ def run_record(result, method: str, seed: int) -> dict:
 
   The network head's target accuracy (from the run's summary), a linear-SVM
   head retrained on the label predictor's last hidden layer (on target train
-  images for train-on-target, else source train images), and for source-only
-  subspace alignment on that layer. Kept as JSON beside the table, so the
+  images for train-on-target, else source train images), the step the run
+  collapsed at if it did (`dann_jax.health`), and for source-only subspace
+  alignment on that layer. Kept as JSON beside the table, so the
   table can be rebuilt on a machine that no longer has the run folders.
   """
   from dann_jax.baselines import linear_svm_accuracy, subspace_alignment
@@ -140,12 +141,21 @@ def run_record(result, method: str, seed: int) -> dict:
     "svm_accuracy": linear_svm_accuracy(train_x, labelled.labels[idx], test_x, tgt.labels),
     "train_seconds": summary.get("train_seconds"),
     "machine": summary.get("machine"),
+    "collapsed_at_step": summary["collapsed_at_step"][0],
   }
   if method == "source_only":
     keep = np.isin(idx, _subsample(len(data.source_train), SA_SOURCE, 1))
     sa = subspace_alignment(train_x[keep], labelled.labels[idx][keep], test_x, tgt.labels)
     record["sa"] = {"accuracy": sa.accuracy, "d": sa.d}
   return record
+
+
+def _collapse_of(folder: Path, data) -> list[int | None]:
+  """`collapsed_at_step` of a finished run whose summary predates it."""
+  from dann_jax.health import collapse_steps
+
+  rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+  return collapse_steps(rows, data.source_train.num_classes)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -162,8 +172,8 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
   program over vmapped seeds ran about 2.7x slower than separate runs.
 
   Returns:
-    `(records, status, results)`: `results` holds the loaded runs of this
-    call (for the feature analysis), by method, first seed only.
+    `(records, status, results)`: `results` holds the runs loaded by this
+    call (for the feature analysis), by method and seed.
   """
   from dann_jax.runs import load_run, train_or_reuse
 
@@ -190,10 +200,13 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
       elif record is None and (folder / "summary.json").exists():
         result = load_run(folder, data=data_of())
       if result is not None:
+        result.summary.setdefault("collapsed_at_step", _collapse_of(folder, result.data))
         record = run_record(result, method, seed)
         write_text_atomic(record_path, json.dumps(record, indent=2))
-        if seed == args.seeds[0]:
-          results[method] = result
+        results.setdefault(method, {})[seed] = result
+      elif record is not None and "collapsed_at_step" not in record and (folder / "summary.json").exists():
+        record["collapsed_at_step"] = _collapse_of(folder, data_of())[0]
+        write_text_atomic(record_path, json.dumps(record, indent=2))
       if record is not None:
         done.append(record)
       else:
@@ -205,23 +218,35 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
   return records, status, results
 
 
-def _feature_analysis(spec, args: TableArgs, results: dict, data_of) -> dict | None:
-  """Proxy A-distances and the t-SNE figure of source-only vs DANN (first
-  seed), computed once and kept beside the records."""
+def _analysis_seed(args: TableArgs, records: dict) -> int | None:
+  """The first seed whose source-only and DANN runs both finished without
+  collapsing: a collapsed run's constant features would look aligned."""
+  for seed in args.seeds:
+    pair = [next((r for r in records.get(m, []) if r["seed"] == seed), None) for m in ("source_only", "dann")]
+    if all(r is not None and r.get("collapsed_at_step") is None for r in pair):
+      return seed
+  return None
+
+
+def _feature_analysis(spec, args: TableArgs, records: dict, results: dict, data_of) -> dict | None:
+  """Proxy A-distances and the t-SNE figure of source-only vs DANN (on
+  `_analysis_seed`), computed once and kept beside the records."""
   from dann_jax.analysis import compare_features
   from dann_jax.plots import tsne_panels
   from dann_jax.runs import load_run
 
   path = _records(args, spec.name) / "analysis.json"
-  seed = args.seeds[0]
+  seed = _analysis_seed(args, records)
+  if seed is None:
+    return None
   analysis = _read_json(path)
   if analysis is not None and analysis.get("seed") == seed:
     return analysis
   runs = {}
   for method in ("source_only", "dann"):
     folder = _folder(args, spec.name, method, seed)
-    if method in results:
-      runs[method] = results[method]
+    if seed in results.get(method, {}):
+      runs[method] = results[method][seed]
     elif (folder / "summary.json").exists():
       runs[method] = load_run(folder, data=data_of())
     else:
@@ -281,10 +306,16 @@ def run_pair(spec, args: TableArgs) -> dict:
     for m in ("sa", "dann"):
       if m in head and to != so:
         row["gap_covered"][m] = (head[m]["mean"] - so) / (to - so)
-  analysis = _feature_analysis(spec, args, results, data_of)
+  row["collapsed"] = {
+    m: {r["seed"]: r["collapsed_at_step"] for r in rs if r.get("collapsed_at_step") is not None}
+    for m, rs in records.items()
+  }
+  row["collapsed"] = {m: seeds for m, seeds in row["collapsed"].items() if seeds}
+  analysis = _feature_analysis(spec, args, records, results, data_of)
   if analysis is not None:
     row["proxy_a_distance"] = analysis["proxy_a_distance"]
     row["tsne"] = analysis["tsne"]
+    row["analysis_seed"] = analysis["seed"]
   row["train_seconds"] = {m: float(np.mean([r["train_seconds"] or 0 for r in rs])) for m, rs in records.items()}
   row["wall_seconds"] = round(time.perf_counter() - t0, 1)
   return row
@@ -306,7 +337,10 @@ def _method_cell(row: dict, method: str) -> str:
   parts = []
   if method in row["network_head"]:
     parts.append(_cell(row["network_head"][method], (row["paper_v1"] or {}).get(method)))
-  pending = row["status"].get("source_only" if method == "sa" else method)
+  trained = "source_only" if method == "sa" else method
+  for seed, step in row.get("collapsed", {}).get(trained, {}).items():
+    parts.append(f"seed {seed} collapsed at step {step:,}")
+  pending = row["status"].get(trained)
   if pending:
     parts.append(pending)
   return "; ".join(parts) or "-"
@@ -343,6 +377,14 @@ def to_markdown(table: dict) -> str:
         lambda r, m=m: f"{100 * r['gap_covered'][m]:.1f}%" if m in r.get("gap_covered", {}) else "-",
       )
     )
+  if any(r.get("collapsed") for r in rows):
+    lines += [
+      "",
+      "A collapsed seed's training label loss went back to chance, ln(classes), and stayed there to the end "
+      "(its features are constant): read from the training metrics alone, no target label "
+      "(`dann_jax.health`). Its accuracy counts in the mean as trained; the proxy A-distance and t-SNE use the "
+      "first seed whose source-only and DANN runs both finished without collapsing.",
+    ]
   lines += [
     "",
     "Linear-SVM heads retrained on the last hidden layer (the paper reports these stay about the same):",
@@ -377,7 +419,9 @@ def to_markdown(table: dict) -> str:
     if "sa_dimension" in r:
       extra.insert(0, f"SA d = {r['sa_dimension']}")
     if "tsne" in r:
-      extra.append(f"t-SNE: [{r['tsne']}]({r['tsne']})")
+      extra.append(f"t-SNE (seed {r['analysis_seed']}): [{r['tsne']}]({r['tsne']})")
+    elif r.get("collapsed"):
+      extra.append("proxy A-distance and t-SNE: waiting for a seed whose runs finish without collapsing")
     if r["note"]:
       extra.append(f"note: {r['note']}")
     lines.append(f"- {r['pair']}: " + "; ".join(extra))

@@ -39,6 +39,7 @@ from dann_jax import checkpoint, distributed, selection
 from dann_jax.data import Domain, make_domain_pair
 from dann_jax.data.batching import pixel_mean
 from dann_jax.evaluation import accuracy
+from dann_jax.health import collapse_steps
 from dann_jax.loop import fit, replicate_seeds
 from dann_jax import nnx as dann_nnx
 from dann_jax.pair_data import PairData, data_fingerprint, load_pair_data, with_holdout
@@ -261,7 +262,9 @@ def train_run(
   Returns:
     The summary, the final state, the normalisation mean, the data and the
     run's identity. The summary's target accuracies are None when no target
-    test image has a label (an unlabelled folder).
+    test image has a label (an unlabelled folder); its `collapsed_at_step`
+    names, per seed, the step from which the training label loss stayed at
+    chance (`dann_jax.health`), or None.
 
   Raises:
     ValueError: `out_dir` holds another run (or, with `resume`, a different
@@ -354,6 +357,7 @@ def train_run(
     "paper_icml": (pair.paper_icml or {}).get(method),
     "train_seconds": train_seconds,
     "steps_run": total - start,
+    "collapsed_at_step": collapse_steps(log.history, num_classes),
     "machine": machine_description(),
     "note": config.note,
     "config": dataclasses.asdict(config.train),

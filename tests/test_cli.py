@@ -18,6 +18,7 @@ def test_train_writes_and_resumes(tiny_mnist, tmp_path, capsys):
   assert 0.0 <= summary["target_accuracy"]["mean"] <= 1.0
   assert summary["target_test_size"] == 20
   assert summary["paper_v1"] == pytest.approx(0.8149)
+  assert summary["collapsed_at_step"] == [None]
   rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [4]
   assert "target_accuracy" in rows[-1]
@@ -36,6 +37,23 @@ def test_train_writes_and_resumes(tiny_mnist, tmp_path, capsys):
   again = json.loads((out / "summary.json").read_text())
   assert again["target_accuracy"] == summary["target_accuracy"]
   assert again["steps_run"] == 0
+
+
+def test_train_warns_when_a_seed_collapsed(tiny_mnist, tmp_path, capsys, monkeypatch):
+  import dann_jax.runs
+
+  real = dann_jax.runs.train_run
+
+  def collapsing(*args, **kwargs):
+    result = real(*args, **kwargs)
+    result.summary["collapsed_at_step"] = [3, None]
+    return result
+
+  monkeypatch.setattr(dann_jax.runs, "train_run", collapsing)
+  assert main(TRAIN + ["--seeds", "2", "--out", str(tmp_path / "run")]) == 0
+  printed = capsys.readouterr().out
+  assert "warning: seed 0 collapsed at step 3: its training label loss went back to chance" in printed
+  assert "seed 1 collapsed" not in printed and "--set max_norm=" in printed
 
 
 def test_seeds_and_tsne(tiny_mnist, tmp_path, capsys):

@@ -49,6 +49,7 @@ def test_records_rebuild_the_table_without_the_run_folders(tiny_mnist, tmp_path,
     "target_only_s0.json",
   ]
   so = json.loads((records / "source_only_s0.json").read_text())
+  assert so["collapsed_at_step"] is None and all(s["collapsed_at_step"] == [None] for s in summaries.values())
   assert so["target_accuracy"] == summaries["source_only"]["target_accuracy"]["mean"]
   assert 0.0 <= so["svm_accuracy"] <= 1.0 and "accuracy" in so["sa"] and so["steps"] == 4
   cells = first["pairs"]["mnist->mnist-dilated"]
@@ -80,3 +81,62 @@ def test_records_rebuild_the_table_without_the_run_folders(tiny_mnist, tmp_path,
   text = (results / "table1_quick.md").read_text()
   dann_mean = summaries["dann"]["target_accuracy"]["mean"]
   assert f"| DANN | {dann_mean:.4f} [0.9830]; seed 1: not started |" in text
+
+
+def _record(method, seed, accuracy, collapsed_at_step=None):
+  record = {
+    "pair": "mnist->mnist-dilated",
+    "method": method,
+    "seed": seed,
+    "preset": "quick",
+    "steps": 4,
+    "target_accuracy": accuracy,
+    "source_accuracy": 0.9,
+    "svm_accuracy": accuracy,
+    "train_seconds": 1.0,
+    "machine": "test",
+    "collapsed_at_step": collapsed_at_step,
+  }
+  if method == "source_only":
+    record["sa"] = {"accuracy": accuracy, "d": 2}
+  return record
+
+
+def test_a_collapsed_seed_is_named_and_kept_out_of_the_feature_analysis(tmp_path):
+  runs, results = tmp_path / "runs", tmp_path / "results"
+  records = results / "table1" / "records" / "quick_4steps" / "mnist_to_mnist-dilated"
+  records.mkdir(parents=True)
+  for record in (
+    _record("source_only", 0, 0.6),
+    _record("dann", 0, 0.1, collapsed_at_step=4100),
+    _record("target_only", 0, 0.9),
+    _record("source_only", 1, 0.7),
+    _record("dann", 1, 0.8),
+  ):
+    (records / f"{record['method']}_s{record['seed']}.json").write_text(json.dumps(record))
+  flags = ("--table-only", "--no-progress", "--seeds", "2")
+  assert main(table1_args(["mnist->mnist-dilated"], runs, results, *flags)) == 0
+  table = json.loads((results / "table1_quick.json").read_text())
+  row = table["details"][0]
+  assert row["collapsed"] == {"dann": {"0": 4100}}
+  # the collapsed seed counts in the mean as trained
+  assert table["pairs"]["mnist->mnist-dilated"]["dann"] == [0.1, 0.8]
+  assert row["gap_covered"]["dann"] == pytest.approx((0.45 - 0.65) / (0.9 - 0.65))
+  # seed 0's DANN features are constant; seed 1's runs are not here to analyse
+  assert "proxy_a_distance" not in row and not (records / "analysis.json").exists()
+  text = (results / "table1_quick.md").read_text()
+  assert "| DANN | 0.4500 ± 0.3500 (0.100/0.800) [0.9830]; seed 0 collapsed at step 4,100 |" in text
+  assert "waiting for a seed whose runs finish without collapsing" in text
+
+
+def test_the_feature_analysis_takes_the_first_seed_without_a_collapse():
+  from dann_jax.reproduce import TableArgs, _analysis_seed
+
+  args = TableArgs(seeds=[0, 1, 2], pairs=["mnist->mnist-dilated"])
+  records = {
+    "source_only": [_record("source_only", s, 0.6) for s in (0, 1, 2)],
+    "dann": [_record("dann", 0, 0.1, 4100), _record("dann", 2, 0.8)],
+  }
+  assert _analysis_seed(args, records) == 2  # seed 1's DANN has not finished
+  records["source_only"][2]["collapsed_at_step"] = 300
+  assert _analysis_seed(args, records) is None

@@ -376,6 +376,14 @@ def run(args) -> int:
   target = "none (no target test image has a label)" if t is None else f"{t['mean']:.4f} +- {t['std']:.4f}"
   paper = pair.note if pair.note == CUSTOM_NOTE else f"paper v1: {s['paper_v1']}"
   print(f"{method} {pair.name}: target accuracy {target} (source {_mean(src)}) over {len(s['seeds'])} seed(s); {paper}")
+  collapsed = [(seed, step) for seed, step in zip(s["seeds"], s["collapsed_at_step"]) if step is not None]
+  for seed, step in collapsed:
+    print(
+      f"warning: seed {seed} collapsed at step {step:,}: its training label loss went back to chance and stayed "
+      "there (dead features, chance accuracy). Lower the learning rate or the adaptation factor (--set "
+      "learning_rate=... / --set lam_max=...), bound each unit's weight norm (--set max_norm=...), or keep the "
+      "best label-free checkpoint (--keep-best source-risk --set source_holdout=5000)"
+    )
   if "best" in s:
     b = s["best"]
     final = "" if t is None else f" (final state: {t['mean']:.4f})"
