@@ -140,6 +140,7 @@ def run_record(result, method: str, seed: int) -> dict:
     "source_accuracy": summary["source_accuracy"]["mean"],
     "svm_accuracy": linear_svm_accuracy(train_x, labelled.labels[idx], test_x, tgt.labels),
     "train_seconds": summary.get("train_seconds"),
+    "steps_run": summary.get("steps_run"),
     "machine": summary.get("machine"),
     "collapsed_at_step": summary["collapsed_at_step"][0],
   }
@@ -148,6 +149,11 @@ def run_record(result, method: str, seed: int) -> dict:
     sa = subspace_alignment(train_x[keep], labelled.labels[idx][keep], test_x, tgt.labels)
     record["sa"] = {"accuracy": sa.accuracy, "d": sa.d}
   return record
+
+
+# record keys that records written before them lack; filled in from the run
+# folder where it is still here
+LATER_KEYS = {"steps_run", "collapsed_at_step"}
 
 
 def _collapse_of(folder: Path, data) -> list[int | None]:
@@ -204,8 +210,11 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
         record = run_record(result, method, seed)
         write_text_atomic(record_path, json.dumps(record, indent=2))
         results.setdefault(method, {})[seed] = result
-      elif record is not None and "collapsed_at_step" not in record and (folder / "summary.json").exists():
-        record["collapsed_at_step"] = _collapse_of(folder, data_of())[0]
+      elif record is not None and not LATER_KEYS <= set(record) and (folder / "summary.json").exists():
+        summary = json.loads((folder / "summary.json").read_text())
+        record.setdefault("steps_run", summary.get("steps_run"))
+        if "collapsed_at_step" not in record:
+          record["collapsed_at_step"] = _collapse_of(folder, data_of())[0]
         write_text_atomic(record_path, json.dumps(record, indent=2))
       if record is not None:
         done.append(record)
@@ -316,9 +325,16 @@ def run_pair(spec, args: TableArgs) -> dict:
     row["proxy_a_distance"] = analysis["proxy_a_distance"]
     row["tsne"] = analysis["tsne"]
     row["analysis_seed"] = analysis["seed"]
-  row["train_seconds"] = {m: float(np.mean([r["train_seconds"] or 0 for r in rs])) for m, rs in records.items()}
+  row["train_seconds"] = {m: float(np.mean([_whole_run_seconds(r) for r in rs])) for m, rs in records.items()}
   row["wall_seconds"] = round(time.perf_counter() - t0, 1)
   return row
+
+
+def _whole_run_seconds(record: dict) -> float:
+  """A run's training time, scaled up from the steps its last command ran
+  when it was resumed (0 if unknown)."""
+  seconds, ran = record.get("train_seconds") or 0, record.get("steps_run")
+  return seconds * record["steps"] / ran if ran else seconds
 
 
 def _cell(stats, paper) -> str:

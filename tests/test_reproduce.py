@@ -111,7 +111,7 @@ def test_a_collapsed_seed_is_named_and_kept_out_of_the_feature_analysis(tmp_path
     _record("dann", 0, 0.1, collapsed_at_step=4100),
     _record("target_only", 0, 0.9),
     _record("source_only", 1, 0.7),
-    _record("dann", 1, 0.8),
+    _record("dann", 1, 0.8) | {"steps_run": 2},  # resumed half-way: 1 s for 2 of its 4 steps
   ):
     (records / f"{record['method']}_s{record['seed']}.json").write_text(json.dumps(record))
   flags = ("--table-only", "--no-progress", "--seeds", "2")
@@ -122,6 +122,7 @@ def test_a_collapsed_seed_is_named_and_kept_out_of_the_feature_analysis(tmp_path
   # the collapsed seed counts in the mean as trained
   assert table["pairs"]["mnist->mnist-dilated"]["dann"] == [0.1, 0.8]
   assert row["gap_covered"]["dann"] == pytest.approx((0.45 - 0.65) / (0.9 - 0.65))
+  assert row["train_seconds"]["dann"] == pytest.approx((1.0 + 2.0) / 2)
   # seed 0's DANN features are constant; seed 1's runs are not here to analyse
   assert "proxy_a_distance" not in row and not (records / "analysis.json").exists()
   text = (results / "table1_quick.md").read_text()
