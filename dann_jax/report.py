@@ -62,6 +62,17 @@ def demo_report(pair: PairSpec, results: Mapping, out: str | os.PathLike, *, wal
   lines += [
     "",
     f"DANN - source only: **{gain:+.4f}**. Whole command: {wall_seconds / 60:.1f} min.",
+  ]
+  for method, summary in (("source_only", so), ("dann", dann)):
+    step = summary.get("collapsed_at_step", [None])[0]
+    if step is not None:
+      lines += [
+        "",
+        f"**{names[method]} collapsed at step {step:,}**: its training label loss went back to chance and "
+        "stayed there, so its features are constant; its accuracy is chance and its proxy A-distance near 0 "
+        "says nothing about alignment (see docs/errors.md, \"A run that collapses\").",
+      ]
+  lines += [
     "",
     "The proxy A-distance (2 = the domains are linearly separable in "
     "feature space, 0 = indistinguishable) is measured on the feature "

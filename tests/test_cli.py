@@ -131,8 +131,13 @@ def test_demo_writes_a_report_and_says_when_it_reuses(tiny_mnist, tmp_path, caps
   assert (out / "tsne.png").read_bytes()[:4] == b"\x89PNG"
   for link in ("tsne.png", "source_only/curves.png", "dann/curves.png"):
     assert f"]({link})" in text and (out / link).exists()
+  assert "collapsed" not in text
+  # a reused DANN run whose summary names a collapse: the report says so
+  summary_path = out / "dann" / "summary.json"
+  summary_path.write_text(json.dumps(json.loads(summary_path.read_text()) | {"collapsed_at_step": [3]}))
   assert main(args) == 0
   assert "reusing the runs already in" in capsys.readouterr().out
+  assert "**DANN collapsed at step 3**" in report.read_text()
   assert main(args + ["--force"]) == 0
   assert "training afresh" in capsys.readouterr().out
 
