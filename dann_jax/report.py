@@ -69,8 +69,9 @@ def demo_report(pair: PairSpec, results: Mapping, out: str | os.PathLike, *, wal
       lines += [
         "",
         f"**{names[method]} collapsed at step {step:,}**: its training label loss went back to chance and "
-        "stayed there, so its features are constant; its accuracy is chance and its proxy A-distance near 0 "
-        "says nothing about alignment (see docs/errors.md, \"A run that collapses\").",
+        "stayed there, so its predictions are constant and its accuracy is chance; its features are not those "
+        "of a trained model, and its proxy A-distance says nothing about alignment (see docs/errors.md, "
+        "\"A run that collapses\").",
       ]
   lines += [
     "",

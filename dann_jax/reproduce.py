@@ -151,17 +151,19 @@ def run_record(result, method: str, seed: int) -> dict:
   return record
 
 
-# record keys that records written before them lack; filled in from the run
-# folder where it is still here
-LATER_KEYS = {"steps_run", "collapsed_at_step"}
+def _collapse_of(folder: Path, result) -> list[int | None]:
+  """`collapsed_at_step` of a finished run from its `metrics.jsonl` (None
+  per seed where the folder has none)."""
+  from dann_jax.health import chance_loss, collapse_steps
 
-
-def _collapse_of(folder: Path, data) -> list[int | None]:
-  """`collapsed_at_step` of a finished run whose summary predates it."""
-  from dann_jax.health import collapse_steps
-
-  rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-  return collapse_steps(rows, data.source_train.num_classes)
+  seeds = len(result.summary["seeds"])
+  metrics = folder / "metrics.jsonl"
+  if not metrics.exists():
+    return [None] * seeds
+  rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+  data = result.data
+  labels = (data.target_train if result.summary["method"] == "target_only" else data.source_train).labels
+  return collapse_steps(rows, chance_loss(labels), seeds)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -206,16 +208,11 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
       elif record is None and (folder / "summary.json").exists():
         result = load_run(folder, data=data_of())
       if result is not None:
-        result.summary.setdefault("collapsed_at_step", _collapse_of(folder, result.data))
+        if "collapsed_at_step" not in result.summary:  # a summary written before the key
+          result.summary["collapsed_at_step"] = _collapse_of(folder, result)
         record = run_record(result, method, seed)
         write_text_atomic(record_path, json.dumps(record, indent=2))
         results.setdefault(method, {})[seed] = result
-      elif record is not None and not LATER_KEYS <= set(record) and (folder / "summary.json").exists():
-        summary = json.loads((folder / "summary.json").read_text())
-        record.setdefault("steps_run", summary.get("steps_run"))
-        if "collapsed_at_step" not in record:
-          record["collapsed_at_step"] = _collapse_of(folder, data_of())[0]
-        write_text_atomic(record_path, json.dumps(record, indent=2))
       if record is not None:
         done.append(record)
       else:
@@ -227,39 +224,50 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
   return records, status, results
 
 
-def _analysis_seed(args: TableArgs, records: dict) -> int | None:
-  """The first seed whose source-only and DANN runs both finished without
-  collapsing: a collapsed run's constant features would look aligned."""
+def _clean_seeds(args: TableArgs, records: dict) -> list[int]:
+  """The seeds whose source-only and DANN runs both finished without
+  collapsing: a collapsed run's features are not those of a trained model."""
+  clean = []
   for seed in args.seeds:
     pair = [next((r for r in records.get(m, []) if r["seed"] == seed), None) for m in ("source_only", "dann")]
     if all(r is not None and r.get("collapsed_at_step") is None for r in pair):
-      return seed
-  return None
+      clean.append(seed)
+  return clean
 
 
-def _feature_analysis(spec, args: TableArgs, records: dict, results: dict, data_of) -> dict | None:
-  """Proxy A-distances and the t-SNE figure of source-only vs DANN (on
-  `_analysis_seed`), computed once and kept beside the records."""
+def _feature_analysis(spec, args: TableArgs, records: dict, results: dict, data_of) -> tuple[dict | None, str]:
+  """Proxy A-distances and the t-SNE figure of source-only vs DANN on one of
+  `_clean_seeds` (the first whose runs are here), computed once and kept
+  beside the records.
+
+  Returns:
+    `(analysis, why_not)`: the analysis, or None and why there is none where
+    a collapse or missing run folders explain it (else "").
+  """
   from dann_jax.analysis import compare_features
   from dann_jax.plots import tsne_panels
   from dann_jax.runs import load_run
 
+  clean = _clean_seeds(args, records)
+  if not clean:
+    collapsed = any(r.get("collapsed_at_step") is not None for m in ("source_only", "dann") for r in records.get(m, []))
+    return None, "waiting for a seed whose source-only and DANN runs finish without collapsing" if collapsed else ""
   path = _records(args, spec.name) / "analysis.json"
-  seed = _analysis_seed(args, records)
-  if seed is None:
-    return None
   analysis = _read_json(path)
-  if analysis is not None and analysis.get("seed") == seed:
-    return analysis
-  runs = {}
-  for method in ("source_only", "dann"):
-    folder = _folder(args, spec.name, method, seed)
-    if seed in results.get(method, {}):
-      runs[method] = results[method][seed]
-    elif (folder / "summary.json").exists():
-      runs[method] = load_run(folder, data=data_of())
-    else:
-      return None
+  if analysis is not None and analysis.get("seed") in clean:
+    return analysis, ""
+  for seed in clean:
+    runs = {}
+    for method in ("source_only", "dann"):
+      folder = _folder(args, spec.name, method, seed)
+      if seed in results.get(method, {}):
+        runs[method] = results[method][seed]
+      elif (folder / "summary.json").exists():
+        runs[method] = load_run(folder, data=data_of())
+    if len(runs) == 2:
+      break
+  else:
+    return None, f"the run folders of seeds {clean} are not on this machine"
   layer = TSNE_LAYERS.get(spec.name, "features")
   figure = Path(args.results) / "table1" / f"tsne_{spec.name.replace('->', '_to_')}_{args.preset}.png"
   comparison = compare_features([("source only", runs["source_only"]), ("DANN", runs["dann"])], layer=layer)
@@ -271,7 +279,7 @@ def _feature_analysis(spec, args: TableArgs, records: dict, results: dict, data_
     "tsne": str(figure.relative_to(args.results)),
   }
   write_text_atomic(path, json.dumps(analysis, indent=2))
-  return analysis
+  return analysis, ""
 
 
 def run_pair(spec, args: TableArgs) -> dict:
@@ -315,16 +323,18 @@ def run_pair(spec, args: TableArgs) -> dict:
     for m in ("sa", "dann"):
       if m in head and to != so:
         row["gap_covered"][m] = (head[m]["mean"] - so) / (to - so)
-  row["collapsed"] = {
-    m: {r["seed"]: r["collapsed_at_step"] for r in rs if r.get("collapsed_at_step") is not None}
+  collapsed = {
+    m: [{"seed": r["seed"], "step": r["collapsed_at_step"]} for r in rs if r.get("collapsed_at_step") is not None]
     for m, rs in records.items()
   }
-  row["collapsed"] = {m: seeds for m, seeds in row["collapsed"].items() if seeds}
-  analysis = _feature_analysis(spec, args, records, results, data_of)
+  row["collapsed"] = {m: seeds for m, seeds in collapsed.items() if seeds}
+  analysis, why_not = _feature_analysis(spec, args, records, results, data_of)
   if analysis is not None:
     row["proxy_a_distance"] = analysis["proxy_a_distance"]
     row["tsne"] = analysis["tsne"]
     row["analysis_seed"] = analysis["seed"]
+  elif why_not:
+    row["analysis_missing"] = why_not
   row["train_seconds"] = {m: float(np.mean([_whole_run_seconds(r) for r in rs])) for m, rs in records.items()}
   row["wall_seconds"] = round(time.perf_counter() - t0, 1)
   return row
@@ -354,8 +364,8 @@ def _method_cell(row: dict, method: str) -> str:
   if method in row["network_head"]:
     parts.append(_cell(row["network_head"][method], (row["paper_v1"] or {}).get(method)))
   trained = "source_only" if method == "sa" else method
-  for seed, step in row.get("collapsed", {}).get(trained, {}).items():
-    parts.append(f"seed {seed} collapsed at step {step:,}")
+  for c in row.get("collapsed", {}).get(trained, []):
+    parts.append(f"seed {c['seed']} collapsed at step {c['step']:,}")
   pending = row["status"].get(trained)
   if pending:
     parts.append(pending)
@@ -396,10 +406,10 @@ def to_markdown(table: dict) -> str:
   if any(r.get("collapsed") for r in rows):
     lines += [
       "",
-      "A collapsed seed's training label loss went back to chance, ln(classes), and stayed there to the end "
-      "(its features are constant): read from the training metrics alone, no target label "
-      "(`dann_jax.health`). Its accuracy counts in the mean as trained; the proxy A-distance and t-SNE use the "
-      "first seed whose source-only and DANN runs both finished without collapsing.",
+      "A collapsed seed's training label loss went back to chance (the entropy of the class frequencies) and "
+      "stayed there to the end: its predictions are constant. This is read from the training metrics alone, "
+      "no target label (`dann_jax.health`). Its accuracy counts in the mean as trained; the proxy A-distance "
+      "and t-SNE use a seed whose source-only and DANN runs both finished without collapsing.",
     ]
   lines += [
     "",
@@ -431,13 +441,14 @@ def to_markdown(table: dict) -> str:
       lines.append(f"- {r['pair']}: {r['not_run']}")
       continue
     trained = ", ".join(f"{m} {t / 60:.1f} min per seed" for m, t in r["train_seconds"].items() if t)
+    trained += " (a resumed run's time scaled to all its steps)" if trained else ""
     extra = [f"training {trained}" if trained else "nothing finished yet"]
     if "sa_dimension" in r:
       extra.insert(0, f"SA d = {r['sa_dimension']}")
     if "tsne" in r:
       extra.append(f"t-SNE (seed {r['analysis_seed']}): [{r['tsne']}]({r['tsne']})")
-    elif r.get("collapsed"):
-      extra.append("proxy A-distance and t-SNE: waiting for a seed whose runs finish without collapsing")
+    elif "analysis_missing" in r:
+      extra.append(f"proxy A-distance and t-SNE: {r['analysis_missing']}")
     if r["note"]:
       extra.append(f"note: {r['note']}")
     lines.append(f"- {r['pair']}: " + "; ".join(extra))

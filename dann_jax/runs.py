@@ -39,7 +39,7 @@ from dann_jax import checkpoint, distributed, selection
 from dann_jax.data import Domain, make_domain_pair
 from dann_jax.data.batching import pixel_mean
 from dann_jax.evaluation import accuracy
-from dann_jax.health import collapse_steps
+from dann_jax.health import chance_loss, collapse_steps
 from dann_jax.loop import fit, replicate_seeds
 from dann_jax import nnx as dann_nnx
 from dann_jax.pair_data import PairData, data_fingerprint, load_pair_data, with_holdout
@@ -357,7 +357,7 @@ def train_run(
     "paper_icml": (pair.paper_icml or {}).get(method),
     "train_seconds": train_seconds,
     "steps_run": total - start,
-    "collapsed_at_step": collapse_steps(log.history, num_classes),
+    "collapsed_at_step": collapse_steps(log.history, _chance(config, data), len(config.seeds)),
     "machine": machine_description(),
     "note": config.note,
     "config": dataclasses.asdict(config.train),
@@ -381,6 +381,11 @@ def train_run(
 
     training_curves(log.history, out / "curves.png", title=f"{method} on {pair.name}")
   return RunResult(summary, state, mean, data, identity)
+
+
+def _chance(config: RunConfig, data: PairData) -> float:
+  """The label loss of predicting the class frequencies of the labels the run trains on."""
+  return chance_loss((data.target_train if config.method == "target_only" else data.source_train).labels)
 
 
 # summary.json's provenance keys and the splits they describe

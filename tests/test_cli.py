@@ -50,10 +50,14 @@ def test_train_warns_when_a_seed_collapsed(tiny_mnist, tmp_path, capsys, monkeyp
     return result
 
   monkeypatch.setattr(dann_jax.runs, "train_run", collapsing)
-  assert main(TRAIN + ["--seeds", "2", "--out", str(tmp_path / "run")]) == 0
-  printed = capsys.readouterr().out
-  assert "warning: seed 0 collapsed at step 3: its training label loss went back to chance" in printed
-  assert "seed 1 collapsed" not in printed and "--set max_norm=" in printed
+  out = tmp_path / "run"
+  assert main(TRAIN + ["--seeds", "2", "--out", str(out)]) == 0
+  assert json.loads((out / "summary.json").read_text())["collapsed_at_step"] == [None, None]  # as trained
+  err = capsys.readouterr().err
+  assert "dann-jax: warning: seed 0 collapsed at step 3: its training label loss went back to chance" in err
+  assert "seed 1 collapsed" not in err
+  for knob in ("--set learning_rate=", "--set lam_max=", "--set max_norm=", "source_holdout=N, one seed per run"):
+    assert knob in err
 
 
 def test_seeds_and_tsne(tiny_mnist, tmp_path, capsys):

@@ -63,6 +63,21 @@ def test_records_rebuild_the_table_without_the_run_folders(tiny_mnist, tmp_path,
     )
   assert (results / row["tsne"]).read_bytes()[:4] == b"\x89PNG"
 
+  # a run whose summary predates `collapsed_at_step`: its record reads it from metrics.jsonl
+  summary_path = runs / "mnist_to_mnist-dilated" / "dann_s0" / "summary.json"
+  old = json.loads(summary_path.read_text())
+  del old["collapsed_at_step"]
+  summary_path.write_text(json.dumps(old))
+  metrics = summary_path.parent / "metrics.jsonl"
+  kept_metrics, kept_record = metrics.read_text(), (records / "dann_s0.json").read_text()
+  metrics.write_text("".join(json.dumps({"step": s, "label_loss": v}) + "\n" for s, v in ((2, 0.1), (4, 2.3))))
+  (records / "dann_s0.json").unlink()
+  assert main(table_args) == 0
+  rebuilt = json.loads((records / "dann_s0.json").read_text())
+  assert rebuilt["collapsed_at_step"] == 4 and rebuilt["steps_run"] == 4
+  metrics.write_text(kept_metrics)
+  (records / "dann_s0.json").write_text(kept_record)
+
   shutil.rmtree(runs)  # a later session: the run folders are gone, the records remain
   assert main(table_args) == 0
   again = json.loads((results / "table1_quick.json").read_text())
@@ -118,26 +133,43 @@ def test_a_collapsed_seed_is_named_and_kept_out_of_the_feature_analysis(tmp_path
   assert main(table1_args(["mnist->mnist-dilated"], runs, results, *flags)) == 0
   table = json.loads((results / "table1_quick.json").read_text())
   row = table["details"][0]
-  assert row["collapsed"] == {"dann": {"0": 4100}}
+  assert row["collapsed"] == {"dann": [{"seed": 0, "step": 4100}]}
   # the collapsed seed counts in the mean as trained
   assert table["pairs"]["mnist->mnist-dilated"]["dann"] == [0.1, 0.8]
   assert row["gap_covered"]["dann"] == pytest.approx((0.45 - 0.65) / (0.9 - 0.65))
   assert row["train_seconds"]["dann"] == pytest.approx((1.0 + 2.0) / 2)
-  # seed 0's DANN features are constant; seed 1's runs are not here to analyse
+  # seed 1 is clean, but its run folders are not here to analyse
   assert "proxy_a_distance" not in row and not (records / "analysis.json").exists()
   text = (results / "table1_quick.md").read_text()
   assert "| DANN | 0.4500 ± 0.3500 (0.100/0.800) [0.9830]; seed 0 collapsed at step 4,100 |" in text
-  assert "waiting for a seed whose runs finish without collapsing" in text
+  assert "proxy A-distance and t-SNE: the run folders of seeds [1] are not on this machine" in text
+
+  # an analysis kept from seed 0, before its collapse was known, is not used; one of seed 1 is
+  analysis = {"seed": 0, "layer": "features", "proxy_a_distance": {"source only": 1.5, "DANN": 0.0}, "tsne": "t.png"}
+  (records / "analysis.json").write_text(json.dumps(analysis))
+  assert main(table1_args(["mnist->mnist-dilated"], runs, results, *flags)) == 0
+  assert "proxy_a_distance" not in json.loads((results / "table1_quick.json").read_text())["details"][0]
+  (records / "analysis.json").write_text(json.dumps(analysis | {"seed": 1}))
+  assert main(table1_args(["mnist->mnist-dilated"], runs, results, *flags)) == 0
+  row = json.loads((results / "table1_quick.json").read_text())["details"][0]
+  assert row["analysis_seed"] == 1 and row["proxy_a_distance"]["DANN"] == 0.0
+  assert "t-SNE (seed 1): [t.png](t.png)" in (results / "table1_quick.md").read_text()
+
+  # no clean seed: the table says what it waits for
+  (records / "dann_s1.json").unlink()
+  assert main(table1_args(["mnist->mnist-dilated"], runs, results, *flags)) == 0
+  text = (results / "table1_quick.md").read_text()
+  assert "waiting for a seed whose source-only and DANN runs finish without collapsing" in text
 
 
-def test_the_feature_analysis_takes_the_first_seed_without_a_collapse():
-  from dann_jax.reproduce import TableArgs, _analysis_seed
+def test_clean_seeds_have_both_runs_finished_without_a_collapse():
+  from dann_jax.reproduce import TableArgs, _clean_seeds
 
-  args = TableArgs(seeds=[0, 1, 2], pairs=["mnist->mnist-dilated"])
+  args = TableArgs(seeds=[0, 1, 2, 3], pairs=["mnist->mnist-dilated"])
   records = {
-    "source_only": [_record("source_only", s, 0.6) for s in (0, 1, 2)],
-    "dann": [_record("dann", 0, 0.1, 4100), _record("dann", 2, 0.8)],
+    "source_only": [_record("source_only", s, 0.6) for s in (0, 1, 2, 3)],
+    "dann": [_record("dann", 0, 0.1, 4100), _record("dann", 2, 0.8), _record("dann", 3, 0.8)],
   }
-  assert _analysis_seed(args, records) == 2  # seed 1's DANN has not finished
+  assert _clean_seeds(args, records) == [2, 3]  # seed 1's DANN has not finished
   records["source_only"][2]["collapsed_at_step"] = 300
-  assert _analysis_seed(args, records) is None
+  assert _clean_seeds(args, records) == [3]

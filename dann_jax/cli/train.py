@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import sys
 
 from dann_jax.cli.select import CRITERIA
 from dann_jax.data import custom
@@ -204,6 +205,20 @@ _FLAG_WORDS = (
 )
 
 
+def _collapse_advice(method: str, step: int, seeds: int) -> str:
+  """What a collapse at `step` means, and the knobs that may prevent it."""
+  knobs = ["a lower learning rate (--set learning_rate=...)"]
+  if method == "dann":
+    knobs.append("a lower adaptation factor (--set lam_max=...)")
+  knobs.append("a bound on each unit's weight norm (--set max_norm=...)")
+  keep = "--keep-best source-risk --set source_holdout=N"
+  knobs.append(f"keeping the best label-free checkpoint ({keep}{'' if seeds == 1 else ', one seed per run'})")
+  return (
+    f"collapsed at step {step:,}: its training label loss went back to chance and stayed there, so its "
+    f"predictions are constant. Try {', '.join(knobs[:-1])} or {knobs[-1]}"
+  )
+
+
 def as_flags(message: str) -> str:
   """A `make_config` error in the words of this command's flags."""
   for pattern, flag in _FLAG_WORDS:
@@ -376,14 +391,9 @@ def run(args) -> int:
   target = "none (no target test image has a label)" if t is None else f"{t['mean']:.4f} +- {t['std']:.4f}"
   paper = pair.note if pair.note == CUSTOM_NOTE else f"paper v1: {s['paper_v1']}"
   print(f"{method} {pair.name}: target accuracy {target} (source {_mean(src)}) over {len(s['seeds'])} seed(s); {paper}")
-  collapsed = [(seed, step) for seed, step in zip(s["seeds"], s["collapsed_at_step"]) if step is not None]
-  for seed, step in collapsed:
-    print(
-      f"warning: seed {seed} collapsed at step {step:,}: its training label loss went back to chance and stayed "
-      "there (dead features, chance accuracy). Lower the learning rate or the adaptation factor (--set "
-      "learning_rate=... / --set lam_max=...), bound each unit's weight norm (--set max_norm=...), or keep the "
-      "best label-free checkpoint (--keep-best source-risk --set source_holdout=5000)"
-    )
+  for seed, step in zip(s["seeds"], s["collapsed_at_step"]):
+    if step is not None:
+      print(f"dann-jax: warning: seed {seed} {_collapse_advice(method, step, len(s['seeds']))}", file=sys.stderr)
   if "best" in s:
     b = s["best"]
     final = "" if t is None else f" (final state: {t['mean']:.4f})"
