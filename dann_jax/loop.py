@@ -113,14 +113,30 @@ def first_non_finite(metrics: dict[str, Any], first_step: int) -> int | None:
   return None if bad.size == 0 else first_step + int(bad[0])
 
 
-def check_finite(metrics: dict[str, Any], first_step: int) -> None:
-  """Raises FloatingPointError naming the first step with a non-finite loss."""
-  step = first_non_finite(metrics, first_step)
-  if step is not None:
-    raise FloatingPointError(
+class Diverged(FloatingPointError):
+  """The loss became non-finite at `step`; training stopped before it.
+
+  Raised by `fit` before the chunk holding `step` reaches the callback, so no
+  non-finite state is logged or checkpointed. Training is deterministic: a
+  run resumed from an earlier checkpoint diverges at the same step again.
+  """
+
+  def __init__(self, step: int):
+    self.step = step
+    super().__init__(
       f"the loss became non-finite at step {step}; training stopped. Lower "
       "the learning rate (or lam_max), or check the inputs for NaN/inf."
     )
+
+  def __reduce__(self):
+    return type(self), (self.step,)
+
+
+def check_finite(metrics: dict[str, Any], first_step: int) -> None:
+  """Raises `Diverged` naming the first step with a non-finite loss."""
+  step = first_non_finite(metrics, first_step)
+  if step is not None:
+    raise Diverged(step)
 
 
 def chunk_sizes(start: int, stop: int, every: int) -> Iterator[int]:
@@ -246,7 +262,8 @@ def fit(
 
   Raises:
     ValueError: for an odd batch size or labels outside [0, num_classes).
-    FloatingPointError: naming the first step whose loss is not finite.
+    Diverged: a `FloatingPointError` naming the first step whose loss is
+      not finite (`.step`).
   """
   half_batch(batch_size)
   if int(num_steps) != num_steps or num_steps < 0:

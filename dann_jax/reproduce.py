@@ -151,6 +151,31 @@ def run_record(result, method: str, seed: int) -> dict:
   return record
 
 
+def diverged_record(pair: str, args: TableArgs, method: str, seed: int, step: int) -> dict:
+  """The record of a run whose loss became non-finite at `step`: it has no
+  accuracy, and the table names it instead of counting it."""
+  from dann_jax.presets import make_config
+  from dann_jax.runs import machine_description
+
+  record = {
+    "pair": pair,
+    "method": method,
+    "seed": seed,
+    "preset": args.preset,
+    "steps": make_config(PAIRS[pair], method, args.preset, steps=args.steps).train.total_steps,
+    "target_accuracy": None,
+    "source_accuracy": None,
+    "svm_accuracy": None,
+    "train_seconds": None,
+    "machine": machine_description(),
+    "collapsed_at_step": None,
+    "diverged_at_step": step,
+  }
+  if method == "source_only":
+    record["sa"] = None
+  return record
+
+
 def _collapse_of(folder: Path, result) -> list[int | None]:
   """`collapsed_at_step` of a finished run from its `metrics.jsonl` (None
   per seed where the folder has none)."""
@@ -183,6 +208,7 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
     `(records, status, results)`: `results` holds the runs loaded by this
     call (for the feature analysis), by method and seed.
   """
+  from dann_jax.loop import Diverged
   from dann_jax.runs import load_run, train_or_reuse
 
   records, status, results = {}, {}, {}
@@ -195,16 +221,20 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
       record = _read_json(record_path)
       result = None
       if record is None and not args.table_only and method in args.methods:
-        result = train_or_reuse(
-          spec,
-          method,
-          folder,
-          preset=args.preset,
-          steps=args.steps,
-          seeds=[seed],
-          data=data_of(),
-          progress=args.progress,
-        )
+        try:
+          result = train_or_reuse(
+            spec,
+            method,
+            folder,
+            preset=args.preset,
+            steps=args.steps,
+            seeds=[seed],
+            data=data_of(),
+            progress=args.progress,
+          )
+        except Diverged as e:  # deterministic: a rerun would diverge at the same step
+          record = diverged_record(spec.name, args, method, seed, e.step)
+          write_text_atomic(record_path, json.dumps(record, indent=2))
       elif record is None and (folder / "summary.json").exists():
         result = load_run(folder, data=data_of())
       if result is not None:
@@ -226,11 +256,12 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
 
 def _clean_seeds(args: TableArgs, records: dict) -> list[int]:
   """The seeds whose source-only and DANN runs both finished without
-  collapsing: a collapsed run's features are not those of a trained model."""
+  collapsing or diverging: such a run's features are not those of a trained
+  model."""
   clean = []
   for seed in args.seeds:
     pair = [next((r for r in records.get(m, []) if r["seed"] == seed), None) for m in ("source_only", "dann")]
-    if all(r is not None and r.get("collapsed_at_step") is None for r in pair):
+    if all(r is not None and r.get("collapsed_at_step") is None and r.get("diverged_at_step") is None for r in pair):
       clean.append(seed)
   return clean
 
@@ -250,8 +281,13 @@ def _feature_analysis(spec, args: TableArgs, records: dict, results: dict, data_
 
   clean = _clean_seeds(args, records)
   if not clean:
-    collapsed = any(r.get("collapsed_at_step") is not None for m in ("source_only", "dann") for r in records.get(m, []))
-    return None, "waiting for a seed whose source-only and DANN runs finish without collapsing" if collapsed else ""
+    failed = any(
+      r.get("collapsed_at_step") is not None or r.get("diverged_at_step") is not None
+      for m in ("source_only", "dann")
+      for r in records.get(m, [])
+    )
+    why = "waiting for a seed whose source-only and DANN runs finish without collapsing or diverging"
+    return None, why if failed else ""
   path = _records(args, spec.name) / "analysis.json"
   analysis = _read_json(path)
   if analysis is not None and analysis.get("seed") in clean:
@@ -304,18 +340,21 @@ def run_pair(spec, args: TableArgs) -> dict:
     return loaded[0]
 
   records, status, results = _records_of_pair(spec, args, data_of)
+  # a diverged run has no accuracy: it is named in its cell, not averaged
+  scored = {m: [r for r in rs if r["target_accuracy"] is not None] for m, rs in records.items()}
+  scored = {m: rs for m, rs in scored.items() if rs}
   row = {
     "pair": spec.name,
     "paper_v1": spec.paper,
     "paper_icml": spec.paper_icml,
     "note": spec.note,
     "status": status,
-    "network_head": {m: accuracy_stats([r["target_accuracy"] for r in rs]) for m, rs in records.items()},
-    "svm_head": {m: accuracy_stats([r["svm_accuracy"] for r in rs]) for m, rs in records.items()},
+    "network_head": {m: accuracy_stats([r["target_accuracy"] for r in rs]) for m, rs in scored.items()},
+    "svm_head": {m: accuracy_stats([r["svm_accuracy"] for r in rs]) for m, rs in scored.items()},
   }
-  if "source_only" in records:
-    row["network_head"]["sa"] = accuracy_stats([r["sa"]["accuracy"] for r in records["source_only"]])
-    row["sa_dimension"] = [r["sa"]["d"] for r in records["source_only"]]
+  if "source_only" in scored:
+    row["network_head"]["sa"] = accuracy_stats([r["sa"]["accuracy"] for r in scored["source_only"]])
+    row["sa_dimension"] = [r["sa"]["d"] for r in scored["source_only"]]
   head = row["network_head"]
   row["gap_covered"] = {}
   if "source_only" in head and "target_only" in head:
@@ -323,11 +362,12 @@ def run_pair(spec, args: TableArgs) -> dict:
     for m in ("sa", "dann"):
       if m in head and to != so:
         row["gap_covered"][m] = (head[m]["mean"] - so) / (to - so)
-  collapsed = {
-    m: [{"seed": r["seed"], "step": r["collapsed_at_step"]} for r in rs if r.get("collapsed_at_step") is not None]
-    for m, rs in records.items()
-  }
-  row["collapsed"] = {m: seeds for m, seeds in collapsed.items() if seeds}
+  for event in ("collapsed", "diverged"):
+    marked = {
+      m: [{"seed": r["seed"], "step": r[f"{event}_at_step"]} for r in rs if r.get(f"{event}_at_step") is not None]
+      for m, rs in records.items()
+    }
+    row[event] = {m: seeds for m, seeds in marked.items() if seeds}
   analysis, why_not = _feature_analysis(spec, args, records, results, data_of)
   if analysis is not None:
     row["proxy_a_distance"] = analysis["proxy_a_distance"]
@@ -335,7 +375,7 @@ def run_pair(spec, args: TableArgs) -> dict:
     row["analysis_seed"] = analysis["seed"]
   elif why_not:
     row["analysis_missing"] = why_not
-  row["train_seconds"] = {m: float(np.mean([_whole_run_seconds(r) for r in rs])) for m, rs in records.items()}
+  row["train_seconds"] = {m: float(np.mean([_whole_run_seconds(r) for r in rs])) for m, rs in scored.items()}
   row["wall_seconds"] = round(time.perf_counter() - t0, 1)
   return row
 
@@ -366,6 +406,8 @@ def _method_cell(row: dict, method: str) -> str:
   trained = "source_only" if method == "sa" else method
   for c in row.get("collapsed", {}).get(trained, []):
     parts.append(f"seed {c['seed']} collapsed at step {c['step']:,}")
+  for d in row.get("diverged", {}).get(trained, []):
+    parts.append(f"seed {d['seed']} diverged at step {d['step']:,} (not in the mean)")
   pending = row["status"].get(trained)
   if pending:
     parts.append(pending)
@@ -403,6 +445,12 @@ def to_markdown(table: dict) -> str:
         lambda r, m=m: f"{100 * r['gap_covered'][m]:.1f}%" if m in r.get("gap_covered", {}) else "-",
       )
     )
+  if any(r.get("diverged") for r in rows):
+    lines += [
+      "",
+      "A diverged seed's loss became non-finite at the step named; training stopped there, so it has no "
+      "accuracy and is left out of the mean (training is deterministic: a rerun diverges at the same step).",
+    ]
   if any(r.get("collapsed") for r in rows):
     lines += [
       "",
@@ -461,6 +509,9 @@ def _summary_json(table: dict) -> dict:
   for r in table["rows"]:
     cells = {m: s["per_seed"] for m, s in r.get("network_head", {}).items()}
     cells["status"] = r.get("status", {})
+    for event in ("collapsed", "diverged"):
+      if r.get(event):
+        cells[event] = r[event]
     if "not_run" in r:
       cells["status"] = {"all": r["not_run"]}
     pairs[r["pair"]] = cells

@@ -60,6 +60,20 @@ def test_train_warns_when_a_seed_collapsed(tiny_mnist, tmp_path, capsys, monkeyp
     assert knob in err
 
 
+def test_a_diverged_run_is_one_error_line(tmp_path, capsys, monkeypatch):
+  import dann_jax.runs
+  from dann_jax.loop import Diverged
+
+  def diverging(*args, **kwargs):
+    raise Diverged(12)
+
+  monkeypatch.setattr(dann_jax.runs, "train_run", diverging)
+  assert main(TRAIN + ["--out", str(tmp_path / "run")]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith("dann-jax: error: the loss became non-finite at step 12") and "--set lam_max=" in err
+  assert "Traceback" not in err
+
+
 def test_seeds_and_tsne(tiny_mnist, tmp_path, capsys):
   runs = []
   for method in ("source-only", "dann"):

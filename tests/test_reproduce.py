@@ -173,3 +173,34 @@ def test_clean_seeds_have_both_runs_finished_without_a_collapse():
   assert _clean_seeds(args, records) == [2, 3]  # seed 1's DANN has not finished
   records["source_only"][2]["collapsed_at_step"] = 300
   assert _clean_seeds(args, records) == [3]
+
+
+def test_a_diverged_seed_is_recorded_once_and_left_out_of_the_mean(tiny_mnist, tmp_path, monkeypatch):
+  import dann_jax.runs
+  from dann_jax.loop import Diverged
+
+  runs, results = tmp_path / "runs", tmp_path / "results"
+  records = results / "table1" / "records" / "quick_4steps" / "mnist_to_mnist-dilated"
+  records.mkdir(parents=True)
+  for record in (_record("source_only", 0, 0.6), _record("dann", 0, 0.8), _record("target_only", 0, 0.9)):
+    (records / f"{record['method']}_s{record['seed']}.json").write_text(json.dumps(record))
+  calls = []
+
+  def diverging(spec, method, out_dir, **kwargs):
+    calls.append((method, kwargs["seeds"]))
+    raise Diverged(2806)
+
+  monkeypatch.setattr(dann_jax.runs, "train_or_reuse", diverging)
+  argv = table1_args(["mnist->mnist-dilated"], runs, results, "--no-progress", "--seeds", "2", "--methods", "dann")
+  assert main(argv) == 0
+  assert calls == [("dann", [1])]
+  kept = json.loads((records / "dann_s1.json").read_text())
+  assert kept["diverged_at_step"] == 2806 and kept["target_accuracy"] is None and kept["steps"] == 4
+  table = json.loads((results / "table1_quick.json").read_text())
+  cells = table["pairs"]["mnist->mnist-dilated"]
+  assert cells["dann"] == [0.8] and cells["diverged"] == {"dann": [{"seed": 1, "step": 2806}]}
+  assert "dann" not in cells["status"]  # finished, if badly
+  text = (results / "table1_quick.md").read_text()
+  assert "| DANN | 0.8000 [0.9830]; seed 1 diverged at step 2,806 (not in the mean) |" in text
+  assert "A diverged seed's loss became non-finite" in text
+  assert main(argv) == 0 and len(calls) == 1  # the record stands: not trained again

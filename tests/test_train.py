@@ -1,5 +1,7 @@
 """Train state, steps, optimizer arithmetic, the loop, and a toy domain shift."""
 
+import pickle
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,7 @@ from sklearn.datasets import make_moons
 from dann_jax.config import TrainConfig
 from dann_jax.models import DANN, MLP, mnist_dann
 from dann_jax.objective import saddle_point_loss
-from dann_jax.loop import check_finite, check_labels, chunk_sizes, jit_train_steps
+from dann_jax.loop import Diverged, check_finite, check_labels, chunk_sizes, jit_train_steps
 from dann_jax.train import create_train_state, eval_step, train_step
 from helpers import image_batch, linen_state
 
@@ -144,8 +146,10 @@ def test_same_seed_same_numbers():
 
 def test_non_finite_loss_names_the_step():
   metrics = {"loss": np.array([1.0, 0.5, np.nan, np.inf])}
-  with pytest.raises(FloatingPointError, match="step 12"):
+  with pytest.raises(Diverged, match="step 12") as info:
     check_finite(metrics, first_step=10)
+  assert info.value.step == 12 and isinstance(info.value, FloatingPointError)
+  assert pickle.loads(pickle.dumps(info.value)).step == 12  # crosses process boundaries intact
   check_finite({"loss": np.ones(3)}, first_step=0)
 
 

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
   except (ValueError, FileNotFoundError) as e:
     print(f"dann-jax: error: {as_flags(str(e))}", file=sys.stderr)
     return 2
+  except FloatingPointError as e:  # a run diverged: not a usage error
+    print(f"dann-jax: error: {e} (--set learning_rate=... / --set lam_max=...)", file=sys.stderr)
+    return 1
 
 
 # Library arguments named in error messages, as the flags that set them.
