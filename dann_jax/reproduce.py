@@ -209,7 +209,7 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
     call (for the feature analysis), by method and seed.
   """
   from dann_jax.loop import Diverged
-  from dann_jax.runs import load_run, train_or_reuse
+  from dann_jax.runs import DIVERGED, load_run, train_or_reuse
 
   records, status, results = {}, {}, {}
   folder_of_records = _records(args, spec.name)
@@ -220,7 +220,11 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
       record_path = folder_of_records / f"{method}_s{seed}.json"
       record = _read_json(record_path)
       result = None
-      if record is None and not args.table_only and method in args.methods:
+      if record is None and (folder / DIVERGED).exists():
+        step = json.loads((folder / DIVERGED).read_text())["step"]
+        record = diverged_record(spec.name, args, method, seed, step)
+        write_text_atomic(record_path, json.dumps(record, indent=2))
+      elif record is None and not args.table_only and method in args.methods:
         try:
           result = train_or_reuse(
             spec,

@@ -2,8 +2,9 @@
 
 A run folder holds `run.json` (what was asked), `metrics.jsonl` (one line per
 chunk of steps, with evaluations where they happened), `checkpoint/` (orbax),
-`summary.json` and `curves.png`. `--resume` continues from the checkpoint with
-the same numbers an uninterrupted run would give. A run trains through the
+`summary.json` and `curves.png`; a run whose loss became non-finite stops and
+leaves `diverged.json` (the step) beside its checkpoints. `--resume` continues
+from the checkpoint with the same numbers an uninterrupted run would give. A run trains through the
 Linen front door (`dann_jax.train`) or the NNX one (`dann_jax.nnx`), with the
 same numbers for a network without dropout; run.json records which, and the
 checkpoints are Linen's either way, so evaluation and selection read both
@@ -38,9 +39,10 @@ import numpy as np
 from dann_jax import checkpoint, distributed, selection
 from dann_jax.data import Domain, make_domain_pair
 from dann_jax.data.batching import pixel_mean
+from dann_jax.data.sources import write_text_atomic
 from dann_jax.evaluation import accuracy
 from dann_jax.health import chance_loss, collapse_steps
-from dann_jax.loop import fit, replicate_seeds
+from dann_jax.loop import Diverged, fit, replicate_seeds
 from dann_jax import nnx as dann_nnx
 from dann_jax.pair_data import PairData, data_fingerprint, load_pair_data, with_holdout
 from dann_jax.pairs import PairSpec
@@ -109,6 +111,10 @@ def train_or_reuse(pair: PairSpec, method: str, out_dir, **kwargs) -> RunResult:
   if (out / "summary.json").exists():
     return load_run(out, data=kwargs.get("data"), data_dir=kwargs.get("data_dir"))
   return train_pair(pair, method, out_dir=out, resume=(out / "run.json").exists(), **kwargs)
+
+
+# written into a run folder whose loss became non-finite: {"step": N}
+DIVERGED = "diverged.json"
 
 
 def _remove_run_files(out: Path) -> None:
@@ -340,9 +346,11 @@ def train_run(
       runner=runner,
     )
     state = as_linen(state)
-  except BaseException:
+  except BaseException as e:
     if primary and not resume and checkpoint.latest_step(out / "checkpoint") is None:
       _remove_run_files(out)  # nothing to resume: leave the folder reusable
+    elif primary and isinstance(e, Diverged):
+      write_text_atomic(out / DIVERGED, json.dumps({"step": e.step}))
     raise
   finally:
     log.close()

@@ -74,6 +74,27 @@ def test_a_diverged_run_is_one_error_line(tmp_path, capsys, monkeypatch):
   assert "Traceback" not in err
 
 
+def test_a_run_that_diverges_after_a_checkpoint_leaves_the_step_beside_it(tiny_mnist, tmp_path, capsys, monkeypatch):
+  import dann_jax.runs
+  from dann_jax.loop import Diverged
+
+  real_fit = dann_jax.runs.fit
+
+  def fit_diverging_after_step_2(*args, callback, **kwargs):
+    def chunk_done(state, metrics):
+      callback(state, metrics)  # logs and checkpoints step 2
+      raise Diverged(3)
+
+    return real_fit(*args, callback=chunk_done, **kwargs)
+
+  monkeypatch.setattr(dann_jax.runs, "fit", fit_diverging_after_step_2)
+  out = tmp_path / "run"
+  assert main(TRAIN + ["--set", "eval_every=2", "--out", str(out)]) == 1
+  assert "non-finite at step 3" in capsys.readouterr().err
+  assert json.loads((out / "diverged.json").read_text()) == {"step": 3}
+  assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["2"] and not (out / "summary.json").exists()
+
+
 def test_seeds_and_tsne(tiny_mnist, tmp_path, capsys):
   runs = []
   for method in ("source-only", "dann"):

@@ -204,3 +204,12 @@ def test_a_diverged_seed_is_recorded_once_and_left_out_of_the_mean(tiny_mnist, t
   assert "| DANN | 0.8000 [0.9830]; seed 1 diverged at step 2,806 (not in the mean) |" in text
   assert "A diverged seed's loss became non-finite" in text
   assert main(argv) == 0 and len(calls) == 1  # the record stands: not trained again
+
+  # a run folder that diverged elsewhere (no record here): read from its diverged.json, not trained
+  folder = runs / "mnist_to_mnist-dilated" / "source_only_s1"
+  folder.mkdir(parents=True)
+  (folder / "diverged.json").write_text(json.dumps({"step": 77}))
+  assert main(table1_args(["mnist->mnist-dilated"], runs, results, "--no-progress", "--seeds", "2")) == 0
+  assert len(calls) == 2 and calls[-1] == ("target_only", [1])  # only the run with nothing to read
+  cells = json.loads((results / "table1_quick.json").read_text())["pairs"]["mnist->mnist-dilated"]
+  assert cells["diverged"]["source_only"] == [{"seed": 1, "step": 77}]
