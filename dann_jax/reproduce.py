@@ -176,21 +176,6 @@ def diverged_record(pair: str, args: TableArgs, method: str, seed: int, step: in
   return record
 
 
-def _collapse_of(folder: Path, result) -> list[int | None]:
-  """`collapsed_at_step` of a finished run from its `metrics.jsonl` (None
-  per seed where the folder has none)."""
-  from dann_jax.health import chance_loss, collapse_steps
-
-  seeds = len(result.summary["seeds"])
-  metrics = folder / "metrics.jsonl"
-  if not metrics.exists():
-    return [None] * seeds
-  rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-  data = result.data
-  labels = (data.target_train if result.summary["method"] == "target_only" else data.source_train).labels
-  return collapse_steps(rows, chance_loss(labels), seeds)
-
-
 def _read_json(path: Path) -> dict | None:
   return json.loads(path.read_text()) if path.exists() else None
 
@@ -209,7 +194,7 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
     call (for the feature analysis), by method and seed.
   """
   from dann_jax.loop import Diverged
-  from dann_jax.runs import DIVERGED, load_run, train_or_reuse
+  from dann_jax.runs import DIVERGED, collapsed_at_steps, load_run, read_metrics, train_or_reuse
 
   records, status, results = {}, {}, {}
   folder_of_records = _records(args, spec.name)
@@ -220,11 +205,8 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
       record_path = folder_of_records / f"{method}_s{seed}.json"
       record = _read_json(record_path)
       result = None
-      if record is None and (folder / DIVERGED).exists():
-        step = json.loads((folder / DIVERGED).read_text())["step"]
-        record = diverged_record(spec.name, args, method, seed, step)
-        write_text_atomic(record_path, json.dumps(record, indent=2))
-      elif record is None and not args.table_only and method in args.methods:
+      diverged = _read_json(folder / DIVERGED)
+      if record is None and diverged is None and not args.table_only and method in args.methods:
         try:
           result = train_or_reuse(
             spec,
@@ -237,13 +219,17 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
             progress=args.progress,
           )
         except Diverged as e:  # deterministic: a rerun would diverge at the same step
-          record = diverged_record(spec.name, args, method, seed, e.step)
-          write_text_atomic(record_path, json.dumps(record, indent=2))
-      elif record is None and (folder / "summary.json").exists():
+          diverged = {"step": e.step}
+      elif record is None and diverged is None and (folder / "summary.json").exists():
         result = load_run(folder, data=data_of())
+      if record is None and diverged is not None:
+        record = diverged_record(spec.name, args, method, seed, diverged["step"])
+        write_text_atomic(record_path, json.dumps(record, indent=2))
       if result is not None:
-        if "collapsed_at_step" not in result.summary:  # a summary written before the key
-          result.summary["collapsed_at_step"] = _collapse_of(folder, result)
+        summary = result.summary
+        if "collapsed_at_step" not in summary:  # a summary written before the key
+          rows = read_metrics(folder / "metrics.jsonl")
+          summary["collapsed_at_step"] = collapsed_at_steps(rows, method, result.data, len(summary["seeds"]))
         record = run_record(result, method, seed)
         write_text_atomic(record_path, json.dumps(record, indent=2))
         results.setdefault(method, {})[seed] = result
@@ -258,6 +244,11 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
   return records, status, results
 
 
+def _failed(record: dict) -> bool:
+  """The run collapsed or diverged."""
+  return record.get("collapsed_at_step") is not None or record.get("diverged_at_step") is not None
+
+
 def _clean_seeds(args: TableArgs, records: dict) -> list[int]:
   """The seeds whose source-only and DANN runs both finished without
   collapsing or diverging: such a run's features are not those of a trained
@@ -265,7 +256,7 @@ def _clean_seeds(args: TableArgs, records: dict) -> list[int]:
   clean = []
   for seed in args.seeds:
     pair = [next((r for r in records.get(m, []) if r["seed"] == seed), None) for m in ("source_only", "dann")]
-    if all(r is not None and r.get("collapsed_at_step") is None and r.get("diverged_at_step") is None for r in pair):
+    if all(r is not None and not _failed(r) for r in pair):
       clean.append(seed)
   return clean
 
@@ -285,11 +276,7 @@ def _feature_analysis(spec, args: TableArgs, records: dict, results: dict, data_
 
   clean = _clean_seeds(args, records)
   if not clean:
-    failed = any(
-      r.get("collapsed_at_step") is not None or r.get("diverged_at_step") is not None
-      for m in ("source_only", "dann")
-      for r in records.get(m, [])
-    )
+    failed = any(_failed(r) for m in ("source_only", "dann") for r in records.get(m, []))
     why = "waiting for a seed whose source-only and DANN runs finish without collapsing or diverging"
     return None, why if failed else ""
   path = _records(args, spec.name) / "analysis.json"

@@ -176,11 +176,19 @@ def accuracy_stats(x) -> dict[str, Any]:
   return {"mean": float(x.mean()), "std": float(x.std()), "per_seed": [float(v) for v in x]}
 
 
-def _read_metrics(path: Path, upto: int) -> list[dict]:
+def read_metrics(path: Path, upto: int | None = None) -> list[dict]:
+  """The rows of a run's `metrics.jsonl` (up to step `upto`, if given); [] if it has none."""
   if not path.exists():
     return []
   rows = [json.loads(line) for line in path.read_text().splitlines() if line]
-  return [r for r in rows if r["step"] <= upto]
+  return rows if upto is None else [r for r in rows if r["step"] <= upto]
+
+
+def collapsed_at_steps(history: Sequence[Mapping], method: str, data: PairData, num_seeds: int) -> list[int | None]:
+  """Per seed, the step a run with these metrics rows collapsed at (`dann_jax.health`), or None; chance is
+  measured on the labels the method trains on."""
+  trained = data.target_train if method == "target_only" else data.source_train
+  return collapse_steps(history, chance_loss(trained.labels), num_seeds)
 
 
 def train_pair(
@@ -365,7 +373,7 @@ def train_run(
     "paper_icml": (pair.paper_icml or {}).get(method),
     "train_seconds": train_seconds,
     "steps_run": total - start,
-    "collapsed_at_step": collapse_steps(log.history, _chance(config, data), len(config.seeds)),
+    "collapsed_at_step": collapsed_at_steps(log.history, method, data, len(config.seeds)),
     "machine": machine_description(),
     "note": config.note,
     "config": dataclasses.asdict(config.train),
@@ -389,11 +397,6 @@ def train_run(
 
     training_curves(log.history, out / "curves.png", title=f"{method} on {pair.name}")
   return RunResult(summary, state, mean, data, identity)
-
-
-def _chance(config: RunConfig, data: PairData) -> float:
-  """The label loss of predicting the class frequencies of the labels the run trains on."""
-  return chance_loss((data.target_train if config.method == "target_only" else data.source_train).labels)
 
 
 # summary.json's provenance keys and the splits they describe
@@ -448,7 +451,7 @@ class _RunLog:
     self.config, self.out, self.evals, self.mean = config, out, evals, mean
     self.as_linen, self.scorer, self.write = as_linen, scorer, write
     self.metrics_path = out / "metrics.jsonl"
-    self.history = _read_metrics(self.metrics_path, upto=start)
+    self.history = read_metrics(self.metrics_path, upto=start)
     if write:
       self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
     scored = [r for r in self.history if "selection" in r]
