@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -185,7 +186,7 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
   methods first); the seeds not finished yet are described in `status`.
 
   A finished run folder gives its record once (kept under `_records`); a
-  record without its run folder (a run done in another session or on another
+  record without its run folder (a run done by an earlier invocation or on another
   machine) counts as finished. Each seed is its own run: on a CPU, one
   program over vmapped seeds ran about 2.7x slower than separate runs.
 
@@ -551,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   add_arguments(parser)
   ns = parser.parse_args(argv)
-  reproduce_table1(args_from(ns), "dann-jax reproduce table1 " + " ".join(sys.argv[1:] if argv is None else argv))
+  reproduce_table1(args_from(ns), "dann-jax reproduce table1 " + shlex.join(sys.argv[1:] if argv is None else argv))
   return 0
 
 
@@ -561,7 +562,11 @@ def add_arguments(parser) -> None:
   parser.add_argument("--seeds", type=int, default=1, help="seeds per method, one run each")
   parser.add_argument("--seed", type=int, default=0, help="the first seed")
   parser.add_argument("--steps", type=int, default=None)
-  parser.add_argument("--pairs", nargs="+", default=list(PAIRS), help=f"default: all of {', '.join(PAIRS)}")
+  parser.add_argument(
+    "--pairs",
+    nargs="+",
+    help=f"default: all of {', '.join(PAIRS)}; with --table-only, those that have runs or records",
+  )
   parser.add_argument(
     "--methods",
     nargs="+",
@@ -579,14 +584,26 @@ def args_from(ns) -> TableArgs:
   """`TableArgs` from parsed options (errors name the flags)."""
   if ns.seeds < 1:
     raise ValueError(f"--seeds {ns.seeds} must be >= 1")
-  return TableArgs(
+  args = TableArgs(
     preset=ns.preset,
     seeds=list(range(ns.seed, ns.seed + ns.seeds)),
-    pairs=ns.pairs,
+    pairs=ns.pairs or list(PAIRS),
     methods=ns.methods,
     steps=ns.steps,
     runs=ns.runs,
     results=ns.results,
     table_only=ns.table_only,
     progress=not ns.no_progress,
+  )
+  if ns.pairs is None and ns.table_only:
+    # A table of what exists, not a row of "not started" per pair never run.
+    begun = [pair for pair in args.pairs if _has_runs(args, pair)]
+    args = dataclasses.replace(args, pairs=begun or args.pairs)
+  return args
+
+
+def _has_runs(args: TableArgs, pair: str) -> bool:
+  """Whether the pair has a run folder or a kept record to tabulate."""
+  return any(
+    folder.is_dir() and any(folder.iterdir()) for folder in (_records(args, pair), _folder(args, pair, "", 0).parent)
   )

@@ -213,3 +213,26 @@ def test_a_diverged_seed_is_recorded_once_and_left_out_of_the_mean(tiny_mnist, t
   assert len(calls) == 2 and calls[-1] == ("target_only", [1])  # only the run with nothing to read
   cells = json.loads((results / "table1_quick.json").read_text())["pairs"]["mnist->mnist-dilated"]
   assert cells["diverged"]["source_only"] == [{"seed": 1, "step": 77}]
+
+
+def test_table_only_without_pairs_tabulates_the_pairs_that_have_runs(tmp_path):
+  from dann_jax.reproduce import main as reproduce_main
+
+  runs, results = tmp_path / "runs", tmp_path / "results"
+  records = results / "table1" / "records" / "quick_4steps" / "mnist_to_mnist-dilated"
+  records.mkdir(parents=True)
+  for method in ("source_only", "dann", "target_only"):
+    (records / f"{method}_s0.json").write_text(json.dumps(_record(method, 0, 0.5)))
+  (runs / "mnist_to_mnist-max-bg" / "dann_s0").mkdir(parents=True)  # begun, nothing logged yet
+  (runs / "mnist_to_mnist-m").mkdir(parents=True)  # an empty folder is not a run
+  flags = ["--steps", "4", "--runs", str(runs), "--results", str(results), "--table-only", "--no-progress"]
+  assert reproduce_main(flags) == 0
+  table = json.loads((results / "table1_quick.json").read_text())
+  assert list(table["pairs"]) == ["mnist->mnist-dilated", "mnist->mnist-max-bg"]
+  assert table["pairs"]["mnist->mnist-dilated"]["dann"] == [0.5]
+  assert table["pairs"]["mnist->mnist-max-bg"]["status"]["dann"] == "seed 0: not started"
+
+  # the command is written as a shell would need it: a quoted pair is not a redirection
+  assert reproduce_main([*flags, "--pairs", "mnist->mnist-dilated"]) == 0
+  command = json.loads((results / "table1_quick.json").read_text())["command"]
+  assert "--pairs 'mnist->mnist-dilated'" in command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 
@@ -24,5 +25,5 @@ def register(subparsers) -> None:
 def run(args) -> int:
   from dann_jax.reproduce import args_from, reproduce_table1
 
-  reproduce_table1(args_from(args), "dann-jax " + " ".join(sys.argv[1:]))
+  reproduce_table1(args_from(args), "dann-jax " + shlex.join(sys.argv[1:]))
   return 0

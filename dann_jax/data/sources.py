@@ -12,8 +12,9 @@ This file owns the raw datasets and their integrity, not how the paper's domains
 
 Every MNIST copy is checked before it is cached: the IDX files rebuilt from the IDX-ordered sources must have the
 published md5s, and a tfds copy (stored in tfds's own order) must have the same multiset of (label, image) rows,
-checked with an order-independent digest. SVHN comes from tfds `svhn_cropped` only; preparing it downloads and needs
-TensorFlow (`pip install 'dann-jax[tfds]'`). Cache files are uint8 `.npz`, written atomically (temporary file, then
+checked with an order-independent digest. SVHN comes from the official `.mat` files once imported
+(`dann-jax data import svhn PATH`), else from tfds `svhn_cropped`, whose preparation downloads and needs TensorFlow
+(`pip install 'dann-jax[tfds]'`). Cache files are uint8 `.npz`, written atomically (temporary file, then
 `os.replace`), and a cache file that cannot be read is reported, removed and rebuilt.
 
 References: LeCun et al., "Gradient-based learning applied to document recognition" (MNIST, IDX format);

@@ -184,7 +184,7 @@ def _summary(times: list[float] | None) -> dict[str, float] | None:
 def main(argv: Sequence[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--nets", default="mnist,svhn", help="comma-separated subset of mnist,svhn")
-  parser.add_argument("--steps", type=int, default=30, help="timed steps per stepper (>= 20 for the issue)")
+  parser.add_argument("--steps", type=int, default=30, help="timed steps per stepper (>= 20 for a stable median)")
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--batch-size", type=int, default=128)
   parser.add_argument("--no-torch", action="store_true", help="time JAX only")

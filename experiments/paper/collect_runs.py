@@ -4,8 +4,8 @@ Runs of the same pair, method, preset and step count (e.g. one per seed,
 trained one after the other) are grouped: final target accuracy per seed on
 the whole target test set, mean +- std, the paper's number beside it, wall
 times, and the target accuracy at every evaluation while training (on the
-`eval_size` test images of the preset), so the trajectory can be compared
-with the paper preset's reference run in `dann_jax/presets.py`.
+`eval_size` test images of the preset), so seeds can be compared step by
+step.
 
     python experiments/paper/collect_runs.py runs/paper_mnist-m_dann_s0 \\
         runs/paper_mnist-m_dann_s1 --out experiments/results/paper/paper_mnist-m \\

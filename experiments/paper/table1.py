@@ -1,7 +1,7 @@
 """Table 1 of Ganin & Lempitsky: the harness is `dann_jax.reproduce`; this script calls it.
 
 Run (same options as `dann-jax reproduce table1`):
-  python experiments/paper/table1.py --preset paper --seeds 3 --pairs mnist->mnist-m
+  python experiments/paper/table1.py --preset paper --seeds 3 --pairs 'mnist->mnist-m'
 """
 
 import sys

@@ -8,8 +8,8 @@ unlabelled target images and nothing else). Target test accuracy is recorded
 beside each score for *reporting* only: the preset is chosen by the criterion.
 
 Run:
-  python experiments/quick/quick_sweep.py train --pairs mnist->mnist-m --seeds 0
-  python experiments/quick/quick_sweep.py score --pairs mnist->mnist-m --seeds 0
+  python experiments/quick/quick_sweep.py train --pairs 'mnist->mnist-m' --seeds 0
+  python experiments/quick/quick_sweep.py score --pairs 'mnist->mnist-m' --seeds 0
 
 Runs go under runs/quick_sweep/<pair>/<candidate>_s<seed>/ (reused when the
 command is repeated, resumed when interrupted); the table goes to
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -179,7 +180,7 @@ def write_table(args) -> None:
     "# Quick-preset sweep, scored without target labels",
     "",
     f"Command: `python experiments/quick/quick_sweep.py score --pairs "
-    f"{' '.join(args.pairs)} --seeds "
+    f"{shlex.join(args.pairs)} --seeds "
     f"{' '.join(map(str, args.seeds))}` (after the same `train`).",
     "",
     f"Each candidate is DANN under the quick preset with the listed "
