@@ -1,4 +1,4 @@
-"""The README and docs: every `dann-jax` command in them parses, every linked path exists."""
+"""The README and docs: every `dann-jax` command in them parses, every linked or named path exists."""
 
 import re
 import shlex
@@ -43,6 +43,37 @@ def test_linked_paths_exist(doc):
   for target in re.findall(r"\]\(([^)#]+)\)", doc.read_text()):
     if "://" not in target:
       assert (doc.parent / target).exists(), f"{doc.name} links to {target}"
+
+
+def _named_paths(text: str):
+  """Repository paths written out in prose or commands (`docs/x.md`,
+  `experiments/results/table1_paper.{json,md}`), braces expanded."""
+  for found in re.findall(r"(?<![\w/.-])((?:experiments|docs|dann_jax|tests|\.ci)/[\w./{},-]*)", text):
+    path = found.rstrip("/.,")
+    braces = re.search(r"\{([^}]*)\}", path)
+    if braces is None:
+      yield path
+    else:
+      for alternative in braces.group(1).split(","):
+        yield path[: braces.start()] + alternative + path[braces.end() :]
+
+
+def test_named_paths_fixture():
+  text = "see `experiments/results/table1_paper.{json,md}` and docs/errors.md."
+  assert list(_named_paths(text)) == [
+    "experiments/results/table1_paper.json",
+    "experiments/results/table1_paper.md",
+    "docs/errors.md",
+  ]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_named_paths_exist(doc):
+  """A named path is a file or folder of the repository, or the stem of files
+  in it (an output prefix such as `--out experiments/results/paper/x`)."""
+  for path in _named_paths(doc.read_text()):
+    where = ROOT / path
+    assert where.exists() or any(where.parent.glob(where.name + "*")), f"{doc.name} names {path}, which is not here"
 
 
 def test_readme_is_short():
