@@ -514,3 +514,14 @@ def test_reproduce_says_which_file_a_pair_needs(offline_data_dir, tmp_path, caps
   assert main(table1_args(["mnist->usps"], tmp_path / "runs", results, "--table-only")) == 0
   table = json.loads((results / "table1_quick.json").read_text())
   assert "needs the file: `dann-jax data import usps PATH`" in table["pairs"]["mnist->usps"]["status"]["all"]
+
+
+def test_printed_paper_number_names_pairs_the_paper_has_no_number_for():
+  from dann_jax.cli.train import paper_words
+  from dann_jax.pairs import PAIRS, get_pair
+
+  assert paper_words(PAIRS["mnist->mnist-m"], 0.8149) == "paper v1: 0.8149"
+  assert paper_words(PAIRS["mnist->optdigits"], None) == "not in the paper's tables"
+  assert paper_words(PAIRS["mnist->svhn"], None).startswith("JMLR")
+  custom = get_pair("folder:a", "folder:b", network="mnist")
+  assert paper_words(custom, None) == "your own data; no paper numbers"

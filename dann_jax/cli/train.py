@@ -345,6 +345,15 @@ def check_api_flags(args) -> None:
     raise ValueError(f"--api nnx trains one seed on one device: drop {', '.join(refused)}, or train with --api linen")
 
 
+def paper_words(pair, paper_v1) -> str:
+  """What the paper reports for this pair and method, in words."""
+  if pair.note == CUSTOM_NOTE:
+    return pair.note
+  if paper_v1 is None:
+    return pair.note or "not in the paper's tables"
+  return f"paper v1: {paper_v1}"
+
+
 def run(args) -> int:
   from dann_jax.distributed import is_primary
   from dann_jax.presets import make_config
@@ -389,8 +398,10 @@ def run(args) -> int:
   s = result.summary
   t, src = s["target_accuracy"], s["source_accuracy"]
   target = "none (no target test image has a label)" if t is None else f"{t['mean']:.4f} +- {t['std']:.4f}"
-  paper = pair.note if pair.note == CUSTOM_NOTE else f"paper v1: {s['paper_v1']}"
-  print(f"{method} {pair.name}: target accuracy {target} (source {_mean(src)}) over {len(s['seeds'])} seed(s); {paper}")
+  print(
+    f"{method} {pair.name}: target accuracy {target} (source {_mean(src)}) over {len(s['seeds'])} seed(s); "
+    + paper_words(pair, s["paper_v1"])
+  )
   for seed, step in zip(s["seeds"], s["collapsed_at_step"]):
     if step is not None:
       print(f"dann-jax: warning: seed {seed} {_collapse_advice(method, step, len(s['seeds']))}", file=sys.stderr)
