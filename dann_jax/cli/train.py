@@ -14,7 +14,7 @@ import sys
 
 from dann_jax.cli.select import CRITERIA
 from dann_jax.data import custom
-from dann_jax.pairs import CUSTOM_NOTE, NETWORK_NAMES, PAIRS, get_pair
+from dann_jax.pairs import NETWORK_NAMES, PAIRS, get_pair
 
 # The library's names (dann_jax.presets.PRESETS and APIS,
 # dann_jax.parallel.PARALLEL_KINDS), spelled here so that `--help` does not
@@ -346,9 +346,8 @@ def check_api_flags(args) -> None:
 
 
 def paper_words(pair, paper_v1) -> str:
-  """What the paper reports for this pair and method, in words."""
-  if pair.note == CUSTOM_NOTE:
-    return pair.note
+  """What the paper reports for this pair and method, in words (a pair of
+  the user's own data has no paper number; its note says so)."""
   if paper_v1 is None:
     return pair.note or "not in the paper's tables"
   return f"paper v1: {paper_v1}"
