@@ -135,3 +135,148 @@ def test_reverse_validation_of_dann_states():
 def test_unknown_criterion_is_named():
   with pytest.raises(ValueError, match="unknown criterion"):
     selection.check_criterion("target-accuracy")
+
+
+# ---------------------------------------------------------------------------
+# Validators over arrays: closed forms and numpy references.
+
+BIG = 50.0  # a logit margin that makes softmax one-hot to float64 precision
+
+
+def _one_hot_logits(classes, num_classes):
+  return BIG * np.eye(num_classes)[np.asarray(classes)]
+
+
+def test_prediction_entropy_closed_forms():
+  assert selection.prediction_entropy(np.zeros((4, 10))) == pytest.approx(np.log(10))
+  assert selection.prediction_entropy(_one_hot_logits([0, 3, 3], 5)) == pytest.approx(0.0, abs=1e-12)
+  # Two classes at p = (0.75, 0.25): logits (ln 3, 0).
+  h = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+  assert selection.prediction_entropy(np.array([[np.log(3), 0.0]] * 3)) == pytest.approx(h)
+
+
+def test_information_maximization_closed_forms():
+  # Confident and balanced: H(mean) = ln C, mean H = 0.
+  balanced = _one_hot_logits(np.repeat(np.arange(4), 5), 4)
+  assert selection.information_maximization(balanced) == pytest.approx(np.log(4))
+  # Collapsed (every row the same prediction): 0, however confident.
+  assert selection.information_maximization(_one_hot_logits([2] * 7, 4)) == pytest.approx(0.0, abs=1e-12)
+  # Uniform predictions: H(mean) = mean H = ln C.
+  assert selection.information_maximization(np.zeros((6, 4))) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_batch_nuclear_norm_closed_forms():
+  # One-hot rows with class counts n_k: P^T P = diag(n_k), singular values sqrt(n_k).
+  counts = np.array([5, 3, 1, 0])
+  logits = _one_hot_logits(np.repeat(np.arange(4), counts), 4)
+  assert selection.batch_nuclear_norm(logits) == pytest.approx(np.sqrt(counts).sum() / counts.sum())
+  # Collapsed: one singular value sqrt(N).
+  assert selection.batch_nuclear_norm(_one_hot_logits([1] * 9, 4)) == pytest.approx(3 / 9)
+
+
+def _snd_reference(logits, temperature):
+  """Soft neighbourhood density, written out sample by sample."""
+  p = np.exp(logits - logits.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  f = p / np.sqrt((p**2).sum(1, keepdims=True))
+  out = []
+  for i in range(len(f)):
+    sims = np.array([f[i] @ f[j] / temperature for j in range(len(f)) if j != i])
+    q = np.exp(sims - sims.max())
+    q /= q.sum()
+    out.append(-(q * np.log(q)).sum())
+  return np.mean(out)
+
+
+def test_soft_neighbourhood_density_matches_reference_and_closed_form():
+  logits = np.random.default_rng(0).normal(0, 2, (30, 5))
+  assert selection.soft_neighbourhood_density(logits, 0.05) == pytest.approx(_snd_reference(logits, 0.05))
+  assert selection.soft_neighbourhood_density(logits, 0.5) == pytest.approx(_snd_reference(logits, 0.5))
+  # N identical predictions: every row's neighbourhood is uniform over N - 1.
+  assert selection.soft_neighbourhood_density(np.tile([1.0, 2.0, 0.0], (8, 1))) == pytest.approx(np.log(7))
+
+
+def test_class_ami_follows_the_clusters():
+  rng = np.random.default_rng(0)
+  centres = np.eye(4) * 10
+  classes = np.repeat(np.arange(4), 50)
+  feats = centres[classes] + rng.normal(0, 0.3, (200, 4))
+  assert selection.class_ami(feats, classes, 4) == pytest.approx(1.0)
+  assert abs(selection.class_ami(feats, rng.permutation(classes), 4)) < 0.05
+
+
+def test_normalized_dev_risk_hand_case_and_bounds():
+  losses = np.array([1.0, 0.0, 1.0, 0.0])
+  weights = np.array([3.0, 1.0, 1.0, 1.0])
+  assert selection.normalized_dev_risk(losses, weights) == pytest.approx(4 / 6)
+  # Heavy-tailed weights leave it a weighted mean of the losses.
+  heavy = np.array([1e12, 1e-12, 1.0, 1e6])
+  assert 0.0 <= selection.normalized_dev_risk(losses, heavy) <= 1.0
+  with pytest.raises(ValueError, match="non-negative"):
+    selection.normalized_dev_risk(losses, np.zeros(4))
+
+
+def _weighted_pearson(x, y, w):
+  w = w / w.sum()
+  mx, my = (w * x).sum(), (w * y).sum()
+  return (w * (x - mx) * (y - my)).sum() / np.sqrt((w * (x - mx) ** 2).sum() * (w * (y - my) ** 2).sum())
+
+
+def test_weighted_spearman_closed_forms_and_reference():
+  acc = np.array([0.1, 0.5, 0.3, 0.9, 0.7])
+  assert selection.weighted_spearman(-acc, acc) == pytest.approx(1.0)  # risk falls as accuracy rises
+  assert selection.weighted_spearman(acc, acc) == pytest.approx(-1.0)
+  # power 0 is scipy's Spearman.
+  from scipy.stats import spearmanr
+
+  risk = np.array([0.4, 0.2, 0.1, 0.3, 0.5])
+  assert selection.weighted_spearman(risk, acc, power=0) == pytest.approx(spearmanr(-risk, acc).statistic)
+  # Ranks of -risk: [2, 4, 5, 3, 1]; of accuracy: [1, 3, 2, 5, 4]; weights (rank / 5)^2.
+  ref = _weighted_pearson(
+    np.array([2.0, 4, 5, 3, 1]), np.array([1.0, 3, 2, 5, 4]), (np.array([1.0, 3, 2, 5, 4]) / 5) ** 2
+  )
+  assert selection.weighted_spearman(risk, acc) == pytest.approx(ref)
+  # The weighting counts the order among the best: swapping the two best
+  # hurts more than swapping the two worst.
+  order = np.array([0.1, 0.3, 0.5, 0.7, 0.9])
+  good_top = np.array([0.3, 0.1, 0.5, 0.7, 0.9])  # the worst two swapped
+  good_bottom = np.array([0.1, 0.3, 0.5, 0.9, 0.7])  # the best two swapped
+  assert selection.weighted_spearman(-good_top, order) > selection.weighted_spearman(-good_bottom, order)
+
+
+def test_score_outputs_signs_reward_what_each_validator_rewards():
+  rng = np.random.default_rng(1)
+  labels = np.repeat(np.arange(3), 20)
+  centres = np.eye(3) * 8
+  outputs = lambda target_logits: selection.Outputs(
+    source_val_logits=_one_hot_logits(labels, 3),
+    source_val_features=centres[labels] + rng.normal(0, 0.2, (60, 3)),
+    source_val_labels=labels,
+    source_train_features=centres[labels] + rng.normal(0, 0.2, (60, 3)),
+    target_logits=target_logits,
+    target_features=centres[labels] + rng.normal(0, 0.2, (60, 3)),
+  )
+  good = selection.score_outputs(outputs(_one_hot_logits(labels, 3)))
+  collapsed = selection.score_outputs(outputs(_one_hot_logits(np.zeros(60, int), 3)))
+  for name in ("info-max", "bnm", "class-ami"):
+    assert good[name] < collapsed[name], name
+  assert set(good) == set(selection.CRITERIA) - {"reverse-validation"}
+
+
+def test_leave_one_out_choice_never_reads_the_task_itself():
+  corr = {
+    "a": {"entropy": 0.9, "bnm": 0.1},
+    "b": {"entropy": 0.2, "bnm": 0.6},
+    "c": {"entropy": 0.3, "bnm": 0.5},
+  }
+  # For a: mean over b, c -> entropy 0.25, bnm 0.55. For b: entropy 0.6,
+  # bnm 0.3. For c: entropy 0.55, bnm 0.35.
+  assert selection.leave_one_out_choice(corr) == {"a": "bnm", "b": "entropy", "c": "entropy"}
+  # Changing a task's own numbers leaves its choice alone.
+  corr["a"] = {"entropy": -1.0, "bnm": 1.0}
+  assert selection.leave_one_out_choice(corr)["a"] == "bnm"
+  # NaN counts as the worst correlation.
+  assert selection.leave_one_out_choice({"x": {"snd": 0.0}, "y": {"snd": float("nan"), "bnm": -0.5}}) == {
+    "x": "bnm",
+    "y": "snd",
+  }

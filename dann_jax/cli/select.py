@@ -6,7 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-CRITERIA = ("reverse-validation", "source-risk", "dev")  # selection.CRITERIA
+from dann_jax.selection import CRITERIA, DEFAULT_CRITERION
 
 
 def register(subparsers) -> None:
@@ -20,7 +20,13 @@ def register(subparsers) -> None:
     "shown for reporting only; it never enters the ranking.",
   )
   p.add_argument("runs", nargs="+", help="run folders of one pair, written by `dann-jax train`")
-  p.add_argument("--criterion", choices=CRITERIA, default="reverse-validation")
+  p.add_argument(
+    "--criterion",
+    choices=CRITERIA,
+    default=DEFAULT_CRITERION,
+    help=f"the label-free validator (default {DEFAULT_CRITERION}, the validator benchmark's choice: "
+    "experiments/results/selection/validators.md); all are risks, lower is better",
+  )
   p.add_argument(
     "--checkpoints", action="store_true", help="score every checkpoint along each run, not only its last state"
   )

@@ -176,8 +176,7 @@ def register(subparsers) -> None:
     metavar="CRITERION",
     choices=CRITERIA,
     help="also keep the checkpoint that scores best under this "
-    "label-free criterion (reverse-validation, source-risk "
-    "or dev), evaluated at every evaluation step",
+    f"label-free validator (one of {', '.join(CRITERIA)}), evaluated at every evaluation step",
   )
   p.add_argument(
     "--api",

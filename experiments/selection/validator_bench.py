@@ -1,0 +1,308 @@
+"""Validator benchmark: how well does each label-free validator track target accuracy?
+
+Every candidate of `dann_jax.candidates.default_candidates()` (source only and
+DANN at λ_max 0.1 / 0.3 / 1, two learning rates, quick preset budget) is
+trained on each offline pair and seed; every evaluation checkpoint is then
+scored by every validator of `dann_jax.selection` and its target test
+accuracy is measured beside the scores (for the report only). The report
+gives, per pair and validator, the Spearman and weighted Spearman correlation
+between -risk and target accuracy, the accuracy of the checkpoint the
+validator picks per seed, its gain over source only and its regret against
+the best checkpoint; the default validator is chosen leave-one-pair-out.
+
+Run (each step resumes where it stopped; run.json / checkpoints / scores.json
+are reused):
+  python experiments/selection/validator_bench.py train --score   # or train, then score
+  python experiments/selection/validator_bench.py score
+  python experiments/selection/validator_bench.py report
+
+Runs go to runs/selection/<pair>/<candidate>_s<seed>/; the report to
+experiments/results/selection/validators.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dann_jax.candidates import default_candidates
+from dann_jax.pairs import PAIRS
+
+PAIR_NAMES = (
+  "mnist->mnist-m",
+  "syn-digits->mnist",
+  "mnist->optdigits",
+  "mnist->mnist-max-bg",
+  "mnist->mnist-dilated",
+)
+SEEDS = (0, 1, 2)
+RUNS = Path("runs/selection")
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "selection"
+
+
+def run_dir(pair: str, candidate: str, seed: int) -> Path:
+  return RUNS / pair.replace("->", "_to_") / f"{candidate}_s{seed}"
+
+
+def train(args) -> None:
+  """Trains every (seed, pair, candidate) run not yet finished, seed by seed; with
+  `args.score`, scores each run's checkpoints right after it is trained."""
+  from dann_jax.pair_data import load_pair_data
+  from dann_jax.runs import train_or_reuse
+
+  for seed in args.seeds:
+    for name in args.pairs:
+      data = None  # one pair's images in memory at a time
+      for cand in default_candidates():
+        folder = run_dir(name, cand.name, seed)
+        if not finished(folder):
+          data = data or load_pair_data(PAIRS[name])
+          t0 = time.perf_counter()
+          try:
+            train_or_reuse(
+              PAIRS[name],
+              cand.method,
+              folder,
+              preset="quick",
+              seeds=[seed],
+              overrides=dict(cand.overrides),
+              data=data,
+              progress=False,
+            )
+            status = "trained"
+          except FloatingPointError as e:  # dann_jax.loop.Diverged: its checkpoints stay to be scored
+            status = f"diverged ({e})"
+          print(f"{name} {cand.name} s{seed}: {status} in {time.perf_counter() - t0:.0f} s", flush=True)
+        if args.score:
+          data = data or load_pair_data(PAIRS[name])
+          score_run(folder, data)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("command", choices=("train", "score", "report"))
+  parser.add_argument("--pairs", nargs="+", default=list(PAIR_NAMES), choices=list(PAIR_NAMES))
+  parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+  parser.add_argument("--score", action="store_true", help="train: score each run right after training it")
+  args = parser.parse_args(argv)
+  {"train": train, "score": score, "report": report}[args.command](args)
+  return 0
+
+
+# The label-free view each checkpoint is scored on: seeded subsamples, the
+# same for every run of a pair (kept small: about 1,200 checkpoints in all).
+VIEW_SIZES = {"max_train": 2000, "max_target": 3000, "max_val": 2000}
+SCORES = "scores.json"  # per run folder: {step: {"scores": {...}, "target_accuracy": x, ...}}
+
+
+def finished(folder: Path) -> bool:
+  return (folder / "summary.json").exists() or (folder / "diverged.json").exists()
+
+
+def score_run(folder: Path, data) -> None:
+  """Scores every checkpoint of a finished run by every validator (cached in scores.json)."""
+  from dann_jax import checkpoint, selection
+  from dann_jax.data.sources import write_text_atomic
+  from dann_jax.evaluation import accuracy
+  from dann_jax.runs import load_run
+
+  if not finished(folder):
+    return
+  cache = folder / SCORES
+  done = json.loads(cache.read_text()) if cache.exists() else {}
+  steps = [s for s in checkpoint.all_steps(folder / "checkpoint") if str(s) not in done]
+  if not steps:
+    return
+  criteria = [c for c in selection.CRITERIA if c != "reverse-validation"]
+  result = load_run(folder, data=data)
+  # The same seeded subsample for every run of the pair.
+  view = selection.selection_set(result.data, result.mean, **VIEW_SIZES)
+  test = result.data.target_test
+  t0 = time.perf_counter()
+  for step in steps:
+    state = checkpoint.restore_checkpoint(folder / "checkpoint", result.state, step)
+    outputs = selection.model_outputs(state, view, criteria)
+    done[str(step)] = {
+      "scores": selection.score_outputs(outputs, criteria),
+      # For the report only: never read by a validator.
+      "target_accuracy": float(accuracy(state, test.images, test.labels, result.mean)),
+      "source_val_accuracy": 1.0 - selection.source_risk(outputs.source_val_logits, outputs.source_val_labels),
+    }
+    write_text_atomic(cache, json.dumps(done, indent=1))
+  print(f"{folder}: {len(steps)} checkpoints scored in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def score(args) -> None:
+  """Scores every finished run's checkpoints (resumes from each run's scores.json)."""
+  from dann_jax.pair_data import load_pair_data
+
+  for name in args.pairs:
+    data = None
+    for seed in args.seeds:
+      for cand in default_candidates():
+        folder = run_dir(name, cand.name, seed)
+        if finished(folder):
+          data = data or load_pair_data(PAIRS[name])
+          score_run(folder, data)
+
+
+def load_rows(pairs, seeds) -> list[dict]:
+  """One row per scored checkpoint: pair, seed, candidate, lam_max, step, scores, accuracies."""
+  rows = []
+  for name in pairs:
+    for seed in seeds:
+      for cand in default_candidates():
+        cache = run_dir(name, cand.name, seed) / SCORES
+        if not cache.exists():
+          continue
+        for step, r in json.loads(cache.read_text()).items():
+          rows.append(
+            {"pair": name, "seed": seed, "candidate": cand.name, "lam_max": cand.lam_max, "step": int(step), **r}
+          )
+  return rows
+
+
+SOURCE_ONLY = "so_lr1e-3"  # the quick preset's own source-only run, the baseline
+
+
+def pick(rows: list[dict], criterion: str) -> dict:
+  """The checkpoint with the lowest risk (NaN last)."""
+  return min(rows, key=lambda r: (np.isnan(r["scores"][criterion]), r["scores"][criterion]))
+
+
+def final_row(rows: list[dict], candidate: str) -> dict | None:
+  mine = [r for r in rows if r["candidate"] == candidate]
+  return max(mine, key=lambda r: r["step"], default=None)
+
+
+def summarize(rows: list[dict], pairs, seeds) -> dict:
+  from dann_jax.selection import leave_one_out_choice, weighted_spearman
+
+  criteria = sorted({c for r in rows for c in r["scores"]}, key=lambda c: list(rows[0]["scores"]).index(c))
+  out = {"pairs": {}}
+  for name in pairs:
+    per_seed = {s: [r for r in rows if r["pair"] == name and r["seed"] == s] for s in seeds}
+    # A seed counts once all its candidates are scored.
+    complete = [
+      s for s, rs in per_seed.items() if {r["candidate"] for r in rs} == {c.name for c in default_candidates()}
+    ]
+    if not complete:
+      continue
+    so = [final_row(per_seed[s], SOURCE_ONLY)["target_accuracy"] for s in complete]
+    best = [max(r["target_accuracy"] for r in per_seed[s]) for s in complete]
+    entry = {
+      "seeds": complete,
+      "checkpoints_per_seed": len(per_seed[complete[0]]),
+      "source_only": so,
+      "best_checkpoint": best,
+      "validators": {},
+    }
+    for c in criteria:
+      sp, wsp, selected, chosen = [], [], [], []
+      for s in complete:
+        rs = per_seed[s]
+        risk = np.array([r["scores"][c] for r in rs])
+        acc = np.array([r["target_accuracy"] for r in rs])
+        sp.append(weighted_spearman(risk, acc, power=0))
+        wsp.append(weighted_spearman(risk, acc))
+        p = pick(rs, c)
+        selected.append(p["target_accuracy"])
+        chosen.append(f"{p['candidate']}@{p['step']}")
+      entry["validators"][c] = {
+        "spearman": float(np.nanmean(sp)),
+        "weighted_spearman": float(np.nanmean(wsp)),
+        "selected": selected,
+        "chosen": chosen,
+        "gain_over_source_only": float(np.mean(np.array(selected) - np.array(so))),
+        "regret": float(np.mean(np.array(best) - np.array(selected))),
+      }
+    out["pairs"][name] = entry
+  measured = out["pairs"]
+  if len(measured) >= 2:
+    corr = {p: {c: v["weighted_spearman"] for c, v in e["validators"].items()} for p, e in measured.items()}
+    lopo = leave_one_out_choice(corr)
+    for p in measured:
+      measured[p]["lopo_validator"] = lopo[p]
+    mean_w = {c: float(np.mean([corr[p][c] for p in measured])) for c in criteria}
+    out["default"] = max(criteria, key=lambda c: mean_w[c])
+    out["mean_weighted_spearman"] = mean_w
+    out["lopo_weighted_spearman"] = float(np.mean([corr[p][lopo[p]] for p in measured]))
+  return out
+
+
+def report(args) -> None:
+  from dann_jax.data.sources import write_text_atomic
+
+  rows = load_rows(args.pairs, args.seeds)
+  if not rows:
+    raise SystemExit("no scored checkpoints yet: run `train` and `score` first")
+  table = summarize(rows, args.pairs, args.seeds)
+  table["protocol"] = {
+    "candidates": {c.name: {"method": c.method, **c.overrides} for c in default_candidates()},
+    "preset": "quick (3,000 steps, Adam b1 = 0.5, 5,000 source images held out), checkpoints every 300 steps",
+    "view": VIEW_SIZES,
+    "reverse_validation": "not scored (it trains a reverse model per checkpoint)",
+    "weighted_spearman": "weighted Pearson correlation of the ranks of -risk and target accuracy, weights (accuracy rank / N)^2, per seed over its checkpoints, averaged over seeds",
+    "default": "the validator with the best weighted Spearman averaged over the measured pairs; per pair, lopo_validator is the choice made without that pair",
+  }
+  RESULTS.mkdir(parents=True, exist_ok=True)
+  write_text_atomic(RESULTS / "validators.json", json.dumps(table, indent=2))
+  write_text_atomic(RESULTS / "validators.md", markdown(table))
+  print(markdown(table))
+
+
+def _accs(xs) -> str:
+  return f"{np.mean(xs):.4f} ({'/'.join(f'{x:.3f}' for x in xs)})"
+
+
+def markdown(table: dict) -> str:
+  lines = [
+    "# Label-free validators against target accuracy",
+    "",
+    "Command: `python experiments/selection/validator_bench.py train && python experiments/selection/validator_bench.py score && python experiments/selection/validator_bench.py report`",
+    "",
+    f"Candidates (quick preset budget): {', '.join(table['protocol']['candidates'])}; every evaluation checkpoint "
+    "(every 300 steps) of every candidate is scored. Risks are label-free; target test accuracy is measured beside "
+    "them for this report only. `selected` is the target accuracy of the checkpoint with the lowest risk, per seed; "
+    "gain is over the quick preset's source-only run (final checkpoint); regret is against the best checkpoint. "
+    "Reverse validation is not scored here (it trains a model per checkpoint).",
+    "",
+  ]
+  if "default" in table:
+    lines += [
+      f"**Default validator: {table['default']}** (best weighted Spearman averaged over the measured pairs). "
+      f"Leave-one-pair-out (each pair's choice made without its own target labels): mean weighted Spearman "
+      f"{table['lopo_weighted_spearman']:.3f}.",
+      "",
+      "| validator | mean weighted Spearman |",
+      "|---|---|",
+      *[f"| {c} | {v:.3f} |" for c, v in sorted(table["mean_weighted_spearman"].items(), key=lambda kv: -kv[1])],
+      "",
+    ]
+  for name, e in table["pairs"].items():
+    lines += [
+      f"## {name}",
+      "",
+      f"Seeds {e['seeds']}, {e['checkpoints_per_seed']} checkpoints per seed. Source only {_accs(e['source_only'])}; "
+      f"best checkpoint (oracle) {_accs(e['best_checkpoint'])}; chosen without this pair: "
+      f"**{e.get('lopo_validator', '-')}**.",
+      "",
+      "| validator | Spearman | weighted Spearman | selected | gain | regret | chosen |",
+      "|---|---|---|---|---|---|---|",
+    ]
+    for c, v in e["validators"].items():
+      lines.append(
+        f"| {c} | {v['spearman']:+.3f} | {v['weighted_spearman']:+.3f} | {_accs(v['selected'])} | "
+        f"{v['gain_over_source_only']:+.4f} | {v['regret']:.4f} | {', '.join(v['chosen'])} |"
+      )
+    lines.append("")
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
