@@ -75,6 +75,16 @@ def all_steps(directory: str | os.PathLike) -> list[int]:
     return sorted(manager.all_steps())
 
 
+def delete_after(directory: str | os.PathLike, step: int) -> list[int]:
+  """Deletes every checkpoint in `directory` newer than `step`; returns their steps."""
+  later = [s for s in all_steps(directory) if s > step]
+  if later:
+    with _manager(directory, None) as manager:
+      for s in later:
+        manager.delete(s)
+  return later
+
+
 def _reason(error: BaseException) -> str:
   """The first line of the root cause of an orbax/TensorStore error, short
   enough for one line."""

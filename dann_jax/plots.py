@@ -84,3 +84,35 @@ def tsne_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str 
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(os.fspath(path))
+
+
+def validator_curves(report: dict, path: str | os.PathLike) -> None:
+  """Each candidate's label-free risk per checkpoint, and its target accuracy where known (PNG).
+
+  Args:
+    report: a `dann_jax.adapt.adapt` report.
+    path: the PNG to write.
+  """
+  candidates = report["candidates"]
+  has_target = any(c["target_accuracy"] is not None for r in candidates.values() for c in r["checkpoints"].values())
+  fig, axes = _figure(1, 2 if has_target else 1, (11 if has_target else 6, 4))
+  chosen = report["chosen"]
+  for name, r in candidates.items():
+    steps = np.array([int(s) for s in r["checkpoints"]])
+    style = "--" if r["method"] == "source_only" else "-"
+    risk = [c["risk"] for c in r["checkpoints"].values()]
+    (line,) = axes[0, 0].plot(steps, risk, style, marker=".", label=name)
+    if has_target:
+      acc = [np.nan if c["target_accuracy"] is None else c["target_accuracy"] for c in r["checkpoints"].values()]
+      axes[0, 1].plot(steps, acc, style, marker=".", color=line.get_color())
+  c = chosen
+  axes[0, 0].plot([c["step"]], [c["risk"]], "k*", markersize=14, label=f"chosen: {c['candidate']}")
+  axes[0, 0].set(xlabel="step", ylabel=f"{report['validator']} risk (lower is better)", title="label-free risk")
+  axes[0, 0].legend(fontsize=7)
+  if has_target:
+    if c["target_accuracy"] is not None:
+      axes[0, 1].plot([c["step"]], [c["target_accuracy"]], "k*", markersize=14)
+    axes[0, 1].set(xlabel="step", ylabel="target test accuracy", title="target accuracy (reported, not used)")
+  fig.suptitle(f"{report['pair']}, seed {report['seed']}")
+  fig.tight_layout()
+  fig.savefig(os.fspath(path))

@@ -43,6 +43,7 @@ from flax import nnx
 from dann_jax import nnx as dann_nnx
 from dann_jax import selection
 from dann_jax.config import TrainConfig
+from dann_jax.guard import GuardConfig
 from dann_jax.models import DANN, mnist_dann, svhn_dann
 from dann_jax.pair_data import SplitOptions, is_custom, split_options
 from dann_jax.pairs import PAIRS, PairSpec, get_pair
@@ -109,6 +110,8 @@ class RunConfig:
     api: the front door that takes the steps, "linen" or "nnx".
     splits: per role ("source", "target"), the `SplitOptions` of a user's
       domain (defaults for a built-in one).
+    guard: the label-free guard against a collapse or divergence
+      (`dann_jax.guard`), or None (off).
   """
 
   pair: PairSpec
@@ -125,6 +128,7 @@ class RunConfig:
   keep_best: str | None = None
   api: str = "linen"
   splits: Mapping[str, SplitOptions] = dataclasses.field(default_factory=dict)
+  guard: GuardConfig | None = None
 
   def make_model(self, num_classes: int = 10) -> DANN:
     """The network this run trains (`network`), untrained."""
@@ -160,6 +164,8 @@ class RunConfig:
       )
     if self.keep_best is not None:
       identity["keep_best"] = self.keep_best
+    if self.guard is not None:
+      identity["guard"] = dataclasses.asdict(self.guard)
     identity["api"] = self.api
     return identity
 
@@ -173,6 +179,7 @@ class RunConfig:
       "eval_size": self.eval_size,
       "source_holdout": self.source_holdout,
       "note": self.note,
+      "guard": None if self.guard is None else dataclasses.asdict(self.guard),
     }
 
 
@@ -189,6 +196,7 @@ def make_config(
   keep_best: str | None = None,
   api: str = "linen",
   splits: Mapping[str, Any] | None = None,
+  guard: bool | GuardConfig | Mapping[str, Any] | None = None,
 ) -> RunConfig:
   """The configuration of `method` on `pair`: `preset`'s values, then the
   arguments given. Every argument is checked here, once.
@@ -207,6 +215,8 @@ def make_config(
       source hold-out).
     api: "linen" or "nnx" (one seed).
     splits: per role, the `SplitOptions` (or their dicts) of a user's domain.
+    guard: True (the default `GuardConfig`), a `GuardConfig` or its dict to
+      guard the run against a collapse or divergence; None or False: off.
 
   Raises:
     ValueError: unknown preset, method, api, criterion or override field,
@@ -226,6 +236,17 @@ def make_config(
     )
   config = _preset_config(pair, method, preset, steps=steps, batch_size=batch_size, seed=seeds[0])
   changes: dict[str, Any] = {"seeds": seeds, "api": api, "keep_best": keep_best, "splits": split_options(pair, splits)}
+  if guard is True:
+    guard = GuardConfig()
+  elif isinstance(guard, Mapping):
+    guard = GuardConfig(**guard)
+  if guard:
+    if len(seeds) != 1 or api != "linen":
+      raise ValueError(
+        f"the guard recovers one run at a time through the Linen front door; got {len(seeds)} seeds and {api=}. "
+        "Train each seed as its own run with api='linen'"
+      )
+    changes["guard"] = guard
   if overrides:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(overrides) - fields - set(RUN_FIELDS))
@@ -280,6 +301,7 @@ def config_of(identity: Mapping[str, Any]) -> RunConfig:
     keep_best=identity.get("keep_best"),
     api=identity.get("api", "linen"),
     splits=identity.get("splits"),
+    guard=identity.get("guard"),
   )
 
 

@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -36,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dann_jax import checkpoint, distributed, selection
+from dann_jax import checkpoint, distributed, guard, selection
 from dann_jax.data import Domain, make_domain_pair
 from dann_jax.data.batching import pixel_mean
 from dann_jax.data.sources import write_text_atomic
@@ -47,7 +48,7 @@ from dann_jax import nnx as dann_nnx
 from dann_jax.pair_data import PairData, data_fingerprint, load_pair_data, with_holdout
 from dann_jax.pairs import PairSpec
 from dann_jax.presets import RunConfig, config_of, make_config
-from dann_jax.train import TrainState, create_train_state
+from dann_jax.train import TrainState, create_train_state, make_schedules
 
 
 # Training steps of the reverse model of reverse validation.
@@ -115,6 +116,8 @@ def train_or_reuse(pair: PairSpec, method: str, out_dir, **kwargs) -> RunResult:
 
 # written into a run folder whose loss became non-finite: {"step": N}
 DIVERGED = "diverged.json"
+# written into a guarded run folder at each recovery: {"events": [...]}
+GUARD = "guard.json"
 
 
 def _remove_run_files(out: Path) -> None:
@@ -205,13 +208,14 @@ def train_pair(
   keep_best: str | None = None,
   splits: Mapping[str, Any] | None = None,
   api: str = "linen",
+  guard: Any = None,
   **run_options,
 ) -> RunResult:
   """Trains `method` on `pair`: `train_run(make_config(...), ...)`.
 
   Args:
     pair, method, preset, steps, batch_size, seeds, overrides,
-      source_holdout, keep_best, splits, api: the run's configuration, as
+      source_holdout, keep_best, splits, api, guard: the run's configuration, as
       `dann_jax.presets.make_config` takes them.
     out_dir: the run folder.
     **run_options: the other arguments of `train_run` (resume, data,
@@ -231,6 +235,7 @@ def train_pair(
     keep_best=keep_best,
     api=api,
     splits=splits,
+    guard=guard,
   )
   return train_run(config, out_dir=out_dir, **run_options)
 
@@ -324,6 +329,9 @@ def train_run(
   # A run stopped before its first checkpoint resumes from step 0.
   if resume and checkpoint.latest_step(out / "checkpoint") is not None:
     state = checkpoint.restore_checkpoint(out / "checkpoint", state)
+  guard_events = _guard_events(out) if config.guard is not None else []
+  if guard_events:
+    state = _guarded(state, config, guard_events)
   # Evaluation, selection and checkpoints read Linen states.
   as_linen = lambda s: s
   if api == "nnx":
@@ -340,19 +348,29 @@ def train_run(
     scorer = lambda s: selection.score_state(
       s, view, keep_best, reverse_config=config.train, reverse_model=reverse_model, reverse_steps=reverse_steps
     )
-  log = _RunLog(config, out, start, evals, mean, as_linen, scorer, write=primary, progress=progress)
+  trained = data.target_train if method == "target_only" else data.source_train
+  watch = None if config.guard is None else (chance_loss(trained.labels), config.guard.patience)
+  log = _RunLog(config, out, start, evals, mean, as_linen, scorer, write=primary, progress=progress, guard=watch)
   t0 = time.perf_counter()
   try:
-    state = fit(
-      state,
-      domain_pair,
-      num_steps=total,
-      batch_size=config.train.batch_size,
-      num_classes=num_classes,
-      chunk=100 if config.eval_every % 100 == 0 else config.eval_every,
-      callback=log,
-      runner=runner,
-    )
+    while True:
+      try:
+        state = fit(
+          state,
+          domain_pair,
+          num_steps=total,
+          batch_size=config.train.batch_size,
+          num_classes=num_classes,
+          chunk=100 if config.eval_every % 100 == 0 else config.eval_every,
+          callback=log,
+          runner=runner,
+        )
+        break
+      except (Diverged, guard.Tripped) as e:
+        if config.guard is None or guard.lambda_scale(len(guard_events), config.guard) == 0:
+          raise  # unguarded, or already at lambda = 0: a weaker lambda cannot help
+        reason = "diverged" if isinstance(e, Diverged) else e.reason
+        state = _recover(config, data, out, log, guard_events, e.step, reason, write=primary)
     state = as_linen(state)
   except BaseException as e:
     if primary and not resume and checkpoint.latest_step(out / "checkpoint") is None:
@@ -380,6 +398,8 @@ def train_run(
     "network": config.network,
     "provenance": {key: getattr(data, split).provenance for key, split in _PROVENANCE_SPLITS.items()},
   }
+  if config.guard is not None:
+    summary["guard"] = {"config": dataclasses.asdict(config.guard), "events": guard_events}
   if keep_best is not None:
     score, best_step = log.best
     best_state = checkpoint.restore_checkpoint(out / "best", state)
@@ -397,6 +417,53 @@ def train_run(
 
     training_curves(log.history, out / "curves.png", title=f"{method} on {pair.name}")
   return RunResult(summary, state, mean, data, identity)
+
+
+def _guard_events(out: Path) -> list[dict]:
+  """The recoveries a guarded run folder records ([] if none)."""
+  path = out / GUARD
+  if not path.exists():
+    return []
+  try:
+    return json.loads(path.read_text())["events"]
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path} is damaged ({e}); delete the run folder and train it again") from None
+
+
+def _guarded(state: TrainState, config: RunConfig, events: Sequence[Mapping]) -> TrainState:
+  """`state` with λ_p scaled as the guard left it after `events`."""
+  base = make_schedules(config.train)[1]
+  return state.replace(adaptation_factor=guard.scaled(base, guard.lambda_scale(len(events), config.guard)))
+
+
+def _recover(
+  config: RunConfig, data: PairData, out: Path, log: "_RunLog", events: list, step: int, reason: str, *, write: bool
+) -> TrainState:
+  """Sends a broken run back to its newest checkpoint before `step`, with a weaker λ (`dann_jax.guard`)."""
+  healthy = [s for s in checkpoint.all_steps(out / "checkpoint") if s < step]
+  template = _initial_state(config, data)
+  restored_step = healthy[-1] if healthy else 0
+  state = checkpoint.restore_checkpoint(out / "checkpoint", template, restored_step) if healthy else template
+  checkpoint.delete_after(out / "checkpoint", restored_step)
+  log.rewind(restored_step)
+  events.append(
+    {
+      "step": int(step),
+      "reason": reason,
+      "restored_step": restored_step,
+      "lam_scale": guard.lambda_scale(len(events) + 1, config.guard),
+    }
+  )
+  if write:
+    write_text_atomic(out / GUARD, json.dumps({"events": events}, indent=2))
+    (out / DIVERGED).unlink(missing_ok=True)
+  event = events[-1]
+  print(
+    f"dann-jax: guard: {reason} at step {step}; resumed from step {restored_step} with lambda x {event['lam_scale']:g}",
+    file=sys.stderr,
+    flush=True,
+  )
+  return _guarded(state, config, events)
 
 
 # summary.json's provenance keys and the splits they describe
@@ -447,8 +514,10 @@ class _RunLog:
     *,
     write: bool,
     progress: bool,
+    guard: tuple[float, int] | None = None,
   ):
     self.config, self.out, self.evals, self.mean = config, out, evals, mean
+    self.guard = guard  # (chance loss, patience) of the label loss the guard watches
     self.as_linen, self.scorer, self.write = as_linen, scorer, write
     self.metrics_path = out / "metrics.jsonl"
     self.history = read_metrics(self.metrics_path, upto=start)
@@ -471,6 +540,12 @@ class _RunLog:
     row = {"step": step}
     for k, v in metrics.items():  # (steps,) or (steps, seeds)
       row[k] = _per_seed(np.mean(v, axis=0))
+    if self.guard is not None:
+      rows = self.history + [row]
+      chance, patience = self.guard
+      broke = guard.collapse_start([r["step"] for r in rows], [r["label_loss"] for r in rows], chance, patience)
+      if broke is not None:
+        raise guard.Tripped(broke, "collapse")
     if step % self.config.eval_every == 0 or step == self.config.train.total_steps:
       self._evaluate(state, step, row)
     self.history.append(row)
@@ -502,6 +577,15 @@ class _RunLog:
         checkpoint.save_checkpoint(self.out / "best", state)
         self.best = (row["selection"], step)
     checkpoint.save_checkpoint(self.out / "checkpoint", state, max_to_keep=None)
+
+  def rewind(self, step: int) -> None:
+    """Forgets the rows after `step` (the guard sent the run back there)."""
+    self.history = [r for r in self.history if r["step"] <= step]
+    if self.write:
+      write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.history))
+    if self.bar is not None:
+      self.bar.n = step
+      self.bar.refresh()
 
   def close(self) -> None:
     if self.bar is not None:

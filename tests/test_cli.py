@@ -525,3 +525,22 @@ def test_printed_paper_number_names_pairs_the_paper_has_no_number_for():
   assert paper_words(PAIRS["mnist->svhn"], None).startswith("JMLR")
   custom = get_pair("folder:a", "folder:b", network="mnist")
   assert paper_words(custom, None) == "your own data; no paper numbers"
+
+
+def test_adapt_on_own_folders_with_an_unlabelled_target(own_folders, tmp_path, capsys):
+  source, _, flat = own_folders
+  out = tmp_path / "adapt"
+  args = ["adapt", "--source", f"folder:{source}", "--target", f"folder:{flat}", *OWN, "--out", str(out)]
+  assert main(args) == 0
+  printed = capsys.readouterr().out
+  report = json.loads((out / "adapt_s0.json").read_text())
+  chosen = report["chosen"]
+  assert f"chosen: {chosen['candidate']} at step {chosen['step']}" in printed
+  assert chosen["target_accuracy"] is None and "target accuracy" not in printed  # no label to report
+  assert len(report["candidates"]) == 8 and all(r["checkpoints"] for r in report["candidates"].values())
+  risks = [c["risk"] for r in report["candidates"].values() for c in r["checkpoints"].values()]
+  assert chosen["risk"] == min(risks)
+  assert (out / "chosen_s0" / "run.json").exists() and (out / "report_s0.md").exists()
+  # Run again, it reuses every candidate and keeps the same checkpoint.
+  assert main(args) == 0
+  assert json.loads((out / "adapt_s0.json").read_text())["chosen"] == chosen

@@ -122,28 +122,7 @@ def register(subparsers) -> None:
     "folder of unlabelled target images) or npz:PATH on "
     "either side (docs/own-data.md).",
   )
-  p.add_argument("--source", required=True, help="source domain, e.g. mnist or folder:PATH / npz:PATH")
-  p.add_argument("--target", required=True, help="target domain, e.g. mnist-m or folder:PATH / npz:PATH")
-  p.add_argument(
-    "--source-test",
-    default=None,
-    metavar="PATH",
-    help="the test split of a folder:/npz: source that has no test/ (test.npz) of its own",
-  )
-  p.add_argument("--target-test", default=None, metavar="PATH", help="the same for a folder:/npz: target")
-  p.add_argument(
-    "--test-fraction",
-    type=float,
-    default=None,
-    metavar="F",
-    help="hold out this fraction of each class of every "
-    "folder:/npz: domain without a test split as its test "
-    "split (otherwise such a domain is evaluated on its "
-    "train images)",
-  )
-  p.add_argument(
-    "--split-seed", type=int, default=None, metavar="N", help="seed of the --test-fraction hold-out (default 0)"
-  )
+  add_domain_arguments(p)
   p.add_argument(
     "--network",
     choices=NETWORK_NAMES,
@@ -179,6 +158,14 @@ def register(subparsers) -> None:
     f"label-free validator (one of {', '.join(CRITERIA)}), evaluated at every evaluation step",
   )
   p.add_argument(
+    "--guard",
+    action="store_true",
+    help="watch the run for a collapse (source label loss back at chance) or a non-finite loss and, when the "
+    "adversarial game breaks, resume from the last checkpoint before the break with half the adaptation factor "
+    "(lambda 0 after three recoveries); off by default (the paper's protocol), on in `dann-jax adapt`; "
+    "one seed per run",
+  )
+  p.add_argument(
     "--api",
     choices=APIS,
     default="linen",
@@ -200,6 +187,7 @@ _FLAG_WORDS = (
   (re.compile(r"`overrides` names unknown config fields"), "--set names unknown fields"),
   (re.compile(r"overrides\['(\w+)'\]="), r"--set \1="),
   (re.compile(r"keep_best"), "--keep-best"),
+  (re.compile(r"the guard recovers one run at a time"), "--guard trains one run at a time"),
   (re.compile(r"set source_holdout > 0"), "add --set source_holdout=N (N > 0)"),
 )
 
@@ -261,6 +249,32 @@ def parse_overrides(items: list[str]) -> dict:
       ) from None
     out[field] = value
   return out
+
+
+def add_domain_arguments(p) -> None:
+  """--source, --target and the split flags of a user's folder:/npz: domains (`split_flags` reads them)."""
+  p.add_argument("--source", required=True, help="source domain, e.g. mnist or folder:PATH / npz:PATH")
+  p.add_argument("--target", required=True, help="target domain, e.g. mnist-m or folder:PATH / npz:PATH")
+  p.add_argument(
+    "--source-test",
+    default=None,
+    metavar="PATH",
+    help="the test split of a folder:/npz: source that has no test/ (test.npz) of its own",
+  )
+  p.add_argument("--target-test", default=None, metavar="PATH", help="the same for a folder:/npz: target")
+  p.add_argument(
+    "--test-fraction",
+    type=float,
+    default=None,
+    metavar="F",
+    help="hold out this fraction of each class of every "
+    "folder:/npz: domain without a test split as its test "
+    "split (otherwise such a domain is evaluated on its "
+    "train images)",
+  )
+  p.add_argument(
+    "--split-seed", type=int, default=None, metavar="N", help="seed of the --test-fraction hold-out (default 0)"
+  )
 
 
 def split_flags(args) -> dict[str, dict]:
@@ -376,6 +390,7 @@ def run(args) -> int:
       keep_best=args.keep_best,
       api=args.api,
       splits=splits,
+      guard=args.guard or None,
     )
   except ValueError as e:
     raise ValueError(as_flags(str(e))) from None
@@ -403,6 +418,11 @@ def run(args) -> int:
   for seed, step in zip(s["seeds"], s["collapsed_at_step"]):
     if step is not None:
       print(f"dann-jax: warning: seed {seed} {_collapse_advice(method, step, len(s['seeds']))}", file=sys.stderr)
+  for event in s.get("guard", {}).get("events", []):
+    print(
+      f"guard: {event['reason']} at step {event['step']:,}; resumed from step {event['restored_step']:,} "
+      f"with lambda x {event['lam_scale']:g}"
+    )
   if "best" in s:
     b = s["best"]
     final = "" if t is None else f" (final state: {t['mean']:.4f})"

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dann_jax.adapt import VIEW_SIZES
 from dann_jax.candidates import default_candidates
 from dann_jax.pairs import PAIRS
 
@@ -47,6 +48,10 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "selection"
 
 def run_dir(pair: str, candidate: str, seed: int) -> Path:
   return RUNS / pair.replace("->", "_to_") / f"{candidate}_s{seed}"
+
+
+def finished(folder: Path) -> bool:
+  return (folder / "summary.json").exists() or (folder / "diverged.json").exists()
 
 
 def train(args) -> None:
@@ -78,8 +83,11 @@ def train(args) -> None:
           except FloatingPointError as e:  # dann_jax.loop.Diverged: its checkpoints stay to be scored
             status = f"diverged ({e})"
           print(f"{name} {cand.name} s{seed}: {status} in {time.perf_counter() - t0:.0f} s", flush=True)
+        data = data or load_pair_data(PAIRS[name])
+        trip = unguarded_trips(folder, data) if finished(folder) else None
+        if trip is not None:
+          print(f"warning: {folder} was trained without the guard, which would have tripped at step {trip}", flush=True)
         if args.score:
-          data = data or load_pair_data(PAIRS[name])
           score_run(folder, data)
 
 
@@ -94,47 +102,35 @@ def main(argv=None) -> int:
   return 0
 
 
-# The label-free view each checkpoint is scored on: seeded subsamples, the
-# same for every run of a pair (kept small: about 1,200 checkpoints in all).
-VIEW_SIZES = {"max_train": 2000, "max_target": 3000, "max_val": 2000}
-SCORES = "scores.json"  # per run folder: {step: {"scores": {...}, "target_accuracy": x, ...}}
-
-
-def finished(folder: Path) -> bool:
-  return (folder / "summary.json").exists() or (folder / "diverged.json").exists()
-
-
 def score_run(folder: Path, data) -> None:
-  """Scores every checkpoint of a finished run by every validator (cached in scores.json)."""
-  from dann_jax import checkpoint, selection
-  from dann_jax.data.sources import write_text_atomic
-  from dann_jax.evaluation import accuracy
-  from dann_jax.runs import load_run
+  """Scores every checkpoint of a finished run by every validator but reverse validation (cached in scores.json)."""
+  from dann_jax.adapt import score_checkpoints
+  from dann_jax.selection import OUTPUT_VALIDATORS
 
-  if not finished(folder):
-    return
-  cache = folder / SCORES
-  done = json.loads(cache.read_text()) if cache.exists() else {}
-  steps = [s for s in checkpoint.all_steps(folder / "checkpoint") if str(s) not in done]
-  if not steps:
-    return
-  criteria = [c for c in selection.CRITERIA if c != "reverse-validation"]
-  result = load_run(folder, data=data)
-  # The same seeded subsample for every run of the pair.
-  view = selection.selection_set(result.data, result.mean, **VIEW_SIZES)
-  test = result.data.target_test
-  t0 = time.perf_counter()
-  for step in steps:
-    state = checkpoint.restore_checkpoint(folder / "checkpoint", result.state, step)
-    outputs = selection.model_outputs(state, view, criteria)
-    done[str(step)] = {
-      "scores": selection.score_outputs(outputs, criteria),
-      # For the report only: never read by a validator.
-      "target_accuracy": float(accuracy(state, test.images, test.labels, result.mean)),
-      "source_val_accuracy": 1.0 - selection.source_risk(outputs.source_val_logits, outputs.source_val_labels),
-    }
-    write_text_atomic(cache, json.dumps(done, indent=1))
-  print(f"{folder}: {len(steps)} checkpoints scored in {time.perf_counter() - t0:.0f} s", flush=True)
+  if finished(folder):
+    t0 = time.perf_counter()
+    score_checkpoints(folder, data, list(OUTPUT_VALIDATORS))
+    print(f"{folder}: scored in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def unguarded_trips(folder: Path, data) -> int | None:
+  """For a run trained without the guard: the step at which the guard would have tripped, or None.
+
+  A guarded run that never trips takes exactly the unguarded run's steps, so
+  such a run stands for the guarded one."""
+  from dann_jax.guard import GuardConfig, collapse_start
+  from dann_jax.health import chance_loss
+  from dann_jax.runs import read_metrics
+
+  if "guard" in json.loads((folder / "run.json").read_text()):
+    return None
+  rows = read_metrics(folder / "metrics.jsonl")
+  return collapse_start(
+    [r["step"] for r in rows],
+    [r["label_loss"] for r in rows],
+    chance_loss(data.source_train.labels),
+    GuardConfig().patience,
+  )
 
 
 def score(args) -> None:
@@ -157,7 +153,7 @@ def load_rows(pairs, seeds) -> list[dict]:
   for name in pairs:
     for seed in seeds:
       for cand in default_candidates():
-        cache = run_dir(name, cand.name, seed) / SCORES
+        cache = run_dir(name, cand.name, seed) / "scores.json"
         if not cache.exists():
           continue
         for step, r in json.loads(cache.read_text()).items():
@@ -246,6 +242,7 @@ def report(args) -> None:
     "candidates": {c.name: {"method": c.method, **c.overrides} for c in default_candidates()},
     "preset": "quick (3,000 steps, Adam b1 = 0.5, 5,000 source images held out), checkpoints every 300 steps",
     "view": VIEW_SIZES,
+    "guard": "every candidate trained with dann_jax.guard on, as dann-jax adapt trains them",
     "reverse_validation": "not scored (it trains a reverse model per checkpoint)",
     "weighted_spearman": "weighted Pearson correlation of the ranks of -risk and target accuracy, weights (accuracy rank / N)^2, per seed over its checkpoints, averaged over seeds",
     "default": "the validator with the best weighted Spearman averaged over the measured pairs; per pair, lopo_validator is the choice made without that pair",

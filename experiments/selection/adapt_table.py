@@ -1,0 +1,106 @@
+"""The quick Table 1 through `dann-jax adapt`: per pair and seed, the checkpoint the default validator keeps.
+
+`dann_jax.adapt.adapt` runs on the validator benchmark's run folders
+(runs/selection/<pair>/, the same candidates, trained with the guard), so it
+reuses their runs and cached scores and trains nothing new. The validator is
+the default of experiments/results/selection/validators.json; beside it, the
+table gives the accuracy under each pair's leave-one-pair-out validator (the
+choice made without that pair's target labels).
+
+Run (after validator_bench.py train/score/report):
+  python experiments/selection/adapt_table.py
+Writes experiments/results/quick/adapt_table_3seeds.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from validator_bench import PAIR_NAMES, RESULTS, RUNS, SEEDS, finished, run_dir  # noqa: E402
+
+from dann_jax.adapt import adapt  # noqa: E402
+from dann_jax.candidates import default_candidates  # noqa: E402
+from dann_jax.data.sources import write_text_atomic  # noqa: E402
+from dann_jax.pairs import PAIRS  # noqa: E402
+
+OUT = Path(__file__).resolve().parents[1] / "results" / "quick"
+
+
+def main() -> int:
+  from dann_jax.pair_data import load_pair_data
+
+  bench = json.loads((RESULTS / "validators.json").read_text())
+  default = bench["default"]
+  table = {"validator": default, "seeds": [], "pairs": {}}
+  seeds_done = set()
+  for name in PAIR_NAMES:
+    lopo = bench["pairs"].get(name, {}).get("lopo_validator")
+    data, entry = (
+      None,
+      {"source_only": [], "adapt": [], "chosen": [], "seeds": [], "lopo_validator": lopo, "adapt_lopo": []},
+    )
+    for seed in SEEDS:
+      if not all(finished(run_dir(name, c.name, seed)) for c in default_candidates()):
+        continue
+      data = data or load_pair_data(PAIRS[name])
+      out = RUNS / name.replace("->", "_to_")
+      quiet = dict(out_dir=out, seed=seed, data=data, progress=False, log=lambda line: None)
+      report = adapt(PAIRS[name], validator=default, **quiet)
+      entry["seeds"].append(seed)
+      entry["source_only"].append(report["source_only_target_accuracy"])
+      entry["adapt"].append(report["chosen"]["target_accuracy"])
+      entry["chosen"].append(f"{report['chosen']['candidate']}@{report['chosen']['step']}")
+      if lopo is not None:
+        entry["adapt_lopo"].append(adapt(PAIRS[name], validator=lopo, **quiet)["chosen"]["target_accuracy"])
+        if lopo != default:  # leave the folder's report on the default validator
+          adapt(PAIRS[name], validator=default, **quiet)
+      seeds_done.add(seed)
+    if entry["seeds"]:
+      so, ad = np.array(entry["source_only"]), np.array(entry["adapt"])
+      entry["bar_met"] = bool(ad.mean() >= so.mean() and np.all(ad >= so - 0.01))
+      table["pairs"][name] = entry
+  table["seeds"] = sorted(seeds_done)
+  OUT.mkdir(parents=True, exist_ok=True)
+  write_text_atomic(OUT / "adapt_table_3seeds.json", json.dumps(table, indent=2))
+  write_text_atomic(OUT / "adapt_table_3seeds.md", markdown(table))
+  print(markdown(table))
+  return 0
+
+
+def _cell(xs) -> str:
+  xs = np.asarray(xs, np.float64)
+  return f"{xs.mean():.4f} ± {xs.std():.4f} ({'/'.join(f'{x:.3f}' for x in xs)})"
+
+
+def markdown(table: dict) -> str:
+  lines = [
+    "# Quick Table 1 through `dann-jax adapt`",
+    "",
+    "Command: `python experiments/selection/adapt_table.py` (after `experiments/selection/validator_bench.py`).",
+    "",
+    f"Per pair and seed, `dann-jax adapt` trains the eight candidates (source only and DANN at lam_max 0.1 / 0.3 / "
+    f"1, learning rates 1e-3 and 3e-4, quick preset, guard on) and keeps the checkpoint with the lowest "
+    f"**{table['validator']}** risk. Target test accuracy is read after the choice. Source only is the quick "
+    "preset's source-only run (final checkpoint). `bar`: adapt mean ≥ source-only mean and no seed more than .01 "
+    "below its own source-only run. `leave-one-pair-out`: the same with the validator the benchmark picks "
+    "without this pair.",
+    "",
+    "| pair | seeds | source only | adapt | chosen | bar | leave-one-pair-out validator: adapt |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for name, e in table["pairs"].items():
+    lopo = "-" if not e["adapt_lopo"] else f"{e['lopo_validator']}: {_cell(e['adapt_lopo'])}"
+    lines.append(
+      f"| {name} | {e['seeds']} | {_cell(e['source_only'])} | {_cell(e['adapt'])} | {', '.join(e['chosen'])} | "
+      f"{'met' if e['bar_met'] else 'NOT met'} | {lopo} |"
+    )
+  return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+  sys.exit(main())

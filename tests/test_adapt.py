@@ -1,0 +1,118 @@
+"""`dann-jax adapt`: the choice is the validator's argmin over every checkpoint, never reads target labels, and is kept."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from dann_jax import adapt, selection
+from dann_jax.candidates import Candidate, default_candidates
+
+
+def test_default_candidates_span_the_adaptation_strength():
+  cands = default_candidates()
+  assert [c.name for c in cands] == [
+    "so_lr1e-3",
+    "dann_lam0.1_lr1e-3",
+    "dann_lam0.3_lr1e-3",
+    "dann_lam1_lr1e-3",
+    "so_lr3e-4",
+    "dann_lam0.1_lr3e-4",
+    "dann_lam0.3_lr3e-4",
+    "dann_lam1_lr3e-4",
+  ]
+  assert sorted({c.lam_max for c in cands}) == [0.0, 0.1, 0.3, 1.0]
+  assert {c.overrides["learning_rate"] for c in cands} == {1e-3, 3e-4}
+  with pytest.raises(ValueError, match="lam_max"):
+    default_candidates(lambda_maxes=(0.0,))
+
+
+def _scores(risks, accs=None):
+  return {
+    str(s): {"scores": {"v": r}, "target_accuracy": None if accs is None else accs[i]}
+    for i, (s, r) in enumerate(risks.items())
+  }
+
+
+def test_choose_is_the_lowest_risk_and_prefers_source_only_on_ties():
+  scored = {
+    "so": _scores({100: 0.5, 200: 0.3}),
+    "dann": _scores({100: 0.3, 200: float("nan"), 300: 0.4}),
+  }
+  c = adapt.choose(scored, "v")
+  assert (c.candidate, c.step, c.score) == ("so", 200, 0.3)  # tie with dann@100: the earlier candidate
+  scored["dann"]["300"]["scores"]["v"] = 0.1
+  assert (adapt.choose(scored, "v").candidate, adapt.choose(scored, "v").step) == ("dann", 300)
+  with pytest.raises(ValueError, match="no scored checkpoint"):
+    adapt.choose({}, "v")
+
+
+def _info_max_risk(logits):
+  p = np.exp(logits - logits.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  h = lambda q: -(q * np.log(np.clip(q, 1e-300, None))).sum(-1)
+  return -(h(p.mean(0)) - h(p).mean())
+
+
+TWO = (
+  Candidate("so_lr1e-3", "source_only", {"learning_rate": 1e-3, "eval_every": 2}),
+  Candidate("dann_lam1_lr1e-3", "dann", {"learning_rate": 1e-3, "lam_max": 1.0, "eval_every": 2}),
+)
+
+
+def test_adapt_keeps_the_argmin_and_never_reads_target_labels(tiny_mnist, tmp_path, monkeypatch):
+  from dann_jax import checkpoint
+  from dann_jax.evaluation import features
+  from dann_jax.pair_data import load_pair_data
+  from dann_jax.pairs import PAIRS
+  from dann_jax.runs import load_run
+
+  pair = PAIRS["mnist->mnist-m"]
+  data = load_pair_data(pair, data_dir=tiny_mnist)
+  out = tmp_path / "adapt"
+  kw = dict(
+    out_dir=out, steps=6, batch_size=8, candidates=TWO, validator="info-max", progress=False, log=lambda line: None
+  )
+  report = adapt.adapt(pair, data=data, **kw)
+  # Every checkpoint's risk, recomputed by hand from the model's target logits on the same view.
+  risks = {}
+  for cand in TWO:
+    run = load_run(out / f"{cand.name}_s0", data=data)
+    view = selection.selection_set(run.data, run.mean, **adapt.VIEW_SIZES)
+    for step in checkpoint.all_steps(out / f"{cand.name}_s0" / "checkpoint"):
+      state = checkpoint.restore_checkpoint(out / f"{cand.name}_s0" / "checkpoint", run.state, step)
+      risks[(cand.name, step)] = _info_max_risk(features(state, view.target_images, run.mean, "logits"))
+      got = report["candidates"][cand.name]["checkpoints"][str(step)]["risk"]
+      assert got == pytest.approx(risks[(cand.name, step)], rel=1e-4, abs=1e-6)
+  best = min(risks, key=risks.get)
+  chosen = report["chosen"]
+  assert (chosen["candidate"], chosen["step"]) == best
+  # The kept model is that checkpoint.
+  kept = load_run(out / "chosen_s0", data=data)
+  src = checkpoint.restore_checkpoint(out / f"{best[0]}_s0" / "checkpoint", kept.state, best[1])
+  for a, b in zip(__import__("jax").tree.leaves(kept.state.params), __import__("jax").tree.leaves(src.params)):
+    np.testing.assert_array_equal(a, b)
+  # Keeping an earlier checkpoint keeps that one alone.
+  folder = out / f"{TWO[1].name}_s0"
+  first = checkpoint.all_steps(folder / "checkpoint")[0]
+  adapt._keep(folder, first, tmp_path / "kept")
+  assert checkpoint.all_steps(tmp_path / "kept" / "checkpoint") == [first]
+  assert json.loads((out / "adapt_s0.json").read_text())["chosen"] == chosen
+  assert (out / "report_s0.md").read_text().count("|") > 10 and (out / "scores_s0.png").stat().st_size > 0
+
+  # The same data with the target test labels shuffled: same choice, other accuracy (reported only).
+  rng = np.random.default_rng(0)
+  shuffled = dataclasses.replace(
+    data, target_test=dataclasses.replace(data.target_test, labels=rng.permutation(data.target_test.labels))
+  )
+  import dann_jax.runs
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished candidate was trained again")
+
+  monkeypatch.setattr(dann_jax.runs, "train_run", no_training)
+  for folder in out.glob("*_s0"):
+    (folder / "scores.json").unlink(missing_ok=True)
+  again = adapt.adapt(pair, data=shuffled, **kw)
+  assert (again["chosen"]["candidate"], again["chosen"]["step"]) == best
