@@ -171,6 +171,17 @@ def test_demo_writes_a_report_and_says_when_it_reuses(tiny_mnist, tmp_path, caps
   for link in ("tsne.png", "source_only/curves.png", "dann/curves.png"):
     assert f"]({link})" in text and (out / link).exists()
   assert "collapsed" not in text
+  # The default validator's choice over both runs' checkpoints: their lowest risk.
+  from dann_jax.selection import DEFAULT_CRITERION
+
+  risks = {
+    (m, int(step)): e["scores"][DEFAULT_CRITERION]
+    for m in ("source_only", "dann")
+    for step, e in json.loads((out / m / "scores.json").read_text()).items()
+  }
+  method, step = min(risks, key=risks.get)
+  assert f"label-free choice ({DEFAULT_CRITERION}" in printed and f": {method} at step {step:,}" in printed
+  assert f"**{method} at step {step:,}**" in text
   # a reused DANN run whose summary names a collapse: the report says so
   summary_path = out / "dann" / "summary.json"
   summary_path.write_text(json.dumps(json.loads(summary_path.read_text()) | {"collapsed_at_step": [3]}))
