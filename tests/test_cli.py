@@ -146,6 +146,12 @@ def test_keep_best_agrees_with_select(tiny_mnist, tmp_path, capsys):
   assert sorted(r["score"] for r in ranking) == [r["score"] for r in ranking]
   assert all(r["score"] * 4 == round(r["score"] * 4) for r in ranking)
   assert {r["step"]: r["score"] for r in ranking} == {step: score for score, step in scored}
+  assert "10/10" in capsys.readouterr().err  # the progress bar counted every checkpoint
+  # Every validator ranks the same checkpoints; BNM's risk is minus a nuclear norm / N, in [-1, 0).
+  assert main(["select", str(out), "--criterion", "bnm", "--checkpoints", "--out", str(ranking_file)]) == 0
+  bnm = json.loads(ranking_file.read_text())["ranking"]
+  assert sorted(r["step"] for r in bnm) == list(range(100, 1001, 100))
+  assert all(-1.0 <= r["score"] < 0.0 for r in bnm)
 
 
 def test_select_refuses_runs_without_holdout(tiny_mnist, tmp_path, capsys):

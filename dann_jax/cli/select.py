@@ -40,14 +40,39 @@ def _accuracy(value) -> str:
   return "-" if value is None else f"{value:.4f}"
 
 
+def _progress_bar(runs, along_run: bool, criterion: str):
+  """A progress bar over the candidates `score_runs` will score (each seed, each checkpoint with `along_run`)."""
+  from tqdm.auto import tqdm
+
+  from dann_jax import checkpoint
+
+  total = 0
+  for run_dir in map(Path, runs):
+    try:
+      seeds = len(json.loads((run_dir / "run.json").read_text())["seeds"])
+    except (OSError, ValueError, KeyError, TypeError):
+      seeds = 1  # score_runs names the problem
+    total += seeds * (max(len(checkpoint.all_steps(run_dir / "checkpoint")), 1) if along_run else 1)
+  return tqdm(total=total, unit="candidate", desc=f"scoring ({criterion})", dynamic_ncols=True)
+
+
 def run(args) -> int:
   from dann_jax.ranking import score_runs
 
   if args.reverse_steps <= 0:
     raise ValueError(f"--reverse-steps {args.reverse_steps} must be positive")
-  ranked = score_runs(
-    args.runs, args.criterion, along_run=args.checkpoints, reverse_steps=args.reverse_steps, data_dir=args.data_dir
-  )
+  bar = _progress_bar(args.runs, args.checkpoints, args.criterion)
+  try:
+    ranked = score_runs(
+      args.runs,
+      args.criterion,
+      along_run=args.checkpoints,
+      reverse_steps=args.reverse_steps,
+      data_dir=args.data_dir,
+      progress=lambda line: (bar.write(line), bar.update(1)),
+    )
+  finally:
+    bar.close()
   width = max(len(c.run) for c in ranked)
   print(
     f"\n{'rank':>4}  {'run':<{width}}  {'seed':>4}  {'step':>6}  {args.criterion:>18}  {'target acc (not used)':>21}"
