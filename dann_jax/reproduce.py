@@ -520,8 +520,9 @@ def reproduce_table1(args: TableArgs, command: str = "") -> dict:
   from dann_jax.runs import machine_description
 
   results = Path(args.results)
-  results.mkdir(parents=True, exist_ok=True)
+  # Checked before anything is written: a refused command leaves no folder behind.
   config = make_config(PAIRS[args.pairs[0]], "dann", args.preset, steps=args.steps)
+  results.mkdir(parents=True, exist_ok=True)
   table = {
     "preset": args.preset,
     "seeds": list(args.seeds),

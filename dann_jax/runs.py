@@ -141,13 +141,44 @@ class ApiMismatch(ValueError):
     self.held_api = held_api
 
 
+def read_json_file(path: Path, what: str, fix: str) -> Any:
+  """The JSON in `path`, or one ValueError naming the file, what is wrong and `fix`.
+
+  Args:
+    path: the file.
+    what: what the file is, for the message ("the run's identity").
+    fix: what to do about a damaged file.
+  """
+  try:
+    return json.loads(path.read_text(encoding="utf-8"))
+  except UnicodeDecodeError:
+    problem = "not text (binary bytes)"
+  except json.JSONDecodeError as e:
+    problem = f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno}; truncated?)"
+  raise ValueError(f"{path} ({what}) is damaged: {problem}; {fix}")
+
+
+RUN_JSON_FIX = (
+  "it names the run, so nothing can resume or score the folder without it: restore the file, or delete the folder "
+  "and train the run again"
+)
+
+
+def read_run_json(run_dir: Path) -> dict:
+  """A run folder's run.json, or one clear error if it is damaged."""
+  held = read_json_file(Path(run_dir) / "run.json", "the run's identity", RUN_JSON_FIX)
+  if not isinstance(held, dict) or "pair" not in held or "method" not in held:
+    raise ValueError(f"{Path(run_dir) / 'run.json'} (the run's identity) is damaged: it names no pair; {RUN_JSON_FIX}")
+  return held
+
+
 def _check_out_dir(out: Path, identity: dict, resume: bool) -> None:
   """Refuses to overwrite another run, or to resume a different one."""
   if out.exists() and not out.is_dir():
     raise ValueError(f"{out} is a file; the run needs a folder there (choose another `out_dir`)")
   run_file = out / "run.json"
   if run_file.exists():
-    held = json.loads(run_file.read_text())
+    held = read_run_json(out)
     held.pop("config", None)  # the resolved values follow from the rest
     held.setdefault("api", "linen")  # a run.json without `api` is Linen's
     if not resume:
@@ -183,7 +214,26 @@ def read_metrics(path: Path, upto: int | None = None) -> list[dict]:
   """The rows of a run's `metrics.jsonl` (up to step `upto`, if given); [] if it has none."""
   if not path.exists():
     return []
-  rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+  try:
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+  except UnicodeDecodeError:
+    raise ValueError(
+      f"{path} (the run's metrics) is damaged: not text; delete it to resume without past metrics"
+    ) from None
+  rows = []
+  for i, line in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i == len(lines) - 1:
+        # What a writer killed mid-line leaves: that row's chunk is
+        # retrained from the checkpoint before it anyway.
+        print(f"dann-jax: {path}: dropped its torn last line (a write was cut off)", file=sys.stderr)
+        break
+      raise ValueError(
+        f"{path} (the run's metrics) is damaged at line {i + 1} of {len(lines)}; delete that line (or the file, "
+        "losing the logged curves) to resume"
+      ) from None
   return rows if upto is None else [r for r in rows if r["step"] <= upto]
 
 
@@ -312,6 +362,14 @@ def train_run(
       "or labels in the .npz) or train 'dann' or "
       "'source_only'"
     )
+  trained = data.target_train if method == "target_only" else data.source_train
+  classes = np.unique(np.asarray(trained.labels)[np.asarray(trained.labels) >= 0])
+  if len(classes) < 2:
+    role = "target" if method == "target_only" else "source"
+    raise ValueError(
+      f"the {role} train images of {pair.name} hold {len(classes)} class(es); a classifier needs at least two: "
+      f"give the {role} one folder (or label) per class"
+    )
   evals = _EvalSets(target=_labelled(data.target_test), source=_labelled(data.source_test))
   domain_pair = make_domain_pair(data.source_train, data.target_train)
   mean = np.asarray(domain_pair.mean)
@@ -348,7 +406,6 @@ def train_run(
     scorer = lambda s: selection.score_state(
       s, view, keep_best, reverse_config=config.train, reverse_model=reverse_model, reverse_steps=reverse_steps
     )
-  trained = data.target_train if method == "target_only" else data.source_train
   watch = None if config.guard is None else (chance_loss(trained.labels), config.guard.patience)
   log = _RunLog(config, out, start, evals, mean, as_linen, scorer, write=primary, progress=progress, guard=watch)
   t0 = time.perf_counter()
@@ -611,7 +668,7 @@ def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None, data_d
   run_file = run_dir / "run.json"
   if not run_file.exists():
     raise FileNotFoundError(f"{run_dir} holds no run (no run.json); pass a folder written by `dann-jax train`")
-  identity = json.loads(run_file.read_text())
+  identity = read_run_json(run_dir)
   config = config_of(identity)
   data = with_holdout(
     data or load_pair_data(config.pair, data_dir=data_dir, splits=config.splits), config.source_holdout

@@ -561,3 +561,85 @@ def test_adapt_on_own_folders_with_an_unlabelled_target(own_folders, tmp_path, c
   # Run again, it reuses every candidate and keeps the same checkpoint.
   assert main(args) == 0
   assert json.loads((out / "adapt_s0.json").read_text())["chosen"] == chosen
+
+
+# Damaged run folders and inputs that must fail before any work: one error line, nothing left behind.
+
+
+def _one_error(capsys) -> str:
+  err = capsys.readouterr().err
+  assert err.startswith("dann-jax: error: ") and "Traceback" not in err, err
+  return err
+
+
+def test_a_one_class_source_is_refused_before_training(tmp_path, offline_data_dir, capsys):
+  source = _class_folders(tmp_path / "only", ("mug",), 6)
+  target = _class_folders(tmp_path / "tgt", ("mug",), 4, seed=1)
+  out = tmp_path / "run"
+  assert train_folders(source, target, "--out", str(out)) == 2
+  err = _one_error(capsys)
+  assert "hold 1 class(es)" in err and "one folder (or label) per class" in err
+  assert not out.exists()
+
+
+@pytest.mark.parametrize(
+  "damage,words",
+  [
+    (lambda text: text[: len(text) // 2], "not valid JSON"),
+    (lambda text: b"\x9c\x00\xff garbage", "not text"),
+  ],
+  ids=["truncated", "binary"],
+)
+def test_a_damaged_run_json_is_named_with_the_fix(tiny_mnist, tmp_path, capsys, damage, words):
+  out = tmp_path / "run"
+  assert main(TRAIN + ["--out", str(out)]) == 0
+  capsys.readouterr()
+  run_json = out / "run.json"
+  broken = damage(run_json.read_text())
+  run_json.write_bytes(broken if isinstance(broken, bytes) else broken.encode())
+  for argv in (TRAIN + ["--out", str(out), "--resume"], ["select", str(out), "--out", str(tmp_path / "r.json")]):
+    assert main(argv) == 2
+    err = _one_error(capsys)
+    assert str(run_json) in err and words in err and "delete the folder and train the run again" in err
+  assert (out / "checkpoint").exists()  # nothing deleted
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume_with_the_same_numbers(tiny_mnist, tmp_path, capsys):
+  from dann_jax import checkpoint
+
+  steps = ["--set", "eval_every=2"]
+  whole, torn = tmp_path / "whole", tmp_path / "torn"
+  assert main(TRAIN + steps + ["--out", str(whole)]) == 0
+  assert main(TRAIN + steps + ["--out", str(torn)]) == 0
+  # Killed while writing step 4's row: checkpoint 4 and the summary never written.
+  checkpoint.delete_after(torn / "checkpoint", 2)
+  (torn / "summary.json").unlink()
+  first = (torn / "metrics.jsonl").read_text().splitlines()[0]
+  (torn / "metrics.jsonl").write_text(first + '\n{"step": 4, "loss": 0.')
+  capsys.readouterr()
+  assert main(TRAIN + steps + ["--out", str(torn), "--resume"]) == 0
+  assert "dropped its torn last line" in capsys.readouterr().err
+  a, b = (json.loads((d / "metrics.jsonl").read_text().splitlines()[-1]) for d in (whole, torn))
+  assert a == b and a["step"] == 4  # the same numbers as the uninterrupted run
+  rows = [json.loads(line) for line in (torn / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [2, 4]
+
+
+def test_data_import_into_an_unwritable_cache_fails_first(tmp_path, capsys, monkeypatch):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a folder")
+  monkeypatch.setenv("DANN_JAX_DATA", str(blocker / "cache"))
+  mat = tmp_path / "train_32x32.mat"
+  mat.write_bytes(b"irrelevant")
+  assert main(["data", "import", "svhn", str(mat)]) == 2
+  err = _one_error(capsys)
+  assert "cannot be written" in err and "DANN_JAX_DATA" in err
+
+
+def test_reproduce_refused_leaves_no_results_folder(tmp_path, capsys):
+  results = tmp_path / "results"
+  argv = table1_args(["mnist->mnist-dilated"], tmp_path / "runs", results)
+  argv[argv.index("--steps") + 1] = "0"
+  assert main(argv) == 2
+  _one_error(capsys)
+  assert not results.exists() and not (tmp_path / "runs").exists()

@@ -45,13 +45,13 @@ def _progress_bar(runs, along_run: bool, criterion: str):
   from tqdm.auto import tqdm
 
   from dann_jax import checkpoint
+  from dann_jax.runs import read_run_json
 
   total = 0
   for run_dir in map(Path, runs):
-    try:
-      seeds = len(json.loads((run_dir / "run.json").read_text())["seeds"])
-    except (OSError, ValueError, KeyError, TypeError):
-      seeds = 1  # score_runs names the problem
+    if not (run_dir / "run.json").exists():
+      continue  # score_runs names the problem
+    seeds = len(read_run_json(run_dir).get("seeds", [0]))  # a damaged run.json: its error, before the bar
     total += seeds * (max(len(checkpoint.all_steps(run_dir / "checkpoint")), 1) if along_run else 1)
   return tqdm(total=total, unit="candidate", desc=f"scoring ({criterion})", dynamic_ncols=True)
 

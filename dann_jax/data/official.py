@@ -648,6 +648,7 @@ def import_official(
   path = Path(path).expanduser()
   if not path.exists():
     raise FileNotFoundError(f"{str(path)!r} does not exist; get the {name} files from {ORIGINS[name]}")
+  sources.writable_data_root(data_dir)  # before reading the files, not after
   return _IMPORTERS[name](path, data_dir, table)
 
 
