@@ -102,3 +102,17 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint_and_no_temporary(tm
   restored = checkpoint.restore_checkpoint(directory, _state())
   assert int(restored.step) == 1
   assert sorted(p.name for p in directory.iterdir()) == ["1"]  # the next manager removed them
+
+
+def test_restore_into_a_template_of_another_seed_takes_every_saved_value(tmp_path):
+  saved = _state(3, seed=0)
+  checkpoint.save_checkpoint(tmp_path, saved)
+  restored = checkpoint.restore_checkpoint(tmp_path, _state(0, seed=7))
+  for a, b in zip(jax.tree.leaves(restored.params), jax.tree.leaves(saved.params)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(jax.random.key_data(restored.key), jax.random.key_data(saved.key))
+  assert int(restored.step) == 3
+  # The next step's randomness is the saved run's, not the template's.
+  np.testing.assert_array_equal(
+    jax.random.key_data(jax.random.fold_in(restored.key, 3)), jax.random.key_data(jax.random.fold_in(saved.key, 3))
+  )

@@ -132,3 +132,25 @@ def test_labels_out_of_range_under_jit_are_caught_by_checkify():
   assert "must lie in [0, 10)" in err.get()
   err, _ = checked(dict(bad, label=jnp.array([0, 9, 2, 3])))
   assert err.get() is None
+
+
+def test_shards_with_unequal_labelled_rows_sum_to_the_global_objective():
+  # Three shards of 4 rows (vmap with an axis name stands in for devices):
+  # 4, 1 and 0 labelled source rows, and one target row with a revealed label.
+  rng = np.random.default_rng(0)
+  class_logits = rng.normal(size=(3, 4, 5)).astype(np.float32)
+  domain_logits = rng.normal(size=(3, 4)).astype(np.float32)
+  domain = np.array([[0, 0, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]])
+  mask = np.array([[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0]], bool)  # shard 1 reveals one target label
+  labels = rng.integers(0, 5, size=(3, 4))
+  batch = {"label": jnp.asarray(labels), "domain": jnp.asarray(domain), "label_mask": jnp.asarray(mask)}
+  sharded = jax.vmap(
+    lambda c, d, b: saddle_point_loss(c, d, b, axis_name="devices"), axis_name="devices", in_axes=(0, 0, 0)
+  )
+  losses, metrics = sharded(jnp.asarray(class_logits), jnp.asarray(domain_logits), batch)
+  flat = {k: np.asarray(v).reshape(-1) for k, v in batch.items()}
+  ly, ld = _np_losses(class_logits.reshape(-1, 5), domain_logits.reshape(-1), flat, mask.reshape(-1))
+  # Each shard's loss is its share of the global mean: they add up to it.
+  assert float(np.sum(losses)) == pytest.approx(ly + ld, rel=1e-5)
+  np.testing.assert_allclose(np.asarray(metrics["label_loss"]), ly, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(metrics["domain_loss"]), ld, rtol=1e-5)

@@ -61,3 +61,20 @@ def test_adaptation_factor_warmup_shifts_the_ramp():
   np.testing.assert_allclose(float(lam(1000)), plain(1.0), rtol=1e-6)
   with pytest.raises(ValueError, match="warmup=1.0 must lie in"):
     schedules.adaptation_factor(10, warmup=1.0)
+
+
+def test_make_schedules_reads_every_config_field():
+  from dann_jax.config import TrainConfig
+  from dann_jax.train import make_schedules
+
+  config = TrainConfig(
+    total_steps=100, learning_rate=0.2, lr_alpha=3.0, lr_beta=0.5, gamma=4.0, lam_max=0.7, lam_warmup=0.2
+  )
+  lr, lam = make_schedules(config)
+  for step in (0, 30, 60, 100):
+    p = step / 100
+    assert float(lr(step)) == pytest.approx(0.2 / (1 + 3.0 * p) ** 0.5, rel=1e-6)
+    q = min(max((p - 0.2) / 0.8, 0.0), 1.0)
+    assert float(lam(step)) == pytest.approx(0.7 * (2 / (1 + np.exp(-4.0 * q)) - 1), rel=1e-6, abs=1e-7)
+  # Without a domain term, λ is 0 whatever lam_max says.
+  assert float(make_schedules(config.replace(method="source_only"))[1](50)) == 0.0

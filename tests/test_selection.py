@@ -1,5 +1,6 @@
 """Label-free selection criteria: hand-worked cases, a known density ratio, and reverse-validation round trips."""
 
+import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -280,3 +281,83 @@ def test_leave_one_out_choice_never_reads_the_task_itself():
     "x": "bnm",
     "y": "snd",
   }
+
+
+# ---------------------------------------------------------------------------
+# The validators applied to a state, against references built from its outputs.
+
+
+class _Flat(nn.Module):
+  """A linear feature extractor over the flattened image: its predictions vary from image to image."""
+
+  outputs: int = 16
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    return nn.Dense(self.outputs)(x.reshape(x.shape[0], -1))
+
+
+def _linear_dann():
+  from dann_jax.models import MLP
+
+  return DANN(features=_Flat(), label_predictor=MLP(hidden=(), outputs=10), domain_classifier=MLP(hidden=(), outputs=1))
+
+
+def _view_and_state():
+  rng = np.random.default_rng(0)
+  # Images that differ from each other: a random colour and a random vertical ramp each.
+  ramp = np.linspace(0, 1, 32)[None, :, None, None]
+
+  def images(n, low, high):
+    colour = rng.uniform(low, high, (n, 1, 1, 3))
+    slope = rng.uniform(-1, 1, (n, 1, 1, 3)) * (high - low)
+    return np.clip(colour + slope * ramp, 0, 255).astype(np.uint8).repeat(32, axis=2)
+
+  dark = lambda n: images(n, 0, 80)
+  bright = lambda n: images(n, 120, 255)
+  mean = np.full(3, 100.0, np.float32)
+  config = TrainConfig(total_steps=10, batch_size=8)
+  state = create_train_state(_linear_dann(), config, jnp.zeros((1, 32, 32, 3)), jax.random.key(0))
+  val_images = np.concatenate([dark(30), bright(10)])  # a few target-like source images
+  view = selection.SelectionSet(
+    source_train=dark(60),
+    source_val_images=val_images,
+    source_val_labels=rng.integers(0, 10, 40),
+    target_images=bright(60),
+    mean=mean,
+  )
+  return view, state, config
+
+
+def test_dev_on_a_state_weights_by_target_over_source_density():
+  from dann_jax.evaluation import features
+
+  view, state, _ = _view_and_state()
+  emb = lambda images, layer: features(state, images, view.mean, layer)
+  val = emb(view.source_val_images, "features")
+  weights = selection.density_ratio(emb(view.source_train, "features"), emb(view.target_images, "features"), val)
+  # Target-like (bright) held-out images get the larger weights: p_t / p_s, not its inverse.
+  assert weights[30:].mean() > 10 * weights[:30].mean()
+  losses = selection.zero_one_losses(emb(view.source_val_images, "logits"), view.source_val_labels)
+  for name, risk in (("dev", selection.dev_risk), ("dev-normalized", selection.normalized_dev_risk)):
+    assert selection.score_state(state, view, name) == pytest.approx(risk(losses, weights), rel=1e-6)
+
+
+def test_reverse_validation_on_a_state_scores_the_reverse_model():
+  from dann_jax.evaluation import features
+
+  view, state, config = _view_and_state()
+  # Label the held-out images with the candidate's own predictions: its source risk is 0.
+  val_pred = np.argmax(features(state, view.source_val_images, view.mean, "logits"), -1)
+  view = dataclasses.replace(view, source_val_labels=val_pred)
+  assert selection.score_state(state, view, "source-risk") == 0.0
+  # The reverse model, trained here by hand: pseudo-labelled target -> unlabelled source.
+  pseudo = np.argmax(features(state, view.target_images, view.mean, "logits"), -1).astype(np.int32)
+  pair = make_domain_pair((view.target_images, pseudo), (view.source_train, np.zeros(60, np.int32)))
+  reverse = create_train_state(_linear_dann(), config.replace(seed=3), jnp.zeros((1, 32, 32, 3)), jax.random.key(3))
+  reverse = fit(reverse, pair, num_steps=12, batch_size=8, num_classes=10)
+  expected = np.mean(np.argmax(features(reverse, view.source_val_images, pair.mean, "logits"), -1) != val_pred)
+  score = selection.score_state(
+    state, view, "reverse-validation", reverse_config=config, reverse_model=_linear_dann(), reverse_steps=12, seed=3
+  )
+  assert score == pytest.approx(expected) and expected > 0
