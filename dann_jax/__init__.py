@@ -21,6 +21,9 @@ _EXPORTS = {
   "create_train_state": "dann_jax.train",
   "eval_step": "dann_jax.train",
   "train_step": "dann_jax.train",
+  "load_model": "dann_jax.inference",
+  "predict": "dann_jax.inference",
+  "evaluate": "dann_jax.inference",
 }
 __all__ = sorted([*_EXPORTS, "schedules", "nnx"])
 __version__ = "0.1.0"

@@ -643,3 +643,41 @@ def test_reproduce_refused_leaves_no_results_folder(tmp_path, capsys):
   assert main(argv) == 2
   _one_error(capsys)
   assert not results.exists() and not (tmp_path / "runs").exists()
+
+
+def test_predict_gives_the_run_s_own_accuracies_per_checkpoint(tiny_mnist, tmp_path, capsys):
+  import dann_jax
+
+  out = tmp_path / "run"
+  assert main(TRAIN + ["--set", "eval_every=2", "--out", str(out)]) == 0
+  summary = json.loads((out / "summary.json").read_text())
+  rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  capsys.readouterr()
+  # The final state on the whole source test set: the summary's source accuracy.
+  assert main(["predict", str(out), "--images", "mnist", "--out", str(tmp_path / "p.csv")]) == 0
+  printed = capsys.readouterr().out
+  assert f"accuracy {summary['source_accuracy']['mean']:.4f} on the 20 labelled images" in printed
+  lines = (tmp_path / "p.csv").read_text().splitlines()
+  assert lines[0] == "image,class,probability,label" and len(lines) == 21
+  # Step 2 from Python: the accuracy logged at step 2 (all 20 test images), and a confusion matrix that adds up.
+  model = dann_jax.load_model(out, checkpoint=2)
+  result = dann_jax.evaluate(model, "mnist")
+  assert model.step == 2 and result["accuracy"] == pytest.approx(rows[0]["source_accuracy"])
+  assert result["confusion"].sum() == 20 and np.trace(result["confusion"]) == round(20 * result["accuracy"])
+  with pytest.raises(FileNotFoundError, match="no checkpoint at step 3"):
+    dann_jax.load_model(out, checkpoint=3)
+
+
+def test_predict_on_a_folder_names_each_image(own_folders, tmp_path, capsys):
+  source, target, flat = own_folders
+  out = tmp_path / "run"
+  assert train_folders(source, target, "--out", str(out)) == 0
+  capsys.readouterr()
+  assert main(["predict", str(out), "--images", f"folder:{flat}"]) == 0
+  assert "accuracy" not in capsys.readouterr().out  # a flat folder has no labels
+  lines = (out / "predictions.csv").read_text().splitlines()[1:]
+  assert sorted(line.split(",")[0] for line in lines) == sorted(str(p) for p in flat.iterdir())
+  assert {line.split(",")[1] for line in lines} <= {"bike", "chair", "mug"}
+  # Class subfolders are matched to the run's classes by name.
+  assert main(["predict", str(out), "--images", f"folder:{target}"]) == 0
+  assert "on the 18 labelled images" in capsys.readouterr().out

@@ -14,7 +14,7 @@ import re
 import sys
 
 # Modules of this package that contribute subcommands, in help order.
-_COMMAND_MODULES = ("demo", "adapt", "train", "select", "reproduce", "plot", "data")
+_COMMAND_MODULES = ("demo", "adapt", "train", "predict", "select", "reproduce", "plot", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

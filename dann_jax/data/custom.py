@@ -337,6 +337,19 @@ def read_folder(
     FileNotFoundError: the folder does not exist or holds no image.
     ValueError: class subfolders mixed with loose images, a subfolder outside `classes`, or an unreadable image.
   """
+  files, labels, names = _folder_files(folder, classes)
+  images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+  for i, path in enumerate(files):
+    images[i] = read_image(path)
+  return images, labels, tuple(names)
+
+
+def image_paths(folder: str | os.PathLike[str], *, classes: Sequence[str] | None = None) -> list[Path]:
+  """The image files of a folder in the order `read_folder` reads them (its rows)."""
+  return _folder_files(folder, classes)[0]
+
+
+def _folder_files(folder, classes) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
   folder = Path(folder).expanduser()
   found, loose = _folder_layout(folder)
   if found and loose:
@@ -361,10 +374,7 @@ def read_folder(
     _check_known(list(found), names, repr(str(folder)))
     files = [f for name in names for f in found.get(name, ())]
     labels = np.asarray([i for i, name in enumerate(names) for _ in found.get(name, ())], np.int32)
-  images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-  for i, path in enumerate(files):
-    images[i] = read_image(path)
-  return images, labels, tuple(names)
+  return files, labels, tuple(names)
 
 
 # ---------------------------------------------------------------------------------------------------------------
