@@ -145,6 +145,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
   Returns:
     `(new_state, metrics)` with `loss`, `label_loss`, `domain_loss`,
     `domain_accuracy`, `lambda` and `learning_rate` (the values used).
+
+  Labels in rows the method trains on must lie in [0, classes). `fit` checks
+  every label once where the data enter; an eager call raises `ValueError`;
+  under `jax.jit` the check is a `checkify` check, free unless the step is
+  wrapped: `err, out = checkify.checkify(jax.jit(train_step))(state, batch);
+  err.throw()` (`from jax.experimental import checkify`).
   """
   lam = state.adaptation_factor(state.step)
   step_key = jax.random.fold_in(state.key, state.step)

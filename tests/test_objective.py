@@ -154,3 +154,19 @@ def test_shards_with_unequal_labelled_rows_sum_to_the_global_objective():
   assert float(np.sum(losses)) == pytest.approx(ly + ld, rel=1e-5)
   np.testing.assert_allclose(np.asarray(metrics["label_loss"]), ly, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(metrics["domain_loss"]), ld, rtol=1e-5)
+
+
+def test_the_documented_checkify_line_catches_a_bad_label_in_the_jitted_step():
+  from jax.experimental import checkify
+
+  from dann_jax.config import TrainConfig
+  from dann_jax.train import create_train_state, train_step
+
+  batch = _batch(jax.random.key(0))
+  state = create_train_state(mnist_dann(), TrainConfig(total_steps=10, batch_size=8), batch["image"])
+  bad = dict(batch, label=batch["label"].at[0].set(12))  # row 0 is a source row: trained on
+  err, _ = checkify.checkify(jax.jit(train_step))(state, bad)
+  with pytest.raises(checkify.JaxRuntimeError, match=r"must lie in \[0, 10\)"):
+    err.throw()
+  err, _ = checkify.checkify(jax.jit(train_step))(state, dict(batch, label=batch["label"].at[7].set(12)))
+  err.throw()  # row 7 is a target row, not trained on by DANN: no error
