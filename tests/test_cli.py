@@ -437,6 +437,7 @@ def test_unlabelled_target_folder_reports_no_target_accuracy(own_folders, tmp_pa
   ranking = tmp_path / "ranking.json"
   assert main(["select", str(out), "--criterion", "source-risk", "--out", str(ranking)]) == 0
   assert json.loads(ranking.read_text())["ranking"][0]["target_accuracy"] is None
+  capsys.readouterr()  # select's progress bar
   # Train-on-target needs target labels: one error, nothing written.
   assert train_folders(source, flat, "--method", "target-only", "--out", str(tmp_path / "to")) == 2
   err = capsys.readouterr().err

@@ -130,7 +130,7 @@ def test_reverse_validation_of_dann_states():
     )
     for name, state in (("trained", trained), ("untrained", untrained))
   }
-  assert rv["trained"] < 0.1 < 0.3 < rv["untrained"]
+  assert rv["trained"] < 0.1 < 0.3 < rv["untrained"], rv
 
 
 def test_unknown_criterion_is_named():
@@ -287,7 +287,7 @@ def test_leave_one_out_choice_never_reads_the_task_itself():
 # The validators applied to a state, against references built from its outputs.
 
 
-class _Flat(nn.Module):
+class _Linear(nn.Module):
   """A linear feature extractor over the flattened image: its predictions vary from image to image."""
 
   outputs: int = 16
@@ -300,7 +300,9 @@ class _Flat(nn.Module):
 def _linear_dann():
   from dann_jax.models import MLP
 
-  return DANN(features=_Flat(), label_predictor=MLP(hidden=(), outputs=10), domain_classifier=MLP(hidden=(), outputs=1))
+  return DANN(
+    features=_Linear(), label_predictor=MLP(hidden=(), outputs=10), domain_classifier=MLP(hidden=(), outputs=1)
+  )
 
 
 def _view_and_state():
