@@ -363,13 +363,14 @@ def train_run(
       "'source_only'"
     )
   trained = data.target_train if method == "target_only" else data.source_train
-  classes = np.unique(np.asarray(trained.labels)[np.asarray(trained.labels) >= 0])
-  if len(classes) < 2:
+  try:
+    # Before anything is written: chance_loss refuses labels of fewer than two classes.
+    chance = chance_loss(trained.labels)
+  except ValueError as e:
     role = "target" if method == "target_only" else "source"
     raise ValueError(
-      f"the {role} train images of {pair.name} hold {len(classes)} class(es); a classifier needs at least two: "
-      f"give the {role} one folder (or label) per class"
-    )
+      f"the {role} train images of {pair.name}: {e}; give the {role} one folder (or label) per class"
+    ) from None
   evals = _EvalSets(target=_labelled(data.target_test), source=_labelled(data.source_test))
   domain_pair = make_domain_pair(data.source_train, data.target_train)
   mean = np.asarray(domain_pair.mean)
@@ -406,7 +407,7 @@ def train_run(
     scorer = lambda s: selection.score_state(
       s, view, keep_best, reverse_config=config.train, reverse_model=reverse_model, reverse_steps=reverse_steps
     )
-  watch = None if config.guard is None else (chance_loss(trained.labels), config.guard.patience)
+  watch = None if config.guard is None else (chance, config.guard.patience)
   log = _RunLog(config, out, start, evals, mean, as_linen, scorer, write=primary, progress=progress, guard=watch)
   t0 = time.perf_counter()
   try:
@@ -481,10 +482,11 @@ def _guard_events(out: Path) -> list[dict]:
   path = out / GUARD
   if not path.exists():
     return []
-  try:
-    return json.loads(path.read_text())["events"]
-  except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{path} is damaged ({e}); delete the run folder and train it again") from None
+  fix = "delete the run folder and train it again"
+  held = read_json_file(path, "the guard's recoveries", fix)
+  if not isinstance(held, dict) or not isinstance(held.get("events"), list):
+    raise ValueError(f"{path} (the guard's recoveries) is damaged: it holds no list of events; {fix}")
+  return held["events"]
 
 
 def _guarded(state: TrainState, config: RunConfig, events: Sequence[Mapping]) -> TrainState:

@@ -72,6 +72,7 @@ def _append_choice(report: Path, choice) -> None:
 
 def run(args) -> int:
   from dann_jax.pairs import get_pair
+  from dann_jax.selection import DEFAULT_CRITERION
   from dann_jax.report import demo_report
   from dann_jax.pair_data import load_pair_data
   from dann_jax.runs import train_or_reuse
@@ -116,8 +117,6 @@ def run(args) -> int:
   gain = dann["target_accuracy"]["mean"] - so["target_accuracy"]["mean"]
   wall = time.perf_counter() - t0
   print(f"DANN - source-only: {gain:+.4f}; wall time {wall / 60:.1f} min")
-  from dann_jax.selection import DEFAULT_CRITERION
-
   print(
     f"label-free choice ({DEFAULT_CRITERION}, no target label read, as `dann-jax adapt` chooses): "
     f"{choice.candidate} at step {choice.step:,} (target accuracy {choice.target_accuracy:.4f})"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dann_jax.adapt import VIEW_SIZES
+from dann_jax.adapt import VIEW_SIZES, choose
 from dann_jax.candidates import default_candidates
 from dann_jax.pairs import PAIRS
 
@@ -166,11 +166,6 @@ def load_rows(pairs, seeds) -> list[dict]:
 SOURCE_ONLY = "so_lr1e-3"  # the quick preset's own source-only run, the baseline
 
 
-def pick(rows: list[dict], criterion: str) -> dict:
-  """The checkpoint with the lowest risk (NaN last)."""
-  return min(rows, key=lambda r: (np.isnan(r["scores"][criterion]), r["scores"][criterion]))
-
-
 def final_row(rows: list[dict], candidate: str) -> dict | None:
   mine = [r for r in rows if r["candidate"] == candidate]
   return max(mine, key=lambda r: r["step"], default=None)
@@ -206,9 +201,13 @@ def summarize(rows: list[dict], pairs, seeds) -> dict:
         acc = np.array([r["target_accuracy"] for r in rs])
         sp.append(weighted_spearman(risk, acc, power=0))
         wsp.append(weighted_spearman(risk, acc))
-        p = pick(rs, c)
-        selected.append(p["target_accuracy"])
-        chosen.append(f"{p['candidate']}@{p['step']}")
+        # The checkpoint `dann-jax adapt` would keep with this validator.
+        scored = {}
+        for r in rs:
+          scored.setdefault(r["candidate"], {})[str(r["step"])] = r
+        p = choose(scored, c)
+        selected.append(p.target_accuracy)
+        chosen.append(f"{p.candidate}@{p.step}")
       entry["validators"][c] = {
         "spearman": float(np.nanmean(sp)),
         "weighted_spearman": float(np.nanmean(wsp)),
