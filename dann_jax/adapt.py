@@ -244,7 +244,7 @@ def _report(pair, seed, validator, candidates, scored, trained, failed, choice, 
     (
       e["scores"][validator]
       for name, steps in scored.items()
-      if by_name[name].method == "source_only"
+      if not by_name[name].adapts
       for e in steps.values()
     ),
     default=None,
@@ -262,19 +262,19 @@ def _report(pair, seed, validator, candidates, scored, trained, failed, choice, 
         for step, e in sorted(steps.items(), key=lambda kv: int(kv[0]))
       },
     }
-  source_only_rows = [n for n in scored if by_name[n].method == "source_only"]
+  source_only_rows = [n for n in scored if not by_name[n].adapts]
   final_so = None
   if source_only_rows:
     steps = scored[source_only_rows[0]]
     final_so = steps[str(max(map(int, steps)))].get("target_accuracy")
-  method = by_name[choice.candidate].method
+  method, adapts = by_name[choice.candidate].method, by_name[choice.candidate].adapts
   why = (
     f"lowest {validator} risk ({choice.score:.4f}) of the {sum(len(s) for s in scored.values())} checkpoints of "
     f"{len(scored)} candidates"
   )
-  if method == "dann" and best_so is not None:
+  if adapts and best_so is not None:
     why += f"; the best source-only checkpoint scored {best_so:.4f}, so the validator ranks this DANN above source only"
-  elif method == "source_only":
+  elif not adapts:
     why += "; no DANN checkpoint scored better, so no adaptation is the choice"
   return {
     "pair": pair.name,

@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from dann_jax import methods
+
 LEARNING_RATES = (1e-3, 3e-4)
 # λ_max of the DANN candidates; λ_max = 0 is the source-only candidate.
 LAMBDA_MAXES = (0.1, 0.3, 1.0)
@@ -29,7 +31,7 @@ class Candidate:
 
   Attributes:
     name: a folder-safe name, e.g. "dann_lam0.3_lr1e-3".
-    method: "source_only" or "dann".
+    method: a `dann_jax.methods` name ("source_only" or "dann" here).
     overrides: `TrainConfig` fields set on top of the quick preset.
   """
 
@@ -38,8 +40,13 @@ class Candidate:
   overrides: Mapping[str, Any]
 
   @property
+  def adapts(self) -> bool:
+    """Whether the candidate plays the adversarial game (False: a no-adaptation baseline)."""
+    return methods.get(self.method).adversarial
+
+  @property
   def lam_max(self) -> float:
-    return 0.0 if self.method == "source_only" else float(self.overrides.get("lam_max", 1.0))
+    return float(self.overrides.get("lam_max", 1.0)) if self.adapts else 0.0
 
 
 def _lr_name(lr: float) -> str:
@@ -64,7 +71,8 @@ def default_candidates(learning_rates=LEARNING_RATES, lambda_maxes=LAMBDA_MAXES)
       raise ValueError(f"lam_max {lam} must be > 0 (source only, lam_max = 0, is always a candidate)")
   out = []
   for lr in learning_rates:
-    out.append(Candidate(f"so_lr{_lr_name(lr)}", "source_only", {"learning_rate": lr}))
+    out.append(Candidate(f"so_lr{_lr_name(lr)}", methods.SOURCE_ONLY.name, {"learning_rate": lr}))
     for lam in lambda_maxes:
-      out.append(Candidate(f"dann_lam{lam:g}_lr{_lr_name(lr)}", "dann", {"learning_rate": lr, "lam_max": lam}))
+      name = f"dann_lam{lam:g}_lr{_lr_name(lr)}"
+      out.append(Candidate(name, methods.DANN.name, {"learning_rate": lr, "lam_max": lam}))
   return tuple(out)

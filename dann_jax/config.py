@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from dann_jax.data.batching import half_batch
-from dann_jax.objective import check_method
+from dann_jax import methods
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,7 +17,8 @@ class TrainConfig:
   """Hyper-parameters of one training run (the paper's values by default).
 
   Attributes:
-    method: "dann", "source_only" or "target_only".
+    method: a `dann_jax.methods` name ("dann", "source_only", "target_only",
+      or one registered), or a "package.module:ATTRIBUTE" spec.
     total_steps: steps over which progress p goes from 0 to 1.
     batch_size: samples per step, half source and half target.
     learning_rate: μ_0, the initial learning rate.
@@ -56,7 +57,7 @@ class TrainConfig:
   seed: int = 0
 
   def __post_init__(self):
-    check_method(self.method)
+    methods.get(self.method)
     if int(self.total_steps) != self.total_steps or self.total_steps <= 0:
       raise ValueError(f"total_steps={self.total_steps} must be a positive integer")
     half_batch(self.batch_size)

@@ -269,9 +269,9 @@ def fit(
   if int(num_steps) != num_steps or num_steps < 0:
     raise ValueError(f"{num_steps=} must be a non-negative integer: the step to stop at")
   check_labels(pair.source_labels, num_classes, "source")
-  trains_on_target = state.method == "target_only" or bool(np.asarray(pair.target_label_known).any())
-  if trains_on_target:
-    known = np.asarray(pair.target_label_known) | (state.method == "target_only")
+  all_target = state.method.labelled == "target"
+  if all_target or bool(np.asarray(pair.target_label_known).any()):
+    known = np.asarray(pair.target_label_known) | all_target
     check_labels(np.asarray(pair.target_labels)[known], num_classes, "target")
   check_labels(pair.target_labels, num_classes, "target", unknown_ok=True)
   steps_axis = state.step.ndim  # 1 with a leading seeds axis

@@ -2,8 +2,8 @@
 
 The second front door to the library, beside the Linen one of
 `dann_jax.models` and `dann_jax.train`. It owns nothing of the algorithm:
-the gradient reversal layer is `dann_jax.grl.gradient_reversal`, the loss is
-`dann_jax.objective.saddle_point_loss`, the optimizer and the schedules are
+the gradient reversal layer is `dann_jax.grl.gradient_reversal`, the loss is the
+run's `dann_jax.methods.Method`, the optimizer and the schedules are
 those `dann_jax.train` builds from a `dann_jax.config.TrainConfig`; so the
 same weights, batches and config take the same steps through either door.
 Dropout is the exception: its masks come from the same per-step key, but
@@ -61,11 +61,10 @@ import optax
 from flax import nnx
 from jax import lax
 
-from dann_jax import train
+from dann_jax import methods, train
 from dann_jax.config import TrainConfig
 from dann_jax.grl import gradient_reversal
 from dann_jax.models import max_pool as _stock_max_pool
-from dann_jax.objective import saddle_point_loss
 
 # The Linen step's dropout tag and max-norm projection, shared so that both
 # doors draw the same keys and clip the same way.
@@ -498,7 +497,7 @@ class TrainState(nnx.Pytree):
       `fold_in(key, step)`.
     learning_rate: the schedule `step -> μ_p`.
     adaptation_factor: the schedule `step -> λ_p`.
-    method: "dann", "source_only" or "target_only".
+    method: the `dann_jax.methods.Method` whose loss the step descends.
     max_norm: the per-unit l2 bound on incoming weights, or None.
   """
 
@@ -510,7 +509,7 @@ class TrainState(nnx.Pytree):
     *,
     learning_rate: optax.Schedule,
     adaptation_factor: optax.Schedule,
-    method: str = "dann",
+    method: methods.Method = methods.DANN,
     max_norm: float | None = None,
   ):
     self.model = model
@@ -551,7 +550,7 @@ def create_train_state(model: DANN, config: TrainConfig, key: jax.Array | None =
   lr, lam = make_schedules(config)
   optimizer = nnx.Optimizer(model, make_optimizer(config, lr), wrt=nnx.Param)
   return TrainState(
-    model, optimizer, run_key, learning_rate=lr, adaptation_factor=lam, method=config.method, max_norm=config.max_norm
+    model, optimizer, run_key, learning_rate=lr, adaptation_factor=lam, method=methods.get(config.method), max_norm=config.max_norm
   )
 
 
@@ -683,10 +682,10 @@ def _evaluation_view(model: nnx.Module) -> nnx.Module:
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | None = None):
-  """One SGD step on L_y + L_d through the GRL (the paper's updates (4)-(6)).
+  """One optimizer step on `state.method`'s loss (DANN: L_y + L_d through the GRL).
 
   The NNX counterpart of `dann_jax.train.train_step`, with the same loss
-  (`saddle_point_loss`), optimizer, schedules, dropout key derivation and
+  (`dann_jax.methods.batch_loss`), optimizer, schedules, dropout key derivation and
   metrics. λ_p and μ_p are computed from `state.step` inside the step, so a
   jitted step compiles once for the whole run. The model runs in training
   mode (on an `nnx.view`) whatever mode it was left in.
@@ -718,7 +717,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
 
   def loss_fn(model):
     class_logits, domain_logits = model(batch["image"], lam)
-    return saddle_point_loss(class_logits, domain_logits, batch, method=state.method, axis_name=axis_name)
+    return methods.batch_loss(state.method, class_logits, domain_logits, batch, axis_name=axis_name)
 
   grads, metrics = nnx.grad(loss_fn, has_aux=True)(model)
   if axis_name is not None:

@@ -5,6 +5,9 @@ L = L_y + L_d performs the paper's updates (4)-(6): θ_y and θ_d descend their
 own losses while θ_f descends L_y - λ L_d, i.e. SGD towards the saddle point of
 E(θ_f, θ_y, θ_d) = L_y - λ L_d.
 
+The terms (`label_loss`, `domain_loss`) are the building blocks of every
+method's loss (`dann_jax.methods`); `saddle_point_loss` is DANN's.
+
 Losses are written as sums divided by *global* counts so that data-parallel
 runs (`axis_name` set) give exactly the single-device numbers after a `psum`
 of gradients, even when devices hold unequal numbers of labelled samples.
@@ -14,31 +17,27 @@ References: Eq. (2)-(6) and Sec. 3.2 of Ganin & Lempitsky, arXiv 1409.7495.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.experimental import checkify
 
-Method = Literal["dann", "source_only", "target_only"]
-METHODS: tuple[str, ...] = ("dann", "source_only", "target_only")
+BATCH_KEYS = ("label", "domain", "label_mask")
 
 
-def check_method(method: str) -> None:
-  if method not in METHODS:
-    raise ValueError(f"unknown {method=}; choose one of {METHODS}")
-
-
-def uses_domain_loss(method: Method) -> bool:
-  """Whether `method`'s objective includes the domain term L_d (only DANN)."""
-  check_method(method)
-  return method == "dann"
-
-
-def _global_sum(x, axis_name):
+def global_sum(x, axis_name: str | None):
+  """`x` summed over the mapped axis `axis_name` (itself when None)."""
   return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def check_batch(batch) -> None:
+  missing = [k for k in BATCH_KEYS if k not in batch]
+  if missing:
+    raise ValueError(
+      f"the batch lacks {missing}: a batch holds image, label, domain "
+      "(0 source, 1 target) and label_mask (labels the learner may use)"
+    )
 
 
 def _checked_labels(labels, label_mask, num_classes: int):
@@ -71,15 +70,59 @@ def _checked_labels(labels, label_mask, num_classes: int):
   return jnp.where(valid, labels, 0)
 
 
+def label_loss(class_logits: jax.Array, labels: jax.Array, label_mask: jax.Array, *, axis_name: str | None = None):
+  """L_y: the mean cross-entropy over the rows of `label_mask` (this device's
+  share of the global mean when `axis_name` is set)."""
+  labels = _checked_labels(labels, label_mask, class_logits.shape[-1])
+  mask = jnp.asarray(label_mask).astype(jnp.float32)
+  ce = optax.softmax_cross_entropy_with_integer_labels(class_logits, labels)
+  return jnp.sum(ce * mask) / jnp.maximum(global_sum(mask.sum(), axis_name), 1.0)
+
+
+def domain_loss(domain_logits: jax.Array, domain: jax.Array, *, axis_name: str | None = None):
+  """L_d: the mean binary cross-entropy of the domain classifier over all rows,
+  and its accuracy (both this device's share when `axis_name` is set)."""
+  n_all = global_sum(jnp.asarray(domain.shape[0], jnp.float32), axis_name)
+  bce = optax.sigmoid_binary_cross_entropy(domain_logits, domain.astype(jnp.float32))
+  correct = (domain_logits > 0) == (domain == 1)
+  return jnp.sum(bce) / n_all, jnp.sum(correct) / n_all
+
+
+def supervised_loss(
+  class_logits: jax.Array,
+  domain_logits: jax.Array | None,
+  batch: dict[str, jax.Array],
+  *,
+  label_mask: jax.Array | None = None,
+  axis_name: str | None = None,
+):
+  """L_y alone (source only, train on target); with `domain_logits`, the
+  domain classifier's loss and accuracy are reported, not trained.
+
+  Args and returns as `saddle_point_loss`; `loss` is `label_loss`.
+  """
+  check_batch(batch)
+  mask = batch["label_mask"] if label_mask is None else label_mask
+  loss = label_loss(class_logits, batch["label"], mask, axis_name=axis_name)
+  metrics = {"label_loss": loss}
+  if domain_logits is not None:
+    metrics["domain_loss"], metrics["domain_accuracy"] = domain_loss(
+      domain_logits, batch["domain"], axis_name=axis_name
+    )
+  metrics = global_sum(metrics, axis_name)
+  metrics["loss"] = metrics["label_loss"]
+  return loss, metrics
+
+
 def saddle_point_loss(
   class_logits: jax.Array,
   domain_logits: jax.Array,
   batch: dict[str, jax.Array],
   *,
-  method: Method = "dann",
+  label_mask: jax.Array | None = None,
   axis_name: str | None = None,
 ):
-  """L_y + L_d for one batch, and the metrics of its parts.
+  """DANN's L_y + L_d for one batch, and the metrics of its parts.
 
   Args:
     class_logits: (B, classes) label-predictor logits.
@@ -87,46 +130,21 @@ def saddle_point_loss(
     batch: `label` (B,) int, `domain` (B,) int (0 source, 1 target) and
       `label_mask` (B,) bool (labels the learner may use: the source rows, plus
       target rows whose label is revealed in the semi-supervised variant).
-    method: "dann" (label + domain loss), "source_only" (label loss only), or
-      "target_only" (label loss on every target row: the upper bound).
+    label_mask: the rows whose labels L_y uses; `batch["label_mask"]` if None.
     axis_name: set inside `pmap`/`shard_map` to normalise by global counts; the
       caller then sums (`psum`) gradients over that axis.
 
   Returns:
-    `(loss, metrics)`: the scalar to differentiate and a dict with `loss`
-    (the objective's global value: `label_loss + domain_loss` for DANN,
-    `label_loss` otherwise), `label_loss` (mean cross-entropy over labelled
-    rows), `domain_loss` (mean binary cross-entropy over all rows, reported
-    for every method) and `domain_accuracy`.
+    `(loss, metrics)`: the scalar to differentiate (this device's share under
+    `axis_name`) and a dict of global values: `loss` (`label_loss +
+    domain_loss`), `label_loss` (mean cross-entropy over labelled rows),
+    `domain_loss` (mean binary cross-entropy over all rows) and
+    `domain_accuracy`.
   """
-  missing = [k for k in ("label", "domain", "label_mask") if k not in batch]
-  if missing:
-    raise ValueError(
-      f"the batch lacks {missing}: a batch holds image, label, domain "
-      "(0 source, 1 target) and label_mask (labels the learner may use)"
-    )
-  domain = batch["domain"]
-  if method == "target_only":
-    label_mask = domain == 1
-  else:
-    label_mask = batch["label_mask"]
-  labels = _checked_labels(batch["label"], label_mask, class_logits.shape[-1])
-  label_mask = label_mask.astype(jnp.float32)
-
-  ce = optax.softmax_cross_entropy_with_integer_labels(class_logits, labels)
-  n_labelled = jnp.maximum(_global_sum(label_mask.sum(), axis_name), 1.0)
-  label_loss = jnp.sum(ce * label_mask) / n_labelled
-
-  n_all = _global_sum(jnp.asarray(domain.shape[0], jnp.float32), axis_name)
-  bce = optax.sigmoid_binary_cross_entropy(domain_logits, domain.astype(jnp.float32))
-  domain_loss = jnp.sum(bce) / n_all
-  domain_correct = (domain_logits > 0) == (domain == 1)
-  domain_accuracy = jnp.sum(domain_correct) / n_all
-
-  adversarial = uses_domain_loss(method)
-  loss = label_loss + domain_loss if adversarial else label_loss
-  metrics = dict(label_loss=label_loss, domain_loss=domain_loss, domain_accuracy=domain_accuracy)
-  if axis_name is not None:
-    metrics = jax.lax.psum(metrics, axis_name)
-  metrics["loss"] = metrics["label_loss"] + metrics["domain_loss"] if adversarial else metrics["label_loss"]
-  return loss, metrics
+  check_batch(batch)
+  mask = batch["label_mask"] if label_mask is None else label_mask
+  ly = label_loss(class_logits, batch["label"], mask, axis_name=axis_name)
+  ld, acc = domain_loss(domain_logits, batch["domain"], axis_name=axis_name)
+  metrics = global_sum(dict(label_loss=ly, domain_loss=ld, domain_accuracy=acc), axis_name)
+  metrics["loss"] = metrics["label_loss"] + metrics["domain_loss"]
+  return ly + ld, metrics

@@ -99,7 +99,7 @@ def validator_curves(report: dict, path: str | os.PathLike) -> None:
   chosen = report["chosen"]
   for name, r in candidates.items():
     steps = np.array([int(s) for s in r["checkpoints"]])
-    style = "--" if r["method"] == "source_only" else "-"
+    style = "-" if r["lam_max"] > 0 else "--"  # no adaptation dashed
     risk = [c["risk"] for c in r["checkpoints"].values()]
     (line,) = axes[0, 0].plot(steps, risk, style, marker=".", label=name)
     if has_target:

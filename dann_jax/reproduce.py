@@ -37,6 +37,7 @@ from dann_jax.data.sources import write_text_atomic
 from dann_jax.pairs import METHOD_COLUMNS, PAIRS
 
 TRAINED = ("source_only", "dann", "target_only")
+SA_RUN = "source_only"  # the trained column whose features subspace alignment adapts
 LABELS = {"source_only": "source only", "sa": "SA (Fernando et al.)", "dann": "DANN", "target_only": "train on target"}
 SVM_TRAIN = 10_000  # labelled images the SVM heads are fitted on
 SA_SOURCE = 5_000  # source images for subspace alignment
@@ -122,10 +123,11 @@ def run_record(result, method: str, seed: int) -> dict:
   from dann_jax.baselines import linear_svm_accuracy, subspace_alignment
   from dann_jax.evaluation import features
   from dann_jax.loop import seed_states
+  from dann_jax.methods import get
 
   data = result.data
   tgt = data.target_test
-  labelled = data.target_train if method == "target_only" else data.source_train
+  labelled = data.target_train if get(method).labelled == "target" else data.source_train
   idx = _subsample(len(labelled), SVM_TRAIN, 0)
   state = seed_states(result.state)[0]
   train_x = features(state, labelled.images[idx], result.mean, "hidden")
@@ -145,7 +147,7 @@ def run_record(result, method: str, seed: int) -> dict:
     "machine": summary.get("machine"),
     "collapsed_at_step": summary["collapsed_at_step"][0],
   }
-  if method == "source_only":
+  if method == SA_RUN:
     keep = np.isin(idx, _subsample(len(data.source_train), SA_SOURCE, 1))
     sa = subspace_alignment(train_x[keep], labelled.labels[idx][keep], test_x, tgt.labels)
     record["sa"] = {"accuracy": sa.accuracy, "d": sa.d}
@@ -172,7 +174,7 @@ def diverged_record(pair: str, args: TableArgs, method: str, seed: int, step: in
     "collapsed_at_step": None,
     "diverged_at_step": step,
   }
-  if method == "source_only":
+  if method == SA_RUN:
     record["sa"] = None
   return record
 
@@ -395,7 +397,7 @@ def _method_cell(row: dict, method: str) -> str:
   parts = []
   if method in row["network_head"]:
     parts.append(_cell(row["network_head"][method], (row["paper_v1"] or {}).get(method)))
-  trained = "source_only" if method == "sa" else method
+  trained = SA_RUN if method == "sa" else method
   for c in row.get("collapsed", {}).get(trained, []):
     parts.append(f"seed {c['seed']} collapsed at step {c['step']:,}")
   for d in row.get("diverged", {}).get(trained, []):

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dann_jax import checkpoint, distributed, guard, selection
+from dann_jax import checkpoint, distributed, guard, methods, selection
 from dann_jax.data import Domain, make_domain_pair
 from dann_jax.data.batching import pixel_mean
 from dann_jax.data.sources import write_text_atomic
@@ -240,7 +240,7 @@ def read_metrics(path: Path, upto: int | None = None) -> list[dict]:
 def collapsed_at_steps(history: Sequence[Mapping], method: str, data: PairData, num_seeds: int) -> list[int | None]:
   """Per seed, the step a run with these metrics rows collapsed at (`dann_jax.health`), or None; chance is
   measured on the labels the method trains on."""
-  trained = data.target_train if method == "target_only" else data.source_train
+  trained = data.target_train if methods.get(method).labelled == "target" else data.source_train
   return collapse_steps(history, chance_loss(trained.labels), num_seeds)
 
 
@@ -354,20 +354,20 @@ def train_run(
   _check_out_dir(out, identity, resume)
   data = with_holdout(data or load_pair_data(pair, data_dir=data_dir, splits=config.splits), config.source_holdout)
   unknown = int(np.sum(np.asarray(data.target_train.labels) < 0))
-  if method == "target_only" and unknown:
+  role = methods.get(method).labelled  # whose labels the method trains on
+  if role == "target" and unknown:
     raise ValueError(
-      f"method='target_only' trains on the target's labels, "
+      f"{method=} trains on the target's labels, "
       f"but {unknown} of the {len(data.target_train)} target "
       "train images have none; label them (class subfolders, "
-      "or labels in the .npz) or train 'dann' or "
-      "'source_only'"
+      "or labels in the .npz) or train a method that learns from source labels "
+      "('dann', 'source_only')"
     )
-  trained = data.target_train if method == "target_only" else data.source_train
+  trained = data.target_train if role == "target" else data.source_train
   try:
     # Before anything is written: chance_loss refuses labels of fewer than two classes.
     chance = chance_loss(trained.labels)
   except ValueError as e:
-    role = "target" if method == "target_only" else "source"
     raise ValueError(
       f"the {role} train images of {pair.name}: {e}; give the {role} one folder (or label) per class"
     ) from None
@@ -613,12 +613,8 @@ class _RunLog:
         f.write(json.dumps(row) + "\n")
     if self.bar is not None:
       self.bar.update(len(metrics["loss"]))
-      postfix = {
-        "Ly": np.mean(row["label_loss"]),
-        "Ld": np.mean(row["domain_loss"]),
-        "dacc": np.mean(row["domain_accuracy"]),
-        "lam": np.mean(row["lambda"]),
-      }
+      shown = {"Ly": "label_loss", "Ld": "domain_loss", "dacc": "domain_accuracy", "lam": "lambda"}
+      postfix = {short: np.mean(row[key]) for short, key in shown.items() if key in row}
       if self.last_target is not None:
         postfix["tgt"] = self.last_target
       self.bar.set_postfix({k: f"{v:.3f}" for k, v in postfix.items()}, refresh=False)

@@ -21,9 +21,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from dann_jax import schedules
+from dann_jax import methods, schedules
 from dann_jax.config import TrainConfig
-from dann_jax.objective import saddle_point_loss, uses_domain_loss
 
 # Tag folded into each step's key for the dropout stream (`dann_jax.loop`
 # folds 2 into the run key for the batch stream).
@@ -39,6 +38,7 @@ class TrainState(struct.PyTreeNode):
     opt_state: the optax state.
     model_state: non-parameter variable collections (e.g. `batch_stats`).
     key: the run's PRNG key; per-step keys are `fold_in(key, step)`.
+    method: the `dann_jax.methods.Method` whose loss the step descends.
   """
 
   step: jax.Array
@@ -50,7 +50,7 @@ class TrainState(struct.PyTreeNode):
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
   adaptation_factor: optax.Schedule = struct.field(pytree_node=False)
   learning_rate: optax.Schedule = struct.field(pytree_node=False)
-  method: str = struct.field(pytree_node=False, default="dann")
+  method: methods.Method = struct.field(pytree_node=False, default=methods.DANN)
   max_norm: float | None = struct.field(pytree_node=False, default=None)
 
 
@@ -60,7 +60,7 @@ def make_schedules(config: TrainConfig):
     lr = schedules.annealed_learning_rate(config.total_steps, config.learning_rate, config.lr_alpha, config.lr_beta)
   else:
     lr = optax.constant_schedule(config.learning_rate)
-  if uses_domain_loss(config.method):
+  if methods.get(config.method).adversarial:
     lam = schedules.adaptation_factor(config.total_steps, config.gamma, config.lam_max, config.lam_warmup)
   else:
     # Without a domain term λ only scales a gradient that is never used.
@@ -113,7 +113,7 @@ def create_train_state(
     tx=tx,
     adaptation_factor=lam,
     learning_rate=lr,
-    method=config.method,
+    method=methods.get(config.method),
     max_norm=config.max_norm,
   )
 
@@ -132,7 +132,8 @@ def clip_unit_norms(params, max_norm: float):
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | None = None):
-  """One SGD step on L_y + L_d through the GRL (the paper's updates (4)-(6)).
+  """One optimizer step on `state.method`'s loss; for DANN, on L_y + L_d
+  through the GRL (the paper's updates (4)-(6)).
 
   Args:
     state: the train state.
@@ -165,7 +166,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
       variables, batch["image"], lam, train=True, rngs={"dropout": dropout_key}, mutable=mutable or False
     )
     (class_logits, domain_logits), new_model_state = out if mutable else (out, state.model_state)
-    loss, metrics = saddle_point_loss(class_logits, domain_logits, batch, method=state.method, axis_name=axis_name)
+    loss, metrics = methods.batch_loss(state.method, class_logits, domain_logits, batch, axis_name=axis_name)
     return loss, (metrics, new_model_state)
 
   grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dann_jax import models, train, xla_cpu
+from dann_jax import methods, models, train, xla_cpu
 from dann_jax import nnx as dann_nnx
 from dann_jax.config import TrainConfig
 from dann_jax.objective import saddle_point_loss
@@ -109,7 +109,7 @@ def test_one_step_follows_updates_4_to_6():
 
   def label_loss(features, label_predictor):
     c = label_predictor(features(batch["image"]))
-    return saddle_point_loss(c, zeros_d, batch, method="source_only")[0]
+    return methods.batch_loss(methods.SOURCE_ONLY, c, zeros_d, batch)[0]
 
   def domain_loss(features, domain_classifier):
     d = domain_classifier(features(batch["image"]))[:, 0]

@@ -23,7 +23,15 @@ PRESETS = ("quick", "paper")
 PARALLEL_KINDS = ("sharding", "pmap")
 APIS = ("linen", "nnx")
 
-METHOD_FLAGS = {"dann": "dann", "source-only": "source_only", "target-only": "target_only"}
+# dann_jax.methods' built-in names (a test keeps them equal); --method also
+# takes a method of one's own as "package.module:ATTRIBUTE".
+BUILTIN_METHODS = ("dann", "source_only", "target_only")
+
+
+def method_name(text: str) -> str:
+  """--method's value as a `dann_jax.methods` name: built-ins may be spelled with '-'."""
+  spelled = text.replace("-", "_")
+  return spelled if spelled in BUILTIN_METHODS else text
 
 
 def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +139,14 @@ def register(subparsers) -> None:
     "--preset paper (default mnist; the quick preset "
     "trains the MNIST net on every pair)",
   )
-  p.add_argument("--method", choices=tuple(METHOD_FLAGS), default="dann")
+  p.add_argument(
+    "--method",
+    type=method_name,
+    default="dann",
+    metavar="METHOD",
+    help="dann, source-only, target-only, or a method of your own as package.module:ATTRIBUTE "
+    "(docs/methods.md; default dann)",
+  )
   p.add_argument("--preset", choices=PRESETS, default="quick")
   p.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
   p.add_argument("--batch-size", type=int, default=None, help="override the batch of 128 (half source, half target)")
@@ -195,7 +210,9 @@ _FLAG_WORDS = (
 def _collapse_advice(method: str, step: int, seeds: int) -> str:
   """What a collapse at `step` means, and the knobs that may prevent it."""
   knobs = ["a lower learning rate (--set learning_rate=...)"]
-  if method == "dann":
+  from dann_jax import methods
+
+  if methods.get(method).adversarial:
     knobs.append("a lower adaptation factor (--set lam_max=...)")
   knobs.append("a bound on each unit's weight norm (--set max_norm=...)")
   keep = "--keep-best source-risk --set source_holdout=N"
@@ -374,7 +391,7 @@ def run(args) -> int:
   check_api_flags(args)
   splits = split_flags(args)
   pair = get_pair(args.source, args.target, network=args.network or "mnist")
-  method = METHOD_FLAGS[args.method]
+  method = args.method
   overrides = parse_overrides(args.overrides)
   source_holdout = overrides.pop("source_holdout", None)
   try:

@@ -16,8 +16,10 @@ are reused):
   python experiments/selection/validator_bench.py score
   python experiments/selection/validator_bench.py report
 
-Runs go to runs/selection/<pair>/<candidate>_s<seed>/; the report to
-experiments/results/selection/validators.{json,md}.
+Runs go to runs/selection/<pair>/<candidate>_s<seed>/; each run's scores are
+also kept in experiments/results/selection/scores/<pair>/<candidate>_s<seed>.json
+(small, tracked), so the report can be rebuilt without the run folders. The
+report goes to experiments/results/selection/validators.{json,md}.
 """
 
 from __future__ import annotations
@@ -44,10 +46,24 @@ PAIR_NAMES = (
 SEEDS = (0, 1, 2)
 RUNS = Path("runs/selection")
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "selection"
+ARCHIVE = RESULTS / "scores"
 
 
 def run_dir(pair: str, candidate: str, seed: int) -> Path:
   return RUNS / pair.replace("->", "_to_") / f"{candidate}_s{seed}"
+
+
+def archive_file(pair: str, candidate: str, seed: int) -> Path:
+  return ARCHIVE / pair.replace("->", "_to_") / f"{candidate}_s{seed}.json"
+
+
+def read_scores(pair: str, candidate: str, seed: int) -> dict | None:
+  """A run's scores: its folder's scores.json once the run is finished, else the archived copy, else None."""
+  folder = run_dir(pair, candidate, seed)
+  for f in (folder / "scores.json", archive_file(pair, candidate, seed)):
+    if f.exists() and (f.parent != folder or finished(folder)):
+      return json.loads(f.read_text())
+  return None
 
 
 def finished(folder: Path) -> bool:
@@ -65,6 +81,8 @@ def train(args) -> None:
       data = None  # one pair's images in memory at a time
       for cand in default_candidates():
         folder = run_dir(name, cand.name, seed)
+        if not finished(folder) and archive_file(name, cand.name, seed).exists():
+          continue  # scored in an earlier session whose run folder is gone
         if not finished(folder):
           data = data or load_pair_data(PAIRS[name])
           t0 = time.perf_counter()
@@ -88,7 +106,7 @@ def train(args) -> None:
         if trip is not None:
           print(f"warning: {folder} was trained without the guard, which would have tripped at step {trip}", flush=True)
         if args.score:
-          score_run(folder, data)
+          score_run(folder, data, archive_file(name, cand.name, seed))
 
 
 def main(argv=None) -> int:
@@ -102,14 +120,18 @@ def main(argv=None) -> int:
   return 0
 
 
-def score_run(folder: Path, data) -> None:
-  """Scores every checkpoint of a finished run by every validator but reverse validation (cached in scores.json)."""
+def score_run(folder: Path, data, archive: Path) -> None:
+  """Scores every checkpoint of a finished run by every validator but reverse validation (cached in
+  scores.json) and keeps a copy of the scores in `archive`."""
   from dann_jax.adapt import score_checkpoints
+  from dann_jax.data.sources import write_text_atomic
   from dann_jax.selection import OUTPUT_VALIDATORS
 
   if finished(folder):
     t0 = time.perf_counter()
-    score_checkpoints(folder, data, list(OUTPUT_VALIDATORS))
+    scores = score_checkpoints(folder, data, list(OUTPUT_VALIDATORS))
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(archive, json.dumps(scores, indent=1))
     print(f"{folder}: scored in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -144,7 +166,7 @@ def score(args) -> None:
         folder = run_dir(name, cand.name, seed)
         if finished(folder):
           data = data or load_pair_data(PAIRS[name])
-          score_run(folder, data)
+          score_run(folder, data, archive_file(name, cand.name, seed))
 
 
 def load_rows(pairs, seeds) -> list[dict]:
@@ -153,10 +175,10 @@ def load_rows(pairs, seeds) -> list[dict]:
   for name in pairs:
     for seed in seeds:
       for cand in default_candidates():
-        cache = run_dir(name, cand.name, seed) / "scores.json"
-        if not cache.exists():
+        scores = read_scores(name, cand.name, seed)
+        if scores is None:
           continue
-        for step, r in json.loads(cache.read_text()).items():
+        for step, r in scores.items():
           rows.append(
             {"pair": name, "seed": seed, "candidate": cand.name, "lam_max": cand.lam_max, "step": int(step), **r}
           )

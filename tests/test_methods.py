@@ -1,0 +1,160 @@
+"""The method seam: the registry, and a method written outside the package trained through `fit` and the CLI."""
+
+import json
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dann_jax import methods
+from dann_jax.cli import main
+from dann_jax.cli.train import BUILTIN_METHODS
+from dann_jax.config import TrainConfig
+from dann_jax.data.batching import make_domain_pair
+from dann_jax.loop import fit
+from dann_jax.models import mnist_dann
+from dann_jax.objective import saddle_point_loss
+from dann_jax.train import create_train_state
+from helpers import TRAIN
+
+# One file, as a user would write it: DANN plus a weighted entropy term on the target's predictions.
+OUTSIDE = textwrap.dedent(
+  '''
+  import jax
+  import jax.numpy as jnp
+
+  from dann_jax import methods, objective
+
+  WEIGHT = 0.5
+
+
+  def dann_with_target_entropy(class_logits, domain_logits, batch, *, label_mask, axis_name=None):
+    loss, metrics = objective.saddle_point_loss(
+      class_logits, domain_logits, batch, label_mask=label_mask, axis_name=axis_name
+    )
+    target = (batch["domain"] == 1).astype(jnp.float32)
+    entropy = -jnp.sum(jax.nn.softmax(class_logits) * jax.nn.log_softmax(class_logits), axis=-1)
+    share = jnp.sum(entropy * target) / jnp.maximum(objective.global_sum(target.sum(), axis_name), 1.0)
+    metrics = dict(metrics, target_entropy=objective.global_sum(share, axis_name))
+    metrics["loss"] = metrics["loss"] + WEIGHT * metrics["target_entropy"]
+    return loss + WEIGHT * share, metrics
+
+
+  ENTROPY_DANN = methods.register(
+    methods.Method("dann-entropy", dann_with_target_entropy, description="DANN + target entropy")
+  )
+  '''
+)
+
+
+@pytest.fixture
+def outside(tmp_path, monkeypatch):
+  """The module above, importable as `my_methods`."""
+  folder = tmp_path / "plugins"
+  folder.mkdir()
+  (folder / "my_methods.py").write_text(OUTSIDE)
+  monkeypatch.syspath_prepend(str(folder))
+  monkeypatch.setenv("PYTHONPATH", str(folder))
+  yield "my_methods"
+  methods._REGISTRY.pop("dann-entropy", None)
+
+
+def _pair():
+  rng = np.random.default_rng(0)
+  source = (rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 40).astype(np.int32))
+  target = (rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 24).astype(np.int32))
+  return make_domain_pair(source, target)
+
+
+def test_an_outside_method_trains_through_fit(outside):
+  import importlib
+
+  module = importlib.import_module(outside)
+  assert methods.get("dann-entropy") is module.ENTROPY_DANN
+  assert methods.get(f"{outside}:ENTROPY_DANN") is module.ENTROPY_DANN
+  config = TrainConfig(method="dann-entropy", total_steps=6, batch_size=16)
+  state = create_train_state(mnist_dann(), config, jnp.zeros((1, 32, 32, 3)))
+  assert state.method is module.ENTROPY_DANN
+  seen = []
+  trained = fit(state, _pair(), num_steps=6, batch_size=16, num_classes=10, chunk=3, callback=lambda s, m: seen.append(m))
+  first = {k: float(v[0]) for k, v in seen[0].items()}
+  # The logged objective is the method's own: DANN's two terms plus the weighted entropy.
+  assert first["loss"] == pytest.approx(first["label_loss"] + first["domain_loss"] + 0.5 * first["target_entropy"])
+  assert 0.0 < first["target_entropy"] <= np.log(10) + 1e-5
+  # And the step descends it: the parameters differ from plain DANN's after the same steps.
+  plain = fit(
+    create_train_state(mnist_dann(), config.replace(method="dann"), jnp.zeros((1, 32, 32, 3))),
+    _pair(),
+    num_steps=6,
+    batch_size=16,
+    num_classes=10,
+    chunk=3,
+  )
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), trained.params, plain.params))
+  assert max(moved) > 1e-6
+
+
+def test_an_outside_method_loss_matches_its_definition_at_a_batch(outside):
+  import importlib
+
+  module = importlib.import_module(outside)
+  rng = np.random.default_rng(1)
+  c = jnp.asarray(rng.normal(size=(8, 10)).astype(np.float32))
+  d = jnp.asarray(rng.normal(size=8).astype(np.float32))
+  domain = jnp.array([0, 0, 0, 0, 1, 1, 1, 1])
+  batch = {"label": jnp.asarray(rng.integers(0, 10, 8)), "domain": domain, "label_mask": domain == 0}
+  loss, metrics = methods.batch_loss(module.ENTROPY_DANN, c, d, batch)
+  p = np.exp(np.asarray(c, np.float64))
+  p /= p.sum(1, keepdims=True)
+  entropy = -(p * np.log(p)).sum(1)[4:].mean()
+  dann = float(saddle_point_loss(c, d, batch)[0])
+  assert float(loss) == pytest.approx(dann + 0.5 * entropy, rel=1e-5)
+  assert float(metrics["target_entropy"]) == pytest.approx(entropy, rel=1e-5)
+
+
+def test_an_outside_method_trains_through_the_cli_and_resumes(outside, tiny_mnist, tmp_path, capsys):
+  out = tmp_path / "run"
+  spec = f"{outside}:ENTROPY_DANN"
+  assert main(TRAIN + ["--method", spec, "--out", str(out)]) == 0
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["method"] == spec
+  rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  assert "target_entropy" in rows[-1] and np.isfinite(rows[-1]["target_entropy"])
+  capsys.readouterr()
+  # The run folder names the method, so the same run resumes (nothing left: no steps).
+  assert main(TRAIN + ["--method", spec, "--out", str(out), "--resume"]) == 0
+  assert json.loads((out / "summary.json").read_text())["steps_run"] == 0
+
+
+@pytest.mark.parametrize(
+  "method,message",
+  [
+    ("adda", "unknown method='adda'; choose one of"),
+    ("no_such_module_here:X", "cannot import 'no_such_module_here'"),
+    ("json:dumps", "json.dumps is not a dann_jax.methods.Method"),
+  ],
+)
+def test_a_bad_method_is_one_clear_error(method, message, tmp_path, capsys):
+  with pytest.raises(ValueError, match=message):
+    methods.get(method)
+  assert main(TRAIN + ["--method", method, "--out", str(tmp_path / "run")]) == 2
+  err = capsys.readouterr().err
+  assert message in err and "Traceback" not in err
+  assert not (tmp_path / "run").exists()
+
+
+def test_the_registry_refuses_a_second_method_under_a_taken_name():
+  with pytest.raises(ValueError, match="already registered"):
+    methods.register(methods.Method("dann", methods.objective.supervised_loss))
+  assert methods.register(methods.DANN) is methods.DANN  # the same entry again is fine
+  with pytest.raises(ValueError, match="letters, digits"):
+    methods.Method("my method", methods.objective.supervised_loss)
+  with pytest.raises(ValueError, match="labelled='both'"):
+    methods.Method("mine", methods.objective.supervised_loss, labelled="both")
+
+
+def test_the_cli_spells_the_built_in_methods():
+  assert BUILTIN_METHODS == methods.names()[: len(BUILTIN_METHODS)]
+  assert {methods.get(n).adversarial for n in BUILTIN_METHODS} == {True, False}
