@@ -33,7 +33,7 @@ import numpy as np
 
 from dann_jax import checkpoint, selection
 from dann_jax.candidates import Candidate, default_candidates
-from dann_jax.data.sources import write_text_atomic
+from dann_jax.io import write_text_atomic
 
 # The label-free view every checkpoint is scored on: seeded subsamples of the
 # source train, held-out source and target train images (the sizes the
@@ -241,12 +241,7 @@ def _keep(run_dir: Path, step: int, chosen: Path) -> None:
 def _report(pair, seed, validator, candidates, scored, trained, failed, choice, chosen_dir) -> dict[str, Any]:
   by_name = {c.name: c for c in candidates}
   best_so = min(
-    (
-      e["scores"][validator]
-      for name, steps in scored.items()
-      if not by_name[name].adapts
-      for e in steps.values()
-    ),
+    (e["scores"][validator] for name, steps in scored.items() if not by_name[name].adapts for e in steps.values()),
     default=None,
   )
   rows = {}

@@ -72,9 +72,7 @@ def label_rows(method: Method, batch) -> jax.Array:
 def batch_loss(method: Method, class_logits, domain_logits, batch, *, axis_name: str | None = None):
   """`method`'s `(loss, metrics)` on one batch of model outputs."""
   objective.check_batch(batch)
-  return method.loss(
-    class_logits, domain_logits, batch, label_mask=label_rows(method, batch), axis_name=axis_name
-  )
+  return method.loss(class_logits, domain_logits, batch, label_mask=label_rows(method, batch), axis_name=axis_name)
 
 
 DANN = Method(

@@ -550,7 +550,13 @@ def create_train_state(model: DANN, config: TrainConfig, key: jax.Array | None =
   lr, lam = make_schedules(config)
   optimizer = nnx.Optimizer(model, make_optimizer(config, lr), wrt=nnx.Param)
   return TrainState(
-    model, optimizer, run_key, learning_rate=lr, adaptation_factor=lam, method=methods.get(config.method), max_norm=config.max_norm
+    model,
+    optimizer,
+    run_key,
+    learning_rate=lr,
+    adaptation_factor=lam,
+    method=methods.get(config.method),
+    max_norm=config.max_norm,
   )
 
 

@@ -91,9 +91,9 @@ class RunConfig:
 
   Attributes:
     pair: the adaptation pair.
-    method: "dann", "source_only" or "target_only".
     preset: the preset the values start from, "quick" or "paper".
-    train: the optimisation hyper-parameters (`train.seed` is `seeds[0]`).
+    train: the method and the optimisation hyper-parameters (`train.seed` is
+      `seeds[0]`).
     network: "mnist" or "svhn".
     eval_every: steps between evaluations (and checkpoints) while training.
     eval_size: test images per domain evaluated while training (the final
@@ -115,7 +115,6 @@ class RunConfig:
   """
 
   pair: PairSpec
-  method: str
   preset: str
   train: TrainConfig
   network: str
@@ -129,6 +128,11 @@ class RunConfig:
   api: str = "linen"
   splits: Mapping[str, SplitOptions] = dataclasses.field(default_factory=dict)
   guard: GuardConfig | None = None
+
+  @property
+  def method(self) -> str:
+    """The method's name or spec (`train.method`; `dann_jax.methods.get` resolves it)."""
+    return self.train.method
 
   def make_model(self, num_classes: int = 10) -> DANN:
     """The network this run trains (`network`), untrained."""
@@ -203,7 +207,7 @@ def make_config(
 
   Args:
     pair: the adaptation pair.
-    method: "dann", "source_only" or "target_only".
+    method: a `dann_jax.methods` name or "package.module:ATTRIBUTE" spec.
     preset: "quick" or "paper".
     steps: overrides the preset's step count (the schedules follow it).
     batch_size: overrides the batch of 128 (half source, half target).
@@ -318,7 +322,7 @@ def _preset_config(
     config = TrainConfig(
       method=method, total_steps=total, anneal_learning_rate=pair.anneal_learning_rate, seed=seed, **overrides
     )
-    return RunConfig(pair, method, preset, config, pair.network, eval_every=1000, eval_size=5000)
+    return RunConfig(pair, preset, config, pair.network, eval_every=1000, eval_size=5000)
   total = steps or QUICK_STEPS
   config = TrainConfig(
     method=method,
@@ -331,7 +335,6 @@ def _preset_config(
   )
   return RunConfig(
     pair,
-    method,
     preset,
     config,
     "mnist",

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from dann_jax.data.sources import write_text_atomic
+from dann_jax.io import write_text_atomic
 from dann_jax.pairs import PairSpec
 
 TSNE_POINTS = 500  # test images per domain in the t-SNE

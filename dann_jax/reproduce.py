@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dann_jax.data.sources import write_text_atomic
+from dann_jax.io import write_text_atomic
 from dann_jax.pairs import METHOD_COLUMNS, PAIRS
 
 TRAINED = ("source_only", "dann", "target_only")

@@ -40,7 +40,7 @@ import numpy as np
 from dann_jax import checkpoint, distributed, guard, methods, selection
 from dann_jax.data import Domain, make_domain_pair
 from dann_jax.data.batching import pixel_mean
-from dann_jax.data.sources import write_text_atomic
+from dann_jax.io import write_text_atomic
 from dann_jax.evaluation import accuracy
 from dann_jax.health import chance_loss, collapse_steps
 from dann_jax.loop import Diverged, fit, replicate_seeds

@@ -9,9 +9,9 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from dann_jax import io as dann_io
 from dann_jax.data import official
 from dann_jax.data import photos as photos_lib
-from dann_jax.data import sources
 from dann_jax.data.official import Expected
 
 
@@ -443,7 +443,7 @@ def test_bsds500_not_imported(tmp_path):
 
 def test_cache_files_are_written_atomically(tmp_path, monkeypatch):
   calls = []
-  monkeypatch.setattr(sources, "save_npz_atomic", lambda path, **arrays: calls.append(path))
+  monkeypatch.setattr(dann_io, "save_npz_atomic", lambda path, **arrays: calls.append(path))
   mat = tmp_path / "train_32x32.mat"
   _svhn_mat(mat)
   official.import_official("svhn", mat, expected=_no_checks("svhn", train=20))

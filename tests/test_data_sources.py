@@ -9,6 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from dann_jax.data import domains
+from dann_jax import io as dann_io
 from dann_jax.data import sources
 
 pytestmark = pytest.mark.usefixtures("offline_data_dir")
@@ -175,7 +176,7 @@ def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
   foreign = tmp_path / ".notes.tmp"  # not an atomic writer's name: left alone
   for path in (stale, live, foreign):
     path.write_bytes(b"partial")
-  sources.save_npz_atomic(tmp_path / "x.npz", a=np.zeros(2))
+  dann_io.save_npz_atomic(tmp_path / "x.npz", a=np.zeros(2))
   assert not stale.exists() and live.exists() and foreign.exists()
 
 
@@ -186,11 +187,11 @@ def test_killed_writer_leaves_a_temp_file_that_the_next_write_removes(tmp_path):
 
   code = (
     "import sys, time, numpy as np\n"
-    "from dann_jax.data import sources\n"
+    "from dann_jax import io\n"
     "def slow(f, **arrays):\n"
     "  f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(120)\n"
     "np.savez = slow\n"
-    f"sources.save_npz_atomic(__import__('pathlib').Path({str(tmp_path / 'big.npz')!r}), a=np.zeros(3))\n"
+    f"io.save_npz_atomic(__import__('pathlib').Path({str(tmp_path / 'big.npz')!r}), a=np.zeros(3))\n"
   )
   child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
   try:
@@ -201,7 +202,7 @@ def test_killed_writer_leaves_a_temp_file_that_the_next_write_removes(tmp_path):
     child.kill()
   left = [p.name for p in tmp_path.iterdir()]
   assert len(left) == 1 and left[0].startswith(".big.npz.") and left[0].endswith(".tmp")
-  sources.save_npz_atomic(tmp_path / "big.npz", a=np.ones(3))
+  dann_io.save_npz_atomic(tmp_path / "big.npz", a=np.ones(3))
   assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npz"]
 
 
@@ -271,7 +272,7 @@ def test_corrupt_cache_is_reported_and_rebuilt(fake_mnist, capsys):
   result = sources.load_mnist(idx_dir=idx_dir, use_tfds=False, use_mirror=False)
   assert "corrupt" in capsys.readouterr().err
   np.testing.assert_array_equal(result["train_images"], arrays["train_images"])
-  assert sources.load_npz_cache(path, ["train_images"]) is not None  # rewritten, readable
+  assert dann_io.load_npz_cache(path, ["train_images"]) is not None  # rewritten, readable
 
 
 def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
@@ -281,25 +282,25 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
   monkeypatch.setattr(np, "savez", savez_then_interrupt)
   with pytest.raises(KeyboardInterrupt):
-    sources.save_npz_atomic(tmp_path / "cache" / "x.npz", a=np.zeros(3))
+    dann_io.save_npz_atomic(tmp_path / "cache" / "x.npz", a=np.zeros(3))
   assert os.listdir(tmp_path / "cache") == []
 
 
 def test_text_is_written_whole_or_not_at_all(tmp_path):
   path = tmp_path / "out" / "table.md"
-  sources.write_text_atomic(path, "| ü |\n")
+  dann_io.write_text_atomic(path, "| ü |\n")
   assert path.read_text(encoding="utf-8") == "| ü |\n"
-  sources.write_text_atomic(path, "second")
+  dann_io.write_text_atomic(path, "second")
   assert path.read_text() == "second"
   assert sorted(os.listdir(path.parent)) == ["table.md"]  # no temporary left
 
 
 def test_save_then_load_roundtrip(tmp_path):
-  sources.save_npz_atomic(tmp_path / "x.npz", a=np.arange(4, dtype=np.uint8), note=np.array("hello"))
-  loaded = sources.load_npz_cache(tmp_path / "x.npz", ["a", "note"])
+  dann_io.save_npz_atomic(tmp_path / "x.npz", a=np.arange(4, dtype=np.uint8), note=np.array("hello"))
+  loaded = dann_io.load_npz_cache(tmp_path / "x.npz", ["a", "note"])
   np.testing.assert_array_equal(loaded["a"], np.arange(4))
   assert str(loaded["note"]) == "hello"
-  assert sources.load_npz_cache(tmp_path / "x.npz", ["missing"]) is None  # incomplete file counts as corrupt
+  assert dann_io.load_npz_cache(tmp_path / "x.npz", ["missing"]) is None  # incomplete file counts as corrupt
 
 
 def test_data_root_precedence(monkeypatch, tmp_path):

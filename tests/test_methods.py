@@ -78,7 +78,9 @@ def test_an_outside_method_trains_through_fit(outside):
   state = create_train_state(mnist_dann(), config, jnp.zeros((1, 32, 32, 3)))
   assert state.method is module.ENTROPY_DANN
   seen = []
-  trained = fit(state, _pair(), num_steps=6, batch_size=16, num_classes=10, chunk=3, callback=lambda s, m: seen.append(m))
+  trained = fit(
+    state, _pair(), num_steps=6, batch_size=16, num_classes=10, chunk=3, callback=lambda s, m: seen.append(m)
+  )
   first = {k: float(v[0]) for k, v in seen[0].items()}
   # The logged objective is the method's own: DANN's two terms plus the weighted entropy.
   assert first["loss"] == pytest.approx(first["label_loss"] + first["domain_loss"] + 0.5 * first["target_entropy"])

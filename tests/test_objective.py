@@ -54,7 +54,6 @@ def test_values_against_numpy(method):
 
 
 def test_unknown_method():
-  b = _batch(jax.random.key(0))
   with pytest.raises(ValueError, match="unknown method='adda'.*package.module:ATTRIBUTE"):
     methods.get("adda")
 

@@ -57,7 +57,7 @@ def _label_free_choice(out: Path, data):
 
 
 def _append_choice(report: Path, choice) -> None:
-  from dann_jax.data.sources import write_text_atomic
+  from dann_jax.io import write_text_atomic
   from dann_jax.selection import DEFAULT_CRITERION
 
   text = report.read_text() + (

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-  from dann_jax.data.sources import write_text_atomic
+  from dann_jax.io import write_text_atomic
   from dann_jax.inference import load_model, predict, scores
 
   model = load_model(args.run, args.checkpoint, data_dir=args.data_dir)

@@ -17,12 +17,9 @@ Without a test folder or file, `test=` names one, or `test_fraction=` holds out 
 train images (seeded, the same for the same seed); otherwise the train split is every image and there is no test
 split.
 
-Every image becomes 32x32x3 uint8 (the network input, as every domain of `domains.py`): its EXIF orientation is
-applied; grey and 1-bit images are repeated to three channels; an alpha channel is dropped (not composited);
-palette, CMYK and other colour modes are converted to RGB by Pillow; 16-bit grey is scaled by 1/257 and rounded.
-Then it is resized, stretched to the square without keeping its aspect ratio, with Pillow's BILINEAR filter (a
-triangle filter that Pillow widens by the shrink factor, so downscaling averages instead of aliasing); an image
-already 32x32 is left as it is. All of this is deterministic: the same files give the same bytes.
+Every image becomes 32x32x3 uint8 by the rules of `images.py` (deterministic: the same files give the same bytes).
+Reading a folder is `folders.py`, reading an `.npz` is `npz_files.py`; this file parses specs, splits and serves
+domains, and checks that a source and a target share their label set.
 
 References: Ganin & Lempitsky, arXiv 1409.7495, Sec. 3 (a labelled source and an unlabelled target domain sharing
 one label set).
@@ -39,11 +36,19 @@ import numpy as np
 
 from dann_jax.data.domains import Domain
 
+# The readers' names stay importable from here, the module users read their own data with.
+from dann_jax.data.domains import UNLABELLED as UNLABELLED
+from dann_jax.data.folders import folder_classes, read_folder
+from dann_jax.data.folders import image_paths as image_paths
+from dann_jax.data.images import IMAGE_SIZE as IMAGE_SIZE
+from dann_jax.data.images import pil_to_rgb32 as pil_to_rgb32
+from dann_jax.data.images import read_image as read_image
+from dann_jax.data.images import to_rgb32 as to_rgb32
+from dann_jax.data.npz_files import NPZ_KEYS as NPZ_KEYS
+from dann_jax.data.npz_files import npz_label_range, read_npz
+
 KINDS = ("folder", "npz")
 SPLITS = ("train", "test")
-UNLABELLED = -1
-IMAGE_SIZE = 32
-NPZ_KEYS = ("images", "labels", "class_names")
 _LISTED_CLASSES = 12  # class names shown in a provenance line before "..."
 
 
@@ -177,329 +182,6 @@ def parse_spec(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Pixels: any image -> 32x32x3 uint8.
-
-
-def _pil():
-  from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top
-
-  return Image, ImageOps
-
-
-def _resize(image) -> np.ndarray:
-  """A PIL image in mode L or RGB -> (32, 32, 3) uint8 (Pillow BILINEAR when the size differs)."""
-  Image, _ = _pil()
-  if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-    image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-  array = np.asarray(image, np.uint8)
-  if array.ndim == 2:
-    array = np.repeat(array[..., None], 3, axis=-1)
-  return np.ascontiguousarray(array)
-
-
-def pil_to_rgb32(image) -> np.ndarray:
-  """One PIL image -> (32, 32, 3) uint8, by the rules of the module docstring.
-
-  Raises:
-    ValueError: a floating-point image (mode F), which has no agreed mapping to 0..255.
-  """
-  Image, ImageOps = _pil()
-  image = ImageOps.exif_transpose(image)
-  mode = image.mode
-  if mode.startswith("I"):  # 16-bit (I;16, I;16B, ...) or 32-bit integer grey
-    values = np.asarray(image).astype(np.int64)
-    if values.min(initial=0) < 0 or values.max(initial=0) > 65535:
-      raise ValueError(f"a {mode} image holds values outside 0..65535; save it as 8- or 16-bit grey")
-    image = Image.fromarray(np.rint(values / 257.0).astype(np.uint8))
-  elif mode == "F":
-    raise ValueError("a floating-point (mode F) image has no agreed mapping to 0..255; save it as 8-bit PNG")
-  elif mode in ("1", "L", "LA", "La"):
-    image = image.convert("L")
-  elif mode != "RGB":
-    image = image.convert("RGB")  # RGBA: alpha dropped; P: palette looked up; CMYK, YCbCr, ...: converted
-  return _resize(image)
-
-
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-  """Reads one image file (any format Pillow reads) as (32, 32, 3) uint8.
-
-  Raises:
-    ValueError: the file is not an image Pillow can read, or is damaged or truncated.
-  """
-  Image, _ = _pil()
-  try:
-    image = Image.open(path)
-    image.load()
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise ValueError(
-      f"cannot read the image {os.fspath(path)!r} ({type(e).__name__}: {e}); "
-      "the file is damaged or not an image: replace or remove it"
-    ) from None
-  with image:
-    try:
-      return pil_to_rgb32(image)
-    except ValueError as e:
-      raise ValueError(f"{os.fspath(path)!r}: {e}") from None
-
-
-def to_rgb32(images: np.ndarray) -> np.ndarray:
-  """(N,H,W) or (N,H,W,C) uint8 arrays, C in {1, 3, 4} -> (N, 32, 32, 3) uint8 (grey repeated, alpha dropped,
-  Pillow BILINEAR resize when H,W is not 32,32).
-
-  Raises:
-    ValueError: another dtype, rank or channel count.
-  """
-  images = np.asarray(images)
-  if images.dtype != np.uint8:
-    raise ValueError(
-      f"images have dtype {images.dtype}; they must be uint8 in 0..255 (for floats in [0, 1]: "
-      "np.rint(images * 255).astype(np.uint8))"
-    )
-  if images.ndim == 3:
-    images = images[..., None]
-  if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-    raise ValueError(
-      f"images have shape {images.shape}; need (N, H, W) grey or (N, H, W, C) with C = 1 (grey), 3 (RGB) or 4 (RGBA)"
-    )
-  images = images[..., :3] if images.shape[-1] == 4 else images
-  if images.shape[-1] == 1:
-    images = np.repeat(images, 3, axis=-1)
-  if images.shape[1:3] == (IMAGE_SIZE, IMAGE_SIZE):
-    return np.ascontiguousarray(images)
-  Image, _ = _pil()
-  out = np.empty((len(images), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-  for i, image in enumerate(images):
-    out[i] = _resize(Image.fromarray(np.ascontiguousarray(image), "RGB"))
-  return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Folders.
-
-
-def _image_suffixes() -> frozenset[str]:
-  Image, _ = _pil()
-  return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
-
-
-def _visible(path: Path, root: Path) -> bool:
-  return not any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def _images_below(folder: Path, suffixes: frozenset[str], recursive: bool) -> list[Path]:
-  entries = folder.rglob("*") if recursive else folder.iterdir()
-  return sorted(p for p in entries if p.suffix.lower() in suffixes and p.is_file() and _visible(p, folder))
-
-
-def _folder_layout(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
-  """(class name -> its image files, loose image files at the top), hidden entries and image-less folders left out."""
-  if not folder.is_dir():
-    raise FileNotFoundError(f"{str(folder)!r} is not a folder; give a folder of class subfolders of images")
-  suffixes = _image_suffixes()
-  classes = {}
-  for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-    files = _images_below(sub, suffixes, recursive=True)
-    if files:
-      classes[sub.name] = files
-  return classes, _images_below(folder, suffixes, recursive=False)
-
-
-def folder_classes(folder: str | os.PathLike[str]) -> tuple[str, ...]:
-  """The class names of a class-subfolder folder (sorted subfolder names); () for a flat folder of images."""
-  classes, _ = _folder_layout(Path(folder).expanduser())
-  return tuple(classes)
-
-
-def _check_known(found: Sequence[str], classes: Sequence[str], where: str) -> None:
-  unknown = [c for c in found if c not in classes]
-  if unknown:
-    raise ValueError(
-      f"{where} has class folders {unknown} that are not among the classes {list(classes)}; "
-      "give every split (and the target) the same class folders, or list them all in classes="
-    )
-
-
-def read_folder(
-  folder: str | os.PathLike[str], *, classes: Sequence[str] | None = None
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-  """Reads a folder of images, in the class-subfolder layout or flat (unlabelled).
-
-  Args:
-    folder: `ROOT` with `ROOT/<class>/.../<image>`, or with images only at its top.
-    classes: the class names in label order; default: the subfolders' names, sorted. Every subfolder must be one
-      of them; a class without a subfolder simply has no images.
-
-  Returns:
-    (images (N,32,32,3) uint8, labels (N,) int32, class names). A flat folder gives labels `UNLABELLED` and the
-    class names `classes` (or ()).
-
-  Raises:
-    FileNotFoundError: the folder does not exist or holds no image.
-    ValueError: class subfolders mixed with loose images, a subfolder outside `classes`, or an unreadable image.
-  """
-  files, labels, names = _folder_files(folder, classes)
-  images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-  for i, path in enumerate(files):
-    images[i] = read_image(path)
-  return images, labels, tuple(names)
-
-
-def image_paths(folder: str | os.PathLike[str], *, classes: Sequence[str] | None = None) -> list[Path]:
-  """The image files of a folder in the order `read_folder` reads them (its rows)."""
-  return _folder_files(folder, classes)[0]
-
-
-def _folder_files(folder, classes) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
-  folder = Path(folder).expanduser()
-  found, loose = _folder_layout(folder)
-  if found and loose:
-    raise ValueError(
-      f"{str(folder)!r} holds both class subfolders ({', '.join(found)}) and loose images "
-      f"({loose[0].name}, ...); move the loose images into class folders, or into a folder of their own"
-    )
-  if not found and not loose:
-    raise FileNotFoundError(
-      f"no image below {str(folder)!r}; give a folder of class subfolders of images "
-      "(ROOT/<class>/<image>) or a flat folder of images"
-    )
-  if classes is not None:
-    classes = tuple(str(c) for c in classes)
-    if len(set(classes)) != len(classes):
-      raise ValueError(f"classes={list(classes)} repeats a name; give each class once")
-  if not found:
-    files, labels = loose, np.full(len(loose), UNLABELLED, np.int32)
-    names = classes or ()
-  else:
-    names = classes if classes is not None else tuple(found)
-    _check_known(list(found), names, repr(str(folder)))
-    files = [f for name in names for f in found.get(name, ())]
-    labels = np.asarray([i for i, name in enumerate(names) for _ in found.get(name, ())], np.int32)
-  return files, labels, tuple(names)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# .npz files.
-
-
-def _open_npz(path: Path):
-  if not path.is_file():
-    raise FileNotFoundError(
-      f"no .npz file at {str(path)!r}; give a file saved with np.savez(path, images=..., labels=...)"
-    )
-  try:
-    data = np.load(path, allow_pickle=False)
-  except Exception as e:  # zipfile.BadZipFile, OSError, ValueError, EOFError: all mean a damaged or foreign file
-    raise ValueError(
-      f"cannot read {str(path)!r} as .npz ({type(e).__name__}: {e}); save it with "
-      "np.savez(path, images=..., labels=...)"
-    ) from None
-  if not isinstance(data, np.lib.npyio.NpzFile):
-    raise ValueError(
-      f"{str(path)!r} holds a single array, not an .npz archive; save it with np.savez(path, images=..., labels=...)"
-    )
-  unknown = sorted(set(data.files) - set(NPZ_KEYS))
-  if "images" not in data.files or unknown:
-    keys = sorted(data.files)
-    data.close()
-    raise ValueError(
-      f"{str(path)!r} has the keys {keys}; an .npz domain holds 'images' and optionally 'labels' "
-      f"and 'class_names', nothing else{f' (unexpected: {unknown})' if unknown else ''}; save it "
-      "with np.savez(path, images=..., labels=...)"
-    )
-  return data
-
-
-def _npz_array(data, key: str, path: Path) -> np.ndarray:
-  try:
-    return np.asarray(data[key])
-  except Exception as e:  # object arrays need pickle; damaged members raise zlib / zipfile errors
-    raise ValueError(
-      f"cannot read {key!r} of {str(path)!r} ({type(e).__name__}: {e}); save it as a plain "
-      "numeric (or string, for class_names) array"
-    ) from None
-
-
-def _npz_names(data, path: Path) -> tuple[str, ...] | None:
-  if "class_names" not in data.files:
-    return None
-  names = _npz_array(data, "class_names", path)
-  if names.ndim != 1 or names.dtype.kind not in "US" or len(set(names.tolist())) != len(names):
-    raise ValueError(
-      f"class_names of {str(path)!r} has shape {names.shape} and dtype {names.dtype}; it must be "
-      "a 1-D array of distinct strings"
-    )
-  return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
-
-
-def _npz_labels(data, path: Path, count: int) -> np.ndarray:
-  if "labels" not in data.files:
-    return np.full(count, UNLABELLED, np.int32)
-  labels = _npz_array(data, "labels", path)
-  if labels.dtype.kind not in "iu":
-    raise ValueError(
-      f"labels of {str(path)!r} have dtype {labels.dtype}; save them as integers "
-      "(labels.astype(np.int64)), -1 for an unknown label"
-    )
-  if labels.shape != (count,):
-    raise ValueError(f"labels of {str(path)!r} have shape {labels.shape}, need ({count},): one per image")
-  if labels.size and labels.min() < UNLABELLED:
-    raise ValueError(
-      f"labels of {str(path)!r} include {int(labels.min())}; labels are class indices >= 0, "
-      f"or {UNLABELLED} for an unknown label"
-    )
-  return labels.astype(np.int32)
-
-
-def _npz_label_range(path: Path) -> tuple[tuple[str, ...] | None, int]:
-  """(class_names or None, largest label) of an .npz, reading only those two keys."""
-  with _open_npz(path) as data:
-    names = _npz_names(data, path)
-    if "labels" not in data.files:
-      return names, UNLABELLED
-    labels = _npz_array(data, "labels", path)
-    return names, int(labels.max(initial=UNLABELLED)) if labels.dtype.kind in "iu" else UNLABELLED
-
-
-def read_npz(
-  path: str | os.PathLike[str], *, classes: Sequence[str] | None = None
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-  """Reads an `.npz` of `images` and optional `labels` and `class_names`.
-
-  Args:
-    path: the file.
-    classes: the class names in label order; default: the file's `class_names`, else "0", "1", ... up to its
-      largest label.
-
-  Returns:
-    (images (N,32,32,3) uint8, labels (N,) int32 (-1 where unknown), class names).
-
-  Raises:
-    FileNotFoundError: no such file.
-    ValueError: missing or unexpected keys, images that are not uint8 (N,H,W[,C]), labels that are not integers
-      in [-1, number of classes).
-  """
-  path = Path(path).expanduser()
-  with _open_npz(path) as data:
-    raw = _npz_array(data, "images", path)
-    if raw.ndim not in (3, 4) or len(raw) == 0:
-      raise ValueError(f"images of {str(path)!r} have shape {raw.shape}; need (N, H, W) or (N, H, W, C) with N > 0")
-    labels = _npz_labels(data, path, len(raw))
-    names = tuple(str(c) for c in classes) if classes is not None else _npz_names(data, path)
-  try:
-    images = to_rgb32(raw)
-  except ValueError as e:
-    raise ValueError(f"images of {str(path)!r}: {e}") from None
-  if names is None:
-    names = tuple(str(i) for i in range(int(labels.max(initial=UNLABELLED)) + 1))
-  if labels.size and labels.max() >= len(names):
-    raise ValueError(
-      f"labels of {str(path)!r} reach {int(labels.max())} but there are {len(names)} classes "
-      f"({list(names)[:_LISTED_CLASSES]}); every label must lie in [0, {len(names)}) or be -1"
-    )
-  return images, labels, names
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Splits and domains.
 
 
@@ -550,9 +232,9 @@ def _spec_classes(spec: CustomSpec, classes: Sequence[str] | None) -> tuple[str,
   if spec.kind == "folder":
     found = folder_classes(spec.train)
     return found or None  # a flat train folder: unlabelled
-  names, top = _npz_label_range(spec.train)
+  names, top = npz_label_range(spec.train)
   if spec.test is not None:
-    test_names, test_top = _npz_label_range(spec.test)
+    test_names, test_top = npz_label_range(spec.test)
     if names is not None and test_names is not None and names != test_names:
       raise ValueError(
         f"class_names of {str(spec.train)!r} {list(names)} and of {str(spec.test)!r} "

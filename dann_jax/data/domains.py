@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dann_jax import io as dann_io
 from dann_jax.data import photos as photos_lib
 from dann_jax.data import render
 from dann_jax.data import sources
@@ -69,6 +70,7 @@ _OFFICIAL_CACHE_VERSION = 1  # bump when an import's conversion changes, so old 
 DILATION_THRESHOLD = 128
 SYN_DIGITS_SIZES = {"train": 100_000, "test": 10_000}
 _BUILD_VERSION = 1  # bump when a builder's output changes, so old caches are not served
+UNLABELLED = -1  # the label of an image whose class is unknown (a user's unlabelled domain)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -199,7 +201,7 @@ def official_cache_path(name: str, split: str, data_dir: str | os.PathLike[str] 
 
 def read_imported(name: str, split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray, str] | None:
   """(images, labels, provenance) of an imported official split, or None when it was not imported."""
-  cached = sources.load_npz_cache(official_cache_path(name, split, data_dir), ("images", "labels", "provenance"))
+  cached = dann_io.load_npz_cache(official_cache_path(name, split, data_dir), ("images", "labels", "provenance"))
   if cached is None:
     return None
   return cached["images"], cached["labels"], str(cached["provenance"])
@@ -326,7 +328,7 @@ def load_domain(
     path = (
       sources.data_root(data_dir) / "domains" / f"{name}-{split}-{_cache_key(name, split, seed, data_dir, options)}.npz"
     )
-    cached = sources.load_npz_cache(path, ("images", "labels", "provenance"))
+    cached = dann_io.load_npz_cache(path, ("images", "labels", "provenance"))
     if cached is not None:
       return Domain(name, cached["images"], cached["labels"], 10, str(cached["provenance"]))
     sources.writable_data_root(data_dir)  # before the build, not after it
@@ -339,7 +341,7 @@ def load_domain(
   if images.shape[1:] != (32, 32, 3) or len(images) != len(labels):
     raise AssertionError(f"builder of {name!r} made images {images.shape} and labels {labels.shape}")
   if path is not None:
-    sources.save_npz_atomic(path, images=images, labels=labels, provenance=np.array(provenance))
+    dann_io.save_npz_atomic(path, images=images, labels=labels, provenance=np.array(provenance))
     print(
       f"dann-jax: built {name} {split}: {len(images):,} images in {time.perf_counter() - started:.1f} s, cached at {path}",
       file=sys.stderr,

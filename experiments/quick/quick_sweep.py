@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from dann_jax.data.sources import write_text_atomic
+from dann_jax.io import write_text_atomic
 from dann_jax.pairs import PAIRS
 
 # name -> TrainConfig overrides (the quick preset's Adam at 1e-3 otherwise).

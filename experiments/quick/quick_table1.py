@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dann_jax.data.sources import write_text_atomic
+from dann_jax.io import write_text_atomic
 from dann_jax.pairs import PAIRS
 
 OFFLINE_PAIRS = (

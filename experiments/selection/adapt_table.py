@@ -25,7 +25,7 @@ from validator_bench import PAIR_NAMES, RESULTS, RUNS, SEEDS, finished, run_dir 
 
 from dann_jax.adapt import adapt  # noqa: E402
 from dann_jax.candidates import default_candidates  # noqa: E402
-from dann_jax.data.sources import write_text_atomic  # noqa: E402
+from dann_jax.io import write_text_atomic  # noqa: E402
 from dann_jax.pairs import PAIRS  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "quick"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dann_jax.data.sources import write_text_atomic
+from dann_jax.io import write_text_atomic
 
 RUNS = Path("runs/guard")
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "selection"

@@ -124,7 +124,7 @@ def score_run(folder: Path, data, archive: Path) -> None:
   """Scores every checkpoint of a finished run by every validator but reverse validation (cached in
   scores.json) and keeps a copy of the scores in `archive`."""
   from dann_jax.adapt import score_checkpoints
-  from dann_jax.data.sources import write_text_atomic
+  from dann_jax.io import write_text_atomic
   from dann_jax.selection import OUTPUT_VALIDATORS
 
   if finished(folder):
@@ -253,7 +253,7 @@ def summarize(rows: list[dict], pairs, seeds) -> dict:
 
 
 def report(args) -> None:
-  from dann_jax.data.sources import write_text_atomic
+  from dann_jax.io import write_text_atomic
 
   rows = load_rows(args.pairs, args.seeds)
   if not rows:
