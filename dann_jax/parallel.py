@@ -50,12 +50,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dann_jax.data.batching import DomainPair, half_batch
+from dann_jax.names import PARALLEL_KINDS
 from dann_jax.loop import runner_jit, step_on_pair, train_on_pair
 from dann_jax.train import TrainState, train_step
 
 DATA_AXIS = "data"
 PMAP_AXIS = "devices"
-PARALLEL_KINDS = ("sharding", "pmap")
 
 Runner = Callable[[TrainState, DomainPair, int, int], tuple[TrainState, Any]]
 

@@ -44,12 +44,12 @@ from dann_jax import nnx as dann_nnx
 from dann_jax import selection
 from dann_jax.config import TrainConfig
 from dann_jax.guard import GuardConfig
+from dann_jax.names import APIS, OWN_ARGUMENTS, PRESETS, RUN_FIELDS
 from dann_jax.models import DANN, mnist_dann, svhn_dann
 from dann_jax.pair_data import SplitOptions, is_custom, split_options
 from dann_jax.pairs import PAIRS, PairSpec, get_pair
 from dann_jax.xla_cpu import tuned
 
-PRESETS = ("quick", "paper")
 # The paper's nets with the CPU-fast layers (the same functions; off CPU the
 # layers are the stock ones).
 NETWORKS = {"mnist": tuned(mnist_dann), "svhn": tuned(svhn_dann)}
@@ -69,17 +69,6 @@ QUICK_NOTE = (
   "ramp compressed into the budget, the MNIST net for every pair, and up to "
   "5,000 source train images held out for label-free selection."
 )
-
-
-# The `RunConfig` fields that `make_config(overrides=...)` sets beside the
-# `TrainConfig` ones (positive integers).
-RUN_FIELDS = ("eval_every", "eval_size")
-# `TrainConfig` fields that `make_config` sets from its own arguments (the
-# evaluation cadence and the quick preset's note follow `steps`).
-OWN_ARGUMENTS = {"method": "method", "total_steps": "steps", "seed": "seeds"}
-# The front doors a run can train through: `dann_jax.train` (Linen) and
-# `dann_jax.nnx`. Checkpoints are in the Linen layout either way.
-APIS = ("linen", "nnx")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pytest
 
 from dann_jax import methods
 from dann_jax.cli import main
-from dann_jax.cli.train import BUILTIN_METHODS
+from dann_jax.names import BUILTIN_METHODS
 from dann_jax.config import TrainConfig
 from dann_jax.data.batching import make_domain_pair
 from dann_jax.loop import fit

@@ -64,12 +64,18 @@ def test_help_does_not_import_jax():
   assert out == ["False", "False"]
 
 
-def test_cli_spells_the_library_names():
-  from dann_jax import parallel, presets, selection
-  from dann_jax.cli import select, train
+def test_the_cli_offers_the_library_names():
+  import argparse
 
-  assert train.PRESETS == presets.PRESETS
-  assert train.PARALLEL_KINDS == parallel.PARALLEL_KINDS
+  from dann_jax import methods, names, selection
+  from dann_jax.cli import build_parser, select
+
+  train = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+  choices = {a.dest: a.choices for a in train._actions}
+  assert tuple(choices["preset"]) == names.PRESETS
+  assert tuple(choices["api"]) == names.APIS
+  assert tuple(choices["parallel"]) == names.PARALLEL_KINDS
+  assert methods.names()[: len(names.BUILTIN_METHODS)] == names.BUILTIN_METHODS
   assert select.CRITERIA == selection.CRITERIA
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dann_jax.cli.train import add_domain_arguments, split_flags
 from dann_jax.pairs import get_pair
-from dann_jax.selection import CRITERIA, DEFAULT_CRITERION
+from dann_jax.names import CRITERIA, DEFAULT_CRITERION
 
 # Validators adapt can rank by: every one but reverse validation, which
 # trains a model per checkpoint.

@@ -50,7 +50,7 @@ def _prepare(out: Path, force: bool) -> None:
 def _label_free_choice(out: Path, data):
   """The checkpoint of either run that the default validator ranks first (`dann_jax.adapt.choose`)."""
   from dann_jax.adapt import choose, score_checkpoints
-  from dann_jax.selection import DEFAULT_CRITERION
+  from dann_jax.names import DEFAULT_CRITERION
 
   scored = {m: score_checkpoints(out / m, data, [DEFAULT_CRITERION]) for m in METHODS}
   return choose(scored, DEFAULT_CRITERION)
@@ -58,7 +58,7 @@ def _label_free_choice(out: Path, data):
 
 def _append_choice(report: Path, choice) -> None:
   from dann_jax.io import write_text_atomic
-  from dann_jax.selection import DEFAULT_CRITERION
+  from dann_jax.names import DEFAULT_CRITERION
 
   text = report.read_text() + (
     f"\n## Label-free choice\n\nScored without any target label by `{DEFAULT_CRITERION}` (the default validator "
@@ -72,7 +72,7 @@ def _append_choice(report: Path, choice) -> None:
 
 def run(args) -> int:
   from dann_jax.pairs import get_pair
-  from dann_jax.selection import DEFAULT_CRITERION
+  from dann_jax.names import DEFAULT_CRITERION
   from dann_jax.report import demo_report
   from dann_jax.pair_data import load_pair_data
   from dann_jax.runs import train_or_reuse

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from dann_jax.selection import CRITERIA, DEFAULT_CRITERION
+from dann_jax.names import CRITERIA, DEFAULT_CRITERION
 
 
 def register(subparsers) -> None:

@@ -14,18 +14,8 @@ import sys
 
 from dann_jax.cli.select import CRITERIA
 from dann_jax.data import custom
+from dann_jax.names import APIS, BUILTIN_METHODS, OWN_ARGUMENTS, PARALLEL_KINDS, PRESETS, RUN_FIELDS
 from dann_jax.pairs import NETWORK_NAMES, PAIRS, get_pair
-
-# The library's names (dann_jax.presets.PRESETS and APIS,
-# dann_jax.parallel.PARALLEL_KINDS), spelled here so that `--help` does not
-# import JAX; a test keeps them equal.
-PRESETS = ("quick", "paper")
-PARALLEL_KINDS = ("sharding", "pmap")
-APIS = ("linen", "nnx")
-
-# dann_jax.methods' built-in names (a test keeps them equal); --method also
-# takes a method of one's own as "package.module:ATTRIBUTE".
-BUILTIN_METHODS = ("dann", "source_only", "target_only")
 
 
 def method_name(text: str) -> str:
@@ -198,6 +188,9 @@ def register(subparsers) -> None:
 
 
 # The library's argument names in its messages, and the flags that set them.
+# `make_config`'s own arguments (`dann_jax.names.OWN_ARGUMENTS`) as this command's flags.
+ARGUMENT_FLAGS = {"method": "--method", "steps": "--steps", "seeds": "--seed"}
+# Library error wording -> this command's flags.
 _FLAG_WORDS = (
   (re.compile(r"`overrides` names unknown config fields"), "--set names unknown fields"),
   (re.compile(r"overrides\['(\w+)'\]="), r"--set \1="),
@@ -209,9 +202,9 @@ _FLAG_WORDS = (
 
 def _collapse_advice(method: str, step: int, seeds: int) -> str:
   """What a collapse at `step` means, and the knobs that may prevent it."""
-  knobs = ["a lower learning rate (--set learning_rate=...)"]
   from dann_jax import methods
 
+  knobs = ["a lower learning rate (--set learning_rate=...)"]
   if methods.get(method).adversarial:
     knobs.append("a lower adaptation factor (--set lam_max=...)")
   knobs.append("a bound on each unit's weight norm (--set max_norm=...)")
@@ -236,7 +229,6 @@ def parse_overrides(items: list[str]) -> dict:
   import dataclasses
 
   from dann_jax.config import TrainConfig
-  from dann_jax.presets import RUN_FIELDS
 
   defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
   defaults.update({name: 1 for name in (*RUN_FIELDS, "source_holdout")})  # typed as integers
@@ -245,9 +237,8 @@ def parse_overrides(items: list[str]) -> dict:
     field, sep, text = item.partition("=")
     if not sep or field not in defaults:
       raise ValueError(f"--set {item}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(defaults))}")
-    if field in ("method", "total_steps", "seed"):
-      flag = {"method": "--method", "total_steps": "--steps", "seed": "--seed"}[field]
-      raise ValueError(f"--set {item}: use {flag} for that")
+    if field in OWN_ARGUMENTS:
+      raise ValueError(f"--set {item}: use {ARGUMENT_FLAGS[OWN_ARGUMENTS[field]]} for that")
     default = defaults[field]
     try:
       if isinstance(default, bool):
