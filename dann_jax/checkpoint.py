@@ -95,6 +95,34 @@ def _reason(error: BaseException) -> str:
   return first if len(first) <= 160 else first[:157] + "..."
 
 
+def _is_orphaned_read(unraisable) -> bool:
+  e = unraisable.exc_value
+  return isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
+
+
+def _drop_orphaned_read_reports() -> None:
+  """Silences the reports of reads orbax started and abandoned.
+
+  When one read of a damaged checkpoint fails, orbax gives up and closes its
+  event loop while TensorStore's other reads are still running on their own
+  threads; each one that finishes later tries to wake the closed loop, and
+  Python prints it as an ignored `RuntimeError: Event loop is closed`
+  traceback. Those say nothing about the run (the failure itself is
+  reported), so they are dropped from then on; every other unraisable
+  exception still reaches the previous `sys.unraisablehook`.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_orphaned_reads", False):
+    return
+
+  def hook(unraisable):
+    if not _is_orphaned_read(unraisable):
+      previous(unraisable)
+
+  hook.drops_orphaned_reads = True
+  sys.unraisablehook = hook
+
+
 def _restore_tree(directory, step: int, template: TrainState) -> dict:
   with _manager(directory) as manager:
     return manager.restore(step, args=ocp.args.StandardRestore(_to_tree(template)))
@@ -132,6 +160,7 @@ def restore_checkpoint(directory: str | os.PathLike, template: TrainState, step:
     try:
       tree = _restore_tree(directory, candidate, template)
     except Exception as e:  # noqa: BLE001 - orbax and TensorStore raise many types for unreadable data
+      _drop_orphaned_read_reports()
       damaged.append(f"step {candidate}: {_reason(e)}")
       continue
     if damaged and jax.process_index() == 0:  # one report per run

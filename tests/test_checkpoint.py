@@ -116,3 +116,29 @@ def test_restore_into_a_template_of_another_seed_takes_every_saved_value(tmp_pat
   np.testing.assert_array_equal(
     jax.random.key_data(jax.random.fold_in(restored.key, 3)), jax.random.key_data(jax.random.fold_in(saved.key, 3))
   )
+
+
+def test_abandoned_reads_of_a_damaged_checkpoint_print_no_traceback(tmp_path):
+  # orbax's abandoned reads report "Event loop is closed" through sys.unraisablehook when they finish, on
+  # their own threads and at their own time; one such report is sent by hand so that the check is not a race.
+  code = (
+    "import sys, pathlib\n"
+    f"sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})\n"
+    "from test_checkpoint import _state, _damage\n"
+    "from dann_jax import checkpoint\n"
+    f"d = pathlib.Path({str(tmp_path)!r})\n"
+    "checkpoint.save_checkpoint(d, _state(1), max_to_keep=None)\n"
+    "checkpoint.save_checkpoint(d, _state(2, seed=1), max_to_keep=None)\n"
+    "_damage(d, 2)\n"
+    "assert int(checkpoint.restore_checkpoint(d, _state()).step) == 1\n"
+    "class Report:\n"
+    "  def __init__(self, error): self.error = error\n"
+    "  def __del__(self): raise self.error\n"  # Python hands what __del__ raises to sys.unraisablehook
+    "Report(RuntimeError('Event loop is closed'))\n"
+    "Report(OSError('something else'))\n"
+  )
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert "Event loop is closed" not in done.stderr
+  assert "OSError: something else" in done.stderr  # other reports still reach the default hook
+  assert "restored step 1, the newest readable one" in done.stderr

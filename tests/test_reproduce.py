@@ -216,7 +216,7 @@ def test_a_diverged_seed_is_recorded_once_and_left_out_of_the_mean(tiny_mnist, t
 
 
 def test_table_only_without_pairs_tabulates_the_pairs_that_have_runs(tmp_path):
-  from dann_jax.reproduce import main as reproduce_main
+  from dann_jax.cli.reproduce import main as reproduce_main
 
   runs, results = tmp_path / "runs", tmp_path / "results"
   records = results / "table1" / "records" / "quick_4steps" / "mnist_to_mnist-dilated"

@@ -7,6 +7,11 @@ the default of experiments/results/selection/validators.json; beside it, the
 table gives the accuracy under each pair's leave-one-pair-out validator (the
 choice made without that pair's target labels).
 
+Where a seed's run folders are gone but the benchmark kept their scores
+(experiments/results/selection/scores/), the choice is made from those scores
+with the same rule (`dann_jax.adapt.choose`, the source-only baseline being
+the first source-only candidate's final checkpoint).
+
 Run (after validator_bench.py train/score/report):
   python experiments/selection/adapt_table.py
 Writes experiments/results/quick/adapt_table_3seeds.{json,md}.
@@ -21,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from validator_bench import PAIR_NAMES, RESULTS, RUNS, SEEDS, finished, run_dir  # noqa: E402
+from validator_bench import PAIR_NAMES, RESULTS, RUNS, SEEDS, archive_file, finished, run_dir  # noqa: E402
 
-from dann_jax.adapt import adapt  # noqa: E402
+from dann_jax.adapt import adapt, choose  # noqa: E402
 from dann_jax.candidates import default_candidates  # noqa: E402
 from dann_jax.io import write_text_atomic  # noqa: E402
 from dann_jax.pairs import PAIRS  # noqa: E402
@@ -45,20 +50,30 @@ def main() -> int:
       {"source_only": [], "adapt": [], "chosen": [], "seeds": [], "lopo_validator": lopo, "adapt_lopo": []},
     )
     for seed in SEEDS:
-      if not all(finished(run_dir(name, c.name, seed)) for c in default_candidates()):
+      if all(finished(run_dir(name, c.name, seed)) for c in default_candidates()):
+        data = data or load_pair_data(PAIRS[name])
+        out = RUNS / name.replace("->", "_to_")
+        quiet = dict(out_dir=out, seed=seed, data=data, progress=False, log=lambda line: None)
+        report = adapt(PAIRS[name], validator=default, **quiet)
+        so, chosen = report["source_only_target_accuracy"], report["chosen"]
+        picked = (chosen["target_accuracy"], f"{chosen['candidate']}@{chosen['step']}")
+        if lopo is not None:
+          entry["adapt_lopo"].append(adapt(PAIRS[name], validator=lopo, **quiet)["chosen"]["target_accuracy"])
+          if lopo != default:  # leave the folder's report on the default validator
+            adapt(PAIRS[name], validator=default, **quiet)
+      elif all(archive_file(name, c.name, seed).exists() for c in default_candidates()):
+        scored = {c.name: json.loads(archive_file(name, c.name, seed).read_text()) for c in default_candidates()}
+        so = final_source_only(scored)
+        choice = choose(scored, default)
+        picked = (choice.target_accuracy, f"{choice.candidate}@{choice.step}")
+        if lopo is not None:
+          entry["adapt_lopo"].append(choose(scored, lopo).target_accuracy)
+      else:
         continue
-      data = data or load_pair_data(PAIRS[name])
-      out = RUNS / name.replace("->", "_to_")
-      quiet = dict(out_dir=out, seed=seed, data=data, progress=False, log=lambda line: None)
-      report = adapt(PAIRS[name], validator=default, **quiet)
       entry["seeds"].append(seed)
-      entry["source_only"].append(report["source_only_target_accuracy"])
-      entry["adapt"].append(report["chosen"]["target_accuracy"])
-      entry["chosen"].append(f"{report['chosen']['candidate']}@{report['chosen']['step']}")
-      if lopo is not None:
-        entry["adapt_lopo"].append(adapt(PAIRS[name], validator=lopo, **quiet)["chosen"]["target_accuracy"])
-        if lopo != default:  # leave the folder's report on the default validator
-          adapt(PAIRS[name], validator=default, **quiet)
+      entry["source_only"].append(so)
+      entry["adapt"].append(picked[0])
+      entry["chosen"].append(picked[1])
       seeds_done.add(seed)
     if entry["seeds"]:
       so, ad = np.array(entry["source_only"]), np.array(entry["adapt"])
@@ -70,6 +85,13 @@ def main() -> int:
   write_text_atomic(OUT / "adapt_table_3seeds.md", markdown(table))
   print(markdown(table))
   return 0
+
+
+def final_source_only(scored: dict[str, dict]) -> float:
+  """The target accuracy of the first source-only candidate's final checkpoint (as `adapt` reports it)."""
+  first = next(c.name for c in default_candidates() if not c.adapts)
+  steps = scored[first]
+  return steps[str(max(map(int, steps)))]["target_accuracy"]
 
 
 def _cell(xs) -> str:
