@@ -250,6 +250,18 @@ def test_mnist_m_counts_and_truncated_archive(tmp_path, data_dir):
     official.import_official("mnist-m", tmp_path)
 
 
+@pytest.mark.parametrize("name", ["mnist-m", "bsds500"])
+def test_an_archive_of_random_bytes_is_one_line(name, tmp_path, data_dir, capsys):
+  from dann_jax.cli import main
+
+  archive = tmp_path / official.ARCHIVES[name]
+  archive.write_bytes(np.random.default_rng(0).bytes(20_000))
+  assert main(["data", "import", name, str(archive)]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "not a tar archive, compressed or not" in err and "ReadError" not in err
+  assert str(archive) in err
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # USPS.
 

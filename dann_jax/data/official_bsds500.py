@@ -24,6 +24,7 @@ from dann_jax import io as dann_io
 from dann_jax.data import photos as photos_lib
 from dann_jax.data import sources
 from dann_jax.data.official_common import (
+  unreadable,
   DAMAGE_ERRORS,
   ORIGINS,
   Expected,
@@ -118,7 +119,7 @@ def import_bsds500(path: Path, data_dir, table: Mapping[str, Expected]) -> dict[
     except OfficialFileError:
       raise
     except DAMAGE_ERRORS as e:
-      raise not_official("bsds500", what, f"it cannot be read to the end ({type(e).__name__}: {e})") from None
+      raise not_official("bsds500", what, unreadable(e)) from None
     for split in BSDS500_SPLITS:
       check_count("bsds500", f"{what} (images/{split})", counts[split], table[split])
     _replace_dir(tmp, final)

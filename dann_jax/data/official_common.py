@@ -69,6 +69,16 @@ ORIGINS = {
 DAMAGE_ERRORS = (OSError, EOFError, ValueError, zlib.error, tarfile.TarError)  # what a damaged or truncated file raises
 
 
+def unreadable(error: BaseException) -> str:
+  """Why a damaged file could not be read, in one line: "it cannot be read to the end (...)"."""
+  if isinstance(error, tarfile.ReadError) and "could not be opened successfully" in str(error):
+    why = "not a tar archive, compressed or not"  # tarfile lists every compression it tried, one per line
+  else:
+    lines = str(error).strip().splitlines()
+    why = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+  return f"it cannot be read to the end ({why})"
+
+
 class OfficialFileError(ValueError):
   """A file that is not the official one (wrong checksum, truncated, damaged, wrong structure)."""
 

@@ -19,6 +19,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from dann_jax.data.official_common import (
+  unreadable,
   DAMAGE_ERRORS,
   EXPECTED,
   ORIGINS,
@@ -124,9 +125,7 @@ def read_mnist_m(
   except OfficialFileError:
     raise
   except DAMAGE_ERRORS as e:
-    raise not_official(
-      "mnist-m", what, f"it cannot be read to the end ({type(e).__name__}: {e})", table["train"]
-    ) from None
+    raise not_official("mnist-m", what, unreadable(e), table["train"]) from None
   out = {}
   for split in ("train", "test"):
     exp = table[split]
