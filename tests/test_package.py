@@ -1,5 +1,6 @@
 """The package's shape: no import loops, a light command line, names that agree."""
 
+import pytest
 import ast
 import os
 import subprocess
@@ -94,3 +95,15 @@ def test_lazy_exports_resolve():
   from dann_jax import data
 
   assert "mnist-m" in data.KNOWN_DOMAINS
+
+
+def test_version_is_the_installed_distributions(capsys):
+  from importlib.metadata import version
+
+  import dann_jax
+  from dann_jax.cli import main
+
+  with pytest.raises(SystemExit) as done:
+    main(["--version"])
+  assert done.value.code == 0
+  assert capsys.readouterr().out.strip() == f"dann-jax {version('dann_jax')}" == f"dann-jax {dann_jax.__version__}"

@@ -18,9 +18,12 @@ _COMMAND_MODULES = ("demo", "adapt", "train", "predict", "select", "reproduce", 
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from dann_jax import __version__
+
   parser = argparse.ArgumentParser(
     prog="dann-jax", description="Domain-adversarial training of neural networks (DANN) in JAX."
   )
+  parser.add_argument("--version", action="version", version=f"dann-jax {__version__}")
   subparsers = parser.add_subparsers(dest="command", required=True)
   for name in _COMMAND_MODULES:
     importlib.import_module(f"dann_jax.cli.{name}").register(subparsers)
@@ -42,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
 
 # Library arguments named in error messages, as the flags that set them.
 ARGUMENT_FLAGS = {
+  "method": "--method",
+  "steps": "--steps",
+  "total_steps": "--steps",
+  "seed": "--seed",
   "resume": "--resume",
   "out_dir": "--out",
   "num_devices": "--devices",

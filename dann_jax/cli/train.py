@@ -137,7 +137,12 @@ def register(subparsers) -> None:
     help="dann, source-only, target-only, or a method of your own as package.module:ATTRIBUTE "
     "(docs/methods.md; default dann)",
   )
-  p.add_argument("--preset", choices=PRESETS, default="quick")
+  p.add_argument(
+    "--preset",
+    choices=PRESETS,
+    default="quick",
+    help="quick: minutes on a CPU; paper: the paper's protocol (default quick)",
+  )
   p.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
   p.add_argument("--batch-size", type=int, default=None, help="override the batch of 128 (half source, half target)")
   add_seed_arguments(p)
@@ -188,8 +193,6 @@ def register(subparsers) -> None:
 
 
 # The library's argument names in its messages, and the flags that set them.
-# `make_config`'s own arguments (`dann_jax.names.OWN_ARGUMENTS`) as this command's flags.
-ARGUMENT_FLAGS = {"method": "--method", "steps": "--steps", "seeds": "--seed"}
 # Library error wording -> this command's flags.
 _FLAG_WORDS = (
   (re.compile(r"`overrides` names unknown config fields"), "--set names unknown fields"),
@@ -238,7 +241,9 @@ def parse_overrides(items: list[str]) -> dict:
     if not sep or field not in defaults:
       raise ValueError(f"--set {item}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(defaults))}")
     if field in OWN_ARGUMENTS:
-      raise ValueError(f"--set {item}: use {ARGUMENT_FLAGS[OWN_ARGUMENTS[field]]} for that")
+      from dann_jax.cli import ARGUMENT_FLAGS
+
+      raise ValueError(f"--set {item}: use {ARGUMENT_FLAGS[field]} for that")
     default = defaults[field]
     try:
       if isinstance(default, bool):
