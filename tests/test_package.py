@@ -1,11 +1,12 @@
 """The package's shape: no import loops, a light command line, names that agree."""
 
-import pytest
 import ast
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import dann_jax
 
