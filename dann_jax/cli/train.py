@@ -187,6 +187,7 @@ def register(subparsers) -> None:
   p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
   p.add_argument("--data-dir", default=None, help="data cache (default $DANN_JAX_DATA or ~/.cache/dann_jax)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.add_argument("--json", action="store_true", help="end with the summary's main fields as one JSON line")
   add_device_arguments(p)
   add_distributed_arguments(p)
   p.set_defaults(func=run)
@@ -423,9 +424,16 @@ def run(args) -> int:
     return 0  # process 0 reports
   s = result.summary
   t, src = s["target_accuracy"], s["source_accuracy"]
-  target = "none (no target test image has a label)" if t is None else f"{t['mean']:.4f} +- {t['std']:.4f}"
+  if args.resume and s.get("steps_run") == 0:
+    print(f"{args.out} was already finished at step {s['steps']:,}: nothing to train; its summary is read again")
+  if len(s["seeds"]) == 1:
+    target = "none (no target test image has a label)" if t is None else f"{t['mean']:.4f}"
+    over = f"seed {s['seeds'][0]}"
+  else:
+    target = "none (no target test image has a label)" if t is None else f"{t['mean']:.4f} +- {t['std']:.4f}"
+    over = f"mean +- std over seeds {', '.join(map(str, s['seeds']))}"
   print(
-    f"{method} {pair.name}: target accuracy {target} (source {_mean(src)}) over {len(s['seeds'])} seed(s); "
+    f"{method} {pair.name}: target accuracy {target} (source {_mean(src)}), {over}; "
     + paper_words(pair, s["paper_v1"])
   )
   for seed, step in zip(s["seeds"], s["collapsed_at_step"]):
@@ -444,5 +452,7 @@ def run(args) -> int:
       f"{b['step']}: target accuracy {_mean(b['target_accuracy'])}"
       f"{final}; kept in {args.out}/best"
     )
-  print(json.dumps({k: s[k] for k in ("pair", "method", "target_accuracy", "train_seconds")}))
+  print(f"wrote {args.out}: run.json, metrics.jsonl, summary.json, curves.png, checkpoint/")
+  if args.json:
+    print(json.dumps({k: s[k] for k in ("pair", "method", "target_accuracy", "train_seconds")}))
   return 0
