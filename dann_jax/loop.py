@@ -295,10 +295,11 @@ def fit(
 
 
 def default_runner(seeds_axis: bool = False) -> Callable:
-  """The single-device chunk runner: one scan per chunk on accelerators, and
-  a host loop of jitted steps on CPU (see `train_on_pair_stepwise`)."""
+  """The single-device chunk runner: one scan per chunk on accelerators (all
+  seeds in one vmapped program), and on CPU a host loop of jitted steps (see
+  `train_on_pair_stepwise`), one seed after the other (`train_on_pair_seed_by_seed`)."""
   if jax.default_backend() == "cpu":
-    return train_on_pair_stepwise
+    return train_on_pair_seed_by_seed if seeds_axis else train_on_pair_stepwise
   return jit_train_on_pair_seeds if seeds_axis else jit_train_on_pair
 
 
@@ -324,6 +325,20 @@ def seed_states(state: TrainState) -> list[TrainState]:
   if state.step.ndim == 0:
     return [state]
   return [jax.tree.map(lambda x, i=i: x[i], state) for i in range(state.step.shape[0])]
+
+
+def train_on_pair_seed_by_seed(state: TrainState, pair, num_steps: int, batch_size: int):
+  """`train_on_pair_seeds` on the host: each seed's chunk in turn through the single-seed jitted step.
+
+  On XLA:CPU a step vmapped over K seeds runs slower than K single-seed steps
+  (its batched convolutions miss the kernels a single one uses; measured by
+  experiments/bench/bench_seeds.py), so on CPU the seeds share one compiled
+  step instead of one program. Each seed takes exactly the steps it takes
+  alone.
+  """
+  runs = [train_on_pair_stepwise(s, pair, num_steps, batch_size) for s in seed_states(state)]
+  stack = lambda *xs: jnp.stack(xs)
+  return jax.tree.map(stack, *[r[0] for r in runs]), jax.tree.map(stack, *[r[1] for r in runs])
 
 
 def train_on_pair_seeds(state: TrainState, pair, num_steps: int, batch_size: int):

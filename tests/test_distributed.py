@@ -2,7 +2,7 @@
 
 Each test starts child processes with `JAX_NUM_CPU_DEVICES=2` that join over
 a free localhost port (`dann_jax.distributed.initialize`) and all-reduce over
-gloo: the library's (this file run as a script, `library_child`) or the
+gloo: the library's (this file run as a script, `library_child`, `check_child`) or the
 `dann-jax train` command's. The pytest process computes the one-device
 reference meanwhile. Every child is killed if it outlives its time limit.
 """
@@ -172,6 +172,17 @@ def library_child(coordinator: str, num_processes: int, process_id: int, work: s
   print(json.dumps(result), flush=True)
 
 
+def check_child(coordinator: str, num_processes: int, process_id: int) -> None:
+  """A barrier, an equal value, then values that differ: every process reports the error."""
+  distributed.initialize(coordinator, num_processes, process_id, topology_timeout=60)
+  distributed.barrier("start")
+  distributed.check_same("seed", {"seed": 0})
+  try:
+    distributed.check_same("answers", {"answer": process_id})
+  except ValueError as e:
+    print(json.dumps({"error": str(e)}), flush=True)
+
+
 def child_command(*args) -> list[str]:
   return [sys.executable, str(pathlib.Path(__file__).resolve()), *map(str, args)]
 
@@ -220,6 +231,17 @@ def test_two_processes_train_and_resume_like_one_device(tmp_path):
   resumed = fit(resumed, pair, num_steps=2 * STEPS, batch_size=BATCH, num_classes=CLASSES, chunk=STEPS)
   assert int(resumed.step) == 2 * STEPS
   assert_close(flat_params(resumed), flat_params(reference))
+
+
+def test_check_same_names_the_differing_process_in_every_process():
+  port = free_port()
+  results = run_all([child_command("check", f"localhost:{port}", 2, i) for i in (0, 1)], limit=90)
+  check_ok(results)
+  for r in results:
+    assert json.loads(r.stdout.strip().splitlines()[-1])["error"] == (
+      "the answers differ between processes: process(es) [1] hold {'answer': 1}, process 0 {'answer': 0}; "
+      "give every process the same code, data and arguments"
+    )
 
 
 # --- the command line ------------------------------------------------------
@@ -428,7 +450,7 @@ def test_one_process_joins_nothing():
 
 
 if __name__ == "__main__":
-  MODES = {"library": library_child}
+  MODES = {"library": library_child, "check": check_child}
   mode, *rest = sys.argv[1:]
   coordinator, count, index, *more = rest
   MODES[mode](coordinator, int(count), int(index), *more)

@@ -126,3 +126,38 @@ def test_scan_and_stepwise_runners_agree(pair):
 def test_fit_rejects_a_bad_step_count(steps):
   with pytest.raises(ValueError, match="must be a non-negative integer"):
     fit(None, None, num_steps=steps, batch_size=8, num_classes=10)
+
+
+def test_on_cpu_seeds_take_exactly_the_steps_they_take_alone(pair):
+  from dann_jax.loop import default_runner, train_on_pair_seed_by_seed
+
+  assert default_runner(seeds_axis=True) is train_on_pair_seed_by_seed  # the suite runs on CPU
+  seeds = [3, 7]
+  make = lambda key: create_train_state(
+    mnist_dann(), TrainConfig(total_steps=6, batch_size=BATCH), jnp.zeros((1, 32, 32, 3)), key=key
+  )
+  seen = []
+  stacked = fit(
+    replicate_seeds(make, seeds),
+    pair,
+    num_steps=4,
+    batch_size=BATCH,
+    num_classes=10,
+    chunk=2,
+    callback=lambda s, m: seen.append(m),
+  )
+  assert stacked.step.tolist() == [4, 4] and seen[0]["loss"].shape == (2, 2)  # (steps, seeds)
+  for i, seed in enumerate(seeds):
+    alone_seen = []
+    alone = fit(
+      make(jax.random.key(seed)),
+      pair,
+      num_steps=4,
+      batch_size=BATCH,
+      num_classes=10,
+      chunk=2,
+      callback=lambda s, m: alone_seen.append(m),
+    )
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[i], b), stacked.params, alone.params)
+    np.testing.assert_array_equal(seen[1]["loss"][:, i], alone_seen[1]["loss"])
+    assert jax.random.key_data(stacked.key)[i].tolist() == jax.random.key_data(alone.key).tolist()
