@@ -53,8 +53,8 @@ from dann_jax.xla_cpu import tuned
 # The paper's nets with the CPU-fast layers (the same functions; off CPU the
 # layers are the stock ones).
 NETWORKS = {"mnist": tuned(mnist_dann), "svhn": tuned(svhn_dann)}
-# Their NNX twins (`dann_jax.nnx`), with the same layers.
-NNX_NETWORKS = {"mnist": tuned(dann_nnx.mnist_dann), "svhn": tuned(dann_nnx.svhn_dann)}
+# The same networks bridged to NNX (`dann_jax.nnx`): one definition, two front doors.
+NNX_NETWORKS = {name: dann_nnx.bridged(build) for name, build in NETWORKS.items()}
 PAPER_STEPS = 20_000
 
 QUICK_STEPS = 3_000
@@ -130,9 +130,9 @@ class RunConfig:
   def make_nnx_model(
     self, num_classes: int = 10, input_shape: tuple[int, int, int] = (32, 32, 3), seed: int = 0
   ) -> dann_nnx.DANN:
-    """The NNX twin of `make_model()`, initialised from `seed` (its weights
-    are not those of the Linen network; `dann_jax.nnx.from_linen` copies
-    them in)."""
+    """`make_model()` bridged to NNX, initialised from `nnx.Rngs(seed)` (its
+    weights are not those of the Linen state of `seed`;
+    `dann_jax.nnx.from_linen` copies them in)."""
     return NNX_NETWORKS[self.network](num_classes, rngs=nnx.Rngs(seed), input_shape=tuple(input_shape))
 
   def identity(self) -> dict[str, Any]:

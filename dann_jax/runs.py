@@ -98,8 +98,8 @@ def _initial_state(config: RunConfig, data: PairData) -> TrainState:
 
 
 def _nnx_state(config: RunConfig, data: PairData, linen_state: TrainState) -> dann_nnx.TrainState:
-  """The NNX twin of a single-seed Linen state: same weights, optimizer
-  state, step and run key, so both doors take the same steps."""
+  """A single-seed Linen state in the NNX door (its network bridged): same
+  weights, optimizer state, step and run key, so both doors take the same steps."""
   model = config.make_nnx_model(data.source_train.num_classes, data.source_train.images.shape[1:])
   state = dann_nnx.create_train_state(model, config.train)
   return dann_nnx.from_linen_state(state, linen_state)
@@ -192,7 +192,15 @@ def _check_out_dir(out: Path, identity: dict, resume: bool) -> None:
         held["api"],
       )
     if held != identity:
-      raise ValueError(f"cannot resume: {out} holds {held}, not {identity}")
+      differ = sorted(k for k in set(held) | set(identity) if held.get(k) != identity.get(k))
+      parts = ", ".join(f"`{k}={held.get(k)!r}` where this asks for {identity.get(k)!r}" for k in differ)
+      extend = (
+        "; a run cannot be extended (its schedules, lambda_p and mu_p, are fixed by its step count): train the "
+        "longer run in another `out_dir`"
+        if differ == ["steps"]
+        else ""
+      )
+      raise ValueError(f"cannot resume: {out} holds another run, with {parts}{extend}")
   elif resume:
     raise FileNotFoundError(f"nothing to resume in {out}: no run.json; start the run without `resume=True`")
   elif out.exists() and any(out.iterdir()):
@@ -311,8 +319,8 @@ def train_run(
   `out_dir/best` beside the final one; the summary reports both. With
   `config.api == "nnx"` the steps are taken by `dann_jax.nnx` (one seed, one
   device): both doors start from the same weights and batches and give the
-  same numbers (for a network with dropout, the SVHN one, other dropout
-  masks: see `dann_jax.nnx`); a run resumes through the door it started
+  same numbers (dropout masks included: `dann_jax.nnx` bridges the same
+  Linen network); a run resumes through the door it started
   with, and checkpoints and the returned state are Linen's either way.
 
   Args:

@@ -1,4 +1,4 @@
-"""The NNX front door: architectures, Linen converters, steps equal to Linen's."""
+"""The NNX front door: the Linen networks bridged, Linen converters, steps equal to Linen's."""
 
 import jax
 import jax.numpy as jnp
@@ -54,11 +54,10 @@ def test_forward_equals_linen_stock_and_tuned_layers():
   expected = models.mnist_dann().apply({"params": params}, batch["image"], 0.5, train=True)
   stock = nnx_twin(params)
   tuned = nnx_twin(params, xla_cpu.tuned(dann_nnx.mnist_dann))
-  assert tuned.features.max_pool is xla_cpu.max_pool
-  conv = tuned.features.convs[0].conv_general_dilated
-  assert getattr(conv, "__wrapped__", conv) is xla_cpu.conv_general_dilated
+  assert tuned.to_nnx__module.features.max_pool is xla_cpu.max_pool
+  assert tuned.to_nnx__module.features.conv_general_dilated is xla_cpu.conv_general_dilated
   for model in (stock, tuned):
-    out = nnx.jit(lambda m, x: m(x, 0.5))(model, batch["image"])
+    out = nnx.jit(lambda m, x: m(x, 0.5, train=True))(model, batch["image"])
     assert out[0].shape == (4, 10) and out[1].shape == (4,)
     assert_trees_close(out, expected)
 
@@ -103,31 +102,26 @@ def test_one_step_follows_updates_4_to_6():
   assert lam > 0.9
   update = jax.tree.map(lambda a, b: a - b, dann_nnx.to_linen(state.model), theta0)
 
-  # The losses module by module, with no GRL anywhere, at the old weights.
-  old = dann_nnx.from_linen(dann_nnx.mnist_dann(rngs=nnx.Rngs(0)), theta0)
+  # The losses module by module, with no GRL anywhere, at the old weights
+  # (the parts of the one Linen definition the NNX network bridges).
+  linen = model.to_nnx__module
   zeros_d, zeros_c = jnp.zeros(8), jnp.zeros((8, 10))
+  features = lambda p: linen.features.apply({"params": p}, batch["image"])
 
-  def label_loss(features, label_predictor):
-    c = label_predictor(features(batch["image"]))
+  def label_loss(features_params, label_params):
+    c = linen.label_predictor.apply({"params": label_params}, features(features_params))
     return methods.batch_loss(methods.SOURCE_ONLY, c, zeros_d, batch)[0]
 
-  def domain_loss(features, domain_classifier):
-    d = domain_classifier(features(batch["image"]))[:, 0]
+  def domain_loss(features_params, domain_params):
+    d = linen.domain_classifier.apply({"params": domain_params}, features(features_params))[:, 0]
     return saddle_point_loss(zeros_c, d, batch)[1]["domain_loss"]
 
-  def as_linen(part, grads):
-    """The gradient State of one part under its Linen names."""
-    holder = nnx.clone(old)
-    nnx.update(getattr(holder, part), grads)
-    return dann_nnx.to_linen(holder)[part]
-
-  dly_f, dly_y = nnx.grad(label_loss, argnums=(0, 1))(old.features, old.label_predictor)
-  dld_f, dld_d = nnx.grad(domain_loss, argnums=(0, 1))(old.features, old.domain_classifier)
-  dly_f, dld_f = as_linen("features", dly_f), as_linen("features", dld_f)
+  dly_f, dly_y = jax.grad(label_loss, argnums=(0, 1))(theta0["features"], theta0["label_predictor"])
+  dld_f, dld_d = jax.grad(domain_loss, argnums=(0, 1))(theta0["features"], theta0["domain_classifier"])
   close = lambda a, b: jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6), a, b)
   neg = lambda tree: jax.tree.map(lambda g: -g, tree)
-  close(update["label_predictor"], neg(as_linen("label_predictor", dly_y)))
-  close(update["domain_classifier"], neg(as_linen("domain_classifier", dld_d)))
+  close(update["label_predictor"], neg(dly_y))
+  close(update["domain_classifier"], neg(dld_d))
   close(update["features"], jax.tree.map(lambda a, b: -(a - lam * b), dly_f, dld_f))
   # The reversal matters: the feature update is not minus the plain sum.
   assert not np.allclose(
@@ -147,8 +141,8 @@ def test_same_seed_same_numbers_with_dropout():
   model.eval()  # the step trains with dropout whatever the model's mode
   start = dann_nnx.create_train_state(model, config)
   rerun, other_key = nnx.clone(start), nnx.clone(start)
-  # The model's own dropout streams do not matter: masks depend on the run
-  # key and the step only.
+  # The bridged network holds no RNG streams (reseeding finds none): masks
+  # depend on the run key and the step only.
   nnx.reseed(rerun.model, dropout=123)
   other_key.key.set_value(jax.random.key(8))
   step = nnx.jit(dann_nnx.train_step)
@@ -161,6 +155,33 @@ def test_same_seed_same_numbers_with_dropout():
   jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
   # Another run key, the same weights: other dropout masks.
   assert losses_a[0] != losses_c[0]
+
+
+def test_bridged_network_initialises_as_linen_from_a_key():
+  batch = image_batch(jax.random.key(0))
+  init_key, _ = jax.random.split(jax.random.key(TrainConfig().seed))
+  expected = linen_state(TrainConfig(), batch).params
+  jax.tree.map(np.testing.assert_array_equal, dann_nnx.to_linen(dann_nnx.mnist_dann(rngs=init_key)), expected)
+
+
+def test_dropout_steps_equal_linen_steps():
+  """The step hands Linen's dropout the Linen step's key: the SVHN net (8x8
+  images, as above) takes the Linen steps, masks included."""
+  config = TrainConfig(total_steps=3, seed=7)
+  batch = jax.tree.map(lambda x: x[3:5], image_batch(jax.random.key(5)))
+  batch["image"] = batch["image"][:, :8, :8]
+  lstate = linen_state(config, batch, lambda: models.svhn_dann().clone(input_shape=(8, 8, 3)))
+  model = dann_nnx.svhn_dann(rngs=nnx.Rngs(0), input_shape=(8, 8, 3))
+  state = dann_nnx.create_train_state(dann_nnx.from_linen(model, lstate.params), config)
+  linen_step, nnx_step = jax.jit(train.train_step), nnx.jit(dann_nnx.train_step)
+  for _ in range(2):
+    lstate, linen_metrics = linen_step(lstate, batch)
+    _, metrics = nnx_step(state, batch)
+    assert_trees_close(metrics, linen_metrics)
+  assert_trees_close(dann_nnx.to_linen(state.model), lstate.params)
+  # Dropout is on: evaluation-mode logits differ from the training ones.
+  x = batch["image"]
+  assert not np.allclose(state.model(x, 0.0, train=True, rngs=jax.random.key(1))[0], state.model.classify(x))
 
 
 def test_data_parallel_step_equals_one_device_step():
@@ -199,9 +220,9 @@ def test_eval_step_counts_like_linen():
 def test_wrong_input_shape_is_named():
   model = dann_nnx.mnist_dann(rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"\(batch, 32, 32, 3\).*\(2, 28, 28, 1\)"):
-    model(jnp.zeros((2, 28, 28, 1)), 0.0)
+    model(jnp.zeros((2, 28, 28, 1)), 0.0, train=False)
   with pytest.raises(ValueError, match="NHWC"):
-    model(jnp.zeros((32, 32, 3)), 0.0)
+    model(jnp.zeros((32, 32, 3)), 0.0, train=False)
 
 
 def test_converter_rejects_other_networks_params():

@@ -1,7 +1,7 @@
 """Times one train step of the MNIST DANN through the NNX front door against the Linen one.
 
-Both steps start from the same weights (the Linen ones, copied into the NNX
-network with `dann_jax.nnx.from_linen`) and take the same optimizer step on
+Both steps start from the same weights (the Linen ones, copied into the
+network bridged to NNX with `dann_jax.nnx.from_linen`) and take the same optimizer step on
 the same batch of 128 (64 source + 64 target) random 32x32x3 images:
 
 * `linen`: `dann_jax.train.train_step` under a stock `jax.jit`
@@ -11,7 +11,7 @@ the same batch of 128 (64 source + 64 target) random 32x32x3 images:
   most of `nnx.jit`'s per-call walk over the model graph;
 * with `--tuned`, also `linen_tuned` (`dann_jax.loop.jit_train_step` on
   `xla_cpu.tuned(models.mnist_dann)`, what training runs on CPU) and
-  `nnx_tuned` (the NNX step on `xla_cpu.tuned(nnx.mnist_dann)`, split into
+  `nnx_tuned` (the NNX step on `xla_cpu.tuned(dann_nnx.mnist_dann)`, split into
   a graph and a state pytree and compiled with `xla_cpu.cpu_jit`).
 
 The steppers alternate in one process (linen, nnx, ..., linen, nnx, ...) so
