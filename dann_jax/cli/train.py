@@ -433,8 +433,7 @@ def run(args) -> int:
     target = "none (no target test image has a label)" if t is None else f"{t['mean']:.4f} +- {t['std']:.4f}"
     over = f"mean +- std over seeds {', '.join(map(str, s['seeds']))}"
   print(
-    f"{method} {pair.name}: target accuracy {target} (source {_mean(src)}), {over}; "
-    + paper_words(pair, s["paper_v1"])
+    f"{method} {pair.name}: target accuracy {target} (source {_mean(src)}), {over}; " + paper_words(pair, s["paper_v1"])
   )
   for seed, step in zip(s["seeds"], s["collapsed_at_step"]):
     if step is not None:
