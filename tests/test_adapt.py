@@ -61,6 +61,7 @@ TWO = (
 )
 
 
+@pytest.mark.slow
 def test_adapt_keeps_the_argmin_and_never_reads_target_labels(tiny_mnist, tmp_path, monkeypatch):
   from dann_jax import checkpoint
   from dann_jax.evaluation import features

@@ -9,6 +9,7 @@ from dann_jax.cli import main
 from helpers import TRAIN, table1_args
 
 
+@pytest.mark.slow
 def test_train_writes_and_resumes(tiny_mnist, tmp_path, capsys):
   out = tmp_path / "run"
   assert main(TRAIN + ["--out", str(out)]) == 0
@@ -39,6 +40,7 @@ def test_train_writes_and_resumes(tiny_mnist, tmp_path, capsys):
   assert again["steps_run"] == 0
 
 
+@pytest.mark.slow
 def test_train_warns_when_a_seed_collapsed(tiny_mnist, tmp_path, capsys, monkeypatch):
   import dann_jax.runs
 
@@ -95,6 +97,7 @@ def test_a_run_that_diverges_after_a_checkpoint_leaves_the_step_beside_it(tiny_m
   assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["2"] and not (out / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_seeds_and_tsne(tiny_mnist, tmp_path, capsys):
   runs = []
   for method in ("source-only", "dann"):
@@ -113,6 +116,7 @@ def test_seeds_and_tsne(tiny_mnist, tmp_path, capsys):
   assert set(distances) == {"source_only", "dann"}
 
 
+@pytest.mark.slow
 def test_keep_best_agrees_with_select(tiny_mnist, tmp_path, capsys):
   out = tmp_path / "kb"
   args = TRAIN[:-5] + [
@@ -163,6 +167,7 @@ def test_select_refuses_runs_without_holdout(tiny_mnist, tmp_path, capsys):
   assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_demo_writes_a_report_and_says_when_it_reuses(tiny_mnist, tmp_path, capsys):
   out = tmp_path / "demo"
   args = ["demo", "--steps", "4", "--batch-size", "8", "--no-progress", "--out", str(out)]
@@ -218,6 +223,7 @@ def test_resume_without_run(tmp_path, capsys, tiny_mnist):
   assert "nothing to resume" in err and "without --resume" in err
 
 
+@pytest.mark.slow
 def test_train_on_four_fake_devices(tiny_mnist, tmp_path):
   import os
   import subprocess
@@ -259,6 +265,7 @@ def test_train_on_four_fake_devices(tiny_mnist, tmp_path):
   assert "use 6 or 12" in proc.stderr
 
 
+@pytest.mark.slow
 def test_reproduce_tabulates_finished_runs_and_says_what_is_running(tiny_mnist, tmp_path, capsys):
   runs, results = tmp_path / "runs", tmp_path / "results"
   done = runs / "mnist_to_mnist-dilated" / "dann_s0"
@@ -338,6 +345,7 @@ def test_out_naming_a_file_is_one_clear_error(tmp_path, capsys):
   assert "is a file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_failing_at_start_leaves_its_folder_reusable(tiny_mnist, tmp_path, capsys):
   out = tmp_path / "run"
   # 40 tiny MNIST images cannot fill a batch of 128.
@@ -398,6 +406,7 @@ def own_folders(tmp_path, offline_data_dir):
   return source, target, flat
 
 
+@pytest.mark.slow
 def test_train_on_own_folders_and_reload_the_run(own_folders, tmp_path, capsys, monkeypatch):
   source, target, _ = own_folders
   out = tmp_path / "run"
@@ -545,6 +554,7 @@ def test_printed_paper_number_names_pairs_the_paper_has_no_number_for():
   assert paper_words(custom, None) == "your own data; no paper numbers"
 
 
+@pytest.mark.slow
 def test_adapt_on_own_folders_with_an_unlabelled_target(own_folders, tmp_path, capsys):
   source, _, flat = own_folders
   out = tmp_path / "adapt"
@@ -605,6 +615,7 @@ def test_a_damaged_run_json_is_named_with_the_fix(tiny_mnist, tmp_path, capsys, 
   assert (out / "checkpoint").exists()  # nothing deleted
 
 
+@pytest.mark.slow
 def test_a_torn_last_metrics_line_is_dropped_on_resume_with_the_same_numbers(tiny_mnist, tmp_path, capsys):
   from dann_jax import checkpoint
 
@@ -646,6 +657,7 @@ def test_reproduce_refused_leaves_no_results_folder(tmp_path, capsys):
   assert not results.exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_predict_gives_the_run_s_own_accuracies_per_checkpoint(tiny_mnist, tmp_path, capsys):
   import dann_jax
 
@@ -669,6 +681,7 @@ def test_predict_gives_the_run_s_own_accuracies_per_checkpoint(tiny_mnist, tmp_p
     dann_jax.load_model(out, checkpoint=3)
 
 
+@pytest.mark.slow
 def test_predict_on_a_folder_names_each_image(own_folders, tmp_path, capsys):
   source, target, flat = own_folders
   out = tmp_path / "run"

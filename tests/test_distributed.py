@@ -187,6 +187,7 @@ def child_command(*args) -> list[str]:
   return [sys.executable, str(pathlib.Path(__file__).resolve()), *map(str, args)]
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_resume_like_one_device(tmp_path):
   """2 processes x 2 devices = 1 process x 1 device, and checkpoints cross over.
 
@@ -233,6 +234,7 @@ def test_two_processes_train_and_resume_like_one_device(tmp_path):
   assert_close(flat_params(resumed), flat_params(reference))
 
 
+@pytest.mark.slow
 def test_check_same_names_the_differing_process_in_every_process():
   port = free_port()
   results = run_all([child_command("check", f"localhost:{port}", 2, i) for i in (0, 1)], limit=90)
@@ -281,6 +283,7 @@ def joined(port: int, index: int, count: int = 2) -> list[str]:
   return ["--coordinator", f"localhost:{port}", "--num-processes", str(count), "--process-id", str(index)]
 
 
+@pytest.mark.slow
 def test_cli_two_processes_report_what_one_process_reports(tiny_mnist, tmp_path, capsys):
   """The acceptance run on tiny data: 2 processes x 2 devices vs 1 x 1.
 
@@ -324,6 +327,7 @@ def error_lines(result) -> list[str]:
   return [line for line in result.stderr.splitlines() if line.startswith("dann-jax: error:") or "Traceback" in line]
 
 
+@pytest.mark.slow
 def test_cli_bad_topologies_end_with_one_error_in_bounded_time(tmp_path, capsys):
   out = ["--out", str(tmp_path / "run")]
   # Checked in the process itself, before anything waits.

@@ -68,6 +68,7 @@ def _train(tiny_mnist, out, **kwargs):
   )
 
 
+@pytest.mark.slow
 def test_a_guarded_run_that_diverges_recovers_with_weaker_lambda(tiny_mnist, tmp_path, capsys):
   # SGD with lam_max = 1e30 sends the features to huge values at the first step with
   # lambda > 0: the loss is NaN from step 2 on at every lambda scale but 0.
@@ -91,6 +92,7 @@ def test_a_guarded_run_that_diverges_recovers_with_weaker_lambda(tiny_mnist, tmp
     _train(tiny_mnist, tmp_path / "unguarded", overrides={"lam_max": 1e30, "optimizer": "sgd", "eval_every": 2})
 
 
+@pytest.mark.slow
 def test_a_collapse_sends_the_run_back_with_half_lambda_and_resumes_to_the_same_numbers(
   tiny_mnist, tmp_path, monkeypatch
 ):

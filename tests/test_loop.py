@@ -33,6 +33,7 @@ def _assert_trees_close(a, b, rtol=1e-6):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=1e-7), a, b)
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted(pair, tmp_path):
   straight = fit(_state(), pair, num_steps=6, batch_size=BATCH, num_classes=10, chunk=3)
   half = fit(_state(), pair, num_steps=3, batch_size=BATCH, num_classes=10, chunk=3)
@@ -52,6 +53,7 @@ def test_restore_without_checkpoint(tmp_path):
     restore_checkpoint(tmp_path / "empty", _state())
 
 
+@pytest.mark.slow
 def test_seeds_in_one_program_equal_separate_runs(pair):
   seeds = [3, 7]
   make = lambda key: create_train_state(
@@ -75,6 +77,7 @@ def test_no_seeds():
     replicate_seeds(lambda key: None, [])
 
 
+@pytest.mark.slow
 def test_callback_sees_every_chunk(pair):
   seen = []
   fit(
@@ -112,6 +115,7 @@ def test_accuracy_and_features_against_direct_apply(pair):
   assert h.shape == (24, 100)
 
 
+@pytest.mark.slow
 def test_scan_and_stepwise_runners_agree(pair):
   from dann_jax.loop import jit_train_on_pair, train_on_pair_stepwise
 
@@ -128,6 +132,7 @@ def test_fit_rejects_a_bad_step_count(steps):
     fit(None, None, num_steps=steps, batch_size=8, num_classes=10)
 
 
+@pytest.mark.slow
 def test_on_cpu_seeds_take_exactly_the_steps_they_take_alone(pair):
   from dann_jax.loop import default_runner, train_on_pair_seed_by_seed
 

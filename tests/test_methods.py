@@ -68,6 +68,7 @@ def _pair():
   return make_domain_pair(source, target)
 
 
+@pytest.mark.slow
 def test_an_outside_method_trains_through_fit(outside):
   import importlib
 
@@ -116,6 +117,7 @@ def test_an_outside_method_loss_matches_its_definition_at_a_batch(outside):
   assert float(metrics["target_entropy"]) == pytest.approx(entropy, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_an_outside_method_trains_through_the_cli_and_resumes(outside, tiny_mnist, tmp_path, capsys):
   out = tmp_path / "run"
   spec = f"{outside}:ENTROPY_DANN"

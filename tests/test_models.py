@@ -20,6 +20,7 @@ def test_mnist_parameter_counts_match_paper_architecture():
   assert counts == {"features": 40_880, "label_predictor": 131_210, "domain_classifier": 120_201}
 
 
+@pytest.mark.slow
 def test_svhn_architecture_shapes():
   params = _init(svhn_dann())["params"]
   # conv 5x5x3x64, 5x5x64x64, 5x5x64x128; 8x8x128 features after SAME pools.

@@ -62,6 +62,7 @@ def test_forward_equals_linen_stock_and_tuned_layers():
     assert_trees_close(out, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "config",
   [
@@ -88,6 +89,7 @@ def test_k_steps_equal_linen_steps(config):
     assert_trees_close(params[part], lstate.params[part])
 
 
+@pytest.mark.slow
 def test_one_step_follows_updates_4_to_6():
   """θ_y, θ_d descend L_y, L_d; θ_f descends L_y and ascends λ L_d."""
   # Plain rate 1 and a first step (zero momentum): the update is -gradient.
@@ -129,6 +131,7 @@ def test_one_step_follows_updates_4_to_6():
   )
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_with_dropout():
   # The SVHN net's layers and dropout on 8x8 images (2x2x128 features): the
   # same randomness as at 32x32, a tenth of the weights.
@@ -164,6 +167,7 @@ def test_bridged_network_initialises_as_linen_from_a_key():
   jax.tree.map(np.testing.assert_array_equal, dann_nnx.to_linen(dann_nnx.mnist_dann(rngs=init_key)), expected)
 
 
+@pytest.mark.slow
 def test_dropout_steps_equal_linen_steps():
   """The step hands Linen's dropout the Linen step's key: the SVHN net (8x8
   images, as above) takes the Linen steps, masks included."""
@@ -184,6 +188,7 @@ def test_dropout_steps_equal_linen_steps():
   assert not np.allclose(state.model(x, 0.0, train=True, rngs=jax.random.key(1))[0], state.model.classify(x))
 
 
+@pytest.mark.slow
 def test_data_parallel_step_equals_one_device_step():
   """Two members of a mapped axis, each with half the batch, take the
   one-device step (the NNX counterpart of the Linen pmap path)."""
@@ -268,6 +273,7 @@ def test_linen_state_of_another_optimizer_is_refused():
     dann_nnx.to_linen_state(state, linen_state(adam, batch))
 
 
+@pytest.mark.slow
 def test_fit_trains_nnx_states_like_linen_ones():
   from dann_jax.data.batching import make_domain_pair
   from dann_jax.loop import fit, jit_nnx_train_on_pair

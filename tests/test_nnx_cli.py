@@ -14,6 +14,7 @@ def _rows(out):
   return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_nnx_and_linen_runs_give_the_same_numbers(tiny_mnist, tmp_path, capsys):
   runs = {}
   for api in ("linen", "nnx"):
@@ -56,6 +57,7 @@ class Stop(Exception):
   """Stands for a run killed between its first and second checkpoints."""
 
 
+@pytest.mark.slow
 def test_interrupted_nnx_run_resumes_with_the_same_numbers(tiny_mnist, tmp_path, monkeypatch):
   # Evaluations, and so checkpoints, at steps 2 and 4.
   monkeypatch.setattr(presets, "_eval_every", lambda total: 2)

@@ -58,6 +58,7 @@ def test_unknown_method():
     methods.get("adda")
 
 
+@pytest.mark.slow
 def test_gradient_equals_paper_updates_4_to_6():
   """d/dθ_y = dL_y/dθ_y, d/dθ_d = dL_d/dθ_d, d/dθ_f = dL_y/dθ_f - λ dL_d/dθ_f."""
   model = mnist_dann()

@@ -46,6 +46,7 @@ def fake_device_results():
   return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("check", CHECKS)
 def test_four_fake_devices(fake_device_results, check):
   result = fake_device_results.get(check)
@@ -119,6 +120,7 @@ def test_pmap_refuses_several_processes(monkeypatch):
     parallel.make_runner("pmap", 1)
 
 
+@pytest.mark.slow
 def test_sharded_runner_host_loop_equals_scan():
   from flax import linen as nn
 

@@ -35,6 +35,7 @@ def _train(runs, method):
   return json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_records_rebuild_the_table_without_the_run_folders(tiny_mnist, tmp_path, capsys):
   runs, results = tmp_path / "runs", tmp_path / "results"
   summaries = {m: _train(runs, m) for m in ("source_only", "dann", "target_only")}

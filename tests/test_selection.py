@@ -103,6 +103,7 @@ def _quadrant_images(n, seed, shift):
   return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int32)
 
 
+@pytest.mark.slow
 def test_reverse_validation_of_dann_states():
   src_x, src_y = _quadrant_images(512, 0, 0)
   val_x, val_y = _quadrant_images(256, 1, 0)

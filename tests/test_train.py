@@ -125,6 +125,7 @@ def _toy_run(method, steps=1500, seed=0):
   return float(eval_step(state, xt, yt)) / len(yt)
 
 
+@pytest.mark.slow
 def test_dann_beats_source_only_on_rotated_moons():
   source_only = _toy_run("source_only")
   dann = _toy_run("dann")
