@@ -42,7 +42,9 @@ def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
     call (for the feature analysis), by method and seed.
   """
   from dann_jax.loop import Diverged
-  from dann_jax.runs import DIVERGED, collapsed_at_steps, load_run, read_metrics, train_or_reuse
+  from dann_jax.run_folder import DIVERGED, read_metrics
+  from dann_jax.run_summary import collapsed_at_steps
+  from dann_jax.runs import load_run, train_or_reuse
 
   records, status, results = {}, {}, {}
   folder_of_records = records_folder(args, spec.name)
@@ -126,7 +128,7 @@ def reproduce_table1(args: TableArgs, command: str = "") -> dict:
     The table: preset, seeds, steps, machine, one row per pair.
   """
   from dann_jax.presets import make_config
-  from dann_jax.runs import machine_description
+  from dann_jax.run_summary import machine_description
 
   results = Path(args.results)
   # Checked before anything is written: a refused command leaves no folder behind.

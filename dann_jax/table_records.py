@@ -97,7 +97,7 @@ def diverged_record(pair: str, args: TableArgs, method: str, seed: int, step: in
   """The record of a run whose loss became non-finite at `step`: it has no
   accuracy, and the table names it instead of counting it."""
   from dann_jax.presets import make_config
-  from dann_jax.runs import machine_description
+  from dann_jax.run_summary import machine_description
 
   record = {
     "pair": pair,

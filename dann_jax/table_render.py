@@ -26,7 +26,7 @@ def pair_row(spec, records: dict, status: dict, analysis: dict | None, why_not: 
     analysis: the kept feature analysis (`dann_jax.table_measurements.feature_analysis`), or None.
     why_not: why there is no analysis, or "".
   """
-  from dann_jax.runs import accuracy_stats
+  from dann_jax.run_log import accuracy_stats
 
   # a diverged run has no accuracy: it is named in its cell, not averaged
   scored = {m: [r for r in rs if r["target_accuracy"] is not None] for m, rs in records.items()}

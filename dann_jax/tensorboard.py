@@ -18,7 +18,8 @@ import numpy as np
 INSTALL = 'pip install -e ".[tensorboard]" (or pip install tensorboardX)'
 
 
-def _summary_writer():
+def summary_writer():
+  """tensorboardX's `SummaryWriter`, or one ValueError saying how to install it."""
   try:
     from tensorboardX import SummaryWriter
   except ImportError:
@@ -35,7 +36,7 @@ class RunWriter:
   """
 
   def __init__(self, log_dir: str | os.PathLike, seeds: Sequence[int]):
-    writer = _summary_writer()
+    writer = summary_writer()
     self.seeds = list(seeds)
     self.writers = [writer(logdir=os.fspath(Path(log_dir) / f"seed_{s}")) for s in self.seeds]
 

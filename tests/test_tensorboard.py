@@ -59,3 +59,38 @@ def test_one_seed_takes_plain_vectors(tmp_path):
     ("train/loss", 3, 3.0),
   ]
   assert ("seed_0", "eval/source_accuracy", 3, 0.5) in events
+
+
+def test_train_writes_the_metrics_names_of_metrics_jsonl(tiny_mnist, tmp_path, capsys):
+  import json
+
+  from dann_jax.cli import main
+  from helpers import TRAIN
+
+  out, board = tmp_path / "run", tmp_path / "tb"
+  assert main(TRAIN + ["--out", str(out), "--tensorboard", str(board)]) == 0
+  assert f"wrote TensorBoard event files to {board}" in capsys.readouterr().out
+  events = read_events(board)
+  rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  trained = {k for k in rows[-1] if k not in ("step", "target_accuracy", "source_accuracy")}
+  assert {tag for _, tag, _, _ in events if tag.startswith("train/")} == {f"train/{k}" for k in trained}
+  assert {"train/lambda", "train/learning_rate"} <= {tag for _, tag, _, _ in events}
+  # every step is there, and the last value is the logged chunk's last step
+  losses = {step: value for _, tag, step, value in events if tag == "train/loss"}
+  assert sorted(losses) == [1, 2, 3, 4]
+  target = [value for _, tag, step, value in events if tag == "eval/target_accuracy"]
+  assert target == [pytest.approx(rows[-1]["target_accuracy"])]
+  assert any(tag == "figures/curves" for _, tag, _, _ in events)
+
+
+def test_train_without_the_writer_package_stops_before_writing(tiny_mnist, tmp_path, capsys, monkeypatch):
+  import sys
+
+  from dann_jax.cli import main
+  from helpers import TRAIN
+
+  monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if not installed
+  out = tmp_path / "run"
+  assert main(TRAIN + ["--out", str(out), "--tensorboard", str(tmp_path / "tb")]) == 2
+  assert "needs the tensorboardX package" in capsys.readouterr().err
+  assert not out.exists()

@@ -45,7 +45,7 @@ def _progress_bar(runs, along_run: bool, criterion: str):
   from tqdm.auto import tqdm
 
   from dann_jax import checkpoint
-  from dann_jax.runs import read_run_json
+  from dann_jax.run_folder import read_run_json
 
   total = 0
   for run_dir in map(Path, runs):

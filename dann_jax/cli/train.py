@@ -188,6 +188,13 @@ def register(subparsers) -> None:
   p.add_argument("--data-dir", default=None, help="data cache (default $DANN_JAX_DATA or ~/.cache/dann_jax)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.add_argument("--json", action="store_true", help="end with the summary's main fields as one JSON line")
+  p.add_argument(
+    "--tensorboard",
+    metavar="DIR",
+    default=None,
+    help="also write TensorBoard event files there, one folder per seed (needs tensorboardX: "
+    'pip install -e ".[tensorboard]"); metrics.jsonl stays the record',
+  )
   add_device_arguments(p)
   add_distributed_arguments(p)
   p.set_defaults(func=run)
@@ -383,7 +390,8 @@ def paper_words(pair, paper_v1) -> str:
 def run(args) -> int:
   from dann_jax.distributed import is_primary
   from dann_jax.presets import make_config
-  from dann_jax.runs import ApiMismatch, train_run
+  from dann_jax.run_folder import ApiMismatch
+  from dann_jax.runs import train_run
 
   check_api_flags(args)
   splits = split_flags(args)
@@ -417,6 +425,7 @@ def run(args) -> int:
       data_dir=args.data_dir,
       progress=not args.no_progress and is_primary(),
       runner=(None if args.api == "nnx" else make_runner(args, config.train.batch_size)),
+      tensorboard=args.tensorboard,
     )
   except ApiMismatch as e:
     raise ValueError(f"{e} (dann-jax train ... --api {e.held_api} --resume)") from None
@@ -452,6 +461,8 @@ def run(args) -> int:
       f"{final}; kept in {args.out}/best"
     )
   print(f"wrote {args.out}: run.json, metrics.jsonl, summary.json, curves.png, checkpoint/")
+  if args.tensorboard is not None:
+    print(f"wrote TensorBoard event files to {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
   if args.json:
     print(json.dumps({k: s[k] for k in ("pair", "method", "target_accuracy", "train_seconds")}))
   return 0

@@ -142,7 +142,7 @@ def unguarded_trips(folder: Path, data) -> int | None:
   such a run stands for the guarded one."""
   from dann_jax.guard import GuardConfig, collapse_start
   from dann_jax.health import chance_loss
-  from dann_jax.runs import read_metrics
+  from dann_jax.run_folder import read_metrics
 
   if "guard" in json.loads((folder / "run.json").read_text()):
     return None
