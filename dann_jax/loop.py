@@ -88,22 +88,50 @@ def train_on_pair(
   return jax.lax.scan(lambda s, _: step_on_pair(s, pair, batch_size, prepare, axis_name), state, None, length=num_steps)
 
 
-def train_on_pair_stepwise(state: TrainState, pair, num_steps: int, batch_size: int):
-  """`train_on_pair` as a host loop of jitted steps: same numbers, CPU-fast.
+def prefers_host_loop() -> bool:
+  """Whether chunks run as a host loop of jitted steps (CPU) rather than one `lax.scan` (accelerators).
 
   XLA:CPU runs convolutions inside a `while` loop (what `lax.scan` lowers to)
   several times slower than the same convolutions at top level (measured
   here: a 5x5 convolution's gradient took 375 ms per iteration in a scan,
-  45 ms unrolled), so on CPU one dispatch per step beats one per chunk. The
-  batches are still sampled on the device; only the step loop is on the host.
+  45 ms unrolled), so on CPU one dispatch per step beats one per chunk. Every
+  runner (single device, seeds, NNX, the sharded mesh) asks this.
   """
-  step = jit_step_on_pair if state.step.ndim == 0 else jit_step_on_pair_seeds
+  return jax.default_backend() == "cpu"
+
+
+def host_loop(step: Callable, state, num_steps: int, *args, stack_axis: int = 0, wait: bool = False):
+  """`num_steps` calls of a jitted `step(state, *args) -> (state, metrics)` from the host.
+
+  Args:
+    step: the jitted step.
+    state: the state it takes and returns.
+    num_steps: how many steps.
+    *args: the step's other arguments (the same each step).
+    stack_axis: where the steps axis goes in the stacked metrics (after a
+      seeds axis, if any).
+    wait: block until each step is done before dispatching the next.
+
+  Returns:
+    `(state, metrics)` with each metric stacked along `stack_axis`.
+  """
   metrics = []
   for _ in range(num_steps):
-    state, m = step(state, pair, batch_size)
+    state, m = step(state, *args)
     metrics.append(m)
-  stack_axis = state.step.ndim  # the steps axis goes after a seeds axis
+    if wait:
+      jax.block_until_ready(state)
   return state, jax.tree.map(lambda *xs: jnp.stack(xs, axis=stack_axis), *metrics)
+
+
+def train_on_pair_stepwise(state: TrainState, pair, num_steps: int, batch_size: int):
+  """`train_on_pair` as a host loop of jitted steps (`host_loop`): same numbers, CPU-fast.
+
+  The batches are still sampled on the device; only the step loop is on the host.
+  """
+  step = jit_step_on_pair if state.step.ndim == 0 else jit_step_on_pair_seeds
+  # the steps axis goes after a seeds axis
+  return host_loop(step, state, num_steps, pair, batch_size, stack_axis=state.step.ndim)
 
 
 def first_non_finite(metrics: dict[str, Any], first_step: int) -> int | None:
@@ -192,16 +220,13 @@ def nnx_runner() -> Callable:
   its graph (static) and its arrays for `runner_jit`, which on CPU adds
   `dann_jax.xla_cpu`'s compile options that `nnx.jit` would not.
   """
-  stepwise = jax.default_backend() == "cpu"
+  stepwise = prefers_host_loop()
 
   def run(state, pair, num_steps: int, batch_size: int):
     graphdef, arrays = nnx.split(state)
     if stepwise:
-      metrics = []
-      for _ in range(num_steps):
-        arrays, m = jit_nnx_step_on_pair(graphdef, arrays, pair, batch_size)
-        metrics.append(m)
-      metrics = jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
+      step = lambda arrays, pair, batch_size: jit_nnx_step_on_pair(graphdef, arrays, pair, batch_size)
+      arrays, metrics = host_loop(step, arrays, num_steps, pair, batch_size)
     else:
       arrays, metrics = jit_nnx_train_on_pair(graphdef, arrays, pair, num_steps, batch_size)
     nnx.update(state, arrays)
@@ -298,7 +323,7 @@ def default_runner(seeds_axis: bool = False) -> Callable:
   """The single-device chunk runner: one scan per chunk on accelerators (all
   seeds in one vmapped program), and on CPU a host loop of jitted steps (see
   `train_on_pair_stepwise`), one seed after the other (`train_on_pair_seed_by_seed`)."""
-  if jax.default_backend() == "cpu":
+  if prefers_host_loop():
     return train_on_pair_seed_by_seed if seeds_axis else train_on_pair_stepwise
   return jit_train_on_pair_seeds if seeds_axis else jit_train_on_pair
 
