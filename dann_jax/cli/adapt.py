@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dann_jax.cli.train import add_domain_arguments, split_flags
+from dann_jax.cli.domains import add_domain_arguments, split_flags
 from dann_jax.pairs import get_pair
 from dann_jax.names import CRITERIA, DEFAULT_CRITERION
 
