@@ -25,7 +25,7 @@ from dann_jax.table_records import (
   run_folder,
   write_json,
 )
-from dann_jax.table_render import pair_row, summary_json, to_markdown
+from dann_jax.table_render import LABELS, pair_row, summary_json, to_markdown
 
 
 def _records_of_pair(spec, args: TableArgs, data_of) -> tuple[dict, dict, dict]:
@@ -149,9 +149,22 @@ def reproduce_table1(args: TableArgs, command: str = "") -> dict:
       row = run_pair(spec, args)
     except (FileNotFoundError, ValueError) as e:
       row = {"pair": name, "paper_v1": spec.paper, "not_run": f"not run: {e}".replace("\n", " ")}
-    print(json.dumps({k: row.get(k) for k in ("pair", "not_run", "status", "network_head")}), flush=True)
+    if args.json:
+      print(json.dumps({k: row.get(k) for k in ("pair", "not_run", "status", "network_head")}), flush=True)
+    else:
+      print(_row_words(row), flush=True)
     table["rows"].append(row)
     stem = results / f"table1_{args.preset}"
     write_text_atomic(stem.with_suffix(".json"), json.dumps(summary_json(table), indent=2))
     write_text_atomic(stem.with_suffix(".md"), to_markdown(table))
+  if not args.json:
+    print(f"\n{to_markdown(table)}\nwrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
   return table
+
+
+def _row_words(row: dict) -> str:
+  """One pair's finished means in words, or why it has none."""
+  if row.get("not_run"):
+    return f"{row['pair']}: {row['not_run']}"
+  done = [f"{LABELS[m]} {s['mean']:.4f}" for m, s in row.get("network_head", {}).items()]
+  return f"{row['pair']}: " + (", ".join(done) if done else "no finished run yet")

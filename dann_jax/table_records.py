@@ -34,7 +34,9 @@ class TableArgs:
     steps: overrides the preset's step count.
     runs: folder of the runs (default `runs/table1_<preset>`).
     results: folder for `table1_<preset>.{json,md}`; the figures and the
-      per-run records go to its `table1/` subfolder.
+      per-run records go to its `table1/` subfolder (default: `runs`, so
+      that nothing tracked is written unless asked; this repository's
+      tables are `experiments/results`).
     table_only: train nothing; tabulate the finished runs.
     progress: show progress bars.
   """
@@ -45,9 +47,10 @@ class TableArgs:
   methods: Sequence[str] = TRAINED
   steps: int | None = None
   runs: str | None = None
-  results: str = "experiments/results"
+  results: str | None = None
   table_only: bool = False
   progress: bool = True
+  json: bool = False  # print one JSON line per pair instead of words
 
   def __post_init__(self):
     if not self.seeds:
@@ -59,6 +62,7 @@ class TableArgs:
     if bad:
       raise ValueError(f"unknown methods {bad}; choose from {TRAINED}")
     self.runs = self.runs or f"runs/table1_{self.preset}"
+    self.results = self.results or self.runs
 
 
 def run_folder(args: TableArgs, pair: str, method: str, seed: int) -> Path:

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +238,19 @@ def test_table_only_without_pairs_tabulates_the_pairs_that_have_runs(tmp_path):
   assert reproduce_main([*flags, "--pairs", "mnist->mnist-dilated"]) == 0
   command = json.loads((results / "table1_quick.json").read_text())["command"]
   assert "--pairs 'mnist->mnist-dilated'" in command
+
+
+def test_table_only_writes_under_the_runs_folder_by_default_and_prints_the_table(
+  tiny_mnist, tmp_path, capsys, monkeypatch
+):
+  monkeypatch.chdir(tmp_path)
+  argv = ["reproduce", "table1", "--pairs", "mnist->mnist-dilated", "--steps", "4", "--table-only", "--no-progress"]
+  assert main(argv) == 0
+  out = capsys.readouterr().out
+  stem = Path("runs/table1_quick/table1_quick")
+  assert (tmp_path / stem.with_suffix(".md")).exists() and (tmp_path / stem.with_suffix(".json")).exists()
+  assert not (tmp_path / "experiments").exists()  # nothing tracked is written unless asked
+  assert f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}" in out
+  assert "| method | mnist->mnist-dilated |" in out and "{" not in out.splitlines()[0]
+  assert main([*argv, "--json"]) == 0
+  assert json.loads(capsys.readouterr().out.splitlines()[0])["pair"] == "mnist->mnist-dilated"

@@ -71,7 +71,13 @@ def add_arguments(parser) -> None:
     help="methods to train (default all; finished runs of the others are still tabulated)",
   )
   parser.add_argument("--runs", default=None, help="where the runs go (default runs/table1_<preset>)")
-  parser.add_argument("--results", default="experiments/results", help="folder for the table and figures")
+  parser.add_argument(
+    "--results",
+    default=None,
+    help="folder for the table, its records and figures (default: the --runs folder; this repository's tables: "
+    "experiments/results)",
+  )
+  parser.add_argument("--json", action="store_true", help="one JSON line per pair instead of words")
   parser.add_argument("--table-only", action="store_true", help="train nothing; tabulate the finished runs")
   parser.add_argument("--no-progress", action="store_true")
 
@@ -90,6 +96,7 @@ def args_from(ns) -> TableArgs:
     results=ns.results,
     table_only=ns.table_only,
     progress=not ns.no_progress,
+    json=ns.json,
   )
   if ns.pairs is None and ns.table_only:
     # A table of what exists, not a row of "not started" per pair never run.
