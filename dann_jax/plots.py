@@ -24,42 +24,95 @@ def _figure(rows: int, cols: int, size: tuple[float, float]):
   return fig, fig.subplots(rows, cols, squeeze=False)
 
 
-def _series(history: Sequence[dict], key: str):
+def _seed_series(history: Sequence[dict], key: str):
+  """(steps, mean over seeds, std over seeds, number of seeds) of `key` in the rows that have it."""
   rows = [r for r in history if key in r]
-  steps = np.array([r["step"] for r in rows])
-  values = np.array([np.mean(r[key]) for r in rows], np.float64)
-  return steps, values
+  values = [np.atleast_1d(np.asarray(r[key], np.float64)) for r in rows]
+  seeds = max((len(v) for v in values), default=1)
+  stacked = np.array([np.broadcast_to(v, (seeds,)) for v in values]).reshape(len(rows), seeds)
+  return np.array([r["step"] for r in rows]), stacked.mean(axis=1), stacked.std(axis=1), seeds
 
 
-def training_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
-  """Label loss, domain loss, domain accuracy and accuracies over steps (PNG).
+def curve_panels(
+  history: Sequence[dict], *, trained_domain: bool = True, label_chance: float | None = None
+) -> list[dict]:
+  """What `training_curves` draws: one dict per panel.
+
+  Each panel has a `title`, `lines` (`label`, `steps`, `mean`, `std`,
+  `seeds`: the mean over seeds, with a ± std band when there are several)
+  and `chance` (a horizontal reference: the label loss of constant
+  predictions, ln 2 for the domain loss, 1/2 for the domain accuracy, or
+  None). The domain classifier's panels say so when the method does not
+  train it (its numbers are then those of an untrained head).
+
+  Args:
+    history: metrics rows (`metrics.jsonl`) with `step` and per-seed values.
+    trained_domain: whether the method trains the domain classifier.
+    label_chance: the label loss of constant predictions, or None.
+  """
+  untrained = "" if trained_domain else " (not trained)"
+  spec = [
+    ("label loss", ["label_loss"], label_chance),
+    ("domain loss" + untrained, ["domain_loss"], float(np.log(2.0))),
+    ("domain-classifier accuracy" + untrained, ["domain_accuracy"], 0.5),
+    ("test accuracy", ["source_accuracy", "target_accuracy"], None),
+    ("adaptation factor lambda_p", ["lambda"], None),
+    ("learning rate mu_p", ["learning_rate"], None),
+  ]
+  panels = []
+  for title, keys, chance in spec:
+    lines = []
+    for key in keys:
+      steps, mean, std, seeds = _seed_series(history, key)
+      if len(steps):
+        lines.append({"label": key.replace("_", " "), "steps": steps, "mean": mean, "std": std, "seeds": seeds})
+    panels.append(
+      {"title": title, "lines": lines, "chance": chance, "muted": bool(untrained) and title.endswith(untrained)}
+    )
+  return panels
+
+
+def training_curves(
+  history: Sequence[dict],
+  path: str | os.PathLike,
+  title: str = "",
+  *,
+  trained_domain: bool = True,
+  label_chance: float | None = None,
+) -> None:
+  """Losses, the domain classifier's accuracy, test accuracies and the schedules over steps (PNG).
 
   Args:
     history: metric rows with `step` and any of `label_loss`, `domain_loss`,
-      `domain_accuracy`, `source_accuracy`, `target_accuracy` (values or
-      per-seed lists, averaged over seeds).
+      `domain_accuracy`, `source_accuracy`, `target_accuracy`, `lambda`,
+      `learning_rate` (values or per-seed lists: several seeds are drawn as
+      their mean with a ± std band, and the legend says so).
     path: the PNG to write.
     title: the figure title.
+    trained_domain, label_chance: as `curve_panels`.
   """
-  fig, axes = _figure(2, 2, (9, 6))
-  panels = [
-    ("label loss", ["label_loss"]),
-    ("domain loss", ["domain_loss"]),
-    ("domain-classifier accuracy", ["domain_accuracy"]),
-    ("test accuracy", ["source_accuracy", "target_accuracy"]),
-  ]
-  for ax, (name, keys) in zip(axes.flat, panels):
-    for key in keys:
-      steps, values = _series(history, key)
-      if len(steps):
-        ax.plot(
-          steps, values, marker="o" if "accuracy" in key and len(steps) < 30 else None, label=key.replace("_", " ")
+  from matplotlib.ticker import MaxNLocator
+
+  panels = curve_panels(history, trained_domain=trained_domain, label_chance=label_chance)
+  fig, axes = _figure(2, 3, (13, 6))
+  for ax, panel in zip(axes.flat, panels):
+    for line in panel["lines"]:
+      few = len(line["steps"]) < 30
+      label = line["label"] + (f", mean of {line['seeds']} seeds ± std" if line["seeds"] > 1 else "")
+      color = "0.6" if panel["muted"] else None
+      (drawn,) = ax.plot(line["steps"], line["mean"], marker="o" if few else None, label=label, color=color)
+      if line["seeds"] > 1:
+        ax.fill_between(
+          line["steps"], line["mean"] - line["std"], line["mean"] + line["std"], alpha=0.2, color=drawn.get_color()
         )
-    ax.set_title(name)
+    if panel["chance"] is not None and panel["lines"]:
+      ax.axhline(panel["chance"], color="0.5", linestyle=":", linewidth=1, label="chance")
+    ax.set_title(panel["title"], fontsize=10)
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     ax.grid(alpha=0.3)
-    if len(keys) > 1:
-      ax.legend()
+    if panel["lines"] and (len(panel["lines"]) > 1 or panel["chance"] is not None or panel["lines"][0]["seeds"] > 1):
+      ax.legend(fontsize=8)
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(os.fspath(path))

@@ -241,7 +241,13 @@ def train_run(
     if plots and prep.primary:
       from dann_jax.plots import training_curves
 
-      training_curves(log.history, out / "curves.png", title=f"{config.method} on {config.pair.name}")
+      training_curves(
+        log.history,
+        out / "curves.png",
+        title=f"{config.method} on {config.pair.name}",
+        trained_domain=methods.get(config.method).adversarial,
+        label_chance=prep.chance,
+      )
       if board is not None:
         board.figure("curves", out / "curves.png", config.train.total_steps)
   except BaseException as e:
