@@ -59,8 +59,8 @@ def test_chance_lines_and_untrained_heads():
   baseline = curve_panels(HISTORY, trained_domain=False)
   muted = [p["title"] for p in baseline if p["muted"]]
   assert muted == [
-    "domain loss (not trained by this method)",
-    "domain-classifier accuracy (not trained by this method)",
+    "domain loss (not trained)",
+    "domain-classifier accuracy (not trained)",
   ]
   # the schedules have their own panel
   assert _panel(baseline, "adaptation factor")["lines"][0]["mean"].tolist() == pytest.approx([0.1, 0.5, 0.8])
