@@ -193,7 +193,13 @@ def final_row(rows: list[dict], candidate: str) -> dict | None:
   return max(mine, key=lambda r: r["step"], default=None)
 
 
-def summarize(rows: list[dict], pairs, seeds) -> dict:
+def summarize(rows: list[dict], pairs, seeds, kept: dict | None = None) -> dict:
+  """Per pair and validator, the measures of the report; the default validator and each pair's
+  leave-one-pair-out choice over every measured pair.
+
+  `kept`: pair entries of an earlier report, used for pairs that have no scored row here (their run
+  folders and scores were not kept); they are marked `"from_earlier_report": true`.
+  """
   from dann_jax.selection import leave_one_out_choice, weighted_spearman
 
   criteria = sorted({c for r in rows for c in r["scores"]}, key=lambda c: list(rows[0]["scores"]).index(c))
@@ -239,6 +245,9 @@ def summarize(rows: list[dict], pairs, seeds) -> dict:
         "regret": float(np.mean(np.array(best) - np.array(selected))),
       }
     out["pairs"][name] = entry
+  for name, entry in (kept or {}).items():
+    if name not in out["pairs"] and name in pairs:
+      out["pairs"][name] = {**entry, "from_earlier_report": True}
   measured = out["pairs"]
   if len(measured) >= 2:
     corr = {p: {c: v["weighted_spearman"] for c, v in e["validators"].items()} for p, e in measured.items()}
@@ -246,7 +255,10 @@ def summarize(rows: list[dict], pairs, seeds) -> dict:
     for p in measured:
       measured[p]["lopo_validator"] = lopo[p]
     mean_w = {c: float(np.mean([corr[p][c] for p in measured])) for c in criteria}
-    out["default"] = max(criteria, key=lambda c: mean_w[c])
+    from dann_jax.names import DEFAULT_CRITERION
+
+    out["best"] = max(criteria, key=lambda c: mean_w[c])
+    out["default"] = DEFAULT_CRITERION  # what `dann-jax adapt` and `select` use
     out["mean_weighted_spearman"] = mean_w
     out["lopo_weighted_spearman"] = float(np.mean([corr[p][lopo[p]] for p in measured]))
   return out
@@ -258,7 +270,9 @@ def report(args) -> None:
   rows = load_rows(args.pairs, args.seeds)
   if not rows:
     raise SystemExit("no scored checkpoints yet: run `train` and `score` first")
-  table = summarize(rows, args.pairs, args.seeds)
+  earlier = RESULTS / "validators.json"
+  kept = json.loads(earlier.read_text())["pairs"] if earlier.exists() else {}
+  table = summarize(rows, args.pairs, args.seeds, kept)
   table["protocol"] = {
     "candidates": {c.name: {"method": c.method, **c.overrides} for c in default_candidates()},
     "preset": "quick (3,000 steps, Adam b1 = 0.5, 5,000 source images held out), checkpoints every 300 steps",
@@ -266,7 +280,8 @@ def report(args) -> None:
     "guard": "every candidate trained with dann_jax.guard on, as dann-jax adapt trains them",
     "reverse_validation": "not scored (it trains a reverse model per checkpoint)",
     "weighted_spearman": "weighted Pearson correlation of the ranks of -risk and target accuracy, weights (accuracy rank / N)^2, per seed over its checkpoints, averaged over seeds",
-    "default": "the validator with the best weighted Spearman averaged over the measured pairs; per pair, lopo_validator is the choice made without that pair",
+    "default": "the library's default validator (dann_jax.names.DEFAULT_CRITERION), which dann-jax adapt uses; best: the validator with the best weighted Spearman averaged over the measured pairs; per pair, lopo_validator is the choice made without that pair. The default follows the best once every pair has three seeds measured",
+    "earlier_report": "pairs marked from_earlier_report keep the entry of the previous report: their scores were measured by the same code but neither their run folders nor their per-checkpoint scores were kept; retraining them (same seeds, same numbers) replaces the entry",
   }
   RESULTS.mkdir(parents=True, exist_ok=True)
   write_text_atomic(RESULTS / "validators.json", json.dumps(table, indent=2))
@@ -293,7 +308,10 @@ def markdown(table: dict) -> str:
   ]
   if "default" in table:
     lines += [
-      f"**Default validator: {table['default']}** (best weighted Spearman averaged over the measured pairs). "
+      f"**Best validator: {table['best']}** (weighted Spearman averaged over the measured pairs, "
+      f"{table['mean_weighted_spearman'][table['best']]:.3f}); the library's default, used by `dann-jax adapt`: "
+      f"**{table['default']}** ({table['mean_weighted_spearman'][table['default']]:.3f}), which follows the best "
+      "once every pair has three seeds. "
       f"Leave-one-pair-out (each pair's choice made without its own target labels): mean weighted Spearman "
       f"{table['lopo_weighted_spearman']:.3f}.",
       "",
@@ -306,7 +324,12 @@ def markdown(table: dict) -> str:
     lines += [
       f"## {name}",
       "",
-      f"Seeds {e['seeds']}, {e['checkpoints_per_seed']} checkpoints per seed. Source only {_accs(e['source_only'])}; "
+      (
+        "(Kept from the previous report: its per-checkpoint scores were not archived.) "
+        if e.get("from_earlier_report")
+        else ""
+      )
+      + f"Seeds {e['seeds']}, {e['checkpoints_per_seed']} checkpoints per seed. Source only {_accs(e['source_only'])}; "
       f"best checkpoint (oracle) {_accs(e['best_checkpoint'])}; chosen without this pair: "
       f"**{e.get('lopo_validator', '-')}**.",
       "",
