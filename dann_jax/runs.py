@@ -209,9 +209,10 @@ def train_run(
   """
   out = Path(out_dir)
   if tensorboard is not None:
-    from dann_jax.tensorboard import summary_writer
+    from dann_jax.tensorboard import check_log_dir, summary_writer
 
     summary_writer()  # before anything is written: the writer is an optional package
+    check_log_dir(tensorboard)
   prep = _prepare(config, out, resume=resume, data=data, data_dir=data_dir, runner=runner, reverse_steps=reverse_steps)
   watch = None if config.guard is None else (prep.chance, config.guard.patience)
   board = None

@@ -27,6 +27,23 @@ def summary_writer():
   return SummaryWriter
 
 
+def check_log_dir(log_dir: str | os.PathLike) -> None:
+  """Refuses, before anything is written, a folder that cannot be created or written.
+
+  Raises:
+    ValueError: naming the folder and what is in the way.
+  """
+  path = Path(log_dir).absolute()
+  existing = next(p for p in (path, *path.parents) if p.exists())
+  if not existing.is_dir():
+    problem = f"{existing} is a file"
+  elif not os.access(existing, os.W_OK | os.X_OK):
+    problem = f"{existing} is not writable"
+  else:
+    return
+  raise ValueError(f"{log_dir} cannot hold TensorBoard event files: {problem}; choose another `tensorboard` folder")
+
+
 class RunWriter:
   """Writes one run's scalars and figures, one event folder per seed.
 

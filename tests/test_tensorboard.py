@@ -94,3 +94,16 @@ def test_train_without_the_writer_package_stops_before_writing(tiny_mnist, tmp_p
   assert main(TRAIN + ["--out", str(out), "--tensorboard", str(tmp_path / "tb")]) == 2
   assert "needs the tensorboardX package" in capsys.readouterr().err
   assert not out.exists()
+
+
+def test_a_folder_that_cannot_hold_event_files_stops_the_run_before_writing(tiny_mnist, tmp_path, capsys):
+  from dann_jax.cli import main
+  from helpers import TRAIN
+
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  out = tmp_path / "run"
+  assert main(TRAIN + ["--out", str(out), "--tensorboard", str(blocker / "tb")]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and f"{blocker} is a file" in err and "choose another --tensorboard folder" in err
+  assert not out.exists()

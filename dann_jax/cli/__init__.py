@@ -50,6 +50,7 @@ ARGUMENT_FLAGS = {
   "total_steps": "--steps",
   "seed": "--seed",
   "resume": "--resume",
+  "tensorboard": "--tensorboard",
   "out_dir": "--out",
   "num_devices": "--devices",
   "seeds": "--seeds",
