@@ -147,6 +147,10 @@ def _import(spec: str) -> Method:
     raise ValueError(
       f"method={spec!r}: cannot import {module_name!r} ({e}); put its folder on PYTHONPATH or install it"
     ) from None
+  except Exception as e:  # noqa: BLE001 - the user's module failed while being imported
+    raise ValueError(
+      f"method={spec!r}: importing {module_name!r} failed ({type(e).__name__}: {e}); fix that module"
+    ) from None
   found = getattr(module, attribute, None)
   if not isinstance(found, Method):
     raise ValueError(f"method={spec!r}: {module_name}.{attribute} is not a dann_jax.methods.Method")

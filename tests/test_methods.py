@@ -138,6 +138,7 @@ def test_an_outside_method_trains_through_the_cli_and_resumes(outside, tiny_mnis
     ("adda", "unknown method='adda'; choose one of"),
     ("no_such_module_here:X", "cannot import 'no_such_module_here'"),
     ("json:dumps", "json.dumps is not a dann_jax.methods.Method"),
+    (":X", "importing '' failed"),
   ],
 )
 def test_a_bad_method_is_one_clear_error(method, message, tmp_path, capsys):
