@@ -695,3 +695,11 @@ def test_predict_on_a_folder_names_each_image(own_folders, tmp_path, capsys):
   # Class subfolders are matched to the run's classes by name.
   assert main(["predict", str(out), "--images", f"folder:{target}"]) == 0
   assert "on the 18 labelled images" in capsys.readouterr().out
+
+
+def test_select_writes_its_ranking_beside_the_runs_it_ranks(tmp_path):
+  from dann_jax.cli.select import default_out
+
+  demo = tmp_path / "runs" / "demo"
+  assert default_out([str(demo / "source_only"), str(demo / "dann")]) == demo / "selection.json"
+  assert default_out([str(demo / "dann")]) == demo / "dann" / "selection.json"

@@ -31,7 +31,11 @@ def register(subparsers) -> None:
     "--checkpoints", action="store_true", help="score every checkpoint along each run, not only its last state"
   )
   p.add_argument("--reverse-steps", type=int, default=1000, help="training steps of the reverse model (default 1000)")
-  p.add_argument("--out", default="selection.json", help="JSON file for the ranking (default selection.json)")
+  p.add_argument(
+    "--out",
+    default=None,
+    help="JSON file for the ranking (default: selection.json in the folder that holds the runs, or in the run)",
+  )
   p.add_argument("--data-dir", default=None)
   p.set_defaults(func=run)
 
@@ -79,11 +83,20 @@ def run(args) -> int:
   )
   for i, c in enumerate(ranked, 1):
     print(f"{i:>4}  {c.run:<{width}}  {c.seed:>4}  {c.step:>6}  {c.score:>18.4f}  {_accuracy(c.target_accuracy):>21}")
-  Path(args.out).write_text(
+  out = Path(args.out) if args.out is not None else default_out(args.runs)
+  out.write_text(
     json.dumps(
       {"criterion": args.criterion, "lower_is_better": True, "ranking": [dataclasses.asdict(c) for c in ranked]},
       indent=2,
     )
   )
-  print(f"ranking written to {args.out}")
+  print(f"ranking written to {out}")
   return 0
+
+
+def default_out(runs) -> Path:
+  """selection.json in the runs' common folder: the run's own folder for one run, their parent for several."""
+  import os
+
+  folders = [os.path.abspath(r) for r in runs]
+  return Path(folders[0] if len(folders) == 1 else os.path.commonpath(folders)) / "selection.json"
