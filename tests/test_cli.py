@@ -109,7 +109,7 @@ def test_seeds_and_tsne(tiny_mnist, tmp_path, capsys):
   assert len(summary["target_accuracy"]["per_seed"]) == 2
   capsys.readouterr()
   png = tmp_path / "tsne.png"
-  assert main(["plot", "tsne", *runs, "--out", str(png), "-n", "12"]) == 0
+  assert main(["plot", "tsne", *runs, "--out", str(png), "-n", "12", "--json"]) == 0
   assert png.read_bytes()[:4] == b"\x89PNG"
   last = capsys.readouterr().out.strip().splitlines()[-1]
   distances = json.loads(last)["proxy_a_distance"]

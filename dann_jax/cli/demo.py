@@ -26,6 +26,7 @@ def register(subparsers) -> None:
   p.add_argument("--force", action="store_true", help="delete the runs already in --out and train afresh")
   p.add_argument("--data-dir", default=None)
   p.add_argument("--no-progress", action="store_true")
+  p.add_argument("--json", action="store_true", help="end with the accuracies as one JSON line")
   p.set_defaults(func=run)
 
 
@@ -40,11 +41,9 @@ def _prepare(out: Path, force: bool) -> None:
     print(f"--force: removed the runs {held} in {out}; training afresh")
     return
   finished = [m for m in held if (out / m / "summary.json").exists()]
-  print(
-    f"reusing the runs already in {out}: {', '.join(held)} "
-    f"({len(finished)} finished, the others resume); pass --force to "
-    "train afresh"
-  )
+  left = len(held) - len(finished)
+  state = "all finished, nothing to train" if not left else f"{len(finished)} finished, {left} to resume"
+  print(f"reusing the runs already in {out}: {', '.join(held)} ({state}); pass --force to train afresh")
 
 
 def _label_free_choice(out: Path, data):
@@ -122,14 +121,15 @@ def run(args) -> int:
     f"{choice.candidate} at step {choice.step:,} (target accuracy {choice.target_accuracy:.4f})"
   )
   print(f"report: {report}")
-  print(
-    json.dumps(
-      {
-        "source_only": so["target_accuracy"]["mean"],
-        "dann": dann["target_accuracy"]["mean"],
-        "wall_seconds": round(wall, 1),
-        "report": str(report),
-      }
+  if args.json:
+    print(
+      json.dumps(
+        {
+          "source_only": so["target_accuracy"]["mean"],
+          "dann": dann["target_accuracy"]["mean"],
+          "wall_seconds": round(wall, 1),
+          "report": str(report),
+        }
+      )
     )
-  )
   return 0

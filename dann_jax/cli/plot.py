@@ -24,6 +24,7 @@ def register(subparsers) -> None:
     help="feature extractor output (default) or the label predictor's last hidden layer",
   )
   t.add_argument("--data-dir", default=None)
+  t.add_argument("--json", action="store_true", help="end with the figure and distances as one JSON line")
   t.set_defaults(func=run_tsne)
 
 
@@ -48,5 +49,9 @@ def run_tsne(args) -> int:
 
   comparison = compare_features(runs, n=args.n, layer=args.layer, progress=progress)
   tsne_panels(comparison.panels, args.out, f"{args.layer} (t-SNE)")
-  print(json.dumps({"figure": args.out, "proxy_a_distance": comparison.proxy_a_distance}))
+  if args.json:
+    print(json.dumps({"figure": args.out, "proxy_a_distance": comparison.proxy_a_distance}))
+  else:
+    distances = ", ".join(f"{name} {d:.2f}" for name, d in comparison.proxy_a_distance.items())
+    print(f"wrote {args.out}; proxy A-distance (source vs target features): {distances}")
   return 0
