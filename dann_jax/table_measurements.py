@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dann_jax.table_records import (
-  SA_RUN,
+  is_sa_run,
   TableArgs,
   clean_seeds,
   failed,
@@ -74,7 +74,7 @@ def run_record(result, method: str, seed: int) -> dict:
     "machine": summary.get("machine"),
     "collapsed_at_step": summary["collapsed_at_step"][0],
   }
-  if method == SA_RUN:
+  if is_sa_run(method):
     keep = np.isin(idx, _subsample(len(data.source_train), SA_SOURCE, 1))
     sa = subspace_alignment(train_x[keep], labelled.labels[idx][keep], test_x, tgt.labels)
     record["sa"] = {"accuracy": sa.accuracy, "d": sa.d}

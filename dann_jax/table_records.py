@@ -22,6 +22,14 @@ TRAINED = ("source_only", "dann", "target_only")
 SA_RUN = "source_only"  # the trained column whose features subspace alignment adapts
 
 
+def is_sa_run(method: str) -> bool:
+  """Whether `method`'s runs are the ones subspace alignment adapts: trained on source labels, without adaptation."""
+  from dann_jax.methods import get
+
+  found = get(method)
+  return not found.adversarial and found.labelled == "source"
+
+
 @dataclasses.dataclass
 class TableArgs:
   """What to reproduce.
@@ -117,7 +125,7 @@ def diverged_record(pair: str, args: TableArgs, method: str, seed: int, step: in
     "collapsed_at_step": None,
     "diverged_at_step": step,
   }
-  if method == SA_RUN:
+  if is_sa_run(method):
     record["sa"] = None
   return record
 
