@@ -38,28 +38,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-from flax import nnx
-
-from dann_jax import nnx as dann_nnx
 from dann_jax import selection
 from dann_jax.config import TrainConfig
 from dann_jax.guard import GuardConfig
 from dann_jax.names import APIS, OWN_ARGUMENTS, PRESETS, RUN_FIELDS
-from dann_jax.models import DANN, mnist_dann, svhn_dann
 from dann_jax.pair_data import SplitOptions, is_custom, split_options
 from dann_jax.pairs import PAIRS, PairSpec, get_pair
-from dann_jax.xla_cpu import tuned
 
-# The paper's nets with the CPU-fast layers (the same functions; off CPU the
-# layers are the stock ones).
-NETWORKS = {"mnist": tuned(mnist_dann), "svhn": tuned(svhn_dann)}
-# The same networks bridged to NNX (`dann_jax.nnx`): one definition, two front doors.
-NNX_NETWORKS = {name: dann_nnx.bridged(build) for name, build in NETWORKS.items()}
-PAPER_STEPS = 20_000
-
-QUICK_STEPS = 3_000
-QUICK_LEARNING_RATE = 1e-3
-QUICK_ADAM_B1 = 0.5
 # Labelled source images kept out of quick training for label-free selection.
 QUICK_SOURCE_HOLDOUT = 5_000
 QUICK_NOTE = (
@@ -69,6 +54,32 @@ QUICK_NOTE = (
   "ramp compressed into the budget, the MNIST net for every pair, and up to "
   "5,000 source train images held out for label-free selection."
 )
+
+# Each preset as data: its step budget, the `TrainConfig` values it sets over the defaults (the paper's values),
+# and the run's own values. `network` None: the pair's own network; `pair_schedule`: the pair decides whether the
+# learning rate is annealed (the paper's MNIST <-> SVHN runs are not); `eval_every` None: about ten evaluations.
+PRESET_VALUES = {
+  "paper": dict(
+    steps=20_000,
+    train={},
+    pair_schedule=True,
+    network=None,
+    eval_every=1000,
+    eval_size=5000,
+    source_holdout=0,
+    note="",
+  ),
+  "quick": dict(
+    steps=3_000,
+    train=dict(optimizer="adam", learning_rate=1e-3, adam_b1=0.5),
+    pair_schedule=False,
+    network="mnist",
+    eval_every=None,
+    eval_size=2000,
+    source_holdout=QUICK_SOURCE_HOLDOUT,
+    note=QUICK_NOTE,
+  ),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,18 +133,6 @@ class RunConfig:
   def method(self) -> str:
     """The method's name or spec (`train.method`; `dann_jax.methods.get` resolves it)."""
     return self.train.method
-
-  def make_model(self, num_classes: int = 10) -> DANN:
-    """The network this run trains (`network`), untrained."""
-    return NETWORKS[self.network](num_classes)
-
-  def make_nnx_model(
-    self, num_classes: int = 10, input_shape: tuple[int, int, int] = (32, 32, 3), seed: int = 0
-  ) -> dann_nnx.DANN:
-    """`make_model()` bridged to NNX, initialised from `nnx.Rngs(seed)` (its
-    weights are not those of the Linen state of `seed`;
-    `dann_jax.nnx.from_linen` copies them in)."""
-    return NNX_NETWORKS[self.network](num_classes, rngs=nnx.Rngs(seed), input_shape=tuple(input_shape))
 
   def identity(self) -> dict[str, Any]:
     """What names the run in its folder's run.json: the arguments of
@@ -305,32 +304,22 @@ def _preset_config(
     raise ValueError(f"unknown {preset=}; choose one of {PRESETS}")
   if steps is not None and steps <= 0:
     raise ValueError(f"{steps=} must be positive")
-  overrides = {} if batch_size is None else {"batch_size": batch_size}
-  if preset == "paper":
-    total = steps or PAPER_STEPS
-    config = TrainConfig(
-      method=method, total_steps=total, anneal_learning_rate=pair.anneal_learning_rate, seed=seed, **overrides
-    )
-    return RunConfig(pair, preset, config, pair.network, eval_every=1000, eval_size=5000)
-  total = steps or QUICK_STEPS
-  config = TrainConfig(
-    method=method,
-    total_steps=total,
-    seed=seed,
-    optimizer="adam",
-    learning_rate=QUICK_LEARNING_RATE,
-    adam_b1=QUICK_ADAM_B1,
-    **overrides,
-  )
+  values = PRESET_VALUES[preset]
+  total = steps or values["steps"]
+  train = dict(values["train"])
+  if values["pair_schedule"]:
+    train["anneal_learning_rate"] = pair.anneal_learning_rate
+  if batch_size is not None:
+    train["batch_size"] = batch_size
   return RunConfig(
     pair,
     preset,
-    config,
-    "mnist",
-    eval_every=_eval_every(total),
-    eval_size=2000,
-    note=QUICK_NOTE.format(steps=total),
-    source_holdout=QUICK_SOURCE_HOLDOUT,
+    TrainConfig(method=method, total_steps=total, seed=seed, **train),
+    values["network"] or pair.network,
+    eval_every=values["eval_every"] or _eval_every(total),
+    eval_size=values["eval_size"],
+    note=values["note"].format(steps=total),
+    source_holdout=values["source_holdout"],
   )
 
 

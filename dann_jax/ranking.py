@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dann_jax import checkpoint, selection
+from dann_jax import checkpoint, networks, selection
 from dann_jax.evaluation import accuracy
 from dann_jax.loop import seed_states
 from dann_jax.presets import config_of
@@ -91,7 +91,7 @@ def score_runs(
           view,
           criterion,
           reverse_config=config.train.replace(seed=seed),
-          reverse_model=config.make_model(run_data.source_train.num_classes),
+          reverse_model=networks.build(config.network, run_data.source_train.num_classes),
           reverse_steps=reverse_steps,
         )
         known = np.asarray(run_data.target_test.labels) >= 0

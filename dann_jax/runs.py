@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dann_jax import checkpoint, distributed, guard, methods, selection
+from dann_jax import checkpoint, distributed, guard, methods, networks, selection
 from dann_jax.data import make_domain_pair
 from dann_jax.data.batching import pixel_mean
 from dann_jax.io import write_text_atomic
@@ -79,7 +79,7 @@ class RunResult:
 
 def _initial_state(config: RunConfig, data: PairData) -> TrainState:
   """Step-0 state of the configured network; a leading seeds axis if several."""
-  model = config.make_model(data.source_train.num_classes)
+  model = networks.build(config.network, data.source_train.num_classes)
   sample = jnp.zeros((1, *data.source_train.images.shape[1:]))
   make_state = lambda key: create_train_state(model, config.train, sample, key)
   if len(config.seeds) == 1:
@@ -90,7 +90,7 @@ def _initial_state(config: RunConfig, data: PairData) -> TrainState:
 def _nnx_state(config: RunConfig, data: PairData, linen_state: TrainState) -> dann_nnx.TrainState:
   """A single-seed Linen state in the NNX door (its network bridged): same
   weights, optimizer state, step and run key, so both doors take the same steps."""
-  model = config.make_nnx_model(data.source_train.num_classes, data.source_train.images.shape[1:])
+  model = networks.build_nnx(config.network, data.source_train.num_classes, data.source_train.images.shape[1:])
   state = dann_nnx.create_train_state(model, config.train)
   return dann_nnx.from_linen_state(state, linen_state)
 
@@ -341,7 +341,7 @@ def _prepare(config: RunConfig, out: Path, *, resume, data, data_dir, runner, re
   scorer = None
   if config.keep_best is not None:
     view = selection.selection_set(data, mean)
-    reverse_model = config.make_model(data.source_train.num_classes)
+    reverse_model = networks.build(config.network, data.source_train.num_classes)
     scorer = lambda s: selection.score_state(
       s, view, config.keep_best, reverse_config=config.train, reverse_model=reverse_model, reverse_steps=reverse_steps
     )

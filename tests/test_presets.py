@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dann_jax import networks
 from dann_jax.data import Domain
 from dann_jax.models import count_params, mnist_dann, svhn_dann
 from dann_jax.pairs import PAIRS
@@ -30,7 +31,7 @@ def test_quick_preset_trains_the_mnist_net_on_every_pair(name):
   # SVHN net (about 8x slower per step) while the summary said "mnist".
   run = make_config(PAIRS[name], "dann", "quick")
   assert run.network == "mnist"
-  assert _params(run.make_model()) == MNIST_NET != SVHN_NET
+  assert _params(networks.build(run.network)) == MNIST_NET != SVHN_NET
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
@@ -39,7 +40,7 @@ def test_paper_preset_follows_the_paper(name):
   run = make_config(pair, "dann", "paper")
   expected = "mnist" if pair.source == "mnist" else "svhn"
   assert run.network == pair.network == expected
-  assert _params(run.make_model()) == (MNIST_NET if expected == "mnist" else SVHN_NET)
+  assert _params(networks.build(run.network)) == (MNIST_NET if expected == "mnist" else SVHN_NET)
   config = run.train
   assert (config.optimizer, config.learning_rate, config.momentum) == ("sgd", 0.01, 0.9)
   assert config.batch_size == 128 and config.total_steps == 20_000
