@@ -24,7 +24,6 @@ from dann_jax import io as dann_io
 from dann_jax.data import photos as photos_lib
 from dann_jax.data import sources
 from dann_jax.data.official_common import (
-  unreadable,
   DAMAGE_ERRORS,
   ORIGINS,
   Expected,
@@ -33,6 +32,7 @@ from dann_jax.data.official_common import (
   file_md5,
   not_official,
   open_image,
+  unreadable,
 )
 
 BSDS500_SPLITS = ("train", "val", "test")

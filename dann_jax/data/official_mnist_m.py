@@ -19,7 +19,6 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from dann_jax.data.official_common import (
-  unreadable,
   DAMAGE_ERRORS,
   EXPECTED,
   ORIGINS,
@@ -30,6 +29,7 @@ from dann_jax.data.official_common import (
   not_official,
   open_image,
   save_split,
+  unreadable,
 )
 
 _MNIST_M_IMAGE = re.compile(r"(?:^|/)mnist_m_(train|test)/([^/.][^/]*\.png)$")  # not macOS "._x.png" sidecars
