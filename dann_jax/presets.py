@@ -102,7 +102,7 @@ class RunConfig:
     source_holdout: source *train* images held out of training as a labelled
       validation split for label-free model selection (`dann_jax.selection`),
       at most a tenth of them; 0 trains on all of them, as the paper does.
-    seeds: one run per seed, trained together (`jax.vmap`).
+    seeds: one run per seed, held as one state with a seeds axis (`dann_jax.loop.default_runner`).
     overrides: the fields set on top of the preset's values (already
       applied; kept to name the run).
     keep_best: a `dann_jax.selection` criterion whose best-scoring state is

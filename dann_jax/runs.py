@@ -165,8 +165,9 @@ def train_run(
 ) -> RunResult:
   """Trains the run `config` describes, writing logs, checkpoints and a summary.
 
-  Several seeds train in one compiled program (`jax.vmap` over
-  seed-dependent state) and are reported as mean +- std. With
+  Several seeds are held as one state with a seeds axis (trained by
+  `dann_jax.loop.default_runner`: one after the other on CPU, one vmapped
+  program elsewhere) and are reported as mean +- std. With
   `config.keep_best`, every evaluation scores the state with that criterion
   (no target label is read) and the best-scoring state is kept in
   `out_dir/best` beside the final one; the summary reports both. With

@@ -29,7 +29,8 @@ def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
     "--seeds",
     type=int,
     default=1,
-    help="number of seeds, trained together in one compiled program with jax.vmap (default 1)",
+    help="number of seeds, one run each with a seeds axis in one state (on CPU trained one after the other "
+    "through one compiled step, elsewhere in one vmapped program) (default 1)",
   )
 
 
