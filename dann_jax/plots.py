@@ -50,25 +50,25 @@ def curve_panels(
     trained_domain: whether the method trains the domain classifier.
     label_chance: the label loss of constant predictions, or None.
   """
-  untrained = "" if trained_domain else " (not trained)"
+  # (title, metric keys, chance level, whether the panel shows the domain classifier)
   spec = [
-    ("label loss", ["label_loss"], label_chance),
-    ("domain loss" + untrained, ["domain_loss"], float(np.log(2.0))),
-    ("domain-classifier accuracy" + untrained, ["domain_accuracy"], 0.5),
-    ("test accuracy", ["source_accuracy", "target_accuracy"], None),
-    ("adaptation factor lambda_p", ["lambda"], None),
-    ("learning rate mu_p", ["learning_rate"], None),
+    ("label loss", ["label_loss"], label_chance, False),
+    ("domain loss", ["domain_loss"], float(np.log(2.0)), True),
+    ("domain-classifier accuracy", ["domain_accuracy"], 0.5, True),
+    ("test accuracy", ["source_accuracy", "target_accuracy"], None, False),
+    ("adaptation factor lambda_p", ["lambda"], None, False),
+    ("learning rate mu_p", ["learning_rate"], None, False),
   ]
   panels = []
-  for title, keys, chance in spec:
+  for title, keys, chance, domain_head in spec:
     lines = []
     for key in keys:
       steps, mean, std, seeds = _seed_series(history, key)
       if len(steps):
         lines.append({"label": key.replace("_", " "), "steps": steps, "mean": mean, "std": std, "seeds": seeds})
-    panels.append(
-      {"title": title, "lines": lines, "chance": chance, "muted": bool(untrained) and title.endswith(untrained)}
-    )
+    muted = domain_head and not trained_domain
+    title += " (not trained)" if muted else ""
+    panels.append({"title": title, "lines": lines, "chance": chance, "muted": muted})
   return panels
 
 

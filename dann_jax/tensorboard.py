@@ -54,8 +54,7 @@ class RunWriter:
 
   def __init__(self, log_dir: str | os.PathLike, seeds: Sequence[int]):
     writer = summary_writer()
-    self.seeds = list(seeds)
-    self.writers = [writer(logdir=os.fspath(Path(log_dir) / f"seed_{s}")) for s in self.seeds]
+    self.writers = [writer(logdir=os.fspath(Path(log_dir) / f"seed_{s}")) for s in seeds]
 
   def steps(self, first_step: int, metrics: Mapping[str, np.ndarray]) -> None:
     """One chunk's per-step metrics: arrays of shape (steps,) or (steps, seeds), the first at `first_step` + 1."""
