@@ -5,14 +5,14 @@ import JAX; the library modules that act on a name import it from here too,
 so a name is spelled once.
 """
 
-# Presets of `dann_jax.presets.make_config`: the paper's protocol, and a CPU-sized departure from it.
+# Presets of `dann_jax.runner.presets.make_config`: the paper's protocol, and a CPU-sized departure from it.
 PRESETS = ("quick", "paper")
-# The front doors a run can train through: `dann_jax.train` (Linen) and
-# `dann_jax.nnx`. Checkpoints are in the Linen layout either way.
+# The front doors a run can train through: `dann_jax.core.train` (Linen) and
+# `dann_jax.core.nnx`. Checkpoints are in the Linen layout either way.
 APIS = ("linen", "nnx")
-# Multi-device runners of `dann_jax.parallel`: a device mesh with sharded batches, or `jax.pmap`.
+# Multi-device runners of `dann_jax.training.parallel`: a device mesh with sharded batches, or `jax.pmap`.
 PARALLEL_KINDS = ("sharding", "pmap")
-# The methods `dann_jax.methods` registers itself (a user registers more, or
+# The methods `dann_jax.core.methods` registers itself (a user registers more, or
 # names one as "package.module:ATTRIBUTE").
 BUILTIN_METHODS = ("dann", "source_only", "target_only")
 # The `RunConfig` fields that `make_config(overrides=...)` sets beside the

@@ -16,8 +16,8 @@ import numpy as np
 
 
 def _figure(rows: int, cols: int, size: tuple[float, float]):
-  from matplotlib.figure import Figure
   from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
 
   fig = Figure(figsize=size, dpi=80)
   FigureCanvasAgg(fig)
@@ -143,7 +143,7 @@ def validator_curves(report: dict, path: str | os.PathLike) -> None:
   """Each candidate's label-free risk per checkpoint, and its target accuracy where known (PNG).
 
   Args:
-    report: a `dann_jax.adapt.adapt` report.
+    report: a `dann_jax.runner.adapt.adapt` report.
     path: the PNG to write.
   """
   candidates = report["candidates"]

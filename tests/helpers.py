@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dann_jax import models, train
+from dann_jax.core import models, train
 
 # A 4-step `dann-jax train` on the tiny stand-in MNIST (the `tiny_mnist` fixture).
 TRAIN = ["train", "--source", "mnist", "--target", "mnist-m", "--steps", "4", "--batch-size", "8", "--no-progress"]

@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dann_jax import parallel
-from dann_jax.config import TrainConfig
+from dann_jax.core.config import TrainConfig
+from dann_jax.core.models import mnist_dann
+from dann_jax.core.train import create_train_state
 from dann_jax.data.batching import make_domain_pair, sample_batch
-from dann_jax.models import mnist_dann
-from dann_jax.loop import DATA_STREAM, fit, jit_train_on_pair
-from dann_jax.train import create_train_state
+from dann_jax.training import parallel
+from dann_jax.training.loop import DATA_STREAM, fit, jit_train_on_pair
 
 NUM_DEVICES = 4
 BATCH = 16  # two source and two target rows per device

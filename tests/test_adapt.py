@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from dann_jax import adapt, selection
-from dann_jax.candidates import Candidate, default_candidates
+from dann_jax.runner import adapt
+from dann_jax.runner.candidates import Candidate, default_candidates
+from dann_jax.validation import selection
 
 
 def test_default_candidates_span_the_adaptation_strength():
@@ -63,11 +64,11 @@ TWO = (
 
 @pytest.mark.slow
 def test_adapt_keeps_the_argmin_and_never_reads_target_labels(tiny_mnist, tmp_path, monkeypatch):
-  from dann_jax import checkpoint
-  from dann_jax.evaluation import features
-  from dann_jax.pair_data import load_pair_data
-  from dann_jax.pairs import PAIRS
-  from dann_jax.runs import load_run
+  from dann_jax.data.pair_data import load_pair_data
+  from dann_jax.data.pairs import PAIRS
+  from dann_jax.runner.runs import load_run
+  from dann_jax.training import checkpoint
+  from dann_jax.training.evaluation import features
 
   pair = PAIRS["mnist->mnist-m"]
   data = load_pair_data(pair, data_dir=tiny_mnist)
@@ -107,12 +108,12 @@ def test_adapt_keeps_the_argmin_and_never_reads_target_labels(tiny_mnist, tmp_pa
   shuffled = dataclasses.replace(
     data, target_test=dataclasses.replace(data.target_test, labels=rng.permutation(data.target_test.labels))
   )
-  import dann_jax.runs
+  import dann_jax.runner.runs
 
   def no_training(*args, **kwargs):
     raise AssertionError("a finished candidate was trained again")
 
-  monkeypatch.setattr(dann_jax.runs, "train_run", no_training)
+  monkeypatch.setattr(dann_jax.runner.runs, "train_run", no_training)
   for folder in out.glob("*_s0"):
     (folder / "scores.json").unlink(missing_ok=True)
   again = adapt.adapt(pair, data=shuffled, **kw)

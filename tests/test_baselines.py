@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from dann_jax.baselines import align_subspaces, linear_svm_accuracy, subspace_alignment
-from dann_jax.divergence import proxy_a_distance
+from dann_jax.validation.baselines import align_subspaces, linear_svm_accuracy, subspace_alignment
+from dann_jax.validation.divergence import proxy_a_distance
 
 
 def _clouds(n=600, dim=10, seed=0):

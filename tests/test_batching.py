@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dann_jax.data import batching
-from dann_jax.data import domains
+from dann_jax.data import batching, domains
 
 
 def _domain(n, offset, name="d"):

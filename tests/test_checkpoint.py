@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dann_jax import checkpoint
-from dann_jax.config import TrainConfig
-from dann_jax.models import MLP, DANN
-from dann_jax.train import create_train_state
+from dann_jax.core.config import TrainConfig
+from dann_jax.core.models import DANN, MLP
+from dann_jax.core.train import create_train_state
+from dann_jax.training import checkpoint
 
 
 def _state(step=0, seed=0):
@@ -78,7 +78,7 @@ import jax.numpy as jnp
 from orbax.checkpoint._src.path import async_path
 sys.path.insert(0, {tests!r})
 from test_checkpoint import _state
-from dann_jax import checkpoint
+from dann_jax.training import checkpoint
 checkpoint.save_checkpoint({directory!r}, _state(1))
 async def stuck(src, dst):
   print("renaming", flush=True)

@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from helpers import TRAIN, table1_args
 
 from dann_jax.cli import main
-from helpers import TRAIN, table1_args
 
 
 @pytest.mark.slow
@@ -42,16 +42,16 @@ def test_train_writes_and_resumes(tiny_mnist, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_train_warns_when_a_seed_collapsed(tiny_mnist, tmp_path, capsys, monkeypatch):
-  import dann_jax.runs
+  import dann_jax.runner.runs
 
-  real = dann_jax.runs.train_run
+  real = dann_jax.runner.runs.train_run
 
   def collapsing(*args, **kwargs):
     result = real(*args, **kwargs)
     result.summary["collapsed_at_step"] = [3, None]
     return result
 
-  monkeypatch.setattr(dann_jax.runs, "train_run", collapsing)
+  monkeypatch.setattr(dann_jax.runner.runs, "train_run", collapsing)
   out = tmp_path / "run"
   assert main(TRAIN + ["--seeds", "2", "--out", str(out)]) == 0
   assert json.loads((out / "summary.json").read_text())["collapsed_at_step"] == [None, None]  # as trained
@@ -63,13 +63,13 @@ def test_train_warns_when_a_seed_collapsed(tiny_mnist, tmp_path, capsys, monkeyp
 
 
 def test_a_diverged_run_is_one_error_line(tmp_path, capsys, monkeypatch):
-  import dann_jax.runs
-  from dann_jax.loop import Diverged
+  import dann_jax.runner.runs
+  from dann_jax.training.loop import Diverged
 
   def diverging(*args, **kwargs):
     raise Diverged(12)
 
-  monkeypatch.setattr(dann_jax.runs, "train_run", diverging)
+  monkeypatch.setattr(dann_jax.runner.runs, "train_run", diverging)
   assert main(TRAIN + ["--out", str(tmp_path / "run")]) == 1
   err = capsys.readouterr().err
   assert err.startswith("dann-jax: error: the loss became non-finite at step 12") and "--set lam_max=" in err
@@ -77,10 +77,10 @@ def test_a_diverged_run_is_one_error_line(tmp_path, capsys, monkeypatch):
 
 
 def test_a_run_that_diverges_after_a_checkpoint_leaves_the_step_beside_it(tiny_mnist, tmp_path, capsys, monkeypatch):
-  import dann_jax.runs
-  from dann_jax.loop import Diverged
+  import dann_jax.runner.runs
+  from dann_jax.training.loop import Diverged
 
-  real_fit = dann_jax.runs.fit
+  real_fit = dann_jax.runner.runs.fit
 
   def fit_diverging_after_step_2(*args, callback, **kwargs):
     def chunk_done(state, metrics):
@@ -89,7 +89,7 @@ def test_a_run_that_diverges_after_a_checkpoint_leaves_the_step_beside_it(tiny_m
 
     return real_fit(*args, callback=chunk_done, **kwargs)
 
-  monkeypatch.setattr(dann_jax.runs, "fit", fit_diverging_after_step_2)
+  monkeypatch.setattr(dann_jax.runner.runs, "fit", fit_diverging_after_step_2)
   out = tmp_path / "run"
   assert main(TRAIN + ["--set", "eval_every=2", "--out", str(out)]) == 1
   assert "non-finite at step 3" in capsys.readouterr().err
@@ -183,7 +183,7 @@ def test_demo_writes_a_report_and_says_when_it_reuses(tiny_mnist, tmp_path, caps
     assert f"]({link})" in text and (out / link).exists()
   assert "collapsed" not in text
   # The default validator's choice over both runs' checkpoints: their lowest risk.
-  from dann_jax.selection import DEFAULT_CRITERION
+  from dann_jax.validation.selection import DEFAULT_CRITERION
 
   risks = {
     (m, int(step)): e["scores"][DEFAULT_CRITERION]
@@ -421,7 +421,7 @@ def test_train_on_own_folders_and_reload_the_run(own_folders, tmp_path, capsys, 
   assert summary["splits"]["target"] == {"test": None, "test_fraction": None, "seed": 0}
   assert "your own data; no paper numbers" in capsys.readouterr().out
   # The run folder names its data: it reloads from another working directory.
-  from dann_jax.runs import load_run
+  from dann_jax.runner.runs import load_run
 
   monkeypatch.chdir(tmp_path.parent)
   result = load_run(out)
@@ -545,7 +545,7 @@ def test_reproduce_says_which_file_a_pair_needs(offline_data_dir, tmp_path, caps
 
 def test_printed_paper_number_names_pairs_the_paper_has_no_number_for():
   from dann_jax.cli.train import paper_words
-  from dann_jax.pairs import PAIRS, get_pair
+  from dann_jax.data.pairs import PAIRS, get_pair
 
   assert paper_words(PAIRS["mnist->mnist-m"], 0.8149) == "paper v1: 0.8149"
   assert paper_words(PAIRS["mnist->optdigits"], None) == "not in the paper's tables"
@@ -617,7 +617,7 @@ def test_a_damaged_run_json_is_named_with_the_fix(tiny_mnist, tmp_path, capsys, 
 
 @pytest.mark.slow
 def test_a_torn_last_metrics_line_is_dropped_on_resume_with_the_same_numbers(tiny_mnist, tmp_path, capsys):
-  from dann_jax import checkpoint
+  from dann_jax.training import checkpoint
 
   steps = ["--set", "eval_every=2"]
   whole, torn = tmp_path / "whole", tmp_path / "torn"

@@ -419,7 +419,7 @@ def test_custom_domains_work_with_batching_and_holdout(tmp_path):
   import jax
 
   from dann_jax.data import make_domain_pair, sample_batch
-  from dann_jax.pair_data import split_holdout
+  from dann_jax.data.pair_data import split_holdout
 
   for k in range(8):
     _save(tmp_path / "src" / ("ab"[k % 2]) / f"{k}.png", _rgb(k, 40, 40))
@@ -437,7 +437,7 @@ def test_custom_domains_work_with_batching_and_holdout(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Pairs of a user's domains (dann_jax.pairs, dann_jax.runs).
+# Pairs of a user's domains (dann_jax.data.pairs, dann_jax.runner.runs).
 
 
 def test_absolute_keeps_the_kind(tmp_path, monkeypatch):
@@ -450,7 +450,7 @@ def test_absolute_keeps_the_kind(tmp_path, monkeypatch):
 
 
 def test_get_pair_of_own_data(tmp_path, monkeypatch):
-  from dann_jax.pairs import PAIRS, get_pair
+  from dann_jax.data.pairs import PAIRS, get_pair
 
   monkeypatch.chdir(tmp_path)
   pair = get_pair("folder:a", "mnist", network="svhn")
@@ -466,8 +466,8 @@ def test_get_pair_of_own_data(tmp_path, monkeypatch):
 
 
 def test_pair_data_labels_the_target_by_the_source_classes(tmp_path):
-  from dann_jax.pairs import get_pair
-  from dann_jax.pair_data import SplitOptions, load_pair_data
+  from dann_jax.data.pair_data import SplitOptions, load_pair_data
+  from dann_jax.data.pairs import get_pair
 
   for c in ("ant", "bee", "cow"):
     for i in range(4):
@@ -489,8 +489,8 @@ def test_pair_data_labels_the_target_by_the_source_classes(tmp_path):
 
 
 def test_pair_data_refuses_other_classes_and_an_unlabelled_source(tmp_path):
-  from dann_jax.pairs import get_pair
-  from dann_jax.pair_data import load_pair_data
+  from dann_jax.data.pair_data import load_pair_data
+  from dann_jax.data.pairs import get_pair
 
   for root, classes in (("src", ("ant", "bee")), ("tgt", ("ant", "elk"))):
     for c in classes:

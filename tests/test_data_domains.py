@@ -4,10 +4,7 @@ import numpy as np
 import pytest
 
 from dann_jax import cli
-from dann_jax.data import domains
-from dann_jax.data import photos
-from dann_jax.data import render
-from dann_jax.data import sources
+from dann_jax.data import domains, photos, render, sources
 
 pytestmark = pytest.mark.usefixtures("offline_data_dir")
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from dann_jax.data import domains
 from dann_jax import io as dann_io
-from dann_jax.data import sources
+from dann_jax.data import domains, sources
 
 pytestmark = pytest.mark.usefixtures("offline_data_dir")
 

@@ -1,7 +1,7 @@
 """Several processes joined by jax.distributed on this machine: 2 processes x 2 CPU devices = 1 device.
 
 Each test starts child processes with `JAX_NUM_CPU_DEVICES=2` that join over
-a free localhost port (`dann_jax.distributed.initialize`) and all-reduce over
+a free localhost port (`dann_jax.backend.distributed.initialize`) and all-reduce over
 gloo: the library's (this file run as a script, `library_child`, `check_child`) or the
 `dann-jax train` command's. The pytest process computes the one-device
 reference meanwhile. Every child is killed if it outlives its time limit.
@@ -23,15 +23,16 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from dann_jax import checkpoint, distributed, parallel
+from dann_jax.backend import distributed
 from dann_jax.cli import main
-from dann_jax.config import TrainConfig
+from dann_jax.core.config import TrainConfig
+from dann_jax.core.models import DANN, MLP
+from dann_jax.core.train import create_train_state
 from dann_jax.data.batching import make_domain_pair
-from dann_jax.evaluation import accuracy
-from dann_jax.loop import fit
-from dann_jax.models import DANN, MLP
-from dann_jax.runs import load_run
-from dann_jax.train import create_train_state
+from dann_jax.runner.runs import load_run
+from dann_jax.training import checkpoint, parallel
+from dann_jax.training.evaluation import accuracy
+from dann_jax.training.loop import fit
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHILD_LIMIT = 150  # seconds any child may run before it is killed

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from dann_jax import guard
-from dann_jax.health import AT_CHANCE, LEARNED
+from dann_jax.training import guard
+from dann_jax.training.health import AT_CHANCE, LEARNED
 
 CHANCE = np.log(10)
 
@@ -50,8 +50,8 @@ def _lambda_p(step, total, lam_max, gamma=10.0):
 
 
 def _train(tiny_mnist, out, **kwargs):
-  from dann_jax.pairs import PAIRS
-  from dann_jax.runs import train_pair
+  from dann_jax.data.pairs import PAIRS
+  from dann_jax.runner.runs import train_pair
 
   return train_pair(
     PAIRS["mnist->mnist-m"],
@@ -86,7 +86,7 @@ def test_a_guarded_run_that_diverges_recovers_with_weaker_lambda(tiny_mnist, tmp
   assert np.isfinite(result.summary["target_accuracy"]["mean"])
   assert "guard: diverged at step" in capsys.readouterr().err
   # Unguarded, the same run stops with the error.
-  from dann_jax.loop import Diverged
+  from dann_jax.training.loop import Diverged
 
   with pytest.raises(Diverged):
     _train(tiny_mnist, tmp_path / "unguarded", overrides={"lam_max": 1e30, "optimizer": "sgd", "eval_every": 2})
@@ -96,8 +96,8 @@ def test_a_guarded_run_that_diverges_recovers_with_weaker_lambda(tiny_mnist, tmp
 def test_a_collapse_sends_the_run_back_with_half_lambda_and_resumes_to_the_same_numbers(
   tiny_mnist, tmp_path, monkeypatch
 ):
-  import dann_jax.runs
-  from dann_jax import checkpoint
+  import dann_jax.runner.runs
+  from dann_jax.training import checkpoint
 
   real = guard.collapse_start
   trips = []
@@ -108,7 +108,7 @@ def test_a_collapse_sends_the_run_back_with_half_lambda_and_resumes_to_the_same_
       return 6
     return real(steps, losses, chance, patience)
 
-  monkeypatch.setattr(dann_jax.runs.guard, "collapse_start", collapse_once_at_step_6)
+  monkeypatch.setattr(dann_jax.runner.runs.guard, "collapse_start", collapse_once_at_step_6)
   out = tmp_path / "run"
   result = _train(tiny_mnist, out, overrides={"eval_every": 2}, guard=True)
   (event,) = result.summary["guard"]["events"]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dann_jax.health import chance_loss, collapse_step, collapse_steps
+from dann_jax.training.health import chance_loss, collapse_step, collapse_steps
 
 CHANCE = math.log(10)
 STEPS = list(range(100, 1100, 100))

@@ -5,13 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dann_jax.checkpoint import latest_step, restore_checkpoint, save_checkpoint
-from dann_jax.config import TrainConfig
+from dann_jax.core.config import TrainConfig
+from dann_jax.core.models import mnist_dann
+from dann_jax.core.train import create_train_state
 from dann_jax.data.batching import make_domain_pair, preprocess
-from dann_jax.evaluation import accuracy, features
-from dann_jax.models import mnist_dann
-from dann_jax.loop import fit, replicate_seeds
-from dann_jax.train import create_train_state
+from dann_jax.training.checkpoint import latest_step, restore_checkpoint, save_checkpoint
+from dann_jax.training.evaluation import accuracy, features
+from dann_jax.training.loop import fit, replicate_seeds
 
 BATCH = 16
 
@@ -117,7 +117,7 @@ def test_accuracy_and_features_against_direct_apply(pair):
 
 @pytest.mark.slow
 def test_scan_and_stepwise_runners_agree(pair):
-  from dann_jax.loop import jit_train_on_pair, train_on_pair_stepwise
+  from dann_jax.training.loop import jit_train_on_pair, train_on_pair_stepwise
 
   scanned, m_scan = jit_train_on_pair(_state(), pair, 3, BATCH)
   looped, m_loop = train_on_pair_stepwise(_state(), pair, 3, BATCH)
@@ -134,7 +134,7 @@ def test_fit_rejects_a_bad_step_count(steps):
 
 @pytest.mark.slow
 def test_on_cpu_seeds_take_exactly_the_steps_they_take_alone(pair):
-  from dann_jax.loop import default_runner, train_on_pair_seed_by_seed
+  from dann_jax.training.loop import default_runner, train_on_pair_seed_by_seed
 
   assert default_runner(seeds_axis=True) is train_on_pair_seed_by_seed  # the suite runs on CPU
   seeds = [3, 7]

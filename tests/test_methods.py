@@ -7,17 +7,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from dann_jax import methods
-from dann_jax.cli import main
-from dann_jax.names import BUILTIN_METHODS
-from dann_jax.config import TrainConfig
-from dann_jax.data.batching import make_domain_pair
-from dann_jax.loop import fit
-from dann_jax.models import mnist_dann
-from dann_jax.objective import saddle_point_loss
-from dann_jax.train import create_train_state
 from helpers import TRAIN
+
+from dann_jax.cli import main
+from dann_jax.core import methods
+from dann_jax.core.config import TrainConfig
+from dann_jax.core.models import mnist_dann
+from dann_jax.core.objective import saddle_point_loss
+from dann_jax.core.train import create_train_state
+from dann_jax.data.batching import make_domain_pair
+from dann_jax.names import BUILTIN_METHODS
+from dann_jax.training.loop import fit
 
 # One file, as a user would write it: DANN plus a weighted entropy term on the target's predictions.
 OUTSIDE = textwrap.dedent(
@@ -25,8 +25,7 @@ OUTSIDE = textwrap.dedent(
   import jax
   import jax.numpy as jnp
 
-  from dann_jax import methods, objective
-
+  from dann_jax.core import methods, objective
   WEIGHT = 0.5
 
 
@@ -137,7 +136,7 @@ def test_an_outside_method_trains_through_the_cli_and_resumes(outside, tiny_mnis
   [
     ("adda", "unknown method='adda'; choose one of"),
     ("no_such_module_here:X", "cannot import 'no_such_module_here'"),
-    ("json:dumps", "json.dumps is not a dann_jax.methods.Method"),
+    ("json:dumps", "json.dumps is not a dann_jax.core.methods.Method"),
     (":X", "importing '' failed"),
   ],
 )

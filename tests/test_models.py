@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dann_jax.models import DANN, MLP, count_params, mnist_dann, svhn_dann
+from dann_jax.core.models import DANN, MLP, count_params, mnist_dann, svhn_dann
 
 
 def _init(model, shape=(2, 32, 32, 3)):

@@ -5,12 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
-from dann_jax import methods, models, train, xla_cpu
-from dann_jax import nnx as dann_nnx
-from dann_jax.config import TrainConfig
-from dann_jax.objective import saddle_point_loss
 from helpers import assert_trees_close, image_batch, linen_state
+
+from dann_jax.backend import xla_cpu
+from dann_jax.core import methods, models, train
+from dann_jax.core import nnx as dann_nnx
+from dann_jax.core.config import TrainConfig
+from dann_jax.core.objective import saddle_point_loss
 
 
 def nnx_twin(linen_params, factory=dann_nnx.mnist_dann):
@@ -276,7 +277,7 @@ def test_linen_state_of_another_optimizer_is_refused():
 @pytest.mark.slow
 def test_fit_trains_nnx_states_like_linen_ones():
   from dann_jax.data.batching import make_domain_pair
-  from dann_jax.loop import fit, jit_nnx_train_on_pair
+  from dann_jax.training.loop import fit, jit_nnx_train_on_pair
 
   rng = np.random.default_rng(0)
   pair = make_domain_pair(

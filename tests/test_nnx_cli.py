@@ -3,11 +3,12 @@
 import json
 
 import pytest
-
-from dann_jax import checkpoint, presets
-from dann_jax.cli import main
-from dann_jax.runs import load_run
 from helpers import TRAIN, assert_trees_close
+
+from dann_jax.cli import main
+from dann_jax.runner import presets
+from dann_jax.runner.runs import load_run
+from dann_jax.training import checkpoint
 
 
 def _rows(out):
@@ -104,14 +105,14 @@ def test_unsupported_flags_are_one_clear_error(flags, tmp_path, capsys):
 
 def test_cli_apis_are_the_library_ones():
   from dann_jax.cli.train import APIS
-  from dann_jax.presets import APIS as LIBRARY_APIS
+  from dann_jax.runner.presets import APIS as LIBRARY_APIS
 
   assert APIS == LIBRARY_APIS
 
 
 def test_library_refuses_several_seeds_with_nnx(tmp_path):
-  from dann_jax.pairs import PAIRS
-  from dann_jax.runs import train_pair
+  from dann_jax.data.pairs import PAIRS
+  from dann_jax.runner.runs import train_pair
 
   with pytest.raises(ValueError, match="api='nnx' trains one seed"):
     train_pair(PAIRS["mnist->mnist-m"], "dann", out_dir=tmp_path / "x", seeds=[0, 1], api="nnx")

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dann_jax import methods
-from dann_jax.models import mnist_dann
-from dann_jax.objective import saddle_point_loss
+from dann_jax.core import methods
+from dann_jax.core.models import mnist_dann
+from dann_jax.core.objective import saddle_point_loss
 
 
 def _batch(key, n=8, classes=10):
@@ -161,8 +161,8 @@ def test_shards_with_unequal_labelled_rows_sum_to_the_global_objective():
 def test_the_documented_checkify_line_catches_a_bad_label_in_the_jitted_step():
   from jax.experimental import checkify
 
-  from dann_jax.config import TrainConfig
-  from dann_jax.train import create_train_state, train_step
+  from dann_jax.core.config import TrainConfig
+  from dann_jax.core.train import create_train_state, train_step
 
   batch = _batch(jax.random.key(0))
   state = create_train_state(mnist_dann(), TrainConfig(total_steps=10, batch_size=8), batch["image"])

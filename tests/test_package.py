@@ -69,8 +69,10 @@ def test_help_does_not_import_jax():
 def test_the_cli_offers_the_library_names():
   import argparse
 
-  from dann_jax import methods, names, selection
+  from dann_jax import names
   from dann_jax.cli import build_parser, select
+  from dann_jax.core import methods
+  from dann_jax.validation import selection
 
   train = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
   choices = {a.dest: a.choices for a in train._actions}
@@ -92,7 +94,7 @@ def test_malloc_tuning_respects_the_user():
 
 def test_lazy_exports_resolve():
   assert dann_jax.TrainConfig().batch_size == 128
-  assert callable(dann_jax.schedules.adaptation_factor)
+  assert callable(dann_jax.core.schedules.adaptation_factor)
   from dann_jax import data
 
   assert "mnist-m" in data.KNOWN_DOMAINS

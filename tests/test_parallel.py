@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from dann_jax import parallel
+from dann_jax.training import parallel
 
 TESTS = pathlib.Path(__file__).parent
 CHECKS = (
@@ -124,10 +124,10 @@ def test_pmap_refuses_several_processes(monkeypatch):
 def test_sharded_runner_host_loop_equals_scan():
   from flax import linen as nn
 
-  from dann_jax.config import TrainConfig
+  from dann_jax.core.config import TrainConfig
+  from dann_jax.core.models import DANN, MLP
+  from dann_jax.core.train import create_train_state
   from dann_jax.data.batching import make_domain_pair
-  from dann_jax.models import DANN, MLP
-  from dann_jax.train import create_train_state
 
   class Flat(nn.Module):
     @nn.compact

@@ -1,5 +1,6 @@
 """Run configs: which network and optimiser each preset gives each pair; one config per run."""
 
+import dataclasses
 import json
 
 import jax
@@ -7,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dann_jax import networks
+from dann_jax.core import networks
+from dann_jax.core.models import count_params, mnist_dann, svhn_dann
 from dann_jax.data import Domain
-from dann_jax.models import count_params, mnist_dann, svhn_dann
-from dann_jax.pairs import PAIRS
-from dann_jax.presets import config_of, make_config
-from dann_jax.pair_data import PairData
-from dann_jax.runs import train_pair
+from dann_jax.data.pair_data import PairData
+from dann_jax.data.pairs import PAIRS
+from dann_jax.runner.presets import config_of, make_config
+from dann_jax.runner.runs import train_pair
 
 
 def _params(model):
@@ -100,7 +101,7 @@ def test_overrides_set_config_fields_and_name_unknown_ones():
 
 
 def test_source_holdout_is_a_fixed_disjoint_split():
-  from dann_jax.pair_data import holdout_size, split_holdout, with_holdout
+  from dann_jax.data.pair_data import holdout_size, split_holdout, with_holdout
 
   assert holdout_size(5000, 60_000) == 5000
   assert holdout_size(5000, 40) == 4  # at most a tenth
@@ -135,10 +136,18 @@ def test_a_run_config_is_named_by_its_identity_and_rebuilt_from_it():
   assert config.resolved()["source_holdout"] == 5000
 
 
+def test_the_seeds_of_a_run_are_held_once_as_its_first_seed_and_a_count():
+  config = make_config(PAIRS["mnist->mnist-m"], "dann", "quick", steps=30, seeds=[4, 5, 6])
+  assert config.train.seed == 4 and config.num_seeds == 3 and config.seeds == (4, 5, 6)
+  assert "seeds" not in {f.name for f in dataclasses.fields(config)}
+  assert config_of(json.loads(json.dumps(config.identity()))) == config
+
+
 @pytest.mark.parametrize(
   "kwargs, message",
   [
     ({"seeds": []}, "seeds` is empty"),
+    ({"seeds": [0, 2]}, r"\[0, 2\] are not consecutive"),
     ({"api": "jax"}, "unknown api"),
     ({"api": "nnx", "seeds": [0, 1]}, "one seed"),
     ({"keep_best": "source-risk", "seeds": [0, 1]}, "separate runs"),

@@ -5,9 +5,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import table1_args
 
 from dann_jax.cli import main
-from helpers import table1_args
 
 
 def _train(runs, method):
@@ -165,7 +165,7 @@ def test_a_collapsed_seed_is_named_and_kept_out_of_the_feature_analysis(tmp_path
 
 
 def test_clean_seeds_have_both_runs_finished_without_a_collapse():
-  from dann_jax.reproduce import TableArgs, _clean_seeds
+  from dann_jax.tables.reproduce import TableArgs, _clean_seeds
 
   args = TableArgs(seeds=[0, 1, 2, 3], pairs=["mnist->mnist-dilated"])
   records = {
@@ -178,8 +178,8 @@ def test_clean_seeds_have_both_runs_finished_without_a_collapse():
 
 
 def test_a_diverged_seed_is_recorded_once_and_left_out_of_the_mean(tiny_mnist, tmp_path, monkeypatch):
-  import dann_jax.runs
-  from dann_jax.loop import Diverged
+  import dann_jax.runner.runs
+  from dann_jax.training.loop import Diverged
 
   runs, results = tmp_path / "runs", tmp_path / "results"
   records = results / "table1" / "records" / "quick_4steps" / "mnist_to_mnist-dilated"
@@ -192,7 +192,7 @@ def test_a_diverged_seed_is_recorded_once_and_left_out_of_the_mean(tiny_mnist, t
     calls.append((method, kwargs["seeds"]))
     raise Diverged(2806)
 
-  monkeypatch.setattr(dann_jax.runs, "train_or_reuse", diverging)
+  monkeypatch.setattr(dann_jax.runner.runs, "train_or_reuse", diverging)
   argv = table1_args(["mnist->mnist-dilated"], runs, results, "--no-progress", "--seeds", "2", "--methods", "dann")
   assert main(argv) == 0
   assert calls == [("dann", [1])]

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from dann_jax import schedules
+from dann_jax.core import schedules
 
 
 @pytest.mark.parametrize("count,p", [(0, 0.0), (50, 0.5), (100, 1.0), (250, 1.0)])
@@ -45,7 +45,7 @@ def test_negative_rates_rejected():
   with pytest.raises(ValueError, match="gamma"):
     schedules.adaptation_factor(10, gamma=-1.0)
   # A constant rate (optax.constant_schedule) is checked where it enters.
-  from dann_jax.config import TrainConfig
+  from dann_jax.core.config import TrainConfig
 
   with pytest.raises(ValueError, match="learning_rate=-1.0 must be > 0"):
     TrainConfig(learning_rate=-1.0, anneal_learning_rate=False)
@@ -64,8 +64,8 @@ def test_adaptation_factor_warmup_shifts_the_ramp():
 
 
 def test_make_schedules_reads_every_config_field():
-  from dann_jax.config import TrainConfig
-  from dann_jax.train import make_schedules
+  from dann_jax.core.config import TrainConfig
+  from dann_jax.core.train import make_schedules
 
   config = TrainConfig(
     total_steps=100, learning_rate=0.2, lr_alpha=3.0, lr_beta=0.5, gamma=4.0, lam_max=0.7, lam_warmup=0.2

@@ -1,6 +1,7 @@
 """Label-free selection criteria: hand-worked cases, a known density ratio, and reverse-validation round trips."""
 
 import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,13 +10,13 @@ import pytest
 from sklearn.datasets import make_moons
 from sklearn.neighbors import KNeighborsClassifier
 
-from dann_jax import selection
-from dann_jax.config import TrainConfig
+from dann_jax.core.config import TrainConfig
+from dann_jax.core.models import DANN
+from dann_jax.core.train import create_train_state
 from dann_jax.data import make_domain_pair
-from dann_jax.evaluation import accuracy
-from dann_jax.models import DANN
-from dann_jax.loop import fit
-from dann_jax.train import create_train_state
+from dann_jax.training.evaluation import accuracy
+from dann_jax.training.loop import fit
+from dann_jax.validation import selection
 
 
 def test_source_risk_hand_case():
@@ -299,7 +300,7 @@ class _Linear(nn.Module):
 
 
 def _linear_dann():
-  from dann_jax.models import MLP
+  from dann_jax.core.models import MLP
 
   return DANN(
     features=_Linear(), label_predictor=MLP(hidden=(), outputs=10), domain_classifier=MLP(hidden=(), outputs=1)
@@ -333,7 +334,7 @@ def _view_and_state():
 
 
 def test_dev_on_a_state_weights_by_target_over_source_density():
-  from dann_jax.evaluation import features
+  from dann_jax.training.evaluation import features
 
   view, state, _ = _view_and_state()
   emb = lambda images, layer: features(state, images, view.mean, layer)
@@ -347,7 +348,7 @@ def test_dev_on_a_state_weights_by_target_over_source_density():
 
 
 def test_reverse_validation_on_a_state_scores_the_reverse_model():
-  from dann_jax.evaluation import features
+  from dann_jax.training.evaluation import features
 
   view, state, config = _view_and_state()
   # Label the held-out images with the candidate's own predictions: its source risk is 0.

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from dann_jax.tensorboard import RunWriter
+from dann_jax.training.tensorboard import RunWriter
 
 
 def read_events(folder):
@@ -64,8 +64,9 @@ def test_one_seed_takes_plain_vectors(tmp_path):
 def test_train_writes_the_metrics_names_of_metrics_jsonl(tiny_mnist, tmp_path, capsys):
   import json
 
-  from dann_jax.cli import main
   from helpers import TRAIN
+
+  from dann_jax.cli import main
 
   out, board = tmp_path / "run", tmp_path / "tb"
   assert main(TRAIN + ["--out", str(out), "--tensorboard", str(board)]) == 0
@@ -86,8 +87,9 @@ def test_train_writes_the_metrics_names_of_metrics_jsonl(tiny_mnist, tmp_path, c
 def test_train_without_the_writer_package_stops_before_writing(tiny_mnist, tmp_path, capsys, monkeypatch):
   import sys
 
-  from dann_jax.cli import main
   from helpers import TRAIN
+
+  from dann_jax.cli import main
 
   monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if not installed
   out = tmp_path / "run"
@@ -97,8 +99,9 @@ def test_train_without_the_writer_package_stops_before_writing(tiny_mnist, tmp_p
 
 
 def test_a_folder_that_cannot_hold_event_files_stops_the_run_before_writing(tiny_mnist, tmp_path, capsys):
-  from dann_jax.cli import main
   from helpers import TRAIN
+
+  from dann_jax.cli import main
 
   blocker = tmp_path / "a_file"
   blocker.write_text("")

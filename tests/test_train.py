@@ -7,14 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import image_batch, linen_state
 from sklearn.datasets import make_moons
 
-from dann_jax.config import TrainConfig
-from dann_jax.models import DANN, MLP, mnist_dann
-from dann_jax.objective import saddle_point_loss
-from dann_jax.loop import Diverged, check_finite, check_labels, chunk_sizes, jit_train_steps
-from dann_jax.train import create_train_state, eval_step, train_step
-from helpers import image_batch, linen_state
+from dann_jax.core.config import TrainConfig
+from dann_jax.core.models import DANN, MLP, mnist_dann
+from dann_jax.core.objective import saddle_point_loss
+from dann_jax.core.train import create_train_state, eval_step, train_step
+from dann_jax.training.loop import Diverged, check_finite, check_labels, chunk_sizes, jit_train_steps
 
 
 class TwoLayerFeatures(nn.Module):

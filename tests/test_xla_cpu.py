@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from dann_jax import xla_cpu
+from dann_jax.backend import xla_cpu
 
 _TOL = dict(rtol=1e-5, atol=1e-5)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dann_jax.cli.domains import add_domain_arguments, split_flags
-from dann_jax.pairs import get_pair
+from dann_jax.data.pairs import get_pair
 from dann_jax.names import CRITERIA, DEFAULT_CRITERION
 
 # Validators adapt can rank by: every one but reverse validation, which
@@ -45,8 +45,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-  from dann_jax.adapt import adapt
-  from dann_jax.candidates import default_candidates
+  from dann_jax.runner.adapt import adapt
+  from dann_jax.runner.candidates import default_candidates
 
   if args.steps is not None and args.steps <= 0:
     raise ValueError(f"--steps {args.steps} must be positive")

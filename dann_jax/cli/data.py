@@ -18,10 +18,7 @@ import time
 
 import numpy as np
 
-from dann_jax.data import custom
-from dann_jax.data import domains
-from dann_jax.data import official
-from dann_jax.data import sources
+from dann_jax.data import custom, domains, official, sources
 
 
 def register(subparsers) -> None:

@@ -47,9 +47,9 @@ def _prepare(out: Path, force: bool) -> None:
 
 
 def _label_free_choice(out: Path, data):
-  """The checkpoint of either run that the default validator ranks first (`dann_jax.adapt.choose`)."""
-  from dann_jax.adapt import choose, score_checkpoints
+  """The checkpoint of either run that the default validator ranks first (`dann_jax.runner.adapt.choose`)."""
   from dann_jax.names import DEFAULT_CRITERION
+  from dann_jax.runner.adapt import choose, score_checkpoints
 
   scored = {m: score_checkpoints(out / m, data, [DEFAULT_CRITERION]) for m in METHODS}
   return choose(scored, DEFAULT_CRITERION)
@@ -70,11 +70,11 @@ def _append_choice(report: Path, choice) -> None:
 
 
 def run(args) -> int:
-  from dann_jax.pairs import get_pair
+  from dann_jax.data.pair_data import load_pair_data
+  from dann_jax.data.pairs import get_pair
   from dann_jax.names import DEFAULT_CRITERION
-  from dann_jax.report import demo_report
-  from dann_jax.pair_data import load_pair_data
-  from dann_jax.runs import train_or_reuse
+  from dann_jax.runner.report import demo_report
+  from dann_jax.runner.runs import train_or_reuse
 
   t0 = time.perf_counter()
   out = Path(args.out)

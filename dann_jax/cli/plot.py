@@ -29,9 +29,9 @@ def register(subparsers) -> None:
 
 
 def run_tsne(args) -> int:
-  from dann_jax.analysis import compare_features
   from dann_jax.plots import tsne_panels
-  from dann_jax.runs import load_run
+  from dann_jax.runner.runs import load_run
+  from dann_jax.validation.analysis import compare_features
 
   pairs = {json.loads(open(f"{d}/run.json").read())["pair"] for d in args.runs if os.path.exists(f"{d}/run.json")}
   if len(pairs) > 1:

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
   from dann_jax.io import write_text_atomic
-  from dann_jax.inference import load_model, predict, scores
+  from dann_jax.runner.inference import load_model, predict, scores
 
   model = load_model(args.run, args.checkpoint, data_dir=args.data_dir)
   preds = predict(model, args.images, split=args.split, data_dir=args.data_dir)

@@ -1,4 +1,4 @@
-"""`dann-jax reproduce table1`: the paper's Table 1 (`dann_jax.reproduce`).
+"""`dann-jax reproduce table1`: the paper's Table 1 (`dann_jax.tables.reproduce`).
 
 The command's options, `TableArgs` from them (errors name the flags), and `main`, which
 `python experiments/paper/table1.py` runs with the same options.
@@ -11,10 +11,10 @@ import shlex
 import sys
 from typing import Sequence
 
-from dann_jax.pairs import PAIRS
-from dann_jax.table_records import TRAINED, TableArgs, has_runs
+from dann_jax.data.pairs import PAIRS
+from dann_jax.tables.records import TRAINED, TableArgs, has_runs
 
-# The description of `python experiments/paper/table1.py --help`: the first line of `dann_jax.reproduce`'s docstring.
+# The description of `python experiments/paper/table1.py --help`: the first line of `dann_jax.tables.reproduce`'s docstring.
 SCRIPT_DESCRIPTION = "Table 1 of Ganin & Lempitsky (arXiv 1409.7495): every digit pair, all four methods."
 
 
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-  from dann_jax.table_harness import reproduce_table1
+  from dann_jax.tables.harness import reproduce_table1
 
   reproduce_table1(args_from(args), "dann-jax " + shlex.join(sys.argv[1:]))
   return 0
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   """`python experiments/paper/table1.py ...` (the same options as the CLI)."""
   import argparse
 
-  from dann_jax.table_harness import reproduce_table1
+  from dann_jax.tables.harness import reproduce_table1
 
   parser = argparse.ArgumentParser(description=SCRIPT_DESCRIPTION)
   add_arguments(parser)

@@ -48,8 +48,8 @@ def _progress_bar(runs, along_run: bool, criterion: str):
   """A progress bar over the candidates `score_runs` will score (each seed, each checkpoint with `along_run`)."""
   from tqdm.auto import tqdm
 
-  from dann_jax import checkpoint
-  from dann_jax.run_folder import read_run_json
+  from dann_jax.runner.folder import read_run_json
+  from dann_jax.training import checkpoint
 
   total = 0
   for run_dir in map(Path, runs):
@@ -61,7 +61,7 @@ def _progress_bar(runs, along_run: bool, criterion: str):
 
 
 def run(args) -> int:
-  from dann_jax.ranking import score_runs
+  from dann_jax.runner.ranking import score_runs
 
   if args.reverse_steps <= 0:
     raise ValueError(f"--reverse-steps {args.reverse_steps} must be positive")

@@ -11,14 +11,14 @@ import json
 import re
 import sys
 
-from dann_jax.cli.select import CRITERIA
 from dann_jax.cli.domains import add_domain_arguments, split_flags
+from dann_jax.cli.select import CRITERIA
+from dann_jax.data.pairs import NETWORK_NAMES, PAIRS, get_pair
 from dann_jax.names import APIS, BUILTIN_METHODS, OWN_ARGUMENTS, PARALLEL_KINDS, PRESETS, RUN_FIELDS
-from dann_jax.pairs import NETWORK_NAMES, PAIRS, get_pair
 
 
 def method_name(text: str) -> str:
-  """--method's value as a `dann_jax.methods` name: built-ins may be spelled with '-'."""
+  """--method's value as a `dann_jax.core.methods` name: built-ins may be spelled with '-'."""
   spelled = text.replace("-", "_")
   return spelled if spelled in BUILTIN_METHODS else text
 
@@ -86,7 +86,7 @@ def join_processes(args):
   Every other flag must be equal in all processes; the rendezvous compares
   them before any of them loads data. Returns the topology, or None.
   """
-  from dann_jax import distributed
+  from dann_jax.backend import distributed
 
   config = {
     f"--{name.replace('_', '-')}": value
@@ -102,7 +102,7 @@ def make_runner(args, batch_size: int):
   """The multi-device chunk runner asked for on the command line, or None."""
   import jax
 
-  from dann_jax.parallel import make_runner as parallel_runner
+  from dann_jax.training.parallel import make_runner as parallel_runner
 
   n = jax.local_device_count() if args.devices is None else args.devices
   if n == 1 and jax.process_count() == 1:
@@ -180,7 +180,7 @@ def register(subparsers) -> None:
     choices=APIS,
     default="linen",
     help="the front door that trains: Flax Linen (default) or "
-    "Flax NNX (dann_jax.nnx; one seed on one device), with "
+    "Flax NNX (dann_jax.core.nnx; one seed on one device), with "
     "the same numbers (other dropout masks for the SVHN "
     "net)",
   )
@@ -213,7 +213,7 @@ _FLAG_WORDS = (
 
 def _collapse_advice(method: str, step: int, seeds: int) -> str:
   """What a collapse at `step` means, and the knobs that may prevent it."""
-  from dann_jax import methods
+  from dann_jax.core import methods
 
   knobs = ["a lower learning rate (--set learning_rate=...)"]
   if methods.get(method).adversarial:
@@ -239,7 +239,7 @@ def parse_overrides(items: list[str]) -> dict:
   eval_every, eval_size or source_holdout), typed like the fields."""
   import dataclasses
 
-  from dann_jax.config import TrainConfig
+  from dann_jax.core.config import TrainConfig
 
   defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
   defaults.update({name: 1 for name in (*RUN_FIELDS, "source_holdout")})  # typed as integers
@@ -304,10 +304,10 @@ def paper_words(pair, paper_v1) -> str:
 
 
 def run(args) -> int:
-  from dann_jax.distributed import is_primary
-  from dann_jax.presets import make_config
-  from dann_jax.run_folder import ApiMismatch
-  from dann_jax.runs import train_run
+  from dann_jax.backend.distributed import is_primary
+  from dann_jax.runner.folder import ApiMismatch
+  from dann_jax.runner.presets import make_config
+  from dann_jax.runner.runs import train_run
 
   check_api_flags(args)
   splits = split_flags(args)

@@ -34,10 +34,9 @@ from typing import Sequence
 
 import numpy as np
 
-from dann_jax.data.domains import Domain
-
 # The readers' names stay importable from here, the module users read their own data with.
 from dann_jax.data.domains import UNLABELLED as UNLABELLED
+from dann_jax.data.domains import Domain
 from dann_jax.data.folders import folder_classes, read_folder
 from dann_jax.data.folders import image_paths as image_paths
 from dann_jax.data.images import IMAGE_SIZE as IMAGE_SIZE

@@ -44,8 +44,7 @@ import numpy as np
 
 from dann_jax import io as dann_io
 from dann_jax.data import photos as photos_lib
-from dann_jax.data import render
-from dann_jax.data import sources
+from dann_jax.data import render, sources
 
 KNOWN_DOMAINS = (
   "mnist",

@@ -29,15 +29,13 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from dann_jax.data import domains
-from dann_jax.data import sources
+from dann_jax.data import domains, sources
 from dann_jax.data.domains import Domain
 from dann_jax.data.official_bsds500 import BSDS500_SIZES as BSDS500_SIZES
 from dann_jax.data.official_bsds500 import BSDS500_SPLITS as BSDS500_SPLITS
 from dann_jax.data.official_bsds500 import bsds500_dir as bsds500_dir
-from dann_jax.data.official_bsds500 import bsds500_images
+from dann_jax.data.official_bsds500 import bsds500_images, import_bsds500
 from dann_jax.data.official_bsds500 import bsds500_photos as bsds500_photos
-from dann_jax.data.official_bsds500 import import_bsds500
 from dann_jax.data.official_common import (
   ARCHIVES,
   DOMAIN_NAMES,

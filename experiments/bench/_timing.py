@@ -49,11 +49,11 @@ def mnist_pair_and_state(batch_size: int):
 
   The same in every process. Returns (pair, state).
   """
-  from dann_jax.config import TrainConfig
+  from dann_jax.backend.xla_cpu import tuned
+  from dann_jax.core.config import TrainConfig
+  from dann_jax.core.models import mnist_dann
+  from dann_jax.core.train import create_train_state
   from dann_jax.data.batching import make_domain_pair
-  from dann_jax.models import mnist_dann
-  from dann_jax.train import create_train_state
-  from dann_jax.xla_cpu import tuned
 
   rng = np.random.default_rng(0)
   domain = lambda: (rng.integers(0, 256, (2000, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 2000).astype(np.int32))

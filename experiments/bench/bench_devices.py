@@ -26,8 +26,8 @@ def measure(num_devices: int, batch_size: int, steps: int, repeats: int) -> list
   """Times each path on `num_devices` devices (in this process)."""
   import jax
 
-  from dann_jax import parallel
-  from dann_jax.loop import jit_train_on_pair
+  from dann_jax.training import parallel
+  from dann_jax.training.loop import jit_train_on_pair
 
   pair, state = mnist_pair_and_state(batch_size)
   runners = {

@@ -2,8 +2,8 @@
 
 Each layout PxD runs P processes on this machine with D CPU devices each
 (`JAX_NUM_CPU_DEVICES=D`), joined over a free localhost port by
-`dann_jax.distributed.initialize` when P > 1, all training the MNIST DANN
-with the sharded runner over the P*D devices (`dann_jax.parallel.make_runner`,
+`dann_jax.backend.distributed.initialize` when P > 1, all training the MNIST DANN
+with the sharded runner over the P*D devices (`dann_jax.training.parallel.make_runner`,
 as `dann-jax train` does). 1x2 against 2x1 compares the same devices and
 cores in one process and in two, so the difference is the cost of crossing
 processes (gloo collectives, two runtimes sharing the cores). Process 0
@@ -34,7 +34,7 @@ def measure(batch_size: int, steps: int, repeats: int) -> dict:
   import jax
   import numpy as np
 
-  from dann_jax import parallel
+  from dann_jax.training import parallel
 
   pair, state = mnist_pair_and_state(batch_size)  # the same data in every process
   runner = parallel.make_runner("sharding", None, batch_size)
@@ -50,7 +50,7 @@ def measure(batch_size: int, steps: int, repeats: int) -> dict:
 
 
 def child(args) -> None:
-  from dann_jax import distributed
+  from dann_jax.backend import distributed
 
   if args.num_processes > 1:
     distributed.initialize(

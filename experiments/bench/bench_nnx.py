@@ -1,15 +1,15 @@
 """Times one train step of the MNIST DANN through the NNX front door against the Linen one.
 
 Both steps start from the same weights (the Linen ones, copied into the
-network bridged to NNX with `dann_jax.nnx.from_linen`) and take the same optimizer step on
+network bridged to NNX with `dann_jax.core.nnx.from_linen`) and take the same optimizer step on
 the same batch of 128 (64 source + 64 target) random 32x32x3 images:
 
-* `linen`: `dann_jax.train.train_step` under a stock `jax.jit`
+* `linen`: `dann_jax.core.train.train_step` under a stock `jax.jit`
   (state donated), stock layers;
-* `nnx`: `dann_jax.nnx.train_step` under `nnx.jit`, stock layers;
+* `nnx`: `dann_jax.core.nnx.train_step` under `nnx.jit`, stock layers;
 * `nnx_cached`: the same step through `nnx.cached_partial`, which skips
   most of `nnx.jit`'s per-call walk over the model graph;
-* with `--tuned`, also `linen_tuned` (`dann_jax.loop.jit_train_step` on
+* with `--tuned`, also `linen_tuned` (`dann_jax.training.loop.jit_train_step` on
   `xla_cpu.tuned(models.mnist_dann)`, what training runs on CPU) and
   `nnx_tuned` (the NNX step on `xla_cpu.tuned(dann_nnx.mnist_dann)`, split into
   a graph and a state pytree and compiled with `xla_cpu.cpu_jit`).
@@ -43,8 +43,10 @@ def linen_stepper(batch, tuned: bool = False) -> Callable[[], None]:
   """One Linen step per call, run to completion."""
   import jax
 
-  from dann_jax import loop, models, train, xla_cpu
-  from dann_jax.config import TrainConfig
+  from dann_jax.backend import xla_cpu
+  from dann_jax.core import models, train
+  from dann_jax.core.config import TrainConfig
+  from dann_jax.training import loop
 
   model = xla_cpu.tuned(models.mnist_dann)() if tuned else models.mnist_dann()
   holder = [train.create_train_state(model, TrainConfig(), batch["image"])]
@@ -66,9 +68,10 @@ def nnx_stepper(batch, mode: str = "jit") -> Callable[[], None]:
   import jax
   from flax import nnx
 
-  from dann_jax import models, train, xla_cpu
-  from dann_jax import nnx as dann_nnx
-  from dann_jax.config import TrainConfig
+  from dann_jax.backend import xla_cpu
+  from dann_jax.core import models, train
+  from dann_jax.core import nnx as dann_nnx
+  from dann_jax.core.config import TrainConfig
 
   config = TrainConfig()
   linen_params = train.create_train_state(models.mnist_dann(), config, batch["image"]).params
@@ -112,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   parser.add_argument("--warmup", type=int, default=3, help="untimed steps per stepper (the first compiles)")
   parser.add_argument("--batch-size", type=int, default=128)
   parser.add_argument(
-    "--tuned", action="store_true", help="also time both steps with dann_jax.xla_cpu's layers and jit"
+    "--tuned", action="store_true", help="also time both steps with dann_jax.backend.xla_cpu's layers and jit"
   )
   args = parser.parse_args(argv)
   if args.steps <= 0 or args.warmup <= 0:

@@ -5,10 +5,10 @@ Both frameworks run the paper's MNIST and SVHN networks on the same batch of
 losses through a gradient reversal layer, backward, and an SGD-momentum step.
 The steps alternate in one process (JAX, PyTorch, JAX, ...) so that both see
 the same machine load; each reports the median of the timed steps after a
-warm-up. The JAX step is `dann_jax.loop.jit_train_step` (on CPU compiled
-with `dann_jax.xla_cpu.EIGEN_CONVOLUTIONS`); the plain Flax step (`nn.Conv` +
+warm-up. The JAX step is `dann_jax.training.loop.jit_train_step` (on CPU compiled
+with `dann_jax.backend.xla_cpu.EIGEN_CONVOLUTIONS`); the plain Flax step (`nn.Conv` +
 `nn.max_pool` under a stock `jax.jit`, the formulation before
-`dann_jax.xla_cpu`) is timed alongside for the MNIST net.
+`dann_jax.backend.xla_cpu`) is timed alongside for the MNIST net.
 
 Threads: XLA:CPU runs one intra-op thread per core this process may use;
 PyTorch is set to the same number (`torch.set_num_threads`). XLA flags come
@@ -40,7 +40,6 @@ import statistics
 from typing import Callable, Sequence
 
 import numpy as np
-
 from _timing import make_batch, time_alternating
 
 
@@ -55,7 +54,7 @@ def _threads() -> int:
 
 def plain_mnist_dann():
   """The MNIST DANN with stock `nn.Conv` and `nn.max_pool` (the baseline)."""
-  from dann_jax import models
+  from dann_jax.core import models
 
   return models.mnist_dann()
 
@@ -63,13 +62,14 @@ def plain_mnist_dann():
 def jax_stepper(model, batch: dict[str, np.ndarray], plain_jit: bool = False) -> Callable[[], None]:
   """A closure running one jitted, state-donating train step to completion.
 
-  `loop.jit_train_step` (compiled with `dann_jax.xla_cpu.EIGEN_CONVOLUTIONS`
+  `loop.jit_train_step` (compiled with `dann_jax.backend.xla_cpu.EIGEN_CONVOLUTIONS`
   on CPU), or with `plain_jit` a stock `jax.jit` of the same step.
   """
   import jax
 
-  from dann_jax import loop, train
-  from dann_jax.config import TrainConfig
+  from dann_jax.core import train
+  from dann_jax.core.config import TrainConfig
+  from dann_jax.training import loop
 
   batch = jax.device_put(batch)
   holder = [train.create_train_state(model, TrainConfig(), batch["image"])]
@@ -202,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
   import jax
 
-  from dann_jax import models, xla_cpu
+  from dann_jax.backend import xla_cpu
+  from dann_jax.core import models
 
   threads = _threads()
   torch = None

@@ -65,8 +65,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
   import jax
 
-  from dann_jax import loop, models, train, xla_cpu
-  from dann_jax.config import TrainConfig
+  from dann_jax.backend import xla_cpu
+  from dann_jax.core import models, train
+  from dann_jax.core.config import TrainConfig
+  from dann_jax.training import loop
 
   model = xla_cpu.tuned(models.mnist_dann)()
   config = TrainConfig(batch_size=args.batch_size)

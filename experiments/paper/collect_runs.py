@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dann_jax.run_log import accuracy_stats
+from dann_jax.runner.log import accuracy_stats
 
 
 def read_run(run_dir: Path) -> dict:

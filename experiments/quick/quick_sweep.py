@@ -3,7 +3,7 @@
 Every candidate is a set of `TrainConfig` overrides on top of today's `quick`
 preset (3,000 steps, 5,000 source train images held out for validation). Each
 is trained on the given pairs and seeds; then every finished run is scored by
-the label-free criteria of `dann_jax.selection` (computed from source labels,
+the label-free criteria of `dann_jax.validation.selection` (computed from source labels,
 unlabelled target images and nothing else). Target test accuracy is recorded
 beside each score for *reporting* only: the preset is chosen by the criterion.
 
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from dann_jax.data.pairs import PAIRS
 from dann_jax.io import write_text_atomic
-from dann_jax.pairs import PAIRS
 
 # name -> TrainConfig overrides (the quick preset's Adam at 1e-3 otherwise).
 CANDIDATES: dict[str, dict] = {
@@ -68,8 +68,8 @@ def run_dir(pair: str, candidate: str, seed: int) -> Path:
 
 
 def train(args) -> None:
-  from dann_jax.pair_data import load_pair_data
-  from dann_jax.runs import train_or_reuse
+  from dann_jax.data.pair_data import load_pair_data
+  from dann_jax.runner.runs import train_or_reuse
 
   for name in args.pairs:
     pair = PAIRS[name]
@@ -93,8 +93,8 @@ def train(args) -> None:
 
 def score(args) -> None:
   """Scores each finished run by every criterion (cached in the run folder)."""
-  from dann_jax.ranking import score_runs
-  from dann_jax.selection import CRITERIA
+  from dann_jax.runner.ranking import score_runs
+  from dann_jax.validation.selection import CRITERIA
 
   for name in args.pairs:
     for candidate in args.candidates:
@@ -115,7 +115,7 @@ def score(args) -> None:
 
 
 def collect(args) -> dict:
-  from dann_jax.selection import CRITERIA
+  from dann_jax.validation.selection import CRITERIA
 
   rows = []
   for name in args.pairs:
@@ -171,7 +171,7 @@ def collect(args) -> dict:
 
 
 def write_table(args) -> None:
-  from dann_jax.selection import CRITERIA
+  from dann_jax.validation.selection import CRITERIA
 
   table = collect(args)
   RESULTS.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dann_jax.data.pairs import PAIRS
 from dann_jax.io import write_text_atomic
-from dann_jax.pairs import PAIRS
 
 OFFLINE_PAIRS = (
   "mnist->mnist-m",
@@ -43,8 +43,8 @@ def _folder(runs: Path, pair: str, method: str, seed: int) -> Path:
 
 
 def train(args) -> None:
-  from dann_jax.pair_data import load_pair_data
-  from dann_jax.runs import train_or_reuse
+  from dann_jax.data.pair_data import load_pair_data
+  from dann_jax.runner.runs import train_or_reuse
 
   for name in args.pairs:
     data = load_pair_data(PAIRS[name])

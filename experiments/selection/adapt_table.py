@@ -1,6 +1,6 @@
 """The quick Table 1 through `dann-jax adapt`: per pair and seed, the checkpoint the default validator keeps.
 
-`dann_jax.adapt.adapt` runs on the validator benchmark's run folders
+`dann_jax.runner.adapt.adapt` runs on the validator benchmark's run folders
 (runs/selection/<pair>/, the same candidates, trained with the guard), so it
 reuses their runs and cached scores and trains nothing new. The validator is
 the default of experiments/results/selection/validators.json; beside it, the
@@ -9,7 +9,7 @@ choice made without that pair's target labels).
 
 Where a seed's run folders are gone but the benchmark kept their scores
 (experiments/results/selection/scores/), the choice is made from those scores
-with the same rule (`dann_jax.adapt.choose`, the source-only baseline being
+with the same rule (`dann_jax.runner.adapt.choose`, the source-only baseline being
 the first source-only candidate's final checkpoint).
 
 Run (after validator_bench.py train/score/report):
@@ -28,16 +28,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from validator_bench import PAIR_NAMES, RESULTS, RUNS, SEEDS, archive_file, finished, run_dir  # noqa: E402
 
-from dann_jax.adapt import adapt, choose  # noqa: E402
-from dann_jax.candidates import default_candidates  # noqa: E402
+from dann_jax.data.pairs import PAIRS  # noqa: E402
 from dann_jax.io import write_text_atomic  # noqa: E402
-from dann_jax.pairs import PAIRS  # noqa: E402
+from dann_jax.runner.adapt import adapt, choose  # noqa: E402
+from dann_jax.runner.candidates import default_candidates  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "quick"
 
 
 def main() -> int:
-  from dann_jax.pair_data import load_pair_data
+  from dann_jax.data.pair_data import load_pair_data
 
   bench = json.loads((RESULTS / "validators.json").read_text())
   default = bench["default"]

@@ -36,8 +36,8 @@ def main(argv=None) -> int:
   parser.add_argument("--collect", action="store_true", help="only tabulate the finished seeds")
   args = parser.parse_args(argv)
   if not args.collect:
-    from dann_jax.pairs import PAIRS
-    from dann_jax.runs import train_or_reuse
+    from dann_jax.data.pairs import PAIRS
+    from dann_jax.runner.runs import train_or_reuse
 
     for seed in args.seeds:
       train_or_reuse(PAIRS["mnist->optdigits"], "dann", folder(seed), preset="paper", seeds=[seed], guard=True)

@@ -1,9 +1,9 @@
 """Validator benchmark: how well does each label-free validator track target accuracy?
 
-Every candidate of `dann_jax.candidates.default_candidates()` (source only and
+Every candidate of `dann_jax.runner.candidates.default_candidates()` (source only and
 DANN at λ_max 0.1 / 0.3 / 1, two learning rates, quick preset budget) is
 trained on each offline pair and seed; every evaluation checkpoint is then
-scored by every validator of `dann_jax.selection` and its target test
+scored by every validator of `dann_jax.validation.selection` and its target test
 accuracy is measured beside the scores (for the report only). The report
 gives, per pair and validator, the Spearman and weighted Spearman correlation
 between -risk and target accuracy, the accuracy of the checkpoint the
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dann_jax.adapt import VIEW_SIZES, choose
-from dann_jax.candidates import default_candidates
-from dann_jax.pairs import PAIRS
+from dann_jax.data.pairs import PAIRS
+from dann_jax.runner.adapt import VIEW_SIZES, choose
+from dann_jax.runner.candidates import default_candidates
 
 PAIR_NAMES = (
   "mnist->mnist-m",
@@ -73,8 +73,8 @@ def finished(folder: Path) -> bool:
 def train(args) -> None:
   """Trains every (seed, pair, candidate) run not yet finished, seed by seed; with
   `args.score`, scores each run's checkpoints right after it is trained."""
-  from dann_jax.pair_data import load_pair_data
-  from dann_jax.runs import train_or_reuse
+  from dann_jax.data.pair_data import load_pair_data
+  from dann_jax.runner.runs import train_or_reuse
 
   for seed in args.seeds:
     for name in args.pairs:
@@ -98,7 +98,7 @@ def train(args) -> None:
               progress=False,
             )
             status = "trained"
-          except FloatingPointError as e:  # dann_jax.loop.Diverged: its checkpoints stay to be scored
+          except FloatingPointError as e:  # dann_jax.training.loop.Diverged: its checkpoints stay to be scored
             status = f"diverged ({e})"
           print(f"{name} {cand.name} s{seed}: {status} in {time.perf_counter() - t0:.0f} s", flush=True)
         data = data or load_pair_data(PAIRS[name])
@@ -123,9 +123,9 @@ def main(argv=None) -> int:
 def score_run(folder: Path, data, archive: Path) -> None:
   """Scores every checkpoint of a finished run by every validator but reverse validation (cached in
   scores.json) and keeps a copy of the scores in `archive`."""
-  from dann_jax.adapt import score_checkpoints
   from dann_jax.io import write_text_atomic
-  from dann_jax.selection import OUTPUT_VALIDATORS
+  from dann_jax.runner.adapt import score_checkpoints
+  from dann_jax.validation.selection import OUTPUT_VALIDATORS
 
   if finished(folder):
     t0 = time.perf_counter()
@@ -140,9 +140,9 @@ def unguarded_trips(folder: Path, data) -> int | None:
 
   A guarded run that never trips takes exactly the unguarded run's steps, so
   such a run stands for the guarded one."""
-  from dann_jax.guard import GuardConfig, collapse_start
-  from dann_jax.health import chance_loss
-  from dann_jax.run_folder import read_metrics
+  from dann_jax.runner.folder import read_metrics
+  from dann_jax.training.guard import GuardConfig, collapse_start
+  from dann_jax.training.health import chance_loss
 
   if "guard" in json.loads((folder / "run.json").read_text()):
     return None
@@ -157,7 +157,7 @@ def unguarded_trips(folder: Path, data) -> int | None:
 
 def score(args) -> None:
   """Scores every finished run's checkpoints (resumes from each run's scores.json)."""
-  from dann_jax.pair_data import load_pair_data
+  from dann_jax.data.pair_data import load_pair_data
 
   for name in args.pairs:
     data = None
@@ -200,7 +200,7 @@ def summarize(rows: list[dict], pairs, seeds, kept: dict | None = None) -> dict:
   `kept`: pair entries of an earlier report, used for pairs that have no scored row here (their run
   folders and scores were not kept); they are marked `"from_earlier_report": true`.
   """
-  from dann_jax.selection import leave_one_out_choice, weighted_spearman
+  from dann_jax.validation.selection import leave_one_out_choice, weighted_spearman
 
   criteria = sorted({c for r in rows for c in r["scores"]}, key=lambda c: list(rows[0]["scores"]).index(c))
   out = {"pairs": {}}
@@ -277,7 +277,7 @@ def report(args) -> None:
     "candidates": {c.name: {"method": c.method, **c.overrides} for c in default_candidates()},
     "preset": "quick (3,000 steps, Adam b1 = 0.5, 5,000 source images held out), checkpoints every 300 steps",
     "view": VIEW_SIZES,
-    "guard": "every candidate trained with dann_jax.guard on, as dann-jax adapt trains them",
+    "guard": "every candidate trained with dann_jax.training.guard on, as dann-jax adapt trains them",
     "reverse_validation": "not scored (it trains a reverse model per checkpoint)",
     "weighted_spearman": "weighted Pearson correlation of the ranks of -risk and target accuracy, weights (accuracy rank / N)^2, per seed over its checkpoints, averaged over seeds",
     "default": "the library's default validator (dann_jax.names.DEFAULT_CRITERION), which dann-jax adapt uses; best: the validator with the best weighted Spearman averaged over the measured pairs; per pair, lopo_validator is the choice made without that pair. The default follows the best once every pair has three seeds measured",

@@ -1,0 +1,199 @@
+"""Train state, optimizer, and the train and eval steps.
+
+`train_step(state, batch) -> (state, metrics)` is a pure function: the step
+count lives in the state, and λ_p and μ_p are computed from it inside the step,
+so a jitted step compiles once for the whole run. The same step runs under
+`jax.jit`, `jax.vmap` (several seeds in one program), `jax.pmap` with an
+`axis_name`, and `jax.jit` over a sharded batch. How steps are strung together
+(chunks, seeds, devices, the choice of jit) is `dann_jax.training.loop`'s business.
+
+References: Algorithm of Sec. 3.2 (updates (4)-(6)) and the training protocol
+of Sec. 5 of Ganin & Lempitsky, arXiv 1409.7495.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from dann_jax.core import methods, schedules
+from dann_jax.core.config import TrainConfig
+
+# Tag folded into each step's key for the dropout stream (`dann_jax.training.loop`
+# folds 2 into the run key for the batch stream).
+DROPOUT_STREAM = 1
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything a step reads and writes, as one pytree.
+
+  Attributes:
+    step: the number of steps taken (int32 scalar).
+    params: `{"features", "label_predictor", "domain_classifier"}` parameters.
+    opt_state: the optax state.
+    model_state: non-parameter variable collections (e.g. `batch_stats`).
+    key: the run's PRNG key; per-step keys are `fold_in(key, step)`.
+    method: the `dann_jax.core.methods.Method` whose loss the step descends.
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  model_state: Any
+  key: jax.Array
+  apply_fn: Callable = struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  adaptation_factor: optax.Schedule = struct.field(pytree_node=False)
+  learning_rate: optax.Schedule = struct.field(pytree_node=False)
+  method: methods.Method = struct.field(pytree_node=False, default=methods.DANN)
+  max_norm: float | None = struct.field(pytree_node=False, default=None)
+
+
+def make_schedules(config: TrainConfig):
+  """The (learning rate, adaptation factor) schedules of `config`."""
+  if config.anneal_learning_rate:
+    lr = schedules.annealed_learning_rate(config.total_steps, config.learning_rate, config.lr_alpha, config.lr_beta)
+  else:
+    lr = optax.constant_schedule(config.learning_rate)
+  if methods.get(config.method).adversarial:
+    lam = schedules.adaptation_factor(config.total_steps, config.gamma, config.lam_max, config.lam_warmup)
+  else:
+    # Without a domain term λ only scales a gradient that is never used.
+    lam = optax.constant_schedule(0.0)
+  return lr, lam
+
+
+def make_optimizer(config: TrainConfig, learning_rate: optax.Schedule) -> optax.GradientTransformation:
+  """SGD with momentum on the annealed rate (optionally with L2 weight decay)."""
+  parts = []
+  if config.weight_decay:
+    parts.append(optax.add_decayed_weights(config.weight_decay))
+  if config.optimizer == "sgd":
+    parts.append(optax.sgd(learning_rate, momentum=config.momentum))
+  else:
+    parts.append(optax.adam(learning_rate, b1=config.adam_b1))
+  return optax.chain(*parts)
+
+
+def create_train_state(
+  model: nn.Module, config: TrainConfig, sample_images: jax.Array, key: jax.Array | None = None
+) -> TrainState:
+  """Initialises parameters and optimizer state for `model` and `config`.
+
+  Args:
+    model: a `dann_jax.core.models.DANN` (or any module with its call signature).
+    config: the run's hyper-parameters.
+    sample_images: a batch with the input shape (values unused).
+    key: the run's key; `jax.random.key(config.seed)` if None.
+
+  Returns:
+    The state at step 0.
+  """
+  if key is None:
+    key = jax.random.key(config.seed)
+  init_key, run_key = jax.random.split(key)
+  variables = model.init({"params": init_key, "dropout": init_key}, sample_images, 0.0, train=False)
+  variables = dict(variables)
+  params = variables.pop("params")
+  variables.pop("intermediates", None)
+  lr, lam = make_schedules(config)
+  tx = make_optimizer(config, lr)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    model_state=variables,
+    key=run_key,
+    apply_fn=model.apply,
+    tx=tx,
+    adaptation_factor=lam,
+    learning_rate=lr,
+    method=methods.get(config.method),
+    max_norm=config.max_norm,
+  )
+
+
+def clip_unit_norms(params, max_norm: float):
+  """Projects each unit's incoming weight vector onto the l2 ball of `max_norm`."""
+
+  def clip(path, w):
+    if getattr(path[-1], "key", None) != "kernel":
+      return w
+    fan_in_axes = tuple(range(w.ndim - 1))
+    norms = jnp.sqrt(jnp.sum(w * w, axis=fan_in_axes, keepdims=True))
+    return w * jnp.minimum(1.0, max_norm / jnp.maximum(norms, 1e-12))
+
+  return jax.tree_util.tree_map_with_path(clip, params)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | None = None):
+  """One optimizer step on `state.method`'s loss; for DANN, on L_y + L_d
+  through the GRL (the paper's updates (4)-(6)).
+
+  Args:
+    state: the train state.
+    batch: `image`, `label`, `domain`, `label_mask` (see
+      `dann_jax.core.objective.saddle_point_loss`).
+    axis_name: the mapped axis when run inside `jax.pmap`; gradients and
+      statistics are then combined over it so every device takes the step of
+      the global batch.
+
+  Returns:
+    `(new_state, metrics)` with `loss`, `label_loss`, `domain_loss`,
+    `domain_accuracy`, `lambda` and `learning_rate` (the values used).
+
+  Labels in rows the method trains on must lie in [0, classes). `fit` checks
+  every label once where the data enter; an eager call raises `ValueError`;
+  under `jax.jit` the check is a `checkify` check, free unless the step is
+  wrapped: `err, out = checkify.checkify(jax.jit(train_step))(state, batch);
+  err.throw()` (`from jax.experimental import checkify`).
+  """
+  lam = state.adaptation_factor(state.step)
+  step_key = jax.random.fold_in(state.key, state.step)
+  dropout_key = jax.random.fold_in(step_key, DROPOUT_STREAM)
+  if axis_name is not None:
+    dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
+  mutable = list(state.model_state)
+
+  def loss_fn(params):
+    variables = {"params": params, **state.model_state}
+    out = state.apply_fn(
+      variables, batch["image"], lam, train=True, rngs={"dropout": dropout_key}, mutable=mutable or False
+    )
+    (class_logits, domain_logits), new_model_state = out if mutable else (out, state.model_state)
+    loss, metrics = methods.batch_loss(state.method, class_logits, domain_logits, batch, axis_name=axis_name)
+    return loss, (metrics, new_model_state)
+
+  grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+  if axis_name is not None:
+    # Each device's loss is its share of the global mean: gradients add up.
+    grads = jax.lax.psum(grads, axis_name)
+    model_state = jax.lax.pmean(model_state, axis_name)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  if state.max_norm is not None:
+    params = clip_unit_norms(params, state.max_norm)
+  metrics = dict(
+    metrics,
+    **{
+      "lambda": jnp.asarray(lam, jnp.float32),
+      "learning_rate": jnp.asarray(state.learning_rate(state.step), jnp.float32),
+    },
+  )
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """The number of correctly classified images (mask: which rows count)."""
+  variables = {"params": state.params, **state.model_state}
+  logits = state.apply_fn(variables, images, train=False, method="classify")
+  correct = jnp.argmax(logits, axis=-1) == labels
+  if mask is not None:
+    correct = correct & mask
+  return jnp.sum(correct)

@@ -1,0 +1,3 @@
+"""One run end to end: presets, the run folder and its log and summary (`folder`, `log`, `summary`),
+`runs.train_run`, the candidate set and `adapt`, ranking finished runs, loading a model back (`inference`)
+and the pair report."""

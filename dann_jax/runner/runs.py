@@ -1,0 +1,445 @@
+"""One training run of a method on a domain pair: data, model, loop, logs, checkpoints, summary.
+
+A run folder holds `run.json` (what was asked), `metrics.jsonl` (one line per
+chunk of steps, with evaluations where they happened), `checkpoint/` (orbax),
+`summary.json` and `curves.png`; a run whose loss became non-finite stops and
+leaves `diverged.json` (the step) beside its checkpoints. `--resume` continues
+from the checkpoint with the same numbers an uninterrupted run would give. A run trains through the
+Linen front door (`dann_jax.core.train`) or the NNX one (`dann_jax.core.nnx`), with the
+same numbers; run.json records which, and the checkpoints are Linen's either
+way, so evaluation and selection read both alike.
+
+`train_run` is three steps: `_prepare` (checks, data, the starting or
+restored state), `_fit` (the loop, with the guard's recoveries) and
+`dann_jax.runner.summary.summarise`. The folder's files are
+`dann_jax.runner.folder`'s; what is written while training, `dann_jax.runner.log`'s.
+
+A pair may name a user's own data (`folder:PATH`, `npz:PATH`; see
+`dann_jax.data.custom`): its split options are kept in `run.json`, so a run
+folder reloads its data wherever it is read from; a target without labelled
+test images has no target accuracy (reported as None).
+
+With several processes (`dann_jax.backend.distributed`), every process calls
+`train_run` with the same config and a runner over all of them: all load
+the data (checked equal), train, evaluate and save checkpoints together, and
+process 0 alone writes run.json, metrics.jsonl, summary.json and curves.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dann_jax.backend import distributed
+from dann_jax.core import methods, networks
+from dann_jax.core import nnx as dann_nnx
+from dann_jax.core.train import TrainState, create_train_state, make_schedules
+from dann_jax.data import make_domain_pair
+from dann_jax.data.batching import pixel_mean
+from dann_jax.data.pair_data import PairData, data_fingerprint, load_pair_data, with_holdout
+from dann_jax.data.pairs import PairSpec
+from dann_jax.io import write_text_atomic
+from dann_jax.runner.folder import (
+  DIVERGED,
+  GUARD,
+  check_out_dir,
+  read_guard_events,
+  read_run_json,
+  remove_run_files,
+)
+from dann_jax.runner.log import EvalSets, RunLog, labelled
+from dann_jax.runner.presets import RunConfig, config_of, make_config
+from dann_jax.runner.summary import summarise
+from dann_jax.training import checkpoint, guard
+from dann_jax.training.health import chance_loss
+from dann_jax.training.loop import Diverged, fit, replicate_seeds
+from dann_jax.validation import selection
+
+# Training steps of the reverse model of reverse validation.
+REVERSE_STEPS = 1000
+
+
+@dataclasses.dataclass
+class RunResult:
+  """What a finished run leaves in memory (the harness reuses it)."""
+
+  summary: dict[str, Any]
+  state: TrainState
+  mean: np.ndarray
+  data: PairData
+  identity: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _initial_state(config: RunConfig, data: PairData) -> TrainState:
+  """Step-0 state of the configured network; a leading seeds axis if several."""
+  model = networks.build(config.network, data.source_train.num_classes)
+  sample = jnp.zeros((1, *data.source_train.images.shape[1:]))
+  make_state = lambda key: create_train_state(model, config.train, sample, key)
+  if len(config.seeds) == 1:
+    return make_state(jax.random.key(config.seeds[0]))
+  return replicate_seeds(make_state, config.seeds)
+
+
+def _nnx_state(config: RunConfig, data: PairData, linen_state: TrainState) -> dann_nnx.TrainState:
+  """A single-seed Linen state in the NNX door (its network bridged): same
+  weights, optimizer state, step and run key, so both doors take the same steps."""
+  model = networks.build_nnx(config.network, data.source_train.num_classes, data.source_train.images.shape[1:])
+  state = dann_nnx.create_train_state(model, config.train)
+  return dann_nnx.from_linen_state(state, linen_state)
+
+
+def train_or_reuse(pair: PairSpec, method: str, out_dir, **kwargs) -> RunResult:
+  """`train_pair`, unless `out_dir` already holds the finished run (then
+  `load_run`); a run stopped midway is resumed from its checkpoint."""
+  out = Path(out_dir)
+  if (out / "summary.json").exists():
+    return load_run(out, data=kwargs.get("data"), data_dir=kwargs.get("data_dir"))
+  return train_pair(pair, method, out_dir=out, resume=(out / "run.json").exists(), **kwargs)
+
+
+def train_pair(
+  pair: PairSpec,
+  method: str,
+  *,
+  out_dir: str | os.PathLike,
+  preset: str = "quick",
+  steps: int | None = None,
+  batch_size: int | None = None,
+  seeds: Sequence[int] = (0,),
+  overrides: dict | None = None,
+  source_holdout: int | None = None,
+  keep_best: str | None = None,
+  splits: Mapping[str, Any] | None = None,
+  api: str = "linen",
+  guard: Any = None,
+  **run_options,
+) -> RunResult:
+  """Trains `method` on `pair`: `train_run(make_config(...), ...)`.
+
+  Args:
+    pair, method, preset, steps, batch_size, seeds, overrides,
+      source_holdout, keep_best, splits, api, guard: the run's configuration, as
+      `dann_jax.runner.presets.make_config` takes them.
+    out_dir: the run folder.
+    **run_options: the other arguments of `train_run` (resume, data,
+      data_dir, progress, runner, plots, reverse_steps, tensorboard).
+
+  Returns and raises: as `make_config` and `train_run`.
+  """
+  config = make_config(
+    pair,
+    method,
+    preset,
+    steps=steps,
+    batch_size=batch_size,
+    seeds=seeds,
+    overrides=overrides,
+    source_holdout=source_holdout,
+    keep_best=keep_best,
+    api=api,
+    splits=splits,
+    guard=guard,
+  )
+  return train_run(config, out_dir=out_dir, **run_options)
+
+
+def train_run(
+  config: RunConfig,
+  *,
+  out_dir: str | os.PathLike,
+  resume: bool = False,
+  data: PairData | None = None,
+  data_dir=None,
+  progress: bool = True,
+  runner: Callable | None = None,
+  plots: bool = True,
+  reverse_steps: int = REVERSE_STEPS,
+  tensorboard: str | os.PathLike | None = None,
+) -> RunResult:
+  """Trains the run `config` describes, writing logs, checkpoints and a summary.
+
+  Several seeds are held as one state with a seeds axis (trained by
+  `dann_jax.training.loop.default_runner`: one after the other on CPU, one vmapped
+  program elsewhere) and are reported as mean +- std. With
+  `config.keep_best`, every evaluation scores the state with that criterion
+  (no target label is read) and the best-scoring state is kept in
+  `out_dir/best` beside the final one; the summary reports both. With
+  `config.api == "nnx"` the steps are taken by `dann_jax.core.nnx` (one seed, one
+  device): both doors start from the same weights and batches and give the
+  same numbers (dropout masks included: `dann_jax.core.nnx` bridges the same
+  Linen network); a run resumes through the door it started
+  with, and checkpoints and the returned state are Linen's either way.
+
+  Args:
+    config: the run (`dann_jax.runner.presets.make_config`).
+    out_dir: the run folder (created; must not hold another run). Its
+      run.json names the run and records `config.resolved()`.
+    resume: continue the run in `out_dir` from its checkpoint.
+    data: the pair's splits, if already loaded.
+    data_dir: the data cache folder.
+    progress: show a tqdm progress bar.
+    runner: a multi-device chunk runner from `dann_jax.training.parallel`, or None.
+    plots: write `curves.png`.
+    reverse_steps: steps of the reverse model when `config.keep_best` is
+      "reverse-validation".
+    tensorboard: a folder for TensorBoard event files of every step's
+      metrics, the evaluations and the curves (`dann_jax.training.tensorboard`; needs
+      tensorboardX), or None.
+
+  Returns:
+    The summary, the final state, the normalisation mean, the data and the
+    run's identity. The summary's target accuracies are None when no target
+    test image has a label (an unlabelled folder); its `collapsed_at_step`
+    names, per seed, the step from which the training label loss stayed at
+    chance (`dann_jax.training.health`), or None.
+
+  Raises:
+    ValueError: `out_dir` holds another run (or, with `resume`, a different
+      one: `ApiMismatch` if only the front door differs); api "nnx" with a
+      `runner` or several processes; "target_only" on unlabelled target
+      images; bad data.
+    FileNotFoundError: `resume` without a run in `out_dir`, or missing data
+      files.
+  """
+  out = Path(out_dir)
+  if tensorboard is not None:
+    from dann_jax.training.tensorboard import check_log_dir, summary_writer
+
+    summary_writer()  # before anything is written: the writer is an optional package
+    check_log_dir(tensorboard)
+  prep = _prepare(config, out, resume=resume, data=data, data_dir=data_dir, runner=runner, reverse_steps=reverse_steps)
+  watch = None if config.guard is None else (prep.chance, config.guard.patience)
+  board = None
+  if tensorboard is not None and prep.primary:
+    from dann_jax.training.tensorboard import RunWriter
+
+    board = RunWriter(tensorboard, config.seeds)
+  log = RunLog(
+    config,
+    out,
+    prep.start,
+    prep.evals,
+    prep.mean,
+    prep.as_linen,
+    prep.scorer,
+    write=prep.primary,
+    progress=progress and prep.primary,
+    guard=watch,
+    tensorboard=board,
+  )
+  t0 = time.perf_counter()
+  try:
+    state = _fit(config, prep, out, log, runner)
+    summary = summarise(config, prep, out, log, state, train_seconds=round(time.perf_counter() - t0, 1))
+    if prep.primary:
+      (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if plots and prep.primary:
+      from dann_jax.plots import training_curves
+
+      training_curves(
+        log.history,
+        out / "curves.png",
+        title=f"{config.method} on {config.pair.name}",
+        trained_domain=methods.get(config.method).adversarial,
+        label_chance=prep.chance,
+      )
+      if board is not None:
+        board.figure("curves", out / "curves.png", config.train.total_steps)
+  except BaseException as e:
+    if prep.primary and not resume and checkpoint.latest_step(out / "checkpoint") is None:
+      remove_run_files(out)  # nothing to resume: leave the folder reusable
+    elif prep.primary and isinstance(e, Diverged):
+      write_text_atomic(out / DIVERGED, json.dumps({"step": e.step}))
+    raise
+  finally:
+    log.close()
+    if board is not None:
+      board.close()
+  return RunResult(summary, state, prep.mean, prep.data, prep.identity)
+
+
+@dataclasses.dataclass
+class _Prepared:
+  """A run ready to train: its checked data, the starting state, and what the log and summary need."""
+
+  identity: dict[str, Any]
+  data: PairData
+  evals: EvalSets
+  domain_pair: Any
+  mean: np.ndarray
+  chance: float  # the label loss of constant predictions on the labels the method trains on
+  state: Any  # a Linen TrainState, or an NNX one for api "nnx"
+  as_linen: Callable[[Any], TrainState]
+  start: int
+  guard_events: list[dict]
+  scorer: Callable[[TrainState], float] | None
+  primary: bool
+
+
+def _prepare(config: RunConfig, out: Path, *, resume, data, data_dir, runner, reverse_steps) -> _Prepared:
+  """Checks the run against `out` and its data, loads the data, and builds (or restores) the state.
+
+  Nothing is written before every check has passed but the run folder's run.json.
+  """
+  pair, method, api = config.pair, config.method, config.api
+  if api == "nnx" and (runner is not None or jax.process_count() > 1):
+    raise ValueError(
+      f"api='nnx' trains on one device in one process; got runner={runner!r} and "
+      f"{jax.process_count()} process(es). Leave `runner` None in one process, or use api='linen'"
+    )
+  identity = config.identity()
+  check_out_dir(out, identity, resume)
+  data = with_holdout(data or load_pair_data(pair, data_dir=data_dir, splits=config.splits), config.source_holdout)
+  unknown = int(np.sum(np.asarray(data.target_train.labels) < 0))
+  role = methods.get(method).labelled  # whose labels the method trains on
+  if role == "target" and unknown:
+    raise ValueError(
+      f"{method=} trains on the target's labels, "
+      f"but {unknown} of the {len(data.target_train)} target "
+      "train images have none; label them (class subfolders, "
+      "or labels in the .npz) or train a method that learns from source labels "
+      "('dann', 'source_only')"
+    )
+  trained = data.target_train if role == "target" else data.source_train
+  try:
+    # Before anything is written: chance_loss refuses labels of fewer than two classes.
+    chance = chance_loss(trained.labels)
+  except ValueError as e:
+    raise ValueError(
+      f"the {role} train images of {pair.name}: {e}; give the {role} one folder (or label) per class"
+    ) from None
+  evals = EvalSets(target=labelled(data.target_test), source=labelled(data.source_test))
+  domain_pair = make_domain_pair(data.source_train, data.target_train)
+  mean = np.asarray(domain_pair.mean)
+  # With several processes (dann_jax.backend.distributed), all train on the same
+  # data; and this waits until all have checked `out` before process 0, the
+  # only one that writes logs and summaries, writes there.
+  distributed.check_same("data", data_fingerprint(data, mean))
+  primary = distributed.is_primary()
+  state = _initial_state(config, data)
+  if primary:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps({**identity, "config": config.resolved()}))
+  # A run stopped before its first checkpoint resumes from step 0.
+  if resume and checkpoint.latest_step(out / "checkpoint") is not None:
+    state = checkpoint.restore_checkpoint(out / "checkpoint", state)
+  guard_events = read_guard_events(out) if config.guard is not None else []
+  if guard_events:
+    state = _guarded(state, config, guard_events)
+  # Evaluation, selection and checkpoints read Linen states.
+  as_linen = lambda s: s
+  if api == "nnx":
+    template = state
+    state = _nnx_state(config, data, template)
+    as_linen = lambda s: dann_nnx.to_linen_state(s, template)
+  scorer = None
+  if config.keep_best is not None:
+    view = selection.selection_set(data, mean)
+    reverse_model = networks.build(config.network, data.source_train.num_classes)
+    scorer = lambda s: selection.score_state(
+      s, view, config.keep_best, reverse_config=config.train, reverse_model=reverse_model, reverse_steps=reverse_steps
+    )
+  start = int(np.asarray(state.step).reshape(-1)[0])
+  return _Prepared(
+    identity, data, evals, domain_pair, mean, chance, state, as_linen, start, guard_events, scorer, primary
+  )
+
+
+def _fit(config: RunConfig, prep: _Prepared, out: Path, log: RunLog, runner) -> TrainState:
+  """Trains `prep.state` to the configured step count; a guarded run recovers from a collapse or divergence
+  with a weaker λ (`dann_jax.training.guard`). Returns the final (Linen) state."""
+  state = prep.state
+  while True:
+    try:
+      state = fit(
+        state,
+        prep.domain_pair,
+        num_steps=config.train.total_steps,
+        batch_size=config.train.batch_size,
+        num_classes=prep.data.source_train.num_classes,
+        chunk=100 if config.eval_every % 100 == 0 else config.eval_every,
+        callback=log,
+        runner=runner,
+      )
+      return prep.as_linen(state)
+    except (Diverged, guard.Tripped) as e:
+      if config.guard is None or guard.lambda_scale(len(prep.guard_events), config.guard) == 0:
+        raise  # unguarded, or already at lambda = 0: a weaker lambda cannot help
+      reason = "diverged" if isinstance(e, Diverged) else e.reason
+      state = _recover(config, prep.data, out, log, prep.guard_events, e.step, reason, write=prep.primary)
+
+
+def _guarded(state: TrainState, config: RunConfig, events: Sequence[Mapping]) -> TrainState:
+  """`state` with λ_p scaled as the guard left it after `events`."""
+  base = make_schedules(config.train)[1]
+  return state.replace(adaptation_factor=guard.scaled(base, guard.lambda_scale(len(events), config.guard)))
+
+
+def _recover(
+  config: RunConfig, data: PairData, out: Path, log: "RunLog", events: list, step: int, reason: str, *, write: bool
+) -> TrainState:
+  """Sends a broken run back to its newest checkpoint before `step`, with a weaker λ (`dann_jax.training.guard`)."""
+  healthy = [s for s in checkpoint.all_steps(out / "checkpoint") if s < step]
+  template = _initial_state(config, data)
+  restored_step = healthy[-1] if healthy else 0
+  state = checkpoint.restore_checkpoint(out / "checkpoint", template, restored_step) if healthy else template
+  checkpoint.delete_after(out / "checkpoint", restored_step)
+  log.rewind(restored_step)
+  events.append(
+    {
+      "step": int(step),
+      "reason": reason,
+      "restored_step": restored_step,
+      "lam_scale": guard.lambda_scale(len(events) + 1, config.guard),
+    }
+  )
+  if write:
+    write_text_atomic(out / GUARD, json.dumps({"events": events}, indent=2))
+    (out / DIVERGED).unlink(missing_ok=True)
+  event = events[-1]
+  print(
+    f"dann-jax: guard: {reason} at step {step}; resumed from step {restored_step} with lambda x {event['lam_scale']:g}",
+    file=sys.stderr,
+    flush=True,
+  )
+  return _guarded(state, config, events)
+
+
+def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None, data_dir=None) -> RunResult:
+  """Rebuilds a finished (or checkpointed) run from its folder.
+
+  Args:
+    run_dir: a folder written by `train_run` (or `train_pair`).
+    data: the pair's splits, if already loaded.
+    data_dir: the data cache folder.
+
+  Returns:
+    The run's summary (empty if it did not finish), restored state, mean and
+    data.
+
+  Raises:
+    FileNotFoundError: if `run_dir` holds no run.
+  """
+  run_dir = Path(run_dir)
+  run_file = run_dir / "run.json"
+  if not run_file.exists():
+    raise FileNotFoundError(f"{run_dir} holds no run (no run.json); pass a folder written by `dann-jax train`")
+  identity = read_run_json(run_dir)
+  config = config_of(identity)
+  data = with_holdout(
+    data or load_pair_data(config.pair, data_dir=data_dir, splits=config.splits), config.source_holdout
+  )
+  mean = pixel_mean(data.source_train.images, data.target_train.images)
+  state = checkpoint.restore_checkpoint(run_dir / "checkpoint", _initial_state(config, data))
+  summary_file = run_dir / "summary.json"
+  summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+  return RunResult(summary, state, mean, data, identity)
