@@ -16,7 +16,7 @@ def _domain(n, offset, name="d"):
 
 
 SOURCE, TARGET = _domain(10, 0), _domain(12, 100)
-sample = jax.jit(batching.sample_batch, static_argnames="batch_size")
+sample = jax.jit(batching.sample_batch, static_argnames=("batch_size", "rows"))
 
 
 def _rows(batch, pair):
@@ -110,8 +110,26 @@ def test_scan_over_steps_matches_step_by_step():
 def test_pair_is_a_pytree_of_device_arrays():
   pair = batching.make_domain_pair(SOURCE, TARGET)
   leaves = jax.tree_util.tree_leaves(pair)
-  assert len(leaves) == 6 and all(isinstance(leaf, jax.Array) for leaf in leaves)
-  assert pair.source_images.dtype == jnp.uint8 and pair.target_label_known.dtype == jnp.bool_
+  assert len(leaves) == 5 and all(isinstance(leaf, jax.Array) for leaf in leaves)
+  assert pair.source_images.dtype == jnp.uint8 and pair.target_label_known is None  # unsupervised: seen statically
+  assert batching.make_domain_pair(SOURCE, TARGET, target_label_known=np.zeros(12, bool)).target_label_known is None
+  known = np.arange(12) == 4
+  semi = batching.make_domain_pair(SOURCE, TARGET, target_label_known=known)
+  assert len(jax.tree_util.tree_leaves(semi)) == 6 and semi.target_label_known.dtype == jnp.bool_
+
+
+@pytest.mark.parametrize("known", [None, np.arange(12) % 3 == 0])
+def test_one_half_of_a_batch_is_the_same_rows_as_in_the_whole_batch(known):
+  pair = batching.make_domain_pair(SOURCE, TARGET, target_label_known=known)
+  key = jax.random.key(3)
+  for step in (0, 4, 9):
+    whole = sample(pair, key, step, batch_size=6)
+    halves = {rows: sample(pair, key, step, batch_size=6, rows=rows) for rows in ("source", "target")}
+    for rows, part in (("source", slice(0, 3)), ("target", slice(3, 6))):
+      for name in whole:
+        np.testing.assert_array_equal(halves[rows][name], whole[name][part], err_msg=f"{rows} {name}")
+  with pytest.raises(ValueError, match="rows='half' must be"):
+    batching.sample_batch(pair, key, 0, 6, rows="half")
 
 
 def test_odd_batch_size_is_rejected():

@@ -1,20 +1,22 @@
 """The method seam: the registry, and a method written outside the package trained through `fit` and the CLI."""
 
+import dataclasses
 import json
 import textwrap
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import TRAIN
+from helpers import TRAIN, assert_trees_close, image_batch
 
 from dann_jax.cli import main
 from dann_jax.core import methods
 from dann_jax.core.config import TrainConfig
-from dann_jax.core.models import mnist_dann
+from dann_jax.core.models import mnist_dann, svhn_dann
 from dann_jax.core.objective import saddle_point_loss
-from dann_jax.core.train import create_train_state
+from dann_jax.core.train import create_train_state, train_step
 from dann_jax.data.batching import make_domain_pair
 from dann_jax.names import BUILTIN_METHODS
 from dann_jax.training.loop import fit
@@ -162,3 +164,52 @@ def test_the_registry_refuses_a_second_method_under_a_taken_name():
 def test_the_cli_spells_the_built_in_methods():
   assert BUILTIN_METHODS == methods.names()[: len(BUILTIN_METHODS)]
   assert {methods.get(n).adversarial for n in BUILTIN_METHODS} == {True, False}
+
+
+_TRACED = []  # one entry per time a step traces the domain classifier below
+
+
+class _CountedHead(flax.linen.Module):
+  """A domain classifier that counts how often a step traces it."""
+
+  @flax.linen.compact
+  def __call__(self, x, train: bool = False):
+    _TRACED.append(1)
+    return flax.linen.Dense(1)(x)
+
+
+@pytest.mark.parametrize("method, traced", [("source_only", 0), ("target_only", 0), ("dann", 1)])
+def test_a_baseline_step_does_not_evaluate_the_domain_classifier(method, traced):
+  model = mnist_dann().clone(domain_classifier=_CountedHead())
+  batch = image_batch(jax.random.key(0))
+  state = create_train_state(model, TrainConfig(method=method), batch["image"])
+  _TRACED.clear()
+  state, metrics = jax.jit(train_step)(state, batch)
+  assert len(_TRACED) == traced
+  assert ("domain_loss" in metrics) == bool(traced)
+
+
+@pytest.mark.parametrize("factory", [mnist_dann, svhn_dann])
+@pytest.mark.parametrize("method", ["source_only", "target_only"])
+def test_a_baseline_trained_on_half_batches_takes_the_steps_of_whole_ones(method, factory):
+  # the same method reading whole batches (both halves, the domain classifier run and ignored)
+  whole = dataclasses.replace(methods.get(method), name=f"{method}-whole", labelled_rows_only=False)
+  pair = _pair()
+  assert methods.batch_rows(methods.get(method), False) == ("source" if method == "source_only" else "target")
+  assert methods.batch_rows(whole, False) == "both"
+  states = []
+  for m in (methods.get(method), whole):
+    config = TrainConfig(method=m, total_steps=6, batch_size=8)
+    state = create_train_state(factory(), config, jnp.zeros((1, 32, 32, 3)), key=jax.random.key(5))
+    states.append(fit(state, pair, num_steps=6, batch_size=8, num_classes=10))
+  if factory is svhn_dann and method == "target_only":
+    # dropout draws its mask by row: the target rows are rows 4-7 of a whole batch, rows 0-3 of a half one
+    return
+  assert_trees_close(states[0].params, states[1].params, atol=1e-5, rtol=1e-4)
+
+
+def test_revealed_target_labels_keep_both_halves_for_source_only():
+  assert methods.batch_rows(methods.SOURCE_ONLY, target_labels_revealed=True) == "both"
+  assert methods.batch_rows(methods.DANN, target_labels_revealed=False) == "both"
+  with pytest.raises(ValueError, match="labelled_rows_only needs adversarial=False"):
+    methods.Method("half-dann", methods.DANN.loss, labelled_rows_only=True)

@@ -384,8 +384,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
 
   Returns:
     `(state, metrics)`: `state` itself (so loops written for the Linen step
-    run unchanged), and `loss`, `label_loss`, `domain_loss`,
-    `domain_accuracy`, `lambda` and `learning_rate` (the values used).
+    run unchanged), and the Linen step's metrics.
   """
   step = state.optimizer.step[...]
   lam = state.adaptation_factor(step)
@@ -399,7 +398,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
     # `make_rng("dropout")` falls back to when no "dropout" stream is given
     # (`flax.linen.Module.make_rng`): the masks of the Linen step's
     # `rngs={"dropout": dropout_key}`, bit for bit.
-    class_logits, domain_logits = model(batch["image"], lam, train=True, rngs=dropout_key)
+    if state.method.labelled_rows_only:  # no domain classifier, as in the Linen step
+      class_logits, domain_logits = model.classify(batch["image"], train=True, rngs=dropout_key), None
+    else:
+      class_logits, domain_logits = model(batch["image"], lam, train=True, rngs=dropout_key)
     return methods.batch_loss(state.method, class_logits, domain_logits, batch, axis_name=axis_name)
 
   grads, metrics = nnx.grad(loss_fn, has_aux=True)(state.model)

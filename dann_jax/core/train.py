@@ -144,8 +144,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
       the global batch.
 
   Returns:
-    `(new_state, metrics)` with `loss`, `label_loss`, `domain_loss`,
-    `domain_accuracy`, `lambda` and `learning_rate` (the values used).
+    `(new_state, metrics)` with `loss`, `label_loss`, `domain_loss` and
+    `domain_accuracy` (not for a method that skips the domain classifier,
+    `labelled_rows_only`), `lambda` and `learning_rate` (the values used).
 
   Labels in rows the method trains on must lie in [0, classes). `fit` checks
   every label once where the data enter; an eager call raises `ValueError`;
@@ -162,10 +163,13 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
 
   def loss_fn(params):
     variables = {"params": params, **state.model_state}
-    out = state.apply_fn(
-      variables, batch["image"], lam, train=True, rngs={"dropout": dropout_key}, mutable=mutable or False
-    )
-    (class_logits, domain_logits), new_model_state = out if mutable else (out, state.model_state)
+    train = dict(train=True, rngs={"dropout": dropout_key}, mutable=mutable or False)
+    if state.method.labelled_rows_only:  # no domain classifier
+      out = state.apply_fn(variables, batch["image"], method="classify", **train)
+      (class_logits, new_model_state), domain_logits = (out if mutable else (out, state.model_state)), None
+    else:
+      out = state.apply_fn(variables, batch["image"], lam, **train)
+      (class_logits, domain_logits), new_model_state = out if mutable else (out, state.model_state)
     loss, metrics = methods.batch_loss(state.method, class_logits, domain_logits, batch, axis_name=axis_name)
     return loss, (metrics, new_model_state)
 

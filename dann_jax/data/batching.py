@@ -35,7 +35,8 @@ class DomainPair(NamedTuple):
     source_labels: (Ns,) int32.
     target_images: (Nt,32,32,3) uint8.
     target_labels: (Nt,) int32, used only by 'target_only' training and for monitoring.
-    target_label_known: (Nt,) bool, True where a target label may be trained on (semi-supervised variant).
+    target_label_known: (Nt,) bool, True where a target label may be trained on (semi-supervised variant); None
+      when none may be (unsupervised adaptation), which the training loop can see without looking at values.
     mean: (3,) float32 per-channel mean of all source and target training pixels, in [0, 1] units.
   """
 
@@ -43,7 +44,7 @@ class DomainPair(NamedTuple):
   source_labels: jax.Array
   target_images: jax.Array
   target_labels: jax.Array
-  target_label_known: jax.Array
+  target_label_known: jax.Array | None
   mean: jax.Array
 
 
@@ -118,7 +119,7 @@ def make_domain_pair(source: Any, target: Any, *, target_label_known: Any = None
     source: a `Domain` (or an (images, labels) pair) of labelled source training data.
     target: the same for the target; its labels are used only where `target_label_known` is True, by the
       'target_only' method, and for monitoring.
-    target_label_known: (Nt,) bool; default all False (unsupervised adaptation).
+    target_label_known: (Nt,) bool; None or all False (the default): unsupervised adaptation.
 
   Images may be uint8, or floats converted as `as_uint8_images` says (values in [0, 1] are scaled by 255).
 
@@ -145,17 +146,18 @@ def make_domain_pair(source: Any, target: Any, *, target_label_known: Any = None
       f"source images {source_images.shape[1:]} and target images {target_images.shape[1:]} differ "
       "in shape; bring both to (32, 32, 3)"
     )
-  if target_label_known is None:
-    target_label_known = np.zeros(len(target_labels), bool)
-  target_label_known = np.asarray(target_label_known, bool)
-  if target_label_known.shape != target_labels.shape:
-    raise ValueError(f"target_label_known has shape {target_label_known.shape}, need {target_labels.shape}")
+  if target_label_known is not None:
+    target_label_known = np.asarray(target_label_known, bool)
+    if target_label_known.shape != target_labels.shape:
+      raise ValueError(f"target_label_known has shape {target_label_known.shape}, need {target_labels.shape}")
+    if not target_label_known.any():
+      target_label_known = None
   return DomainPair(
     source_images=jnp.asarray(source_images, jnp.uint8),
     source_labels=jnp.asarray(source_labels, jnp.int32),
     target_images=jnp.asarray(target_images, jnp.uint8),
     target_labels=jnp.asarray(target_labels, jnp.int32),
-    target_label_known=jnp.asarray(target_label_known),
+    target_label_known=None if target_label_known is None else jnp.asarray(target_label_known),
     mean=jnp.asarray(pixel_mean(source_images, target_images)),
   )
 
@@ -225,7 +227,9 @@ def half_batch(batch_size: int) -> int:
   return int(batch_size) // 2
 
 
-def sample_batch(pair: DomainPair, key: jax.Array, step: jax.Array, batch_size: int) -> dict[str, jax.Array]:
+def sample_batch(
+  pair: DomainPair, key: jax.Array, step: jax.Array, batch_size: int, rows: str = "both"
+) -> dict[str, jax.Array]:
   """The training batch of `step`: first half source, second half target. Pure; jit with batch_size static.
 
   Args:
@@ -233,10 +237,11 @@ def sample_batch(pair: DomainPair, key: jax.Array, step: jax.Array, batch_size: 
     key: the data key (the same for the whole run; epochs and domains are folded in).
     step: the (traced) step count.
     batch_size: even, static.
+    rows: "both", or only the "source" or the "target" half (static): the same rows as in the whole batch.
 
   Returns:
     image (B,32,32,3) float32 = uint8/255 - mean; label (B,) int32; domain (B,) int32 (0 source, 1 target);
-    label_mask (B,) bool (True on source rows and on target rows whose label is known).
+    label_mask (B,) bool (True on source rows and on target rows whose label is known). With one half, B/2 rows.
 
   Raises:
     ValueError: odd batch size, or a half batch larger than a domain.
@@ -248,14 +253,22 @@ def sample_batch(pair: DomainPair, key: jax.Array, step: jax.Array, batch_size: 
       f"{batch_size=} needs {half} samples per domain, but source has {n_source} and target "
       f"{n_target}; use a smaller batch"
     )
-  source = epoch_indices(jax.random.fold_in(key, SOURCE), step, n_source, half)
-  target = epoch_indices(jax.random.fold_in(key, TARGET), step, n_target, half)
-  images = jnp.concatenate([pair.source_images[source], pair.target_images[target]])
+  if rows not in ("both", "source", "target"):
+    raise ValueError(f"{rows=} must be 'both', 'source' or 'target'")
+  halves = []
+  if rows != "target":
+    source = epoch_indices(jax.random.fold_in(key, SOURCE), step, n_source, half)
+    halves.append((pair.source_images[source], pair.source_labels[source], SOURCE, jnp.ones((half,), bool)))
+  if rows != "source":
+    target = epoch_indices(jax.random.fold_in(key, TARGET), step, n_target, half)
+    known = jnp.zeros((half,), bool) if pair.target_label_known is None else pair.target_label_known[target]
+    halves.append((pair.target_images[target], pair.target_labels[target], TARGET, known))
+  images, labels, domains, masks = zip(*halves)
   return {
-    "image": preprocess(images, pair.mean),
-    "label": jnp.concatenate([pair.source_labels[source], pair.target_labels[target]]),
-    "domain": jnp.concatenate([jnp.full((half,), SOURCE, jnp.int32), jnp.full((half,), TARGET, jnp.int32)]),
-    "label_mask": jnp.concatenate([jnp.ones((half,), bool), pair.target_label_known[target]]),
+    "image": preprocess(jnp.concatenate(images), pair.mean),
+    "label": jnp.concatenate(labels),
+    "domain": jnp.concatenate([jnp.full((half,), d, jnp.int32) for d in domains]),
+    "label_mask": jnp.concatenate(masks),
   }
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from dann_jax.backend.xla_cpu import cpu_jit
+from dann_jax.core import methods
 from dann_jax.core import nnx as dann_nnx
 from dann_jax.core.train import TrainState, train_step
 from dann_jax.data.batching import half_batch, sample_batch
@@ -49,16 +50,18 @@ def train_steps(state: TrainState, batches: dict[str, jax.Array]):
   return jax.lax.scan(train_step, state, batches)
 
 
-def step_batch(pair, run_key: jax.Array, step: jax.Array, batch_size: int) -> dict[str, jax.Array]:
-  """The batch of `step` of the run of `run_key`, sampled on the device."""
-  return sample_batch(pair, jax.random.fold_in(run_key, DATA_STREAM), step, batch_size)
+def step_batch(pair, run_key: jax.Array, step: jax.Array, batch_size: int, method=None) -> dict[str, jax.Array]:
+  """The batch of `step` of the run of `run_key`, sampled on the device: the
+  rows `method` needs (`dann_jax.core.methods.batch_rows`; all when None)."""
+  rows = "both" if method is None else methods.batch_rows(method, pair.target_label_known is not None)
+  return sample_batch(pair, jax.random.fold_in(run_key, DATA_STREAM), step, batch_size, rows)
 
 
 def step_on_pair(
   state: TrainState, pair, batch_size: int, prepare: Callable | None = None, axis_name: str | None = None
 ):
   """One step on a batch sampled on the device from `pair` (see `train_on_pair`)."""
-  batch = step_batch(pair, state.key, state.step, batch_size)
+  batch = step_batch(pair, state.key, state.step, batch_size, state.method)
   if prepare is not None:
     batch = prepare(batch)
   return train_step(state, batch, axis_name=axis_name)
@@ -197,7 +200,7 @@ def nnx_step_on_pair(graphdef, arrays, pair, batch_size: int):
     arrays)` is the new state) and the step's metrics.
   """
   state = nnx.merge(graphdef, arrays)
-  batch = step_batch(pair, state.key.get_value(), state.step, batch_size)
+  batch = step_batch(pair, state.key.get_value(), state.step, batch_size, state.method)
   _, metrics = dann_nnx.train_step(state, batch)
   return nnx.state(state), metrics
 
@@ -295,9 +298,9 @@ def fit(
     raise ValueError(f"{num_steps=} must be a non-negative integer: the step to stop at")
   check_labels(pair.source_labels, num_classes, "source")
   all_target = state.method.labelled == "target"
-  if all_target or bool(np.asarray(pair.target_label_known).any()):
-    known = np.asarray(pair.target_label_known) | all_target
-    check_labels(np.asarray(pair.target_labels)[known], num_classes, "target")
+  if all_target or pair.target_label_known is not None:
+    labels = np.asarray(pair.target_labels)
+    check_labels(labels if all_target else labels[np.asarray(pair.target_label_known)], num_classes, "target")
   check_labels(pair.target_labels, num_classes, "target", unknown_ok=True)
   steps_axis = state.step.ndim  # 1 with a leading seeds axis
   if runner is not None:

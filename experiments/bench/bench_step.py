@@ -14,6 +14,15 @@ Threads: XLA:CPU runs one intra-op thread per core this process may use;
 PyTorch is set to the same number (`torch.set_num_threads`). XLA flags come
 from the `XLA_FLAGS` environment variable only, and are printed.
 
+The process runs as `dann-jax` does: on glibc Linux it re-executes itself once
+with the allocator setting of `dann_jax.cli.MALLOC_TUNING` (both frameworks
+then share it; `DANN_JAX_MALLOC_TUNING=0` or a GLIBC_TUNABLES of your own
+opts out), and the JSON line says which setting was in force
+(`glibc_tunables`). `source_only_ms` times the MNIST net's source-only step,
+which runs only the source half of the batch through the label predictor
+(the domain classifier is not evaluated); `cpu_model` is the processor's
+name from /proc/cpuinfo.
+
     python experiments/bench/bench_step.py                 # both nets, 30 steps
     python experiments/bench/bench_step.py --nets mnist --steps 50
     python experiments/bench/bench_step.py --torch-device cuda --steps 200  # GPU
@@ -37,10 +46,37 @@ import json
 import os
 import platform
 import statistics
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
 from _timing import make_batch, time_alternating
+
+
+def _cpu_model() -> str:
+  """The processor's name (/proc/cpuinfo's first "model name") and its wide vector units, else the machine type."""
+  name, flags = platform.processor() or platform.machine(), set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and name == (platform.processor() or platform.machine()):
+          name = value.strip()
+        elif key.strip() == "flags" and not flags:
+          flags = set(value.split())
+  except OSError:
+    pass
+  units = [unit for unit in ("avx2", "avx512f", "amx_tile") if unit in flags]
+  return f"{name} ({', '.join(units)})" if units else name
+
+
+def _with_tuned_allocator() -> None:
+  """Re-executes this script once with `dann-jax`'s allocator setting, as the command runs itself."""
+  from dann_jax.cli import MALLOC_TUNING, wants_malloc_tuning
+
+  if wants_malloc_tuning(os.environ):
+    env = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNING)
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def _threads() -> int:
@@ -59,20 +95,28 @@ def plain_mnist_dann():
   return models.mnist_dann()
 
 
-def jax_stepper(model, batch: dict[str, np.ndarray], plain_jit: bool = False) -> Callable[[], None]:
+def jax_stepper(
+  model, batch: dict[str, np.ndarray], plain_jit: bool = False, method: str = "dann"
+) -> Callable[[], None]:
   """A closure running one jitted, state-donating train step to completion.
 
   `loop.jit_train_step` (compiled with `dann_jax.backend.xla_cpu.EIGEN_CONVOLUTIONS`
-  on CPU), or with `plain_jit` a stock `jax.jit` of the same step.
+  on CPU), or with `plain_jit` a stock `jax.jit` of the same step. For a
+  method that reads only its labelled rows (source only), the batch is the
+  source half, as `dann_jax.training.loop` samples it.
   """
   import jax
 
-  from dann_jax.core import train
+  from dann_jax.core import methods, train
   from dann_jax.core.config import TrainConfig
   from dann_jax.training import loop
 
+  rows = methods.batch_rows(methods.get(method), target_labels_revealed=False)
+  if rows != "both":
+    keep = np.asarray(batch["domain"]) == (0 if rows == "source" else 1)
+    batch = {name: np.asarray(value)[keep] for name, value in batch.items()}
   batch = jax.device_put(batch)
-  holder = [train.create_train_state(model, TrainConfig(), batch["image"])]
+  holder = [train.create_train_state(model, TrainConfig(method=method), batch["image"])]
   jitted = jax.jit(train.train_step, donate_argnums=0) if plain_jit else loop.jit_train_step
 
   def step():
@@ -193,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     "--torch-device", default="cpu", help='PyTorch device: "cpu" (default) or "cuda"; JAX runs on its default backend'
   )
   args = parser.parse_args(argv)
+  if argv is None:
+    _with_tuned_allocator()
   nets = [n for n in args.nets.split(",") if n]
   unknown = set(nets) - {"mnist", "svhn"}
   if unknown:
@@ -230,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         xla_cpu.tuned(models.mnist_dann)() if net == "mnist" else xla_cpu.tuned(models.svhn_dann)(), batch
       )
     }
+    if net == "mnist":
+      steppers["source_only"] = jax_stepper(xla_cpu.tuned(models.mnist_dann)(), batch, method="source_only")
     if net == "mnist" and not args.no_plain:
       steppers["jax_plain"] = jax_stepper(plain_mnist_dann(), batch, plain_jit=True)
     if torch is not None:
@@ -262,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     record[f"{prefix}torch_ms"] = torch_ms
     record[f"{prefix}ratio"] = round(jax_ms / torch_ms, 3) if jax_ms and torch_ms else None
   record["plain_jax_ms"] = pick("mnist", "jax_plain")
+  record["source_only_ms"] = pick("mnist", "source_only")
+  if record["source_only_ms"] and record["jax_ms"]:
+    record["source_only_ratio"] = round(record["source_only_ms"] / record["jax_ms"], 3)
   record.update(
     batch_size=args.batch_size,
     steps=args.steps,
@@ -273,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     torch_device=args.torch_device if torch is not None else None,
     jax_device=str(jax.devices()[0].device_kind),
     cpu=platform.processor() or platform.machine(),
+    cpu_model=_cpu_model(),
+    glibc_tunables=os.environ.get("GLIBC_TUNABLES"),
   )
   print(json.dumps(record))
   return record
