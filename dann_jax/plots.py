@@ -105,11 +105,24 @@ def training_curves(
         ax.fill_between(
           line["steps"], line["mean"] - line["std"], line["mean"] + line["std"], alpha=0.2, color=drawn.get_color()
         )
+    if panel["muted"] and not panel["lines"]:
+      ax.text(
+        0.5,
+        0.5,
+        "not run: this method does not\nuse the domain classifier",
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        color="0.5",
+      )
     if panel["chance"] is not None and panel["lines"]:
       ax.axhline(panel["chance"], color="0.5", linestyle=":", linewidth=1, label="chance")
     ax.set_title(panel["title"], fontsize=10)
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    if panel["muted"] and not panel["lines"]:
+      ax.set_xticks([])
+      ax.set_yticks([])
     ax.grid(alpha=0.3)
     if panel["lines"] and (len(panel["lines"]) > 1 or panel["chance"] is not None or panel["lines"][0]["seeds"] > 1):
       ax.legend(fontsize=8)

@@ -44,6 +44,7 @@ PAIR_NAMES = (
   "mnist->mnist-dilated",
 )
 SEEDS = (0, 1, 2)
+REVERSE = "reverse-validation"  # scored on each run's final checkpoint only: it trains a model per score
 RUNS = Path("runs/selection")
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "selection"
 ARCHIVE = RESULTS / "scores"
@@ -121,8 +122,8 @@ def main(argv=None) -> int:
 
 
 def score_run(folder: Path, data, archive: Path) -> None:
-  """Scores every checkpoint of a finished run by every validator but reverse validation (cached in
-  scores.json) and keeps a copy of the scores in `archive`."""
+  """Scores every checkpoint of a finished run by every validator but reverse validation, and its final
+  checkpoint by reverse validation too (cached in scores.json); keeps a copy of the scores in `archive`."""
   from dann_jax.io import write_text_atomic
   from dann_jax.runner.adapt import score_checkpoints
   from dann_jax.validation.selection import OUTPUT_VALIDATORS
@@ -130,9 +131,40 @@ def score_run(folder: Path, data, archive: Path) -> None:
   if finished(folder):
     t0 = time.perf_counter()
     scores = score_checkpoints(folder, data, list(OUTPUT_VALIDATORS))
+    if add_reverse_validation(folder, data, scores):
+      write_text_atomic(folder / "scores.json", json.dumps(scores, indent=1))
     archive.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(archive, json.dumps(scores, indent=1))
     print(f"{folder}: scored in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def add_reverse_validation(folder: Path, data, scores: dict) -> bool:
+  """Adds reverse validation's risk of the run's final checkpoint to `scores` (in place), training its reverse
+  model for `REVERSE_STEPS` steps as `dann-jax select` does; False when it was already there."""
+  from dann_jax.core import networks
+  from dann_jax.runner.presets import config_of
+  from dann_jax.runner.ranking import REVERSE_STEPS
+  from dann_jax.runner.runs import load_run
+  from dann_jax.training import checkpoint
+  from dann_jax.validation import selection
+
+  last = max(scores, key=int)
+  entry = scores[last]["scores"]
+  if REVERSE in entry:
+    return False
+  result = load_run(folder, data=data)
+  config = config_of(result.identity)
+  state = checkpoint.restore_checkpoint(folder / "checkpoint", result.state, int(last))
+  entry[REVERSE] = selection.score_state(
+    state,
+    selection.selection_set(result.data, result.mean, **VIEW_SIZES),
+    REVERSE,
+    reverse_config=config.train,
+    reverse_model=networks.build(config.network, result.data.source_train.num_classes),
+    reverse_steps=REVERSE_STEPS,
+    seed=config.train.seed,
+  )
+  return True
 
 
 def unguarded_trips(folder: Path, data) -> int | None:
@@ -202,7 +234,7 @@ def summarize(rows: list[dict], pairs, seeds, kept: dict | None = None) -> dict:
   """
   from dann_jax.validation.selection import leave_one_out_choice, weighted_spearman
 
-  criteria = sorted({c for r in rows for c in r["scores"]}, key=lambda c: list(rows[0]["scores"]).index(c))
+  criteria = [c for c in dict.fromkeys(c for r in rows for c in r["scores"]) if c != REVERSE]
   out = {"pairs": {}}
   for name in pairs:
     per_seed = {s: [r for r in rows if r["pair"] == name and r["seed"] == s] for s in seeds}
@@ -244,6 +276,7 @@ def summarize(rows: list[dict], pairs, seeds, kept: dict | None = None) -> dict:
         "gain_over_source_only": float(np.mean(np.array(selected) - np.array(so))),
         "regret": float(np.mean(np.array(best) - np.array(selected))),
       }
+    entry["final_checkpoints"] = final_checkpoints(per_seed, complete, [*criteria, REVERSE])
     out["pairs"][name] = entry
   for name, entry in (kept or {}).items():
     if name not in out["pairs"] and name in pairs:
@@ -264,6 +297,29 @@ def summarize(rows: list[dict], pairs, seeds, kept: dict | None = None) -> dict:
   return out
 
 
+def final_checkpoints(per_seed: dict, seeds, criteria) -> dict:
+  """Per validator, measured over each candidate's final checkpoint only (one per candidate), on the seeds
+  whose every final checkpoint it scored (reverse validation scores only those): weighted Spearman against
+  target accuracy and the accuracy of the candidate it picks."""
+  from dann_jax.validation.selection import weighted_spearman
+
+  out = {}
+  for c in criteria:
+    wsp, selected, used = [], [], []
+    for s in seeds:
+      finals = [final_row(per_seed[s], cand.name) for cand in default_candidates()]
+      if not all(c in f["scores"] for f in finals):
+        continue
+      risk = np.array([f["scores"][c] for f in finals], np.float64)
+      acc = np.array([f["target_accuracy"] for f in finals])
+      wsp.append(weighted_spearman(risk, acc))
+      selected.append(float(acc[np.argmin(np.where(np.isnan(risk), np.inf, risk))]))
+      used.append(s)
+    if used:
+      out[c] = {"seeds": used, "weighted_spearman": float(np.nanmean(wsp)), "selected": selected}
+  return out
+
+
 def report(args) -> None:
   from dann_jax.io import write_text_atomic
 
@@ -278,7 +334,7 @@ def report(args) -> None:
     "preset": "quick (3,000 steps, Adam b1 = 0.5, 5,000 source images held out), checkpoints every 300 steps",
     "view": VIEW_SIZES,
     "guard": "every candidate trained with dann_jax.training.guard on, as dann-jax adapt trains them",
-    "reverse_validation": "not scored (it trains a reverse model per checkpoint)",
+    "reverse_validation": "scored on each candidate's final checkpoint only (it trains a reverse model, 1,000 steps, per score), so it appears in final_checkpoints (one checkpoint per candidate), beside every other validator measured the same way; not in the per-checkpoint tables",
     "weighted_spearman": "weighted Pearson correlation of the ranks of -risk and target accuracy, weights (accuracy rank / N)^2, per seed over its checkpoints, averaged over seeds",
     "default": "the library's default validator (dann_jax.names.DEFAULT_CRITERION), which dann-jax adapt uses; best: the validator with the best weighted Spearman averaged over the measured pairs; per pair, lopo_validator is the choice made without that pair. The default follows the best once every pair has three seeds measured",
     "earlier_report": "pairs marked from_earlier_report keep the entry of the previous report: their scores were measured by the same code but neither their run folders nor their per-checkpoint scores were kept; retraining them (same seeds, same numbers) replaces the entry",
@@ -303,7 +359,8 @@ def markdown(table: dict) -> str:
     "(every 300 steps) of every candidate is scored. Risks are label-free; target test accuracy is measured beside "
     "them for this report only. `selected` is the target accuracy of the checkpoint with the lowest risk, per seed; "
     "gain is over the quick preset's source-only run (final checkpoint); regret is against the best checkpoint. "
-    "Reverse validation is not scored here (it trains a model per checkpoint).",
+    "Reverse validation trains a model per score, so it scores each candidate's final checkpoint only: it is "
+    "compared with the others on those checkpoints in the last table.",
     "",
   ]
   if "default" in table:
@@ -341,6 +398,25 @@ def markdown(table: dict) -> str:
         f"| {c} | {v['spearman']:+.3f} | {v['weighted_spearman']:+.3f} | {_accs(v['selected'])} | "
         f"{v['gain_over_source_only']:+.4f} | {v['regret']:.4f} | {', '.join(v['chosen'])} |"
       )
+    lines.append("")
+  finals = {n: e["final_checkpoints"] for n, e in table["pairs"].items() if e.get("final_checkpoints")}
+  if finals:
+    names = list(dict.fromkeys(c for f in finals.values() for c in f))
+    lines += [
+      "## Final checkpoints only (one per candidate; reverse validation included)",
+      "",
+      "Weighted Spearman over the eight final checkpoints, and the target accuracy of the candidate picked, "
+      "averaged over the seeds shown.",
+      "",
+      "| validator | " + " | ".join(finals) + " |",
+      "|---|" + "---|" * len(finals),
+    ]
+    for c in names:
+      cells = [
+        f"{f[c]['weighted_spearman']:+.3f} / {np.mean(f[c]['selected']):.3f} (seeds {f[c]['seeds']})" if c in f else "-"
+        for f in finals.values()
+      ]
+      lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines.append("")
   return "\n".join(lines)
 
