@@ -1,0 +1,54 @@
+"""The validator benchmark's report: reverse validation, scored on final checkpoints only, is measured there alone."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dann_jax.runner.candidates import default_candidates
+from dann_jax.validation.selection import weighted_spearman
+
+_SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "selection" / "validator_bench.py"
+_spec = importlib.util.spec_from_file_location("validator_bench", _SCRIPT)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+PAIR = "mnist->mnist-dilated"
+
+
+def _rows(seed: int, rng, reverse: bool) -> list[dict]:
+  """Three checkpoints per candidate with random scores; reverse validation on the last one only."""
+  rows = []
+  for cand in default_candidates():
+    for step in (300, 600, 900):
+      scores = {"source-risk": float(rng.random()), "info-max": float(rng.random())}
+      if reverse and step == 900:
+        scores[bench.REVERSE] = float(rng.random())
+      rows.append(
+        dict(pair=PAIR, seed=seed, candidate=cand.name, step=step, scores=scores, target_accuracy=float(rng.random()))
+      )
+  return rows
+
+
+@pytest.mark.parametrize("reverse_seeds", [(0, 1), (1,)])
+def test_reverse_validation_is_measured_on_final_checkpoints_only(reverse_seeds):
+  rng = np.random.default_rng(0)
+  rows = [r for s in (0, 1) for r in _rows(s, rng, reverse=s in reverse_seeds)]
+  table = bench.summarize(rows, [PAIR], [0, 1])
+  entry = table["pairs"][PAIR]
+  assert set(entry["validators"]) == {"source-risk", "info-max"}  # per checkpoint: no reverse validation
+  finals = entry["final_checkpoints"]
+  assert finals[bench.REVERSE]["seeds"] == list(reverse_seeds) and finals["info-max"]["seeds"] == [0, 1]
+  # numpy reference: one final checkpoint (step 900) per candidate, seed by seed
+  for name, measured in finals.items():
+    wsp, picked = [], []
+    for s in measured["seeds"]:
+      last = [r for r in rows if r["seed"] == s and r["step"] == 900]
+      risk = np.array([r["scores"][name] for r in last])
+      acc = np.array([r["target_accuracy"] for r in last])
+      wsp.append(weighted_spearman(risk, acc))
+      picked.append(acc[np.argmin(risk)])
+    assert measured["weighted_spearman"] == pytest.approx(np.mean(wsp))
+    assert measured["selected"] == pytest.approx(picked)
+  assert bench.REVERSE in bench.markdown({**table, "protocol": {"candidates": {}}}).split("## Final checkpoints")[1]
