@@ -111,6 +111,17 @@ def main():
       state = fit(fresh_state(), pair, num_steps=STEPS, batch_size=BATCH, num_classes=10, chunk=STEPS, runner=runner)
       assert_close(state.params, reference[0].params)
 
+  def baselines_on_half_batches():
+    # Source only and train on target sample one half of each batch (8 rows: 2 per device).
+    for method in ("source_only", "target_only"):
+      config = TrainConfig(method=method, total_steps=10, batch_size=BATCH)
+      start = create_train_state(mnist_dann(), config, np.zeros((2, 32, 32, 3), np.float32))
+      alone = jax.device_get(jit_train_on_pair(jax.tree.map(jnp.copy, start), pair, STEPS, BATCH))
+      for runner in (parallel.make_sharded_runner(mesh), parallel.make_pmap_runner(jax.devices()[:NUM_DEVICES])):
+        state, metrics = runner(jax.tree.map(jnp.copy, start), pair, STEPS, BATCH)
+        assert "domain_loss" not in metrics, sorted(metrics)
+        assert_same_step(state, metrics, alone)
+
   def too_many_devices():
     for make in (lambda: parallel.make_mesh(NUM_DEVICES + 1), lambda: parallel.make_runner("pmap", NUM_DEVICES + 1)):
       try:
@@ -129,7 +140,16 @@ def main():
     else:
       raise AssertionError("no ValueError for batch 20 on 4 devices")
 
-  for check in (sharded_runner, pmap_runner, pmap_train_step, fit_with_runners, too_many_devices, indivisible_batch):
+  checks = (
+    sharded_runner,
+    pmap_runner,
+    pmap_train_step,
+    fit_with_runners,
+    baselines_on_half_batches,
+    too_many_devices,
+    indivisible_batch,
+  )
+  for check in checks:
     try:
       check()
       result = {"check": check.__name__, "ok": True, "error": ""}

@@ -24,6 +24,7 @@ CHECKS = (
   "pmap_runner",
   "pmap_train_step",
   "fit_with_runners",
+  "baselines_on_half_batches",
   "too_many_devices",
   "indivisible_batch",
 )
