@@ -108,8 +108,8 @@ def _drop_orphaned_read_reports() -> None:
   threads; each one that finishes later tries to wake the closed loop, and
   Python prints it as an ignored `RuntimeError: Event loop is closed`
   traceback. Those say nothing about the run (the failure itself is
-  reported), so they are dropped from then on; every other unraisable
-  exception still reaches the previous `sys.unraisablehook`.
+  reported), so from the first restore on they are dropped; every other
+  unraisable exception still reaches the previous `sys.unraisablehook`.
   """
   previous = sys.unraisablehook
   if getattr(previous, "drops_orphaned_reads", False):
@@ -156,11 +156,13 @@ def restore_checkpoint(directory: str | os.PathLike, template: TrainState, step:
       f"no checkpoint in {directory!r}; start the run without `resume` first, or point to the run folder that holds one"
     )
   damaged = []
+  # Before the first read: a failing read's siblings may report as soon as it fails, before its exception
+  # reaches the handler below.
+  _drop_orphaned_read_reports()
   for candidate in steps:
     try:
       tree = _restore_tree(directory, candidate, template)
     except Exception as e:  # noqa: BLE001 - orbax and TensorStore raise many types for unreadable data
-      _drop_orphaned_read_reports()
       damaged.append(f"step {candidate}: {_reason(e)}")
       continue
     if damaged and jax.process_index() == 0:  # one report per run
