@@ -313,7 +313,8 @@ def final_checkpoints(per_seed: dict, seeds, criteria) -> dict:
       risk = np.array([f["scores"][c] for f in finals], np.float64)
       acc = np.array([f["target_accuracy"] for f in finals])
       wsp.append(weighted_spearman(risk, acc))
-      selected.append(float(acc[np.argmin(np.where(np.isnan(risk), np.inf, risk))]))
+      # the candidate `dann-jax adapt` would keep among these checkpoints
+      selected.append(choose({f["candidate"]: {str(f["step"]): f} for f in finals}, c).target_accuracy)
       used.append(s)
     if used:
       out[c] = {"seeds": used, "weighted_spearman": float(np.nanmean(wsp)), "selected": selected}
