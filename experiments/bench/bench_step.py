@@ -6,7 +6,7 @@ losses through a gradient reversal layer, backward, and an SGD-momentum step.
 The steps alternate in one process (JAX, PyTorch, JAX, ...) so that both see
 the same machine load; each reports the median of the timed steps after a
 warm-up. The JAX step is `dann_jax.training.loop.jit_train_step` (on CPU compiled
-with `dann_jax.backend.xla_cpu.EIGEN_CONVOLUTIONS`); the plain Flax step (`nn.Conv` +
+with `dann_jax.backend.xla_cpu.CPU_COMPILER_OPTIONS`); the plain Flax step (`nn.Conv` +
 `nn.max_pool` under a stock `jax.jit`, the formulation before
 `dann_jax.backend.xla_cpu`) is timed alongside for the MNIST net.
 
@@ -100,7 +100,7 @@ def jax_stepper(
 ) -> Callable[[], None]:
   """A closure running one jitted, state-donating train step to completion.
 
-  `loop.jit_train_step` (compiled with `dann_jax.backend.xla_cpu.EIGEN_CONVOLUTIONS`
+  `loop.jit_train_step` (compiled with `dann_jax.backend.xla_cpu.CPU_COMPILER_OPTIONS`
   on CPU), or with `plain_jit` a stock `jax.jit` of the same step. For a
   method that reads only its labelled rows (source only), the batch is the
   source half, as `dann_jax.training.loop` samples it.
