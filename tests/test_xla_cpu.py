@@ -327,17 +327,13 @@ def test_cpu_jit_matches_jit_with_static_and_donated_arguments():
 
 
 def test_cpu_compiler_options_leave_a_donating_train_step_bit_for_bit_unchanged():
+  from helpers import image_batch, linen_state
+
   from dann_jax.core import models, train
   from dann_jax.core.config import TrainConfig
 
-  rng = np.random.default_rng(0)
-  batch = {
-    "image": jnp.asarray(rng.random((16, 32, 32, 3), np.float32) - 0.5),
-    "label": jnp.asarray(rng.integers(0, 10, 16), jnp.int32),
-    "domain": jnp.asarray(np.arange(16) >= 8, jnp.int32),
-    "label_mask": jnp.asarray(np.arange(16) < 8),
-  }
-  model = xla_cpu.tuned(models.mnist_dann)()
+  batch = image_batch(jax.random.key(0), n=16)
+  config = TrainConfig(method="dann", learning_rate=0.05)
 
   def traced(state, batch):
     with xla_cpu.plain_convolutions():
@@ -348,9 +344,8 @@ def test_cpu_compiler_options_leave_a_donating_train_step_bit_for_bit_unchanged(
     xla_cpu.cpu_jit(train.train_step, donate_argnums=0),
     jax.jit(traced, compiler_options=xla_cpu.EIGEN_CONVOLUTIONS),
   ):
-    state = train.create_train_state(model, TrainConfig(method="dann", learning_rate=0.05), batch["image"])
+    state = linen_state(config, batch, xla_cpu.tuned(models.mnist_dann))
     for _ in range(3):
       state, _ = jitted(state, batch)
     states.append(jax.device_get(state.params))
-  for got, expected in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
-    np.testing.assert_array_equal(got, expected)
+  jax.tree.map(np.testing.assert_array_equal, *states)
