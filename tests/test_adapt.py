@@ -85,11 +85,20 @@ def test_adapt_keeps_the_argmin_and_never_reads_target_labels(tiny_mnist, tmp_pa
     for step in checkpoint.all_steps(out / f"{cand.name}_s0" / "checkpoint"):
       state = checkpoint.restore_checkpoint(out / f"{cand.name}_s0" / "checkpoint", run.state, step)
       risks[(cand.name, step)] = _info_max_risk(features(state, view.target_images, run.mean, "logits"))
-      got = report["candidates"][cand.name]["checkpoints"][str(step)]["risk"]
-      assert got == pytest.approx(risks[(cand.name, step)], rel=1e-4, abs=1e-6)
+      got = report["candidates"][cand.name]["checkpoints"][str(step)]
+      assert got["risk"] == pytest.approx(risks[(cand.name, step)], rel=1e-4, abs=1e-6)
+      # The held-out source accuracy beside it, from the source validation view's labels.
+      predicted = features(state, view.source_val_images, run.mean, "logits").argmax(-1)
+      assert got["source_val_accuracy"] == pytest.approx(np.mean(predicted == view.source_val_labels), abs=1e-6)
   best = min(risks, key=risks.get)
   chosen = report["chosen"]
   assert (chosen["candidate"], chosen["step"]) == best
+  chosen_source = report["candidates"][best[0]]["checkpoints"][str(best[1])]["source_val_accuracy"]
+  assert chosen["source_val_accuracy"] == chosen_source
+  assert (
+    f"Held-out source accuracy (label-free: source labels only): chosen {chosen_source:.4f}"
+    in (out / "report_s0.md").read_text()
+  )
   # The kept model is that checkpoint.
   kept = load_run(out / "chosen_s0", data=data)
   src = checkpoint.restore_checkpoint(out / f"{best[0]}_s0" / "checkpoint", kept.state, best[1])

@@ -74,6 +74,10 @@ def run(args) -> int:
   )
   c = report["chosen"]
   print(f"chosen: {c['candidate']} at step {c['step']} ({c['why']})")
+  if c.get("source_val_accuracy") is not None:
+    so = report.get("source_only_source_val_accuracy")
+    so_words = "" if so is None else f"; source only {so:.4f}"
+    print(f"held-out source accuracy (label-free): {c['source_val_accuracy']:.4f}{so_words}")
   if c["target_accuracy"] is not None:
     so = report["source_only_target_accuracy"]
     so_words = "" if so is None else f"; source only {so:.4f}"

@@ -73,7 +73,8 @@ def score_checkpoints(folder: Path, data, criteria: Sequence[str], *, progress: 
   known = np.asarray(test.labels) >= 0
   for step in steps:
     state = checkpoint.restore_checkpoint(folder / "checkpoint", result.state, step)
-    outputs = selection.model_outputs(state, view, criteria)
+    # source-risk's outputs too: the held-out source accuracy goes into the report beside every risk.
+    outputs = selection.model_outputs(state, view, [*criteria, "source-risk"])
     entry = done.setdefault(str(step), {"scores": {}})
     entry["scores"].update(selection.score_outputs(outputs, criteria))
     if outputs.source_val_logits is not None:
@@ -254,15 +255,20 @@ def _report(pair, seed, validator, candidates, scored, trained, failed, choice, 
       "overrides": dict(by_name[name].overrides),
       "guard_events": summary.get("guard", {}).get("events", []),
       "checkpoints": {
-        step: {"risk": e["scores"][validator], "target_accuracy": e.get("target_accuracy")}
+        step: {
+          "risk": e["scores"][validator],
+          "source_val_accuracy": e.get("source_val_accuracy"),
+          "target_accuracy": e.get("target_accuracy"),
+        }
         for step, e in sorted(steps.items(), key=lambda kv: int(kv[0]))
       },
     }
   source_only_rows = [n for n in scored if not by_name[n].adapts]
-  final_so = None
+  final_so = final_so_source = None
   if source_only_rows:
     steps = scored[source_only_rows[0]]
-    final_so = steps[str(max(map(int, steps)))].get("target_accuracy")
+    last = steps[str(max(map(int, steps)))]
+    final_so, final_so_source = last.get("target_accuracy"), last.get("source_val_accuracy")
   method, adapts = by_name[choice.candidate].method, by_name[choice.candidate].adapts
   why = (
     f"lowest {validator} risk ({choice.score:.4f}) of the {sum(len(s) for s in scored.values())} checkpoints of "
@@ -284,8 +290,10 @@ def _report(pair, seed, validator, candidates, scored, trained, failed, choice, 
       "risk": choice.score,
       "why": why,
       "folder": str(chosen_dir),
+      "source_val_accuracy": scored[choice.candidate][str(choice.step)].get("source_val_accuracy"),
       "target_accuracy": choice.target_accuracy,
     },
+    "source_only_source_val_accuracy": final_so_source,
     "source_only_target_accuracy": final_so,
     "candidates": rows,
     "failed": failed,
@@ -308,13 +316,17 @@ def markdown(report: dict, out: Path, seed: int) -> str:
     f"Why: {c['why']}. Validator: {report['validator']} (a risk, lower is better), computed from source labels "
     "and unlabelled target images only.",
     "",
+    f"Held-out source accuracy (label-free: source labels only): chosen {_acc(c.get('source_val_accuracy'))}, "
+    f"source only (final checkpoint) {_acc(report.get('source_only_source_val_accuracy'))}.",
+    "",
     f"Target accuracy (reported, never used to choose): chosen {_acc(c['target_accuracy'])}, source only "
     f"(final checkpoint) {_acc(report['source_only_target_accuracy'])}.",
     "",
     f"![risk per checkpoint](scores_s{seed}.png)",
     "",
-    "| candidate | lam_max | best risk (step) | final risk | target acc at best risk | final target acc | guard |",
-    "|---|---|---|---|---|---|---|",
+    "| candidate | lam_max | best risk (step) | final risk | source acc at best risk | target acc at best risk "
+    "| final target acc | guard |",
+    "|---|---|---|---|---|---|---|---|",
   ]
   for name, r in report["candidates"].items():
     cps = r["checkpoints"]
@@ -323,8 +335,9 @@ def markdown(report: dict, out: Path, seed: int) -> str:
     guard_words = ", ".join(f"{e['reason']}@{e['step']}" for e in r["guard_events"]) or "-"
     lines.append(
       f"| {name} | {r['lam_max']:g} | {cps[best]['risk']:.4f} ({best}) | {cps[last]['risk']:.4f} | "
-      f"{_acc(cps[best]['target_accuracy'])} | {_acc(cps[last]['target_accuracy'])} | {guard_words} |"
+      f"{_acc(cps[best].get('source_val_accuracy'))} | {_acc(cps[best]['target_accuracy'])} | "
+      f"{_acc(cps[last]['target_accuracy'])} | {guard_words} |"
     )
   for name, why in report["failed"].items():
-    lines.append(f"| {name} | - | failed: {why} | | | | |")
+    lines.append(f"| {name} | - | failed: {why} | | | | | |")
   return "\n".join(lines) + "\n"
