@@ -52,3 +52,20 @@ def test_reverse_validation_is_measured_on_final_checkpoints_only(reverse_seeds)
     assert measured["weighted_spearman"] == pytest.approx(np.mean(wsp))
     assert measured["selected"] == pytest.approx(picked)
   assert bench.REVERSE in bench.markdown({**table, "protocol": {"candidates": {}}}).split("## Final checkpoints")[1]
+
+
+def test_confusions_describe_counts_by_hand():
+  spec = importlib.util.spec_from_file_location("confusions", _SCRIPT.with_name("confusions.py"))
+  confusions = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(confusions)
+  # Three classes; logits put 0.8 / 0.1 / 0.1 on the predicted class (log-probabilities).
+  pred = np.array([0, 0, 1, 2, 2, 2])
+  labels = np.array([0, 1, 1, 1, 2, 0])
+  logits = np.log(np.where(np.eye(3)[pred] > 0, 0.8, 0.1))
+  d = confusions.describe(logits, labels, 3, top=2)
+  assert d["accuracy"] == pytest.approx(3 / 6)
+  assert d["confidence_right"] == pytest.approx(0.8) and d["confidence_wrong"] == pytest.approx(0.8)
+  np.testing.assert_allclose(d["predicted_share"], [2 / 6, 1 / 6, 3 / 6])
+  np.testing.assert_allclose(d["true_share"], [2 / 6, 3 / 6, 1 / 6])
+  # Off-diagonal counts: 1->0 once, 1->2 once, 0->2 once; ties keep row-major order.
+  assert d["confusions"] == [(0, 2, 1), (1, 0, 1)]
