@@ -27,6 +27,7 @@ from validator_bench import PAIR_NAMES, SEEDS, read_scores, run_dir  # noqa: E40
 
 from dann_jax.data.pairs import PAIRS  # noqa: E402
 from dann_jax.io import write_text_atomic  # noqa: E402
+from dann_jax.names import DEFAULT_CRITERION  # noqa: E402
 from dann_jax.runner.adapt import choose  # noqa: E402
 from dann_jax.runner.candidates import default_candidates  # noqa: E402
 
@@ -73,7 +74,7 @@ def evaluate(pair: str, candidate: str, seed: int, step: int, data) -> dict:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("pair", choices=PAIR_NAMES)
-  parser.add_argument("--validator", default="info-max")
+  parser.add_argument("--validator", default=DEFAULT_CRITERION)
   parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
   parser.add_argument("--out", type=Path)
   args = parser.parse_args(argv)
