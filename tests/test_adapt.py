@@ -127,3 +127,33 @@ def test_adapt_keeps_the_argmin_and_never_reads_target_labels(tiny_mnist, tmp_pa
     (folder / "scores.json").unlink(missing_ok=True)
   again = adapt.adapt(pair, data=shuffled, **kw)
   assert (again["chosen"]["candidate"], again["chosen"]["step"]) == best
+
+
+@pytest.mark.slow
+def test_adapt_leaves_out_a_candidate_whose_run_fails_and_refuses_shared_names(tiny_mnist, tmp_path, monkeypatch):
+  import dann_jax.runner.runs
+  from dann_jax.data.pair_data import load_pair_data
+  from dann_jax.data.pairs import PAIRS
+  from dann_jax.training.guard import Unrecoverable
+
+  pair = PAIRS["mnist->mnist-m"]
+  data = load_pair_data(pair, data_dir=tiny_mnist)
+  real = dann_jax.runner.runs.train_or_reuse
+
+  def dann_collapses(pair, method, out_dir, **kwargs):
+    if method == "dann":
+      raise Unrecoverable(4, "collapse")
+    return real(pair, method, out_dir, **kwargs)
+
+  monkeypatch.setattr(dann_jax.runner.runs, "train_or_reuse", dann_collapses)
+  kw = dict(data=data, steps=4, batch_size=8, validator="info-max", progress=False, log=lambda line: None)
+  report = adapt.adapt(pair, out_dir=tmp_path / "adapt", candidates=TWO, **kw)
+  assert report["chosen"]["candidate"] == "so_lr1e-3"
+  assert "at step 4" in report["failed"]["dann_lam1_lr1e-3"] and list(report["candidates"]) == ["so_lr1e-3"]
+  twins = (TWO[0], dataclasses.replace(TWO[1], name=TWO[0].name))
+  with pytest.raises(ValueError, match=r"share the names \['so_lr1e-3'\]"):
+    adapt.adapt(pair, out_dir=tmp_path / "twins", candidates=twins, **kw)
+  # Learning rates a digit apart get names of their own.
+  lrs = [c.overrides["learning_rate"] for c in default_candidates(learning_rates=(1e-3, 1.4e-3), lambda_maxes=(1.0,))]
+  names = [c.name for c in default_candidates(learning_rates=(1e-3, 1.4e-3), lambda_maxes=(1.0,))]
+  assert lrs == [1e-3, 1e-3, 1.4e-3, 1.4e-3] and len(set(names)) == 4 and "so_lr1.4e-3" in names

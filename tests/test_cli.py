@@ -62,6 +62,36 @@ def test_train_warns_when_a_seed_collapsed(tiny_mnist, tmp_path, capsys, monkeyp
     assert knob in err
 
 
+def test_a_collapse_the_guard_cannot_mend_is_one_error_line(tmp_path, capsys, monkeypatch):
+  import dann_jax.runner.runs
+  from dann_jax.training.guard import Unrecoverable
+
+  def collapsing(*args, **kwargs):
+    raise Unrecoverable(6, "collapse")
+
+  monkeypatch.setattr(dann_jax.runner.runs, "train_run", collapsing)
+  assert main(TRAIN + ["--guard", "--out", str(tmp_path / "run")]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith("dann-jax: error: the run's label loss went back to chance (collapse) at step 6")
+  assert err.count("\n") == 1 and "Lower the learning rate" in err
+
+
+def test_select_scores_each_seed_with_its_own_seed(tiny_mnist, tmp_path, monkeypatch, capsys):
+  from dann_jax.validation import selection
+
+  out = tmp_path / "run"
+  assert main(TRAIN + ["--seeds", "2", "--out", str(out)]) == 0
+  seen = []
+
+  def recording(state, view, criterion, **kwargs):
+    seen.append(kwargs["seed"])
+    return float(kwargs["seed"])
+
+  monkeypatch.setattr(selection, "score_state", recording)
+  assert main(["select", str(out), "--criterion", "reverse-validation", "--out", str(tmp_path / "r.json")]) == 0
+  assert seen == [0, 1]  # the reverse model of seed 1 is not seed 0's
+
+
 def test_a_diverged_run_is_one_error_line(tmp_path, capsys, monkeypatch):
   import dann_jax.runner.runs
   from dann_jax.training.loop import Diverged

@@ -49,13 +49,13 @@ def _lambda_p(step, total, lam_max, gamma=10.0):
   return lam_max * (2.0 / (1.0 + np.exp(-gamma * step / total)) - 1.0)
 
 
-def _train(tiny_mnist, out, **kwargs):
+def _train(tiny_mnist, out, method="dann", **kwargs):
   from dann_jax.data.pairs import PAIRS
   from dann_jax.runner.runs import train_pair
 
   return train_pair(
     PAIRS["mnist->mnist-m"],
-    "dann",
+    method,
     out_dir=out,
     preset="quick",
     steps=8,
@@ -140,3 +140,49 @@ def test_a_collapse_sends_the_run_back_with_half_lambda_and_resumes_to_the_same_
     __import__("jax").tree.leaves(resumed.state.params), __import__("jax").tree.leaves(result.state.params)
   ):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_a_break_no_weaker_lambda_can_mend_stops_with_one_error(tiny_mnist, tmp_path, monkeypatch):
+  import dann_jax.runner.runs
+
+  always_at_step_6 = lambda steps, losses, chance, patience: 6 if steps[-1] >= 6 else None
+  monkeypatch.setattr(dann_jax.runner.runs.guard, "collapse_start", always_at_step_6)
+  # DANN: four recoveries (lambda halved three times, then 0), then the break at lambda 0 ends the run.
+  with pytest.raises(guard.Unrecoverable, match="at step 6") as caught:
+    _train(tiny_mnist, tmp_path / "dann", overrides={"eval_every": 2}, guard=True)
+  assert isinstance(caught.value, FloatingPointError)  # the CLI's one-line error for a failed run
+  events = json.loads((tmp_path / "dann" / "guard.json").read_text())["events"]
+  assert [e["lam_scale"] for e in events] == [0.5, 0.25, 0.125, 0.0]
+  # Source only has no lambda to weaken: its replay would break the same way, so it stops at once.
+  with pytest.raises(guard.Unrecoverable, match="at step 6"):
+    _train(tiny_mnist, tmp_path / "so", method="source_only", overrides={"eval_every": 2}, guard=True)
+  assert not (tmp_path / "so" / "guard.json").exists()
+
+
+def test_rewinding_past_the_label_free_best_keeps_the_best_row_before_it(tmp_path):
+  from helpers import image_batch, linen_state
+
+  from dann_jax.core.config import TrainConfig
+  from dann_jax.runner.log import RunLog
+  from dann_jax.training import checkpoint
+
+  state = linen_state(TrainConfig(batch_size=8), image_batch(__import__("jax").random.key(0)))
+  for step in (2, 4, 6):
+    checkpoint.save_checkpoint(tmp_path / "checkpoint", state.replace(step=np.int32(step)), max_to_keep=None)
+  checkpoint.save_checkpoint(tmp_path / "best", state.replace(step=np.int32(6)))
+  log = object.__new__(RunLog)  # only what rewind reads
+  log.out, log.metrics_path, log.write, log.bar = tmp_path, tmp_path / "metrics.jsonl", True, None
+  log.history = [{"step": 2, "selection": 0.5}, {"step": 4, "selection": 0.3}, {"step": 6, "selection": 0.1}]
+  log.best = (0.1, 6)
+  # The guard sends the run back to step 4: the best scored at 6 was on the abandoned branch.
+  log.rewind(4)
+  assert log.best == (0.3, 4) and checkpoint.all_steps(tmp_path / "best") == [4]
+  restored = checkpoint.restore_checkpoint(tmp_path / "best", state, 4)
+  assert int(restored.step) == 4
+  # Back to step 2 with no score kept after it but step 2's.
+  log.rewind(2)
+  assert log.best == (0.5, 2) and checkpoint.all_steps(tmp_path / "best") == [2]
+  # A rewind that keeps the best leaves it alone.
+  log.rewind(2)
+  assert log.best == (0.5, 2)

@@ -78,6 +78,16 @@ def test_train_pair_builds_the_configs_network(tmp_path):
   held = json.loads((tmp_path / "run" / "run.json").read_text())
   assert held["config"]["network"] == "mnist" and held["config"]["train"]["total_steps"] == 1
   assert held["config"]["train"]["optimizer"] == "adam" and held["config"]["train"]["batch_size"] == 4
+  # The finished run is reused for the same run only; asked for another, it is refused by name.
+  from dann_jax.runner.runs import train_or_reuse
+
+  same = dict(preset="quick", steps=1, batch_size=4, data=data, progress=False, plots=False)
+  again = train_or_reuse(PAIRS["syn-digits->mnist"], "source_only", tmp_path / "run", **same)
+  assert again.summary == result.summary
+  with pytest.raises(ValueError, match=r"holds a finished run .*`steps=1` where this asks for 2"):
+    train_or_reuse(PAIRS["syn-digits->mnist"], "source_only", tmp_path / "run", **{**same, "steps": 2})
+  with pytest.raises(ValueError, match=r"holds a finished run .*`method='source_only'` where this asks for 'dann'"):
+    train_or_reuse(PAIRS["syn-digits->mnist"], "dann", tmp_path / "run", **same)
 
 
 def test_quick_preset_keeps_the_papers_lambda_schedule():

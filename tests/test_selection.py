@@ -264,6 +264,22 @@ def test_score_outputs_signs_reward_what_each_validator_rewards():
   for name in ("info-max", "bnm", "class-ami"):
     assert good[name] < collapsed[name], name
   assert set(good) == set(selection.CRITERIA) - {"reverse-validation"}
+  # Non-finite outputs (a broken model) score NaN under every validator: `choose` ranks them last.
+  broken = _one_hot_logits(labels, 3)
+  broken[5, 1] = np.nan
+  assert all(np.isnan(list(selection.score_outputs(outputs(broken)).values())))
+
+
+def test_output_validators_give_nan_not_a_best_score_for_nan_predictions():
+  logits = _one_hot_logits([0, 1, 2, 0], 3)
+  logits[2] = np.nan
+  for score in (
+    selection.prediction_entropy,
+    selection.information_maximization,
+    selection.batch_nuclear_norm,
+    selection.soft_neighbourhood_density,
+  ):
+    assert np.isnan(score(logits)), score.__name__
 
 
 def test_leave_one_out_choice_never_reads_the_task_itself():

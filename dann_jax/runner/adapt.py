@@ -165,12 +165,17 @@ def adapt(
   """
   from dann_jax.data.pair_data import load_pair_data
   from dann_jax.runner.runs import train_or_reuse
+  from dann_jax.training.guard import Unrecoverable
   from dann_jax.training.loop import Diverged
 
   selection.check_criterion(validator)
   if validator not in selection.OUTPUT_VALIDATORS:
     raise ValueError(f"{validator=} trains a model per checkpoint; choose one of {tuple(selection.OUTPUT_VALIDATORS)}")
   candidates = tuple(candidates or default_candidates())
+  names = [c.name for c in candidates]
+  if len(set(names)) != len(names):
+    twice = sorted({n for n in names if names.count(n) > 1})
+    raise ValueError(f"candidates share the names {twice}: each needs its own name (its run folder's)")
   out = Path(out_dir)
   data = data or load_pair_data(pair, data_dir=data_dir, splits=splits)
   trained, failed = {}, {}
@@ -192,9 +197,9 @@ def adapt(
         guard=guard or None,
         progress=progress,
       )
-    except Diverged as e:
+    except (Diverged, Unrecoverable) as e:  # even where the guard could not help: the candidate is left out
       failed[cand.name] = str(e)
-      log(f"[{i}/{len(candidates)}] {cand.name}: diverged even at lambda 0 ({e}); left out")
+      log(f"[{i}/{len(candidates)}] {cand.name}: failed, left out ({e})")
       continue
     trained[cand.name] = (folder, result.summary)
     events = len(result.summary.get("guard", {}).get("events", []))
@@ -243,7 +248,13 @@ def _keep(run_dir: Path, step: int, chosen: Path) -> None:
 def _report(pair, seed, validator, candidates, scored, trained, failed, choice, chosen_dir) -> dict[str, Any]:
   by_name = {c.name: c for c in candidates}
   best_so = min(
-    (e["scores"][validator] for name, steps in scored.items() if not by_name[name].adapts for e in steps.values()),
+    (
+      e["scores"][validator]
+      for name, steps in scored.items()
+      if not by_name[name].adapts
+      for e in steps.values()
+      if not np.isnan(e["scores"][validator])
+    ),
     default=None,
   )
   rows = {}

@@ -50,7 +50,9 @@ class Candidate:
 
 
 def _lr_name(lr: float) -> str:
-  mantissa, exponent = f"{lr:.0e}".split("e")
+  """`lr` in the shortest scientific notation that reads back as the same float: 1e-3, 3e-4, 1.4e-3."""
+  digits = next(d for d in range(17) if float(f"{lr:.{d}e}") == lr)
+  mantissa, exponent = f"{lr:.{digits}e}".split("e")
   return f"{mantissa}e{int(exponent)}"
 
 

@@ -72,15 +72,38 @@ def read_run_json(run_dir: Path) -> dict:
   return held
 
 
+def _held_identity(out: Path) -> dict:
+  """The identity in `out`'s run.json, comparable with `RunConfig.identity()`."""
+  held = read_run_json(out)
+  held.pop("config", None)  # the resolved values follow from the rest
+  held.setdefault("api", "linen")  # a run.json without `api` is Linen's
+  return held
+
+
+def _differences(held: dict, identity: dict) -> tuple[list[str], str]:
+  """The keys where two identities differ, and those differences in words."""
+  differ = sorted(k for k in set(held) | set(identity) if held.get(k) != identity.get(k))
+  return differ, ", ".join(f"`{k}={held.get(k)!r}` where this asks for {identity.get(k)!r}" for k in differ)
+
+
+def check_finished_run(out: Path, identity: dict) -> None:
+  """Refuses to reuse the finished run in `out` as another run (another pair, budget, grid point or guard)."""
+  held = _held_identity(out)
+  if held != identity:
+    _, parts = _differences(held, identity)
+    raise ValueError(
+      f"{out} holds a finished run that is not the one asked for, with {parts}; choose another `out_dir` "
+      f"(or delete {out} to train this run there)"
+    )
+
+
 def check_out_dir(out: Path, identity: dict, resume: bool) -> None:
   """Refuses to overwrite another run, or to resume a different one."""
   if out.exists() and not out.is_dir():
     raise ValueError(f"{out} is a file; the run needs a folder there (choose another `out_dir`)")
   run_file = out / "run.json"
   if run_file.exists():
-    held = read_run_json(out)
-    held.pop("config", None)  # the resolved values follow from the rest
-    held.setdefault("api", "linen")  # a run.json without `api` is Linen's
+    held = _held_identity(out)
     if not resume:
       raise ValueError(
         f"{out} already holds a run ({held}); pass `resume=True` to continue it or choose another `out_dir`"
@@ -92,8 +115,7 @@ def check_out_dir(out: Path, identity: dict, resume: bool) -> None:
         held["api"],
       )
     if held != identity:
-      differ = sorted(k for k in set(held) | set(identity) if held.get(k) != identity.get(k))
-      parts = ", ".join(f"`{k}={held.get(k)!r}` where this asks for {identity.get(k)!r}" for k in differ)
+      differ, parts = _differences(held, identity)
       extend = (
         "; a run cannot be extended (its schedules, lambda_p and mu_p, are fixed by its step count): train the "
         "longer run in another `out_dir`"

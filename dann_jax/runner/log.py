@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -151,10 +152,18 @@ class RunLog:
     checkpoint.save_checkpoint(self.out / "checkpoint", state, max_to_keep=None)
 
   def rewind(self, step: int) -> None:
-    """Forgets the rows after `step` (the guard sent the run back there)."""
+    """Forgets the rows after `step` (the guard sent the run back there), and a
+    label-free best scored after it: the best is again the best row kept."""
     self.history = [r for r in self.history if r["step"] <= step]
     if self.write:
       write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.history))
+    if self.best is not None and self.best[1] > step:
+      kept = min((r for r in self.history if "selection" in r), key=lambda r: r["selection"], default=None)
+      self.best = None if kept is None else (kept["selection"], kept["step"])
+      if self.write and kept is None:
+        shutil.rmtree(self.out / "best", ignore_errors=True)
+      elif self.write:
+        checkpoint.copy_step(self.out / "checkpoint", kept["step"], self.out / "best")
     if self.bar is not None:
       self.bar.n = step
       self.bar.refresh()

@@ -92,9 +92,10 @@ def score_runs(
           single,
           view,
           criterion,
-          reverse_config=config.train.replace(seed=seed),
+          reverse_config=config.train,
           reverse_model=networks.build(config.network, run_data.source_train.num_classes),
           reverse_steps=reverse_steps,
+          seed=seed,  # each seed's reverse model (and density ratio, k-means) seeded by the run's seed
         )
         known = np.asarray(run_data.target_test.labels) >= 0
         acc = (

@@ -51,6 +51,7 @@ from dann_jax.io import write_text_atomic
 from dann_jax.runner.folder import (
   DIVERGED,
   GUARD,
+  check_finished_run,
   check_out_dir,
   read_guard_events,
   read_run_json,
@@ -99,11 +100,33 @@ def _nnx_state(config: RunConfig, data: PairData, linen_state: TrainState) -> da
 
 def train_or_reuse(pair: PairSpec, method: str, out_dir, **kwargs) -> RunResult:
   """`train_pair`, unless `out_dir` already holds the finished run (then
-  `load_run`); a run stopped midway is resumed from its checkpoint."""
+  `load_run`); a run stopped midway is resumed from its checkpoint.
+
+  Raises:
+    ValueError: `out_dir` holds another run, finished or not (another pair,
+      method, budget, overrides or guard), and as `train_pair`.
+  """
   out = Path(out_dir)
   if (out / "summary.json").exists():
+    config_args = {k: kwargs[k] for k in _CONFIG_ARGS if k in kwargs}
+    check_finished_run(out, make_config(pair, method, **config_args).identity())
     return load_run(out, data=kwargs.get("data"), data_dir=kwargs.get("data_dir"))
   return train_pair(pair, method, out_dir=out, resume=(out / "run.json").exists(), **kwargs)
+
+
+# The arguments of `train_pair` that make the run's configuration (the rest are `train_run`'s).
+_CONFIG_ARGS = (
+  "preset",
+  "steps",
+  "batch_size",
+  "seeds",
+  "overrides",
+  "source_holdout",
+  "keep_best",
+  "splits",
+  "api",
+  "guard",
+)
 
 
 def train_pair(
@@ -372,8 +395,14 @@ def _fit(config: RunConfig, prep: _Prepared, out: Path, log: RunLog, runner) -> 
       )
       return prep.as_linen(state)
     except (Diverged, guard.Tripped) as e:
-      if config.guard is None or guard.lambda_scale(len(prep.guard_events), config.guard) == 0:
-        raise  # unguarded, or already at lambda = 0: a weaker lambda cannot help
+      if (
+        config.guard is None
+        or guard.lambda_scale(len(prep.guard_events), config.guard) == 0
+        or not methods.get(config.method).adversarial
+      ):  # unguarded, already at lambda = 0, or no lambda to weaken: a replay breaks the same way
+        if isinstance(e, guard.Tripped):
+          raise guard.Unrecoverable(e.step, e.reason) from None
+        raise
       reason = "diverged" if isinstance(e, Diverged) else e.reason
       state = _recover(config, prep.data, out, log, prep.guard_events, e.step, reason, write=prep.primary)
 

@@ -16,6 +16,7 @@ two processes resumes in one and vice versa (tests/test_distributed.py).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import jax
@@ -83,6 +84,18 @@ def delete_after(directory: str | os.PathLike, step: int) -> list[int]:
       for s in later:
         manager.delete(s)
   return later
+
+
+def copy_step(source: str | os.PathLike, step: int, destination: str | os.PathLike) -> None:
+  """Makes `destination` a checkpoint folder holding `source`'s checkpoint at `step` alone (replacing its
+  contents atomically: a reader sees the old folder or the new one)."""
+  source, destination = os.fspath(source), os.fspath(destination)
+  tmp = destination + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  shutil.copytree(os.path.join(source, str(step)), os.path.join(tmp, str(step)))
+  shutil.rmtree(destination, ignore_errors=True)
+  os.replace(tmp, destination)
 
 
 def _reason(error: BaseException) -> str:

@@ -65,6 +65,28 @@ class Tripped(Exception):
     self.step, self.reason = step, reason
 
 
+class Unrecoverable(FloatingPointError):
+  """The game broke where a weaker λ cannot help: λ was already 0, or the
+  method has no domain loss (its replay from a checkpoint breaks the same way).
+
+  A `FloatingPointError`, like a divergence: the run failed; its arguments
+  were valid.
+
+  Attributes:
+    step, reason: as `Tripped`'s.
+  """
+
+  def __init__(self, step: int, reason: str):
+    super().__init__(
+      f"the run's label loss went back to chance ({reason}) at step {step} where the guard cannot weaken lambda "
+      "any further; training stopped. Lower the learning rate"
+    )
+    self.step, self.reason = step, reason
+
+  def __reduce__(self):
+    return type(self), (self.step, self.reason)
+
+
 def collapse_start(steps: Sequence[int], label_losses: Sequence[float], chance: float, patience: int) -> int | None:
   """The step where the label loss went back to chance for `patience` chunks in a row, or None.
 

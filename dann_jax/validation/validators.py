@@ -51,6 +51,7 @@ import functools
 from typing import Callable
 
 import numpy as np
+from scipy import special
 
 from dann_jax.names import CRITERIA
 
@@ -207,7 +208,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
-  return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=axis)
+  # entr: -p log p, 0 at p = 0, NaN for NaN (a non-finite prediction gets a NaN risk, which ranks last)
+  return np.sum(special.entr(p), axis=axis)
 
 
 def _check_logits(logits) -> np.ndarray:
@@ -240,6 +242,8 @@ def batch_nuclear_norm(logits: np.ndarray) -> float:
   class counts n_k: largest when the classes are used evenly.
   """
   p = softmax(_check_logits(logits))
+  if not np.isfinite(p).all():
+    return float("nan")  # as the other validators: a non-finite prediction ranks last
   return float(np.linalg.svd(p, compute_uv=False).sum() / len(p))
 
 
@@ -351,5 +355,8 @@ def score_outputs(out: Outputs, criteria=None, *, seed: int = 0) -> dict[str, fl
     check_criterion(c)
     if c not in OUTPUT_VALIDATORS:
       raise ValueError(f"{c!r} trains a reverse model; score it with `score_state`")
+  given = [np.asarray(getattr(out, f.name)) for f in dataclasses.fields(out) if getattr(out, f.name) is not None]
+  if any(np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all() for v in given):
+    return {c: float("nan") for c in criteria}  # a model with non-finite outputs ranks last under every validator
   scoring = _Scoring(out, seed)
   return {c: float(OUTPUT_VALIDATORS[c](scoring)) for c in criteria}
