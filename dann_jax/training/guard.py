@@ -8,7 +8,9 @@ trains on. The guard watches each logged chunk; when the game breaks it sends
 the run back to its last checkpoint from before the break and continues with
 a weaker adaptation factor (λ_p times `shrink`, again at each new break;
 after `max_recoveries` breaks, λ = 0: source-only training from there on).
-Every recovery is an event in the run folder's `guard.json` and summary.
+Every recovery is an event in the run folder's `guard.json` and summary. A
+break no weaker λ can mend (at λ = 0, or in a method without a domain loss)
+ends the run with `Unrecoverable`.
 
 The thresholds are `dann_jax.training.health`'s (a loss that once fell below half of
 chance has learned; at or above 0.9 of chance it is back at chance), and a
