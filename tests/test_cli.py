@@ -348,7 +348,7 @@ def test_set_overrides_config_fields(tiny_mnist, tmp_path):
     ("learning_rate=fast", "'fast' is not a valid float"),
     ("anneal_learning_rate=maybe", "not a valid bool"),
     ("total_steps=10", "use --steps"),
-    ("learning_rate=-1", "learning_rate=-1.0 must be > 0"),
+    ("learning_rate=-1", "learning_rate=-1.0 must be a finite number > 0"),
     ("eval_size=0", "--set eval_size=0 must be a positive integer"),
     ("source_holdout=-5", "source_holdout=-5 must be >= 0"),
   ],
@@ -397,6 +397,28 @@ def test_resume_over_a_damaged_checkpoint_is_one_clear_error(tiny_mnist, tmp_pat
   err = capsys.readouterr().err
   assert err.startswith("dann-jax: error: cannot read the checkpoint in ") and err.count("\n") == 1
   assert str(out / "checkpoint") in err and "start again without --resume" in err
+
+
+def test_resume_past_a_damaged_newest_checkpoint_writes_that_step_again(tiny_mnist, tmp_path, capsys):
+  import jax
+
+  from dann_jax.runner.runs import load_run
+  from dann_jax.training import checkpoint
+
+  args = TRAIN + ["--set", "eval_every=2"]
+  assert main(args + ["--out", str(tmp_path / "whole")]) == 0
+  out = tmp_path / "run"
+  assert main(args + ["--out", str(out)]) == 0
+  (out / "summary.json").unlink()
+  for path in (out / "checkpoint" / "4").rglob("*"):
+    if path.is_file() and path.parent.name == "d":
+      path.write_bytes(path.read_bytes()[:10])
+  assert main(args + ["--out", str(out), "--resume"]) == 0
+  assert "damaged steps (step 4:" in capsys.readouterr().err  # resumed from step 2
+  whole = load_run(tmp_path / "whole")
+  again = checkpoint.restore_checkpoint(out / "checkpoint", whole.state, 4)  # readable again, the same numbers
+  for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(whole.state.params)):
+    np.testing.assert_array_equal(a, b)
 
 
 # Users' own data: folder:/npz: domains, official files.
@@ -645,6 +667,16 @@ def test_a_damaged_run_json_is_named_with_the_fix(tiny_mnist, tmp_path, capsys, 
   assert (out / "checkpoint").exists()  # nothing deleted
 
 
+def test_a_damaged_summary_is_named_with_the_fix(tiny_mnist, tmp_path, capsys):
+  out = tmp_path / "run"
+  assert main(TRAIN + ["--out", str(out)]) == 0
+  (out / "summary.json").write_text('{"target_accuracy": ')
+  capsys.readouterr()
+  assert main(["predict", str(out), "--images", "mnist-m", "--out", str(tmp_path / "p.csv")]) == 2
+  err = _one_error(capsys)
+  assert str(out / "summary.json") in err and "not valid JSON" in err and "delete it and resume the run" in err
+
+
 @pytest.mark.slow
 def test_a_torn_last_metrics_line_is_dropped_on_resume_with_the_same_numbers(tiny_mnist, tmp_path, capsys):
   from dann_jax.training import checkpoint
@@ -725,6 +757,17 @@ def test_predict_on_a_folder_names_each_image(own_folders, tmp_path, capsys):
   # Class subfolders are matched to the run's classes by name.
   assert main(["predict", str(out), "--images", f"folder:{target}"]) == 0
   assert "on the 18 labelled images" in capsys.readouterr().out
+
+
+def test_predict_refuses_images_whose_labels_the_model_has_no_class_for(own_folders, tiny_mnist, tmp_path, capsys):
+  source, target, _ = own_folders
+  out = tmp_path / "run"
+  assert train_folders(source, target, "--out", str(out)) == 0
+  capsys.readouterr()
+  argv = ["predict", str(out), "--images", "mnist", "--data-dir", str(tiny_mnist), "--out", str(tmp_path / "p.csv")]
+  assert main(argv) == 2
+  err = _one_error(capsys)
+  assert "labels reach 9 but the model predicts 3 classes" in err and not (tmp_path / "p.csv").exists()
 
 
 def test_select_writes_its_ranking_beside_the_runs_it_ranks(tmp_path):

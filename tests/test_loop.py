@@ -92,9 +92,39 @@ def test_callback_sees_every_chunk(pair):
   assert seen == [(2, 2), (4, 2), (5, 1)]
 
 
+def test_a_non_finite_last_update_stops_the_run_before_the_callback(pair):
+  from dann_jax.training.loop import Diverged
+
+  def runner(state, pair, num_steps, batch_size):
+    # Finite losses, but the chunk's updates leave one weight NaN once past step 2.
+    state = state.replace(step=state.step + num_steps)
+    if int(state.step) > 2:
+      kernel = state.params["label_predictor"]["Dense_0"]["kernel"]
+      bad = {**state.params["label_predictor"]["Dense_0"], "kernel": kernel.at[0, 0].set(jnp.nan)}
+      params = {**state.params, "label_predictor": {**state.params["label_predictor"], "Dense_0": bad}}
+      state = state.replace(params=params)
+    return state, {"loss": jnp.ones(num_steps)}
+
+  seen = []
+  with pytest.raises(Diverged, match="step 4") as caught:
+    fit(
+      _state(),
+      pair,
+      num_steps=6,
+      batch_size=BATCH,
+      num_classes=10,
+      chunk=2,
+      runner=runner,
+      callback=lambda s, m: seen.append(int(s.step)),
+    )
+  assert caught.value.step == 4 and seen == [2]
+
+
 def test_fit_rejects_bad_input(pair):
   with pytest.raises(ValueError, match="must be even"):
     fit(_state(), pair, num_steps=2, batch_size=15, num_classes=10)
+  with pytest.raises(ValueError, match="chunk=0 must be a positive integer"):
+    fit(_state(), pair, num_steps=2, batch_size=BATCH, num_classes=10, chunk=0)
   with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
     fit(_state(), pair, num_steps=2, batch_size=BATCH, num_classes=5)
 

@@ -47,7 +47,7 @@ def test_negative_rates_rejected():
   # A constant rate (optax.constant_schedule) is checked where it enters.
   from dann_jax.core.config import TrainConfig
 
-  with pytest.raises(ValueError, match="learning_rate=-1.0 must be > 0"):
+  with pytest.raises(ValueError, match="learning_rate=-1.0 must be a finite number > 0"):
     TrainConfig(learning_rate=-1.0, anneal_learning_rate=False)
 
 

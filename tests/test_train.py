@@ -177,6 +177,19 @@ def test_bad_config_values():
     TrainConfig(total_steps=0)
   with pytest.raises(ValueError, match="unknown method"):
     TrainConfig(method="coral")
+  for field, value, words in (
+    ("learning_rate", float("inf"), "finite number > 0"),
+    ("learning_rate", float("nan"), "finite number > 0"),
+    ("momentum", 1.0, r"in \[0, 1\)"),
+    ("adam_b1", -0.1, r"in \[0, 1\)"),
+    ("lam_warmup", 1.0, r"in \[0, 1\)"),
+    ("weight_decay", -1e-4, "finite number >= 0"),
+    ("lam_max", float("nan"), "finite number >= 0"),
+    ("gamma", float("inf"), "finite number >= 0"),
+  ):
+    with pytest.raises(ValueError, match=f"{field}=.* must be .*{words}"):
+      TrainConfig(**{field: value})
+  TrainConfig(momentum=0.0, lam_max=0.0, weight_decay=0.0)  # the edges that are allowed
 
 
 def test_labels_outside_range():

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from dann_jax.io import write_text_atomic
 from dann_jax.names import CRITERIA, DEFAULT_CRITERION
 
 
@@ -84,11 +85,12 @@ def run(args) -> int:
   for i, c in enumerate(ranked, 1):
     print(f"{i:>4}  {c.run:<{width}}  {c.seed:>4}  {c.step:>6}  {c.score:>18.4f}  {_accuracy(c.target_accuracy):>21}")
   out = Path(args.out) if args.out is not None else default_out(args.runs)
-  out.write_text(
+  write_text_atomic(
+    out,
     json.dumps(
       {"criterion": args.criterion, "lower_is_better": True, "ranking": [dataclasses.asdict(c) for c in ranked]},
       indent=2,
-    )
+    ),
   )
   print(f"ranking written to {out}")
   return 0

@@ -350,7 +350,9 @@ def run(args) -> int:
   s = result.summary
   t, src = s["target_accuracy"], s["source_accuracy"]
   if args.resume and s.get("steps_run") == 0:
-    print(f"{args.out} was already finished at step {s['steps']:,}: nothing to train; its summary is read again")
+    print(
+      f"{args.out} was already finished at step {s['steps']:,}: nothing to train; its summary is computed again from the final checkpoint"
+    )
   if len(s["seeds"]) == 1:
     target = "none (no target test image has a label)" if t is None else f"{t['mean']:.4f}"
     over = f"seed {s['seeds'][0]}"

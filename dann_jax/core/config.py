@@ -7,6 +7,7 @@ source + 64 target, SGD momentum 0.9, μ_0 = 0.01, α = 10, β = 0.75, γ = 10).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from dann_jax.core import methods
 from dann_jax.data.batching import half_batch
@@ -61,8 +62,14 @@ class TrainConfig:
     if int(self.total_steps) != self.total_steps or self.total_steps <= 0:
       raise ValueError(f"total_steps={self.total_steps} must be a positive integer")
     half_batch(self.batch_size)
-    if not self.learning_rate > 0:  # also rejects NaN
-      raise ValueError(f"learning_rate={self.learning_rate} must be > 0")
+    if not 0 < self.learning_rate < math.inf:  # also rejects NaN
+      raise ValueError(f"learning_rate={self.learning_rate} must be a finite number > 0")
+    for name in ("momentum", "adam_b1", "lam_warmup"):
+      if not 0 <= getattr(self, name) < 1:
+        raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
+    for name in ("weight_decay", "lam_max", "gamma", "lr_alpha", "lr_beta"):
+      if not 0 <= getattr(self, name) < math.inf:
+        raise ValueError(f"{name}={getattr(self, name)} must be a finite number >= 0")
     if self.optimizer not in ("sgd", "adam"):
       raise ValueError(f"optimizer={self.optimizer!r} must be 'sgd' or 'adam'")
     if self.max_norm is not None and not self.max_norm > 0:

@@ -124,7 +124,16 @@ def predict(model: Model, images, *, split: str = "test", data_dir=None) -> Pred
   if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
     raise ValueError(f"images of dtype {images.dtype} and shape {images.shape}: give uint8 (N, 32, 32, 3)")
   probabilities = softmax(features(model.state, images, model.mean, "logits")).astype(np.float32)
+  _check_label_range(labels, probabilities.shape[-1])
   return Predictions(np.argmax(probabilities, -1), probabilities, labels, model.class_names, paths)
+
+
+def _check_label_range(labels, num_classes: int) -> None:
+  if labels is not None and np.max(labels, initial=-1) >= num_classes:
+    raise ValueError(
+      f"the images' labels reach {int(np.max(labels))} but the model predicts {num_classes} classes: their label "
+      "sets differ; give images of the model's own classes"
+    )
 
 
 def evaluate(model: Model, images, labels=None, *, split: str = "test", data_dir=None) -> dict[str, Any]:
@@ -140,6 +149,7 @@ def evaluate(model: Model, images, labels=None, *, split: str = "test", data_dir
   labels = preds.labels if labels is None else np.asarray(labels)
   if labels is None or not np.any(labels >= 0):
     raise ValueError("no image has a label: evaluate needs labelled images (class subfolders, or labels in the .npz)")
+  _check_label_range(labels, preds.probabilities.shape[-1])
   return scores(labels, preds.classes, preds.probabilities.shape[-1])
 
 

@@ -34,6 +34,15 @@ def labelled(domain: Domain) -> Domain | None:
   return dataclasses.replace(domain, images=domain.images[known], labels=domain.labels[known])
 
 
+def evaluation_sample(domain: Domain | None, size: int) -> Domain | None:
+  """`size` images of `domain` drawn once with a fixed seed (all when it has no more), in their order:
+  spread over the whole set, where a folder's files come sorted by class."""
+  if domain is None or len(domain.labels) <= size:
+    return domain
+  index = np.sort(np.random.default_rng(0).choice(len(domain.labels), size, replace=False))
+  return dataclasses.replace(domain, images=domain.images[index], labels=domain.labels[index])
+
+
 def per_seed(x) -> float | list[float]:
   x = np.asarray(x, np.float64)
   return float(x) if x.ndim == 0 else [float(v) for v in x]
@@ -88,13 +97,15 @@ class RunLog:
     tensorboard=None,
   ):
     self.config, self.out, self.evals, self.mean = config, out, evals, mean
+    size = config.eval_size
+    self.sample = EvalSets(evaluation_sample(evals.target, size), evaluation_sample(evals.source, size))
     self.guard = guard  # (chance loss, patience) of the label loss the guard watches
     self.tensorboard = tensorboard  # a dann_jax.training.tensorboard.RunWriter, or None
     self.as_linen, self.scorer, self.write = as_linen, scorer, write
     self.metrics_path = out / "metrics.jsonl"
     self.history = read_metrics(self.metrics_path, upto=start)
     if write:
-      self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+      write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.history))
     scored = [r for r in self.history if "selection" in r]
     best = min(scored, key=lambda r: r["selection"], default=None)
     self.best = None if best is None else (best["selection"], best["step"])
@@ -138,10 +149,9 @@ class RunLog:
       self.bar.set_postfix({k: f"{v:.3f}" for k, v in postfix.items()}, refresh=False)
 
   def _evaluate(self, state: TrainState, step: int, row: dict[str, Any]) -> None:
-    n = self.config.eval_size
-    for key, test in (("target_accuracy", self.evals.target), ("source_accuracy", self.evals.source)):
+    for key, test in (("target_accuracy", self.sample.target), ("source_accuracy", self.sample.source)):
       if test is not None:
-        row[key] = per_seed(accuracy(state, test.images[:n], test.labels[:n], self.mean))
+        row[key] = per_seed(accuracy(state, test.images, test.labels, self.mean))
     if "target_accuracy" in row:
       self.last_target = np.mean(row["target_accuracy"])
     if self.scorer is not None:

@@ -96,8 +96,8 @@ class RunConfig:
       the first seed.
     network: "mnist" or "svhn".
     eval_every: steps between evaluations (and checkpoints) while training.
-    eval_size: test images per domain evaluated while training (the final
-      evaluation uses the whole test sets).
+    eval_size: test images per domain evaluated while training, a fixed
+      seeded sample (the final evaluation uses the whole test sets).
     note: what departs from the paper's protocol, in words ("" for none).
     source_holdout: source *train* images held out of training as a labelled
       validation split for label-free model selection (`dann_jax.validation.selection`),

@@ -54,6 +54,7 @@ from dann_jax.runner.folder import (
   check_finished_run,
   check_out_dir,
   read_guard_events,
+  read_json_file,
   read_run_json,
   remove_run_files,
 )
@@ -262,9 +263,13 @@ def train_run(
   t0 = time.perf_counter()
   try:
     state = _fit(config, prep, out, log, runner)
-    summary = summarise(config, prep, out, log, state, train_seconds=round(time.perf_counter() - t0, 1))
+    seconds = round(time.perf_counter() - t0, 1)
+    if prep.start == config.train.total_steps and (out / "summary.json").exists():
+      # A finished run resumed: nothing trained; its summary is computed again, keeping the training time.
+      seconds = read_json_file(out / "summary.json", "the run's summary", "delete it").get("train_seconds", seconds)
+    summary = summarise(config, prep, out, log, state, train_seconds=seconds)
     if prep.primary:
-      (out / "summary.json").write_text(json.dumps(summary, indent=2))
+      write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     if plots and prep.primary:
       from dann_jax.plots import training_curves
 
@@ -351,10 +356,12 @@ def _prepare(config: RunConfig, out: Path, *, resume, data, data_dir, runner, re
   state = _initial_state(config, data)
   if primary:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(json.dumps({**identity, "config": config.resolved()}))
+    write_text_atomic(out / "run.json", json.dumps({**identity, "config": config.resolved()}))
   # A run stopped before its first checkpoint resumes from step 0.
   if resume and checkpoint.latest_step(out / "checkpoint") is not None:
     state = checkpoint.restore_checkpoint(out / "checkpoint", state)
+    # Past a damaged newer step (restore_checkpoint skipped it): delete it, or its save would be refused.
+    checkpoint.delete_after(out / "checkpoint", int(np.asarray(state.step).reshape(-1)[0]))
   guard_events = read_guard_events(out) if config.guard is not None else []
   if guard_events:
     state = _guarded(state, config, guard_events)
@@ -470,5 +477,6 @@ def load_run(run_dir: str | os.PathLike, *, data: PairData | None = None, data_d
   mean = pixel_mean(data.source_train.images, data.target_train.images)
   state = checkpoint.restore_checkpoint(run_dir / "checkpoint", _initial_state(config, data))
   summary_file = run_dir / "summary.json"
-  summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+  fix = "delete it and resume the run (`resume=True`) to write it again"
+  summary = read_json_file(summary_file, "the run's summary", fix) if summary_file.exists() else {}
   return RunResult(summary, state, mean, data, identity)

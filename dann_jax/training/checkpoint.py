@@ -87,8 +87,9 @@ def delete_after(directory: str | os.PathLike, step: int) -> list[int]:
 
 
 def copy_step(source: str | os.PathLike, step: int, destination: str | os.PathLike) -> None:
-  """Makes `destination` a checkpoint folder holding `source`'s checkpoint at `step` alone (replacing its
-  contents atomically: a reader sees the old folder or the new one)."""
+  """Makes `destination` a checkpoint folder holding `source`'s checkpoint at `step` alone, replacing what
+  was there. The copy is completed beside it (`destination.tmp`) before the old folder is removed, so a
+  checkpoint found there is always whole."""
   source, destination = os.fspath(source), os.fspath(destination)
   tmp = destination + ".tmp"
   shutil.rmtree(tmp, ignore_errors=True)

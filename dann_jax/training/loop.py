@@ -170,6 +170,22 @@ def check_finite(metrics: dict[str, Any], first_step: int) -> None:
     raise Diverged(step)
 
 
+def params_finite(state) -> bool:
+  """Whether every floating parameter of a Linen or NNX train state is finite.
+
+  A chunk's losses are computed before each update, so its last update shows
+  only here: a state that fails this would have a non-finite loss next.
+  """
+  params = nnx.state(state.model, nnx.Param) if isinstance(state, dann_nnx.TrainState) else state.params
+  leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+  return bool(_all_finite(leaves))
+
+
+@jax.jit
+def _all_finite(leaves) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 def chunk_sizes(start: int, stop: int, every: int) -> Iterator[int]:
   """Splits steps [start, stop) into chunks that end on multiples of `every`."""
   step = start
@@ -291,11 +307,15 @@ def fit(
   Raises:
     ValueError: for an odd batch size or labels outside [0, num_classes).
     Diverged: a `FloatingPointError` naming the first step whose loss is
-      not finite (`.step`).
+      not finite (`.step`), or, when a chunk's last update leaves a
+      parameter non-finite, the step after it; no such state reaches
+      `callback` or is returned.
   """
   half_batch(batch_size)
   if int(num_steps) != num_steps or num_steps < 0:
     raise ValueError(f"{num_steps=} must be a non-negative integer: the step to stop at")
+  if int(chunk) != chunk or chunk < 1:
+    raise ValueError(f"{chunk=} must be a positive integer: steps per compiled chunk")
   check_labels(pair.source_labels, num_classes, "source")
   all_target = state.method.labelled == "target"
   if all_target or pair.target_label_known is not None:
@@ -317,6 +337,8 @@ def fit(
     if steps_axis:
       metrics = {k: np.moveaxis(v, 0, -1) for k, v in metrics.items()}
     check_finite(metrics, first)
+    if not params_finite(state):  # the chunk's last update: the loss at the next step would not be finite
+      raise Diverged(first + size)
     if callback is not None:
       callback(state, metrics)
   return state
