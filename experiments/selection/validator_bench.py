@@ -337,7 +337,7 @@ def report(args) -> None:
     "guard": "every candidate trained with dann_jax.training.guard on, as dann-jax adapt trains them",
     "reverse_validation": "scored on each candidate's final checkpoint only (it trains a reverse model, 1,000 steps, per score), so it appears in final_checkpoints (one checkpoint per candidate), beside every other validator measured the same way; not in the per-checkpoint tables",
     "weighted_spearman": "weighted Pearson correlation of the ranks of -risk and target accuracy, weights (accuracy rank / N)^2, per seed over its checkpoints, averaged over seeds",
-    "default": "the library's default validator (dann_jax.names.DEFAULT_CRITERION), which dann-jax adapt uses; best: the validator with the best weighted Spearman averaged over the measured pairs; per pair, lopo_validator is the choice made without that pair. The default follows the best once every pair has three seeds measured",
+    "default": "the library's default validator (dann_jax.names.DEFAULT_CRITERION), which dann-jax adapt uses; best: the validator with the best weighted Spearman averaged over the measured pairs; per pair, lopo_validator is the choice made without that pair. The default was set to the best once every pair had three seeds measured",
     "earlier_report": "pairs marked from_earlier_report keep the entry of the previous report: their scores were measured by the same code but neither their run folders nor their per-checkpoint scores were kept; retraining them (same seeds, same numbers) replaces the entry",
   }
   RESULTS.mkdir(parents=True, exist_ok=True)
@@ -368,8 +368,8 @@ def markdown(table: dict) -> str:
     lines += [
       f"**Best validator: {table['best']}** (weighted Spearman averaged over the measured pairs, "
       f"{table['mean_weighted_spearman'][table['best']]:.3f}); the library's default, used by `dann-jax adapt`: "
-      f"**{table['default']}** ({table['mean_weighted_spearman'][table['default']]:.3f}), which follows the best "
-      "once every pair has three seeds. "
+      f"**{table['default']}** ({table['mean_weighted_spearman'][table['default']]:.3f}), set to the best once "
+      "every pair had three seeds. "
       f"Leave-one-pair-out (each pair's choice made without its own target labels): mean weighted Spearman "
       f"{table['lopo_weighted_spearman']:.3f}.",
       "",
