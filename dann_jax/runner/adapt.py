@@ -238,8 +238,7 @@ def _keep(run_dir: Path, step: int, chosen: Path) -> None:
   """Copies the run's checkpoint at `step` (and its run.json) into `chosen`, replacing what was there."""
   tmp = chosen.with_name(chosen.name + ".tmp")
   shutil.rmtree(tmp, ignore_errors=True)
-  (tmp / "checkpoint").mkdir(parents=True)
-  shutil.copytree(run_dir / "checkpoint" / str(step), tmp / "checkpoint" / str(step))
+  checkpoint.copy_step(run_dir / "checkpoint", step, tmp / "checkpoint")
   shutil.copy2(run_dir / "run.json", tmp / "run.json")
   shutil.rmtree(chosen, ignore_errors=True)
   os.replace(tmp, chosen)
