@@ -49,6 +49,29 @@ def test_choose_is_the_lowest_risk_and_prefers_source_only_on_ties():
     adapt.choose({}, "v")
 
 
+def _drifted(risks_drifts):
+  return {str(s): {"scores": {"v": r}, "class_share_drift": d} for s, (r, d) in risks_drifts.items()}
+
+
+def test_choose_with_the_class_share_check_skips_dann_checkpoints_that_drift_from_the_source_shares():
+  scored = {
+    "so": _drifted({100: (0.5, 0.30), 200: (0.4, 0.10)}),  # best source only: step 200, drift 0.10
+    "dann": _drifted({100: (0.1, 0.16), 200: (0.2, 0.15), 300: (0.3, 0.02), 400: (0.05, float("nan"))}),
+  }
+  assert (adapt.choose(scored, "v").candidate, adapt.choose(scored, "v").step) == ("dann", 400)
+  kept = adapt.choose(scored, "v", share_margin=0.05, source_only=["so"])
+  assert (kept.candidate, kept.step) == ("dann", 200)  # 0.15 <= 0.10 + 0.05; 0.16 and NaN are left out
+  assert adapt.choose(scored, "v", share_margin=0.0, source_only=["so"]).step == 300
+  # Every DANN checkpoint drifts too far: the best source-only checkpoint, whatever its own drift.
+  scored["dann"]["300"]["class_share_drift"] = 0.5
+  kept = adapt.choose(scored, "v", share_margin=0.01, source_only=["so"])
+  assert (kept.candidate, kept.step) == ("so", 200)
+  with pytest.raises(ValueError, match="source-only checkpoint"):
+    adapt.choose({"dann": scored["dann"]}, "v", share_margin=0.05, source_only=["so"])
+  with pytest.raises(ValueError, match="share_margin"):
+    adapt.choose(scored, "v", share_margin=-0.1, source_only=["so"])
+
+
 def _info_max_risk(logits):
   p = np.exp(logits - logits.max(1, keepdims=True))
   p /= p.sum(1, keepdims=True)
@@ -84,9 +107,14 @@ def test_adapt_keeps_the_argmin_and_never_reads_target_labels(tiny_mnist, tmp_pa
     view = selection.selection_set(run.data, run.mean, **adapt.VIEW_SIZES)
     for step in checkpoint.all_steps(out / f"{cand.name}_s0" / "checkpoint"):
       state = checkpoint.restore_checkpoint(out / f"{cand.name}_s0" / "checkpoint", run.state, step)
-      risks[(cand.name, step)] = _info_max_risk(features(state, view.target_images, run.mean, "logits"))
+      target_logits = features(state, view.target_images, run.mean, "logits")
+      risks[(cand.name, step)] = _info_max_risk(target_logits)
       got = report["candidates"][cand.name]["checkpoints"][str(step)]
       assert got["risk"] == pytest.approx(risks[(cand.name, step)], rel=1e-4, abs=1e-6)
+      # The class-share drift beside it: predicted target shares against the held-out source label shares.
+      q = np.bincount(target_logits.argmax(-1), minlength=10) / len(target_logits)
+      p = np.bincount(view.source_val_labels, minlength=10) / len(view.source_val_labels)
+      assert got["class_share_drift"] == pytest.approx(0.5 * np.abs(q - p).sum(), abs=1e-9)
       # The held-out source accuracy beside it, from the source validation view's labels.
       predicted = features(state, view.source_val_images, run.mean, "logits").argmax(-1)
       assert got["source_val_accuracy"] == pytest.approx(np.mean(predicted == view.source_val_labels), abs=1e-6)
@@ -127,6 +155,25 @@ def test_adapt_keeps_the_argmin_and_never_reads_target_labels(tiny_mnist, tmp_pa
     (folder / "scores.json").unlink(missing_ok=True)
   again = adapt.adapt(pair, data=shuffled, **kw)
   assert (again["chosen"]["candidate"], again["chosen"]["step"]) == best
+
+  # The class-share check through adapt: the DANN's cached scores are rewritten so that every DANN checkpoint
+  # outscores source only and the drifts straddle the bound (the best source-only checkpoint's drift, margin 0).
+  so_rows = report["candidates"][TWO[0].name]["checkpoints"]
+  bound = min(so_rows.values(), key=lambda e: e["risk"])["class_share_drift"]
+  cache = out / f"{TWO[1].name}_s0" / "scores.json"
+  cached = json.loads(cache.read_text())
+  steps = sorted(cached, key=int)
+  assert len(steps) == 3
+  for step, risk, drift in zip(steps, (-3.0, -2.0, -4.0), (bound + 0.1, bound - 0.01, bound + 0.2)):
+    cached[step]["scores"]["info-max"], cached[step]["class_share_drift"] = risk, drift
+  cache.write_text(json.dumps(cached))
+  assert adapt.adapt(pair, data=data, **kw)["chosen"]["step"] == int(steps[2])  # no check: the lowest risk
+  checked = adapt.adapt(pair, data=data, share_margin=0.0, **kw)
+  assert (checked["chosen"]["candidate"], checked["chosen"]["step"]) == (TWO[1].name, int(steps[1]))
+  assert checked["class_share_check"]["bound"] == pytest.approx(bound)
+  assert sorted(map(tuple, checked["class_share_check"]["left_out"])) == [(TWO[1].name, int(steps[i])) for i in (0, 2)]
+  assert "class-share check" in checked["chosen"]["why"]
+  assert checkpoint.all_steps(out / "chosen_s0" / "checkpoint") == [int(steps[1])]
 
 
 @pytest.mark.slow

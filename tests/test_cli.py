@@ -624,6 +624,15 @@ def test_adapt_on_own_folders_with_an_unlabelled_target(own_folders, tmp_path, c
   # Run again, it reuses every candidate and keeps the same checkpoint.
   assert main(args) == 0
   assert json.loads((out / "adapt_s0.json").read_text())["chosen"] == chosen
+  # The class-share check with a margin of 1 (a drift is at most 1) keeps every checkpoint eligible: same choice.
+  capsys.readouterr()
+  assert main([*args, "--class-share-margin", "1"]) == 0
+  checked = json.loads((out / "adapt_s0.json").read_text())
+  assert checked["class_share_check"]["margin"] == 1 and checked["class_share_check"]["left_out"] == []
+  assert (checked["chosen"]["candidate"], checked["chosen"]["step"]) == (chosen["candidate"], chosen["step"])
+  capsys.readouterr()
+  assert main([*args, "--class-share-margin", "-0.1"]) == 2
+  assert "share_margin=-0.1 must be a number >= 0" in _one_error(capsys)
 
 
 # Damaged run folders and inputs that must fail before any work: one error line, nothing left behind.

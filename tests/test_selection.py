@@ -177,6 +177,23 @@ def test_batch_nuclear_norm_closed_forms():
   assert selection.batch_nuclear_norm(_one_hot_logits([1] * 9, 4)) == pytest.approx(3 / 9)
 
 
+def test_class_share_drift_closed_forms():
+  source = np.repeat(np.arange(4), [4, 4, 4, 4])  # shares 1/4 each
+  # Predicted shares (1/2, 1/4, 1/4, 0): TV = 0.5 * (1/4 + 0 + 0 + 1/4) = 1/4.
+  assert selection.class_share_drift(_one_hot_logits([0, 0, 1, 2], 4), source) == pytest.approx(0.25)
+  assert selection.class_share_drift(_one_hot_logits([3, 2, 1, 0] * 2, 4), source) == pytest.approx(0.0)
+  # Collapsed onto a class the source lacks: disjoint supports, TV = 1.
+  assert selection.class_share_drift(_one_hot_logits([3] * 5, 4), np.array([0, 1, 2])) == pytest.approx(1.0)
+  # Soft logits count by their argmax only.
+  soft = np.array([[2.0, 1.9, 0, 0], [0, 1.0, 0.9, 0]])
+  assert selection.class_share_drift(soft, np.array([0, 1])) == pytest.approx(0.0)
+  nan = _one_hot_logits([0, 1], 4)
+  nan[0, 0] = np.nan
+  assert np.isnan(selection.class_share_drift(nan, source))
+  with pytest.raises(ValueError, match="source_labels"):
+    selection.class_share_drift(_one_hot_logits([0, 1], 4), np.array([0, 4]))
+
+
 def _snd_reference(logits, temperature):
   """Soft neighbourhood density, written out sample by sample."""
   p = np.exp(logits - logits.max(1, keepdims=True))

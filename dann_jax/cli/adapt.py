@@ -39,6 +39,15 @@ def register(subparsers) -> None:
     "--batch-size", type=int, default=None, help="samples per step, half source and half target (default 128)"
   )
   p.add_argument("--no-guard", action="store_true", help="train the candidates without the guard")
+  p.add_argument(
+    "--class-share-margin",
+    type=float,
+    default=None,
+    metavar="M",
+    help="the class-share check: keep a DANN checkpoint only if the shares of its predicted target classes are "
+    "no farther (total variation) from the source's label shares than the best source-only checkpoint's, plus M "
+    "(e.g. 0.05); assumes both domains have about the same class shares (default: no check)",
+  )
   p.add_argument("--data-dir", default=None, help="data cache (default $DANN_JAX_DATA or ~/.cache/dann_jax)")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
   p.set_defaults(func=run, network=None)
@@ -70,6 +79,7 @@ def run(args) -> int:
     splits=splits or None,
     data_dir=args.data_dir,
     guard=not args.no_guard,
+    share_margin=args.class_share_margin,
     progress=not args.no_progress,
   )
   c = report["chosen"]

@@ -41,6 +41,7 @@ from dann_jax.validation import selection
 # validator benchmark measured).
 VIEW_SIZES = {"max_train": 2000, "max_target": 3000, "max_val": 2000}
 SCORES = "scores.json"  # per run folder: {step: {"scores": {name: risk}, "target_accuracy": x | None, ...}}
+DRIFT = "class_share_drift"  # per checkpoint: `selection.class_share_drift` on the view
 
 
 def score_checkpoints(folder: Path, data, criteria: Sequence[str], *, progress: Callable | None = None) -> dict:
@@ -48,11 +49,13 @@ def score_checkpoints(folder: Path, data, criteria: Sequence[str], *, progress: 
 
   Scores already in `folder/scores.json` are reused; new ones are added to it
   atomically after each checkpoint, so an interrupted call resumes. Each
-  entry also holds the checkpoint's accuracy on the held-out source images and,
-  for the report only, on the labelled target test images (None without any).
+  entry also holds the checkpoint's accuracy on the held-out source images, its
+  class-share drift (`selection.class_share_drift`: target predictions against
+  held-out source labels) and, for the report only, its accuracy on the labelled
+  target test images (None without any).
 
   Returns:
-    {step (str): {"scores": {...}, "source_val_accuracy": x, "target_accuracy": x | None}}
+    {step (str): {"scores": {...}, "source_val_accuracy": x, "class_share_drift": x, "target_accuracy": x | None}}
   """
   from dann_jax.runner.runs import load_run
   from dann_jax.training.evaluation import accuracy
@@ -63,7 +66,7 @@ def score_checkpoints(folder: Path, data, criteria: Sequence[str], *, progress: 
   steps = [
     s
     for s in checkpoint.all_steps(folder / "checkpoint")
-    if not set(criteria) <= set(done.get(str(s), {}).get("scores", {}))
+    if not set(criteria) <= set(done.get(str(s), {}).get("scores", {})) or DRIFT not in done.get(str(s), {})
   ]
   if not steps:
     return done
@@ -73,12 +76,13 @@ def score_checkpoints(folder: Path, data, criteria: Sequence[str], *, progress: 
   known = np.asarray(test.labels) >= 0
   for step in steps:
     state = checkpoint.restore_checkpoint(folder / "checkpoint", result.state, step)
-    # source-risk's outputs too: the held-out source accuracy goes into the report beside every risk.
-    outputs = selection.model_outputs(state, view, [*criteria, "source-risk"])
+    # source-risk's outputs and the target logits too: the held-out source accuracy and the class-share drift
+    # go into the report beside every risk.
+    outputs = selection.model_outputs(state, view, [*criteria, "source-risk", selection.CLASS_SHARES])
     entry = done.setdefault(str(step), {"scores": {}})
     entry["scores"].update(selection.score_outputs(outputs, criteria))
-    if outputs.source_val_logits is not None:
-      entry["source_val_accuracy"] = 1.0 - selection.source_risk(outputs.source_val_logits, outputs.source_val_labels)
+    entry["source_val_accuracy"] = 1.0 - selection.source_risk(outputs.source_val_logits, outputs.source_val_labels)
+    entry[DRIFT] = selection.class_share_drift(outputs.target_logits, outputs.source_val_labels)
     if "target_accuracy" not in entry:  # read after scoring, for the report only
       entry["target_accuracy"] = (
         float(accuracy(state, test.images[known], test.labels[known], result.mean)) if known.any() else None
@@ -99,20 +103,49 @@ class Choice:
   target_accuracy: float | None  # reported only
 
 
-def choose(scored: dict[str, dict], validator: str) -> Choice:
+def choose(
+  scored: dict[str, dict], validator: str, *, share_margin: float | None = None, source_only: Sequence[str] = ()
+) -> Choice:
   """The (candidate, step) with the lowest risk; NaN risks rank last, ties go to the earlier candidate.
+
+  With `share_margin`, the class-share check: a checkpoint of an adapting
+  candidate (not in `source_only`) is eligible only if its class-share drift is
+  at most the drift of the best source-only checkpoint plus `share_margin`.
+  Every source-only checkpoint stays eligible.
 
   Args:
     scored: candidate name -> `score_checkpoints` output.
     validator: the criterion to rank by.
+    share_margin: the class-share check's margin (None: no check).
+    source_only: the names of the candidates that do not adapt.
+
+  Raises:
+    ValueError: nothing scored, or the check without a scored source-only candidate.
   """
   entries = [(name, int(step), e) for name, steps in scored.items() for step, e in steps.items()]
   if not entries:
     raise ValueError("no scored checkpoint to choose from; train at least one candidate first")
+  if share_margin is not None:
+    bound = share_bound(scored, validator, share_margin, source_only)
+    entries = [e for e in entries if e[0] in source_only or e[2][DRIFT] <= bound]  # a NaN drift is not <= bound
   order = {name: i for i, name in enumerate(scored)}
   risk = lambda e: e[2]["scores"][validator]
   name, step, e = min(entries, key=lambda e: (np.isnan(risk(e)), risk(e), order[e[0]], e[1]))
   return Choice(name, step, float(risk((name, step, e))), e.get("target_accuracy"))
+
+
+def share_bound(scored: dict[str, dict], validator: str, share_margin: float, source_only: Sequence[str]) -> float:
+  """The class-share check's bound: the best source-only checkpoint's drift plus `share_margin`."""
+  if not share_margin >= 0:
+    raise ValueError(f"{share_margin=} must be a number >= 0 (the tolerated rise of the class-share drift)")
+  so = [(e["scores"][validator], e[DRIFT]) for name in source_only for e in scored.get(name, {}).values()]
+  so = [x for x in so if not np.isnan(x[0])]
+  if not so:
+    raise ValueError(
+      "the class-share check compares against a source-only checkpoint, and none was scored; include a source-only "
+      "candidate or turn the check off (share_margin=None)"
+    )
+  return min(so)[1] + share_margin
 
 
 def run_folder(out: Path, candidate: str, seed: int) -> Path:
@@ -132,6 +165,7 @@ def adapt(
   data=None,
   data_dir=None,
   guard: bool = True,
+  share_margin: float | None = None,
   progress: bool = True,
   log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -154,6 +188,11 @@ def adapt(
     data: the pair's splits, if already loaded.
     data_dir: the data cache folder.
     guard: train each candidate with the guard (`dann_jax.training.guard`).
+    share_margin: with a value, the class-share check (`choose`): a DANN
+      checkpoint is kept only if the shares of its predicted target classes are
+      no farther (total variation) from the source's label shares than the best
+      source-only checkpoint's, plus this margin. It assumes both domains have
+      about the same class shares. None: no check.
     progress: show progress bars.
     log: called with one line per finished stage.
 
@@ -169,6 +208,8 @@ def adapt(
   from dann_jax.training.loop import Diverged
 
   selection.check_criterion(validator)
+  if share_margin is not None and not share_margin >= 0:
+    raise ValueError(f"{share_margin=} must be a number >= 0 (the tolerated rise of the class-share drift), or None")
   if validator not in selection.OUTPUT_VALIDATORS:
     raise ValueError(f"{validator=} trains a model per checkpoint; choose one of {tuple(selection.OUTPUT_VALIDATORS)}")
   candidates = tuple(candidates or default_candidates())
@@ -213,10 +254,11 @@ def adapt(
     scored[name] = score_checkpoints(folder, data, [validator], progress=bar.update if bar else None)
   if bar:
     bar.close()
-  choice = choose(scored, validator)
+  source_only = [c.name for c in candidates if not c.adapts]
+  choice = choose(scored, validator, share_margin=share_margin, source_only=source_only)
   chosen_dir = out / f"chosen_s{seed}"
   _keep(run_folder(out, choice.candidate, seed), choice.step, chosen_dir)
-  report = _report(pair, seed, validator, candidates, scored, trained, failed, choice, chosen_dir)
+  report = _report(pair, seed, validator, share_margin, candidates, scored, trained, failed, choice, chosen_dir)
   write_text_atomic(out / f"adapt_s{seed}.json", json.dumps(report, indent=2))
   write_text_atomic(chosen_dir / "summary.json", json.dumps(report["chosen"], indent=2))
   from dann_jax.plots import validator_curves
@@ -244,7 +286,7 @@ def _keep(run_dir: Path, step: int, chosen: Path) -> None:
   os.replace(tmp, chosen)
 
 
-def _report(pair, seed, validator, candidates, scored, trained, failed, choice, chosen_dir) -> dict[str, Any]:
+def _report(pair, seed, validator, share_margin, candidates, scored, trained, failed, choice, chosen_dir) -> dict:
   by_name = {c.name: c for c in candidates}
   best_so = min(
     (
@@ -268,6 +310,7 @@ def _report(pair, seed, validator, candidates, scored, trained, failed, choice, 
         step: {
           "risk": e["scores"][validator],
           "source_val_accuracy": e.get("source_val_accuracy"),
+          DRIFT: e.get(DRIFT),
           "target_accuracy": e.get("target_accuracy"),
         }
         for step, e in sorted(steps.items(), key=lambda kv: int(kv[0]))
@@ -288,6 +331,24 @@ def _report(pair, seed, validator, candidates, scored, trained, failed, choice, 
     why += f"; the best source-only checkpoint scored {best_so:.4f}, so the validator ranks this DANN above source only"
   elif not adapts:
     why += "; no DANN checkpoint scored better, so no adaptation is the choice"
+  check = None
+  if share_margin is not None:
+    so_names = [n for n in scored if not by_name[n].adapts]
+    bound = share_bound(scored, validator, share_margin, so_names)
+    left_out = sorted(
+      (name, int(step))
+      for name, steps in scored.items()
+      if by_name[name].adapts
+      for step, e in steps.items()
+      if not e[DRIFT] <= bound and e["scores"][validator] < choice.score
+    )
+    check = {"margin": share_margin, "bound": bound, "left_out": left_out}
+    if left_out:
+      why = (
+        f"lowest {validator} risk ({choice.score:.4f}) among the checkpoints the class-share check keeps; "
+        f"{len(left_out)} DANN checkpoints scored better but predict target classes in shares farther from the "
+        f"source's (drift above {bound:.3f}: the best source-only checkpoint's plus {share_margin:g})"
+      )
   return {
     "pair": pair.name,
     "seed": seed,
@@ -301,8 +362,10 @@ def _report(pair, seed, validator, candidates, scored, trained, failed, choice, 
       "why": why,
       "folder": str(chosen_dir),
       "source_val_accuracy": scored[choice.candidate][str(choice.step)].get("source_val_accuracy"),
+      DRIFT: scored[choice.candidate][str(choice.step)].get(DRIFT),
       "target_accuracy": choice.target_accuracy,
     },
+    "class_share_check": check,
     "source_only_source_val_accuracy": final_so_source,
     "source_only_target_accuracy": final_so,
     "candidates": rows,
@@ -332,11 +395,20 @@ def markdown(report: dict, out: Path, seed: int) -> str:
     f"Target accuracy (reported, never used to choose): chosen {_acc(c['target_accuracy'])}, source only "
     f"(final checkpoint) {_acc(report['source_only_target_accuracy'])}.",
     "",
+    f"Class-share drift (label-free: predicted target class shares against source label shares, total "
+    f"variation): chosen {_acc(c.get(DRIFT))}"
+    + (
+      ""
+      if report.get("class_share_check") is None
+      else f"; the class-share check kept DANN checkpoints up to {report['class_share_check']['bound']:.4f}"
+    )
+    + ".",
+    "",
     f"![risk per checkpoint](scores_s{seed}.png)",
     "",
-    "| candidate | lam_max | best risk (step) | final risk | source acc at best risk | target acc at best risk "
-    "| final target acc | guard |",
-    "|---|---|---|---|---|---|---|---|",
+    "| candidate | lam_max | best risk (step) | final risk | source acc at best risk | class-share drift at best "
+    "risk | target acc at best risk | final target acc | guard |",
+    "|---|---|---|---|---|---|---|---|---|",
   ]
   for name, r in report["candidates"].items():
     cps = r["checkpoints"]
@@ -345,9 +417,10 @@ def markdown(report: dict, out: Path, seed: int) -> str:
     guard_words = ", ".join(f"{e['reason']}@{e['step']}" for e in r["guard_events"]) or "-"
     lines.append(
       f"| {name} | {r['lam_max']:g} | {cps[best]['risk']:.4f} ({best}) | {cps[last]['risk']:.4f} | "
-      f"{_acc(cps[best].get('source_val_accuracy'))} | {_acc(cps[best]['target_accuracy'])} | "
+      f"{_acc(cps[best].get('source_val_accuracy'))} | {_acc(cps[best].get(DRIFT))} | "
+      f"{_acc(cps[best]['target_accuracy'])} | "
       f"{_acc(cps[last]['target_accuracy'])} | {guard_words} |"
     )
   for name, why in report["failed"].items():
-    lines.append(f"| {name} | - | failed: {why} | | | | | |")
+    lines.append(f"| {name} | - | failed: {why} | | | | | | |")
   return "\n".join(lines) + "\n"

@@ -35,6 +35,7 @@ from dann_jax.validation.validators import (
   batch_nuclear_norm,
   check_criterion,
   class_ami,
+  class_share_drift,
   density_ratio,
   dev_risk,
   information_maximization,
@@ -50,6 +51,7 @@ from dann_jax.validation.validators import (
 
 # What users import from here: the validators, and this module's own names.
 __all__ = [
+  "CLASS_SHARES",
   "CRITERIA",
   "DEFAULT_CRITERION",
   "NEEDS",
@@ -59,6 +61,7 @@ __all__ = [
   "batch_nuclear_norm",
   "check_criterion",
   "class_ami",
+  "class_share_drift",
   "density_ratio",
   "dev_risk",
   "information_maximization",
@@ -198,6 +201,7 @@ def selection_set(
   )
 
 
+CLASS_SHARES = "class-share-drift"
 # The `Outputs` fields each validator reads (the rest may be left None).
 _DEV_NEEDS = ("source_val_logits", "source_val_features", "source_train_features", "target_features")
 NEEDS = {
@@ -209,6 +213,7 @@ NEEDS = {
   "bnm": ("target_logits",),
   "snd": ("target_logits",),
   "class-ami": ("source_val_logits", "source_val_features", "target_logits", "target_features"),
+  CLASS_SHARES: ("target_logits",),  # not a validator: adapt's class-share check reads it
 }
 
 

@@ -247,6 +247,32 @@ def batch_nuclear_norm(logits: np.ndarray) -> float:
   return float(np.linalg.svd(p, compute_uv=False).sum() / len(p))
 
 
+def class_share_drift(target_logits: np.ndarray, source_labels: np.ndarray) -> float:
+  """Total variation distance between the target's predicted class shares and the source's label shares.
+
+  0.5 * sum_k |q_k - p_k|, with q_k the share of target rows whose argmax is
+  class k and p_k the share of source labels equal to k: 0 when the shares
+  agree, 1 when they share no class. Not a validator: under covariate shift
+  (the same class shares on both domains, DANN's setting) a model that adapted
+  well keeps it small, and `dann_jax.runner.adapt`'s class-share check bounds it.
+  NaN when a target logit is not finite.
+
+  Args:
+    target_logits: (N, classes) logits on unlabelled target images.
+    source_labels: (M,) labels of source images, in [0, classes).
+  """
+  logits = _check_logits(target_logits)
+  labels = np.asarray(source_labels)
+  k = logits.shape[-1]
+  if labels.ndim != 1 or not len(labels) or labels.min() < 0 or labels.max() >= k:
+    raise ValueError(f"source_labels need shape (M,), M >= 1, with values in [0, {k}); got shape {labels.shape}")
+  if not np.isfinite(logits).all():
+    return float("nan")
+  q = np.bincount(np.argmax(logits, axis=-1), minlength=k) / len(logits)
+  p = np.bincount(labels, minlength=k) / len(labels)
+  return float(0.5 * np.abs(q - p).sum())
+
+
 def soft_neighbourhood_density(logits: np.ndarray, temperature: float = 0.05) -> float:
   """Mean entropy of each sample's soft neighbourhood; higher is better.
 
