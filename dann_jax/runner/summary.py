@@ -51,7 +51,7 @@ def summarise(
 
   Args:
     config: the run.
-    prep: the prepared run (`dann_jax.runner.runs`): identity, data, evaluation sets, mean, first step, guard events.
+    prep: the prepared run (`dann_jax.runner.prepare.Prepared`): identity, data, evaluation sets, mean, first step, guard events.
     out: the run folder (its `best/` checkpoint, with `config.keep_best`).
     log: the run's `RunLog` (its metrics rows and label-free best).
     state: the final state.
