@@ -19,6 +19,7 @@ side); each run's scores are copied to experiments/results/selection/fresh_score
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -93,8 +94,86 @@ def score(args) -> None:
         print(f"{run}: scored", flush=True)
 
 
+MARGIN = 0.05  # the class-share check's margin, fixed in the plan
+
+
 def report(args) -> None:
-  raise SystemExit("report: not written yet")
+  """Per pair: each validator's weighted Spearman and choice (as the benchmark reports them), and `adapt`'s
+  choice under the default validator with and without the class-share check."""
+  from dann_jax.io import write_text_atomic
+  from dann_jax.names import DEFAULT_CRITERION
+  from dann_jax.runner.adapt import choose
+  from dann_jax.runner.candidates import default_candidates
+
+  sys.path.insert(0, str(Path(__file__).resolve().parent))
+  from validator_bench import summarize
+
+  rows, names = [], []
+  for src, tgt in PAIRS:
+    for seed in args.seeds:
+      for cand in default_candidates():
+        f = ARCHIVE / folder(src, tgt).name / f"{cand.name}_s{seed}.json"
+        if f.exists():
+          for step, r in json.loads(f.read_text()).items():
+            rows.append({"pair": pair_name(src, tgt), "seed": seed, "candidate": cand.name, "step": int(step), **r})
+    names.append(pair_name(src, tgt))
+  if not rows:
+    raise SystemExit("nothing scored yet: run `train` and `score` first")
+  out = summarize(rows, names, args.seeds)
+  source_only = [c.name for c in default_candidates() if not c.adapts]
+  for name, entry in out["pairs"].items():
+    checked = []
+    for seed in entry["seeds"]:
+      scored = {}
+      for r in rows:
+        if r["pair"] == name and r["seed"] == seed:
+          scored.setdefault(r["candidate"], {})[str(r["step"])] = r
+      c = choose(scored, DEFAULT_CRITERION, share_margin=MARGIN, source_only=source_only)
+      checked.append({"accuracy": c.target_accuracy, "chosen": f"{c.candidate}@{c.step}"})
+    entry["adapt_checked"] = checked
+  out["default"], out["margin"] = DEFAULT_CRITERION, MARGIN
+  write_text_atomic(RESULTS / "fresh_pairs.json", json.dumps(out, indent=1))
+  write_text_atomic(RESULTS / "fresh_pairs.md", markdown(out))
+  print((RESULTS / "fresh_pairs.md").read_text())
+
+
+def markdown(out: dict) -> str:
+  default = out["default"]
+  lines = [
+    "# `adapt` on pairs the validator benchmark never measured",
+    "",
+    "Plan, fixed before these runs: [fresh_pairs_plan.md](fresh_pairs_plan.md). Command: "
+    "`python experiments/selection/fresh_pairs.py report` (after `export`, `train` and `score`). Target accuracy "
+    "is read only here, for the report.",
+    "",
+    f"## `adapt` ({default}), per seed",
+    "",
+    "| pair | seed | source only (final) | adapt | chosen | adapt + class-share check | best checkpoint |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for name, e in out["pairs"].items():
+    v = e["validators"][default]
+    for i, seed in enumerate(e["seeds"]):
+      ck = e["adapt_checked"][i]
+      lines.append(
+        f"| {name} | {seed} | {e['source_only'][i]:.4f} | {v['selected'][i]:.4f} | {v['chosen'][i]} | "
+        f"{ck['accuracy']:.4f} ({ck['chosen']}) | {e['best_checkpoint'][i]:.4f} |"
+      )
+  names = list(out["pairs"])
+  criteria = list(next(iter(out["pairs"].values()))["validators"])
+  lines += [
+    "",
+    "## Weighted Spearman per validator (mean over the seeds measured)",
+    "",
+    "| validator | " + " | ".join(names) + " | mean |",
+    "|---|" + "---|" * (len(names) + 1),
+  ]
+  for c in sorted(
+    criteria, key=lambda c: -np.mean([out["pairs"][n]["validators"][c]["weighted_spearman"] for n in names])
+  ):
+    w = [out["pairs"][n]["validators"][c]["weighted_spearman"] for n in names]
+    lines.append(f"| {c} | " + " | ".join(f"{x:+.2f}" for x in w) + f" | {np.mean(w):+.2f} |")
+  return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
