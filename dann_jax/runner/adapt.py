@@ -135,17 +135,21 @@ def choose(
 
 
 def share_bound(scored: dict[str, dict], validator: str, share_margin: float, source_only: Sequence[str]) -> float:
-  """The class-share check's bound: the best source-only checkpoint's drift plus `share_margin`."""
-  if not share_margin >= 0:
-    raise ValueError(f"{share_margin=} must be a number >= 0 (the tolerated rise of the class-share drift)")
-  so = [(e["scores"][validator], e[DRIFT]) for name in source_only for e in scored.get(name, {}).values()]
-  so = [x for x in so if not np.isnan(x[0])]
+  """The class-share check's bound: the drift of the source-only checkpoint `choose` ranks first, plus `share_margin`."""
+  check_share_margin(share_margin)
+  so = {name: scored[name] for name in source_only if scored.get(name)}
   if not so:
     raise ValueError(
       "the class-share check compares against a source-only checkpoint, and none was scored; include a source-only "
       "candidate or turn the check off (share_margin=None)"
     )
-  return min(so)[1] + share_margin
+  best = choose(so, validator)
+  return so[best.candidate][str(best.step)][DRIFT] + share_margin
+
+
+def check_share_margin(share_margin: float | None) -> None:
+  if share_margin is not None and not share_margin >= 0:
+    raise ValueError(f"{share_margin=} must be a number >= 0 (the tolerated rise of the class-share drift), or None")
 
 
 def run_folder(out: Path, candidate: str, seed: int) -> Path:
@@ -208,8 +212,7 @@ def adapt(
   from dann_jax.training.loop import Diverged
 
   selection.check_criterion(validator)
-  if share_margin is not None and not share_margin >= 0:
-    raise ValueError(f"{share_margin=} must be a number >= 0 (the tolerated rise of the class-share drift), or None")
+  check_share_margin(share_margin)  # before any training
   if validator not in selection.OUTPUT_VALIDATORS:
     raise ValueError(f"{validator=} trains a model per checkpoint; choose one of {tuple(selection.OUTPUT_VALIDATORS)}")
   candidates = tuple(candidates or default_candidates())
