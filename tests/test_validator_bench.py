@@ -69,3 +69,34 @@ def test_confusions_describe_counts_by_hand():
   np.testing.assert_allclose(d["true_share"], [2 / 6, 3 / 6, 1 / 6])
   # Off-diagonal counts: 1->0 once, 1->2 once, 0->2 once; ties keep row-major order.
   assert d["confusions"] == [(0, 2, 1), (1, 0, 1)]
+
+
+def test_share_check_replay_reads_few_drifts_and_chooses_as_adapt_would_with_all_of_them():
+  from dann_jax.runner.adapt import DRIFT, choose
+
+  spec = importlib.util.spec_from_file_location("share_check", _SCRIPT.with_name("share_check.py"))
+  share_check = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(share_check)
+  source_only = [c.name for c in default_candidates() if not c.adapts]
+  for trial in range(40):
+    rng = np.random.default_rng(trial)
+    # Coarse risks so that ties happen; drifts around the bound.
+    scored = {
+      c.name: {
+        str(s): {"scores": {"v": float(rng.integers(0, 6))}, DRIFT: float(rng.random() * 0.3)} for s in (1, 2, 3)
+      }
+      for c in default_candidates()
+    }
+    read = []
+
+    def drift(name, step, scored=scored, read=read):
+      read.append((name, step))
+      return scored[name][str(step)][DRIFT]
+
+    got, bound, _ = share_check.replay(scored, "v", drift)
+    want = choose(scored, "v", share_margin=share_check.MARGIN, source_only=source_only)
+    assert (got.candidate, got.step) == (want.candidate, want.step)
+    # Read: the best source-only checkpoint, then DANN checkpoints best first, up to the first that passes.
+    dann_read = [(n, s) for n, s in read if n not in source_only]
+    assert all(scored[n][str(s)][DRIFT] > bound for n, s in dann_read[:-1])
+    assert len(read) < sum(len(v) for v in scored.values())
