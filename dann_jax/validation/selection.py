@@ -201,6 +201,7 @@ def selection_set(
   )
 
 
+# `class_share_drift`: not a validator (adapt's class-share check and report read it), but `model_outputs` serves it.
 CLASS_SHARES = "class-share-drift"
 # The `Outputs` fields each validator reads (the rest may be left None).
 _DEV_NEEDS = ("source_val_logits", "source_val_features", "source_train_features", "target_features")
@@ -213,7 +214,7 @@ NEEDS = {
   "bnm": ("target_logits",),
   "snd": ("target_logits",),
   "class-ami": ("source_val_logits", "source_val_features", "target_logits", "target_features"),
-  CLASS_SHARES: ("target_logits",),  # not a validator: adapt's class-share check reads it
+  CLASS_SHARES: ("target_logits",),
 }
 
 
