@@ -100,3 +100,53 @@ def test_share_check_replay_reads_few_drifts_and_chooses_as_adapt_would_with_all
     dann_read = [(n, s) for n, s in read if n not in source_only]
     assert all(scored[n][str(s)][DRIFT] > bound for n, s in dann_read[:-1])
     assert len(read) < sum(len(v) for v in scored.values())
+
+
+def test_fresh_pairs_report_checks_choices_and_pools_pairs_for_leave_one_pair_out(tmp_path, monkeypatch):
+  import json
+  from types import SimpleNamespace
+
+  from dann_jax.runner.adapt import DRIFT, choose
+  from dann_jax.validation.selection import leave_one_out_choice
+
+  spec = importlib.util.spec_from_file_location("fresh_pairs", _SCRIPT.with_name("fresh_pairs.py"))
+  fresh = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(fresh)
+  monkeypatch.setattr(fresh, "RESULTS", tmp_path)
+  monkeypatch.setattr(fresh, "ARCHIVE", tmp_path / "fresh_scores")
+  src, tgt = fresh.PAIRS[0]
+  rng = np.random.default_rng(0)
+  scored = {}
+  for cand in default_candidates():
+    scored[cand.name] = {
+      str(step): {
+        # DANN checkpoints outscore source only; most drift past the check's bound (source only's 0 + margin).
+        "scores": {v: float(rng.random()) - cand.adapts for v in ("bnm", "source-risk")},
+        DRIFT: float(rng.random() * 0.3) * cand.adapts,
+        "target_accuracy": float(rng.random()),
+      }
+      for step in (100, 200)
+    }
+    f = tmp_path / "fresh_scores" / fresh.folder(src, tgt).name / f"{cand.name}_s0.json"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(scored[cand.name]))
+  bench = {
+    "pairs": {
+      "a->b": {"validators": {"bnm": {"weighted_spearman": 0.2}, "source-risk": {"weighted_spearman": 0.5}}},
+      "c->d": {"validators": {"bnm": {"weighted_spearman": 0.6}, "source-risk": {"weighted_spearman": 0.1}}},
+    }
+  }
+  (tmp_path / "validators.json").write_text(json.dumps(bench))
+  fresh.report(SimpleNamespace(seeds=[0]))
+  out = json.loads((tmp_path / "fresh_pairs.json").read_text())
+  entry = out["pairs"][fresh.pair_name(src, tgt)]
+  source_only = [c.name for c in default_candidates() if not c.adapts]
+  want = choose(scored, "bnm", share_margin=fresh.MARGIN, source_only=source_only)
+  assert (want.candidate, want.step) != (choose(scored, "bnm").candidate, choose(scored, "bnm").step)
+  assert entry["adapt_checked"] == [{"accuracy": want.target_accuracy, "chosen": f"{want.candidate}@{want.step}"}]
+  corr = {p: {c: v["weighted_spearman"] for c, v in e["validators"].items()} for p, e in bench["pairs"].items()}
+  corr[fresh.pair_name(src, tgt)] = {c: v["weighted_spearman"] for c, v in entry["validators"].items()}
+  lopo = leave_one_out_choice(corr)
+  assert out["lopo_all_pairs"]["choice"] == lopo
+  assert out["lopo_all_pairs"]["mean"] == pytest.approx(np.mean([corr[p][lopo[p]] for p in corr]))
+  assert "Leave-one-pair-out" in (tmp_path / "fresh_pairs.md").read_text()
