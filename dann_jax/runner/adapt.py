@@ -336,14 +336,13 @@ def _report(pair, seed, validator, share_margin, candidates, scored, trained, fa
     why += "; no DANN checkpoint scored better, so no adaptation is the choice"
   check = None
   if share_margin is not None:
-    so_names = [n for n in scored if not by_name[n].adapts]
-    bound = share_bound(scored, validator, share_margin, so_names)
+    bound = share_bound(scored, validator, share_margin, [n for n in scored if not by_name[n].adapts])
+    # Whatever outscored the choice was left out by the check (source-only checkpoints never are).
     left_out = sorted(
       (name, int(step))
       for name, steps in scored.items()
-      if by_name[name].adapts
       for step, e in steps.items()
-      if not e[DRIFT] <= bound and e["scores"][validator] < choice.score
+      if e["scores"][validator] < choice.score
     )
     check = {"margin": share_margin, "bound": bound, "left_out": left_out}
     if left_out:

@@ -69,10 +69,8 @@ def replay(scored: dict, validator: str, drift: Drifts) -> tuple:
   names = [c.name for c in default_candidates()]
   source_only = [c.name for c in default_candidates() if not c.adapts]
   risk = lambda e: e["scores"][validator]
-  so_best = min(
-    ((n, int(s), e) for n in source_only for s, e in scored[n].items() if not np.isnan(risk(e))),
-    key=lambda t: (risk(t[2]), names.index(t[0]), t[1]),
-  )
+  best = choose({n: scored[n] for n in source_only}, validator)
+  so_best = (best.candidate, best.step, scored[best.candidate][str(best.step)])
   bound = drift(so_best[0], so_best[1]) + MARGIN
   better = sorted(
     (
