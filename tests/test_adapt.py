@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from dann_jax.runner import adapt
+from dann_jax.runner import adapt, choice
 from dann_jax.runner.candidates import Candidate, default_candidates
 from dann_jax.validation import selection
 
@@ -41,12 +41,12 @@ def test_choose_is_the_lowest_risk_and_prefers_source_only_on_ties():
     "so": _scores({100: 0.5, 200: 0.3}),
     "dann": _scores({100: 0.3, 200: float("nan"), 300: 0.4}),
   }
-  c = adapt.choose(scored, "v")
+  c = choice.choose(scored, "v")
   assert (c.candidate, c.step, c.score) == ("so", 200, 0.3)  # tie with dann@100: the earlier candidate
   scored["dann"]["300"]["scores"]["v"] = 0.1
-  assert (adapt.choose(scored, "v").candidate, adapt.choose(scored, "v").step) == ("dann", 300)
+  assert (choice.choose(scored, "v").candidate, choice.choose(scored, "v").step) == ("dann", 300)
   with pytest.raises(ValueError, match="no scored checkpoint"):
-    adapt.choose({}, "v")
+    choice.choose({}, "v")
 
 
 def _drifted(risks_drifts):
@@ -58,18 +58,18 @@ def test_choose_with_the_class_share_check_skips_dann_checkpoints_that_drift_fro
     "so": _drifted({100: (0.5, 0.30), 200: (0.4, 0.10)}),  # best source only: step 200, drift 0.10
     "dann": _drifted({100: (0.1, 0.16), 200: (0.2, 0.15), 300: (0.3, 0.02), 400: (0.05, float("nan"))}),
   }
-  assert (adapt.choose(scored, "v").candidate, adapt.choose(scored, "v").step) == ("dann", 400)
-  kept = adapt.choose(scored, "v", share_margin=0.05, source_only=["so"])
+  assert (choice.choose(scored, "v").candidate, choice.choose(scored, "v").step) == ("dann", 400)
+  kept = choice.choose(scored, "v", share_margin=0.05, source_only=["so"])
   assert (kept.candidate, kept.step) == ("dann", 200)  # 0.15 <= 0.10 + 0.05; 0.16 and NaN are left out
-  assert adapt.choose(scored, "v", share_margin=0.0, source_only=["so"]).step == 300
+  assert choice.choose(scored, "v", share_margin=0.0, source_only=["so"]).step == 300
   # Every DANN checkpoint drifts too far: the best source-only checkpoint, whatever its own drift.
   scored["dann"]["300"]["class_share_drift"] = 0.5
-  kept = adapt.choose(scored, "v", share_margin=0.01, source_only=["so"])
+  kept = choice.choose(scored, "v", share_margin=0.01, source_only=["so"])
   assert (kept.candidate, kept.step) == ("so", 200)
   with pytest.raises(ValueError, match="source-only checkpoint"):
-    adapt.choose({"dann": scored["dann"]}, "v", share_margin=0.05, source_only=["so"])
+    choice.choose({"dann": scored["dann"]}, "v", share_margin=0.05, source_only=["so"])
   with pytest.raises(ValueError, match="share_margin"):
-    adapt.choose(scored, "v", share_margin=-0.1, source_only=["so"])
+    choice.choose(scored, "v", share_margin=-0.1, source_only=["so"])
 
 
 def _info_max_risk(logits):
@@ -104,7 +104,7 @@ def test_adapt_keeps_the_argmin_and_never_reads_target_labels(tiny_mnist, tmp_pa
   risks = {}
   for cand in TWO:
     run = load_run(out / f"{cand.name}_s0", data=data)
-    view = selection.selection_set(run.data, run.mean, **adapt.VIEW_SIZES)
+    view = selection.selection_set(run.data, run.mean, **choice.VIEW_SIZES)
     for step in checkpoint.all_steps(out / f"{cand.name}_s0" / "checkpoint"):
       state = checkpoint.restore_checkpoint(out / f"{cand.name}_s0" / "checkpoint", run.state, step)
       target_logits = features(state, view.target_images, run.mean, "logits")

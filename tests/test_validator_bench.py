@@ -72,7 +72,7 @@ def test_confusions_describe_counts_by_hand():
 
 
 def test_share_check_replay_reads_few_drifts_and_chooses_as_adapt_would_with_all_of_them():
-  from dann_jax.runner.adapt import DRIFT, choose
+  from dann_jax.runner.choice import DRIFT, choose
 
   spec = importlib.util.spec_from_file_location("share_check", _SCRIPT.with_name("share_check.py"))
   share_check = importlib.util.module_from_spec(spec)
@@ -106,7 +106,7 @@ def test_fresh_pairs_report_checks_choices_and_pools_pairs_for_leave_one_pair_ou
   import json
   from types import SimpleNamespace
 
-  from dann_jax.runner.adapt import DRIFT, choose
+  from dann_jax.runner.choice import DRIFT, choose
   from dann_jax.validation.selection import leave_one_out_choice
 
   spec = importlib.util.spec_from_file_location("fresh_pairs", _SCRIPT.with_name("fresh_pairs.py"))

@@ -30,8 +30,9 @@ from validator_bench import PAIR_NAMES, RESULTS, RUNS, SEEDS, archive_file, fini
 
 from dann_jax.data.pairs import PAIRS  # noqa: E402
 from dann_jax.io import write_text_atomic  # noqa: E402
-from dann_jax.runner.adapt import adapt, choose  # noqa: E402
+from dann_jax.runner.adapt import adapt  # noqa: E402
 from dann_jax.runner.candidates import default_candidates  # noqa: E402
+from dann_jax.runner.choice import choose  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "quick"
 

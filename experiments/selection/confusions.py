@@ -28,8 +28,8 @@ from validator_bench import PAIR_NAMES, SEEDS, read_scores, run_dir  # noqa: E40
 from dann_jax.data.pairs import PAIRS  # noqa: E402
 from dann_jax.io import write_text_atomic  # noqa: E402
 from dann_jax.names import DEFAULT_CRITERION  # noqa: E402
-from dann_jax.runner.adapt import choose  # noqa: E402
 from dann_jax.runner.candidates import default_candidates  # noqa: E402
+from dann_jax.runner.choice import choose  # noqa: E402
 
 BASELINE = "so_lr1e-3"  # the quick preset's source-only run
 

@@ -73,8 +73,8 @@ def score(args) -> None:
   """Scores every checkpoint of every finished candidate by every output validator; archives the scores."""
   from dann_jax.data.pair_data import load_pair_data
   from dann_jax.data.pairs import get_pair
-  from dann_jax.runner.adapt import score_checkpoints
   from dann_jax.runner.candidates import default_candidates
+  from dann_jax.runner.choice import score_checkpoints
   from dann_jax.validation.selection import OUTPUT_VALIDATORS
 
   for seed in args.seeds:
@@ -102,8 +102,8 @@ def report(args) -> None:
   choice under the default validator with and without the class-share check."""
   from dann_jax.io import write_text_atomic
   from dann_jax.names import DEFAULT_CRITERION
-  from dann_jax.runner.adapt import choose
   from dann_jax.runner.candidates import default_candidates
+  from dann_jax.runner.choice import choose
 
   sys.path.insert(0, str(Path(__file__).resolve().parent))
   from validator_bench import summarize

@@ -29,8 +29,8 @@ from validator_bench import PAIR_NAMES, RESULTS, archive_file, run_dir  # noqa: 
 
 from dann_jax.data.pairs import PAIRS  # noqa: E402
 from dann_jax.io import write_text_atomic  # noqa: E402
-from dann_jax.runner.adapt import DRIFT, VIEW_SIZES, choose  # noqa: E402
 from dann_jax.runner.candidates import default_candidates  # noqa: E402
+from dann_jax.runner.choice import DRIFT, VIEW_SIZES, choose  # noqa: E402
 
 MARGIN = 0.05  # fixed in fresh_pairs_plan.md before any drift was computed
 OUT = RESULTS / "share_check.json"

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from dann_jax.data.pairs import PAIRS
-from dann_jax.runner.adapt import VIEW_SIZES, choose
 from dann_jax.runner.candidates import default_candidates
+from dann_jax.runner.choice import VIEW_SIZES, choose
 
 PAIR_NAMES = (
   "mnist->mnist-m",
@@ -125,7 +125,7 @@ def score_run(folder: Path, data, archive: Path) -> None:
   """Scores every checkpoint of a finished run by every validator but reverse validation, and its final
   checkpoint by reverse validation too (cached in scores.json); keeps a copy of the scores in `archive`."""
   from dann_jax.io import write_text_atomic
-  from dann_jax.runner.adapt import score_checkpoints
+  from dann_jax.runner.choice import score_checkpoints
   from dann_jax.validation.selection import OUTPUT_VALIDATORS
 
   if finished(folder):
