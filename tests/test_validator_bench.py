@@ -149,4 +149,8 @@ def test_fresh_pairs_report_checks_choices_and_pools_pairs_for_leave_one_pair_ou
   lopo = leave_one_out_choice(corr)
   assert out["lopo_all_pairs"]["choice"] == lopo
   assert out["lopo_all_pairs"]["mean"] == pytest.approx(np.mean([corr[p][lopo[p]] for p in corr]))
+  assert out["lopo_all_pairs"]["benchmark_mean"] == pytest.approx(np.mean([corr[p][lopo[p]] for p in bench["pairs"]]))
+  pooled = out["mean_over_all_pairs"]
+  assert pooled["bnm"] == pytest.approx(np.mean([corr[p]["bnm"] for p in corr]))
+  assert list(pooled) == sorted(pooled, key=lambda c: -pooled[c])
   assert "Leave-one-pair-out" in (tmp_path / "fresh_pairs.md").read_text()
