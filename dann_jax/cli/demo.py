@@ -47,7 +47,7 @@ def _prepare(out: Path, force: bool) -> None:
 
 
 def _label_free_choice(out: Path, data):
-  """The checkpoint of either run that the default validator ranks first (`dann_jax.runner.adapt.choose`)."""
+  """The checkpoint of either run that the default validator ranks first (`dann_jax.runner.choice.choose`)."""
   from dann_jax.names import DEFAULT_CRITERION
   from dann_jax.runner.choice import choose, score_checkpoints
 

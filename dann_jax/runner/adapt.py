@@ -160,7 +160,7 @@ def adapt(
   from dann_jax.plots import validator_curves
 
   validator_curves(report, out / f"scores_s{seed}.png")
-  write_text_atomic(out / f"report_s{seed}.md", markdown(report, out, seed))
+  write_text_atomic(out / f"report_s{seed}.md", markdown(report, seed))
   return report
 
 

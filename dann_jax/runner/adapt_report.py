@@ -8,8 +8,6 @@ labels, and are marked as reported, never used.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from dann_jax.runner.choice import DRIFT, share_bound
@@ -125,7 +123,8 @@ def _acc(x) -> str:
   return "-" if x is None else f"{x:.4f}"
 
 
-def markdown(report: dict, out: Path, seed: int) -> str:
+def markdown(report: dict, seed: int) -> str:
+  """`report` (from `build_report`) as the page `adapt` writes to `report_s<seed>.md`."""
   c = report["chosen"]
   lines = [
     f"# dann-jax adapt: {report['pair']}, seed {seed}",

@@ -133,5 +133,6 @@ def share_bound(scored: dict[str, dict], validator: str, share_margin: float, so
 
 
 def check_share_margin(share_margin: float | None) -> None:
+  """Raises ValueError unless `share_margin` is None or a number >= 0."""
   if share_margin is not None and not share_margin >= 0:
     raise ValueError(f"{share_margin=} must be a number >= 0 (the tolerated rise of the class-share drift), or None")

@@ -254,7 +254,7 @@ def class_share_drift(target_logits: np.ndarray, source_labels: np.ndarray) -> f
   class k and p_k the share of source labels equal to k: 0 when the shares
   agree, 1 when they share no class. Not a validator: under covariate shift
   (the same class shares on both domains, DANN's setting) a model that adapted
-  well keeps it small, and `dann_jax.runner.adapt`'s class-share check bounds it.
+  well keeps it small, and the class-share check of `dann_jax.runner.choice.choose` bounds it.
   NaN when a target logit is not finite.
 
   Args:

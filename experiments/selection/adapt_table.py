@@ -9,7 +9,7 @@ choice made without that pair's target labels).
 
 Where a seed's run folders are gone but the benchmark kept their scores
 (experiments/results/selection/scores/), the choice is made from those scores
-with the same rule (`dann_jax.runner.adapt.choose`, the source-only baseline being
+with the same rule (`dann_jax.runner.choice.choose`, the source-only baseline being
 the first source-only candidate's final checkpoint).
 
 Run (after validator_bench.py train/score/report):

@@ -1,6 +1,6 @@
 """What a validator's choice gets wrong on a pair: the confusions behind a target accuracy.
 
-For each seed, the checkpoint a validator keeps (`dann_jax.runner.adapt.choose` on
+For each seed, the checkpoint a validator keeps (`dann_jax.runner.choice.choose` on
 the validator benchmark's scores, the rule `dann-jax adapt` applies) and the
 source-only baseline (the quick preset's source-only run, final checkpoint) are
 evaluated on the target test images: accuracy, mean confidence (top softmax

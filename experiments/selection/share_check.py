@@ -1,6 +1,6 @@
 """The class-share check of `dann-jax adapt` on the validator benchmark's pairs: what it would have kept.
 
-For each pair and seed of the benchmark, `dann_jax.runner.adapt.choose` with
+For each pair and seed of the benchmark, `dann_jax.runner.choice.choose` with
 `share_margin` (the rule `adapt --class-share-margin` applies) is replayed on
 the archived scores of the default validator. The class-share drift of a
 checkpoint (`dann_jax.validation.selection.class_share_drift` on `adapt`'s view)
