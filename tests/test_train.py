@@ -13,7 +13,8 @@ from sklearn.datasets import make_moons
 from dann_jax.core.config import TrainConfig
 from dann_jax.core.models import DANN, MLP, mnist_dann
 from dann_jax.core.objective import saddle_point_loss
-from dann_jax.core.train import create_train_state, eval_step, train_step
+from dann_jax.core.train import DATA_STREAM, DROPOUT_STREAM, create_train_state, eval_step, step_key, train_step
+from dann_jax.data.batching import SOURCE, TARGET
 from dann_jax.training.loop import Diverged, check_finite, check_labels, chunk_sizes, jit_train_steps
 
 
@@ -131,6 +132,40 @@ def test_dann_beats_source_only_on_rotated_moons():
   dann = _toy_run("dann")
   assert dann > source_only + 0.1, (dann, source_only)
   assert dann > 0.85
+
+
+def test_no_step_or_dropout_key_is_a_key_the_batches_draw_from():
+  run_key = jax.random.key(0)
+  data_key = jax.random.fold_in(run_key, DATA_STREAM)
+  batch_keys = [data_key, jax.random.fold_in(data_key, SOURCE), jax.random.fold_in(data_key, TARGET)]
+  steps = [step_key(run_key, s) for s in range(64)]
+  dropout = [jax.random.fold_in(k, DROPOUT_STREAM) for k in steps]
+  raw = [tuple(np.asarray(jax.random.key_data(k)).ravel()) for k in batch_keys + steps + dropout]
+  assert len(set(raw)) == len(raw)
+
+
+def test_dropout_draws_from_the_steps_key():
+  """Replaying step 2's forward pass of the SVHN net (dropout 0.5) with `fold_in(step_key(key, 2), DROPOUT_STREAM)`
+  gives the loss the step reports."""
+  from dann_jax.core import methods
+  from dann_jax.core.models import svhn_dann
+
+  model = svhn_dann()
+  batch = image_batch(jax.random.key(1))
+  state = create_train_state(model, TrainConfig(), batch["image"][:1], jax.random.key(3))
+  state = state.replace(step=jnp.asarray(2, state.step.dtype))
+  _, metrics = jax.jit(train_step)(state, batch)
+
+  def replayed_loss(key):
+    logits = model.apply(
+      {"params": state.params}, batch["image"], state.adaptation_factor(2), train=True, rngs={"dropout": key}
+    )
+    return float(methods.batch_loss(state.method, *logits, batch)[0])
+
+  assert float(metrics["loss"]) == pytest.approx(
+    replayed_loss(jax.random.fold_in(step_key(state.key, 2), DROPOUT_STREAM)), rel=1e-5
+  )
+  assert float(metrics["loss"]) != pytest.approx(replayed_loss(jax.random.fold_in(state.key, 3)), rel=1e-3)
 
 
 def test_same_seed_same_numbers():

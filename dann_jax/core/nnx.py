@@ -64,7 +64,7 @@ from jax import lax
 
 from dann_jax.core import methods, models, train
 from dann_jax.core.config import TrainConfig
-from dann_jax.core.train import DROPOUT_STREAM, clip_unit_norms, make_optimizer, make_schedules
+from dann_jax.core.train import DROPOUT_STREAM, clip_unit_norms, make_optimizer, make_schedules, step_key
 
 # The three parts of a DANN, as they are named in both front doors.
 PARTS = ("features", "label_predictor", "domain_classifier")
@@ -203,7 +203,7 @@ class TrainState(nnx.Pytree):
     optimizer: its `nnx.Optimizer` over the `nnx.Param`s; `optimizer.step`
       counts the steps taken.
     key: the run's PRNG key (a `RunKey` variable); per-step keys are
-      `fold_in(key, step)`.
+      `dann_jax.core.train.step_key(key, step)`.
     learning_rate: the schedule `step -> μ_p`.
     adaptation_factor: the schedule `step -> λ_p`.
     method: the `dann_jax.core.methods.Method` whose loss the step descends.
@@ -388,8 +388,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
   """
   step = state.optimizer.step[...]
   lam = state.adaptation_factor(step)
-  step_key = jax.random.fold_in(state.key.get_value(), step)
-  dropout_key = jax.random.fold_in(step_key, DROPOUT_STREAM)
+  dropout_key = jax.random.fold_in(step_key(state.key.get_value(), step), DROPOUT_STREAM)
   if axis_name is not None:
     dropout_key = jax.random.fold_in(dropout_key, lax.axis_index(axis_name))
 

@@ -24,9 +24,17 @@ from flax import struct
 from dann_jax.core import methods, schedules
 from dann_jax.core.config import TrainConfig
 
-# Tag folded into each step's key for the dropout stream (`dann_jax.training.loop`
-# folds 2 into the run key for the batch stream).
+# The run key's streams, each `fold_in(run_key, tag)`: the steps' keys come from STEP_STREAM
+# and the sampled batches from DATA_STREAM (`dann_jax.training.loop`), so no step's key is
+# the key the batches are drawn from. Within a step's key, dropout draws from DROPOUT_STREAM.
+STEP_STREAM = 1
+DATA_STREAM = 2
 DROPOUT_STREAM = 1
+
+
+def step_key(run_key: jax.Array, step: jax.Array) -> jax.Array:
+  """The key of step `step`: `fold_in(fold_in(run_key, STEP_STREAM), step)`."""
+  return jax.random.fold_in(jax.random.fold_in(run_key, STEP_STREAM), step)
 
 
 class TrainState(struct.PyTreeNode):
@@ -37,7 +45,7 @@ class TrainState(struct.PyTreeNode):
     params: `{"features", "label_predictor", "domain_classifier"}` parameters.
     opt_state: the optax state.
     model_state: non-parameter variable collections (e.g. `batch_stats`).
-    key: the run's PRNG key; per-step keys are `fold_in(key, step)`.
+    key: the run's PRNG key; per-step keys are `step_key(key, step)`.
     method: the `dann_jax.core.methods.Method` whose loss the step descends.
   """
 
@@ -155,8 +163,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
   err.throw()` (`from jax.experimental import checkify`).
   """
   lam = state.adaptation_factor(state.step)
-  step_key = jax.random.fold_in(state.key, state.step)
-  dropout_key = jax.random.fold_in(step_key, DROPOUT_STREAM)
+  dropout_key = jax.random.fold_in(step_key(state.key, state.step), DROPOUT_STREAM)
   if axis_name is not None:
     dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
   mutable = list(state.model_state)

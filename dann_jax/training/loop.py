@@ -30,11 +30,8 @@ from flax import nnx
 from dann_jax.backend.xla_cpu import cpu_jit
 from dann_jax.core import methods
 from dann_jax.core import nnx as dann_nnx
-from dann_jax.core.train import TrainState, train_step
+from dann_jax.core.train import DATA_STREAM, TrainState, train_step
 from dann_jax.data.batching import half_batch, sample_batch
-
-# Tag folded into the run key for the stream of sampled batches.
-DATA_STREAM = 2
 
 
 def train_steps(state: TrainState, batches: dict[str, jax.Array]):
