@@ -54,6 +54,20 @@ def test_reverse_validation_is_measured_on_final_checkpoints_only(reverse_seeds)
   assert bench.REVERSE in bench.markdown({**table, "protocol": {"candidates": {}}}).split("## Final checkpoints")[1]
 
 
+def test_a_seed_with_a_candidate_unscored_is_left_out_and_named():
+  rng = np.random.default_rng(1)
+  lost = default_candidates()[2].name
+  rows = [r for s in (0, 1) for r in _rows(s, rng, reverse=False) if not (s == 1 and r["candidate"] == lost)]
+  other = "mnist->mnist-m"
+  rows += [dict(r, pair=other) for r in _rows(0, rng, reverse=False) if r["candidate"] != lost]
+  table = bench.summarize(rows, [PAIR, other], [0, 1])
+  entry = table["pairs"][PAIR]
+  assert entry["seeds"] == [0] and entry["incomplete_seeds"] == {"1": [lost]}
+  assert other not in table["pairs"] and table["incomplete"] == {other: {"0": [lost]}}
+  text = bench.markdown({**table, "protocol": {"candidates": {}}})
+  assert f"Seed 1 left out: {lost} not scored." in text and f"seed 0 lacks {lost}" in text
+
+
 def test_confusions_describe_counts_by_hand():
   spec = importlib.util.spec_from_file_location("confusions", _SCRIPT.with_name("confusions.py"))
   confusions = importlib.util.module_from_spec(spec)

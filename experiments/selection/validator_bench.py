@@ -238,11 +238,14 @@ def summarize(rows: list[dict], pairs, seeds, kept: dict | None = None) -> dict:
   out = {"pairs": {}}
   for name in pairs:
     per_seed = {s: [r for r in rows if r["pair"] == name and r["seed"] == s] for s in seeds}
-    # A seed counts once all its candidates are scored.
-    complete = [
-      s for s, rs in per_seed.items() if {r["candidate"] for r in rs} == {c.name for c in default_candidates()}
-    ]
+    # A seed counts once all its candidates are scored; one with some but not all is named in the report.
+    wanted = [c.name for c in default_candidates()]
+    missing = {s: [c for c in wanted if c not in {r["candidate"] for r in rs}] for s, rs in per_seed.items() if rs}
+    complete = [s for s in missing if not missing[s]]
+    incomplete = {str(s): m for s, m in missing.items() if m}
     if not complete:
+      if incomplete:
+        out.setdefault("incomplete", {})[name] = incomplete
       continue
     so = [final_row(per_seed[s], SOURCE_ONLY)["target_accuracy"] for s in complete]
     best = [max(r["target_accuracy"] for r in per_seed[s]) for s in complete]
@@ -253,6 +256,8 @@ def summarize(rows: list[dict], pairs, seeds, kept: dict | None = None) -> dict:
       "best_checkpoint": best,
       "validators": {},
     }
+    if incomplete:
+      entry["incomplete_seeds"] = incomplete  # candidates not scored, per seed left out
     for c in criteria:
       sp, wsp, selected, chosen = [], [], [], []
       for s in complete:
@@ -389,7 +394,8 @@ def markdown(table: dict) -> str:
       )
       + f"Seeds {e['seeds']}, {e['checkpoints_per_seed']} checkpoints per seed. Source only {_accs(e['source_only'])}; "
       f"best checkpoint (oracle) {_accs(e['best_checkpoint'])}; chosen without this pair: "
-      f"**{e.get('lopo_validator', '-')}**.",
+      f"**{e.get('lopo_validator', '-')}**."
+      + "".join(f" Seed {s} left out: {', '.join(m)} not scored." for s, m in e.get("incomplete_seeds", {}).items()),
       "",
       "| validator | Spearman | weighted Spearman | selected | gain | regret | chosen |",
       "|---|---|---|---|---|---|---|",
@@ -400,6 +406,15 @@ def markdown(table: dict) -> str:
         f"{v['gain_over_source_only']:+.4f} | {v['regret']:.4f} | {', '.join(v['chosen'])} |"
       )
     lines.append("")
+  for name, seeds in table.get("incomplete", {}).items():
+    lines += [
+      f"## {name}",
+      "",
+      "No seed has every candidate scored yet: "
+      + "; ".join(f"seed {s} lacks {', '.join(m)}" for s, m in seeds.items())
+      + ".",
+      "",
+    ]
   finals = {n: e["final_checkpoints"] for n, e in table["pairs"].items() if e.get("final_checkpoints")}
   if finals:
     names = list(dict.fromkeys(c for f in finals.values() for c in f))
