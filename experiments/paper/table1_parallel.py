@@ -33,8 +33,13 @@ from dann_jax.data.pairs import PAIRS
 from dann_jax.tables.records import TRAINED, TableArgs, records_folder, run_folder
 
 
-def _harness(*options: str) -> list[str]:
-  return [sys.executable, "-m", "dann_jax.cli", "reproduce", "table1", "--json", "--no-progress", *options]
+def _harness(args, runs: str, results: str, *options: str) -> list[str]:
+  """`dann-jax reproduce table1` with this table's preset and steps, over `runs` and `results`."""
+  steps = [] if args.steps is None else ["--steps", str(args.steps)]
+  return [
+    *(sys.executable, "-m", "dann_jax.cli", "reproduce", "table1", "--json", "--no-progress"),
+    *("--preset", args.preset, "--runs", runs, "--results", results, *steps, *options),
+  ]
 
 
 def run_job(args, pair: str, method: str, seed: int, deadline: float) -> dict:
@@ -58,40 +63,25 @@ def run_job(args, pair: str, method: str, seed: int, deadline: float) -> dict:
     runs=str(own / "runs"),
     results=str(own / "results"),
   )
-  folder = run_folder(final, pair, method, seed)
-  if folder.exists() and not run_folder(mine, pair, method, seed).exists():  # resume a run stopped earlier
-    run_folder(mine, pair, method, seed).parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(folder, run_folder(mine, pair, method, seed))
-  options = [
-    "--preset",
-    args.preset,
-    "--pairs",
-    pair,
-    "--methods",
-    method,
-    "--seeds",
-    "1",
-    "--seed",
-    str(seed),
-    "--runs",
-    mine.runs,
-    "--results",
-    mine.results,
-  ]
-  if args.steps is not None:
-    options += ["--steps", str(args.steps)]
+  folder, own_folder = run_folder(final, pair, method, seed), run_folder(mine, pair, method, seed)
+  if folder.exists() and not own_folder.exists():  # resume a run stopped earlier
+    own_folder.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(folder, own_folder)
+  command = _harness(
+    args, mine.runs, mine.results, "--pairs", pair, "--methods", method, "--seeds", "1", "--seed", str(seed)
+  )
   own.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
   with open(own / "log.txt", "w") as log:
     try:
-      rc = subprocess.run(_harness(*options), stdout=log, stderr=subprocess.STDOUT, timeout=left).returncode
+      rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=left).returncode
     except subprocess.TimeoutExpired:
       rc = "timeout"
   seconds = round(time.perf_counter() - t0, 1)
-  if run_folder(mine, pair, method, seed).exists():
+  if own_folder.exists():
     folder.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.move(run_folder(mine, pair, method, seed), folder)
+    shutil.move(own_folder, folder)
   mine_record = records_folder(mine, pair) / record.name
   if mine_record.exists():
     record.parent.mkdir(parents=True, exist_ok=True)
@@ -102,25 +92,9 @@ def run_job(args, pair: str, method: str, seed: int, deadline: float) -> dict:
 
 
 def table_only(args, pairs) -> tuple[int, float]:
-  options = [
-    "--preset",
-    args.preset,
-    "--seeds",
-    str(args.seeds),
-    "--seed",
-    str(args.seed),
-    "--pairs",
-    *pairs,
-    "--runs",
-    args.runs,
-    "--results",
-    args.results,
-    "--table-only",
-  ]
-  if args.steps is not None:
-    options += ["--steps", str(args.steps)]
+  seeds = ("--seeds", str(args.seeds), "--seed", str(args.seed))
   t0 = time.perf_counter()
-  rc = subprocess.run(_harness(*options)).returncode
+  rc = subprocess.run(_harness(args, args.runs, args.results, *seeds, "--pairs", *pairs, "--table-only")).returncode
   return rc, round(time.perf_counter() - t0, 1)
 
 

@@ -240,7 +240,8 @@ def summarize(rows: list[dict], pairs, seeds, kept: dict | None = None) -> dict:
     per_seed = {s: [r for r in rows if r["pair"] == name and r["seed"] == s] for s in seeds}
     # A seed counts once all its candidates are scored; one with some but not all is named in the report.
     wanted = [c.name for c in default_candidates()]
-    missing = {s: [c for c in wanted if c not in {r["candidate"] for r in rs}] for s, rs in per_seed.items() if rs}
+    have_scored = {s: {r["candidate"] for r in rs} for s, rs in per_seed.items() if rs}
+    missing = {s: [c for c in wanted if c not in have] for s, have in have_scored.items()}
     complete = [s for s in missing if not missing[s]]
     incomplete = {str(s): m for s, m in missing.items() if m}
     if not complete:
