@@ -35,6 +35,10 @@ _FAKE_HARNESS = textwrap.dedent(
 )
 
 
+def _fake_harness(args, runs: str, results: str, *options: str) -> list[str]:
+  return [sys.executable, "-c", _FAKE_HARNESS, "--runs", runs, "--results", results, *options]
+
+
 def _args(root: Path) -> SimpleNamespace:
   runs = root / "runs"
   return SimpleNamespace(
@@ -43,20 +47,7 @@ def _args(root: Path) -> SimpleNamespace:
 
 
 def test_runs_land_in_the_harness_layout_and_finished_ones_are_reused(tmp_path, monkeypatch):
-  monkeypatch.setattr(
-    table1_parallel,
-    "_harness",
-    lambda args, runs, results, *options: [
-      sys.executable,
-      "-c",
-      _FAKE_HARNESS,
-      "--runs",
-      runs,
-      "--results",
-      results,
-      *options,
-    ],
-  )
+  monkeypatch.setattr(table1_parallel, "_harness", _fake_harness)
   args = _args(tmp_path)
   deadline = time.monotonic() + 600
   pair = "mnist->mnist-m"
@@ -79,20 +70,7 @@ def test_runs_land_in_the_harness_layout_and_finished_ones_are_reused(tmp_path, 
 
 
 def test_no_run_starts_without_time_left(tmp_path, monkeypatch):
-  monkeypatch.setattr(
-    table1_parallel,
-    "_harness",
-    lambda args, runs, results, *options: [
-      sys.executable,
-      "-c",
-      _FAKE_HARNESS,
-      "--runs",
-      runs,
-      "--results",
-      results,
-      *options,
-    ],
-  )
+  monkeypatch.setattr(table1_parallel, "_harness", _fake_harness)
   job = table1_parallel.run_job(_args(tmp_path), "mnist->mnist-m", "dann", 0, time.monotonic() + 5)
   assert job["skipped"] and job["rc"] is None
   assert not (tmp_path / "calls.txt").exists()
