@@ -72,6 +72,65 @@ def test_choose_with_the_class_share_check_skips_dann_checkpoints_that_drift_fro
     choice.choose(scored, "v", share_margin=-0.1, source_only=["so"])
 
 
+def _sourced(rows):
+  """{step: (risk, held-out source accuracy)} -> scores as `score_checkpoints` writes them."""
+  return {str(s): {"scores": {"v": r}, "source_val_accuracy": a, "target_accuracy": None} for s, (r, a) in rows.items()}
+
+
+def test_the_learning_rate_is_chosen_on_held_out_source_images_then_the_validator_chooses_within_it():
+  cands = default_candidates()  # source only and DANN at 0.1 / 0.3 / 1, learning rates 1e-3 and 3e-4
+  scored = {c.name: _sourced({100: (0.0, 0.95), 200: (0.0, 0.95)}) for c in cands}
+  # so_lr1e-3 ends at .970 but reached .990 at step 100: its error is the best of its checkpoints, .010;
+  # so_lr3e-4 reaches .985 (.015). The lowest risk of all is a DANN at 3e-4; within 1e-3, dann_lam0.3 at 200.
+  scored["so_lr1e-3"] = _sourced({100: (0.5, 0.99), 200: (0.4, 0.97)})
+  scored["so_lr3e-4"] = _sourced({100: (0.5, 0.985), 200: (0.4, 0.98)})
+  scored["dann_lam1_lr3e-4"]["200"]["scores"]["v"] = -2.0
+  scored["dann_lam0.3_lr1e-3"]["200"]["scores"]["v"] = -1.0
+  setting = choice.settings_on_source(scored, cands)
+  assert setting.source_error == pytest.approx({"so_lr1e-3": 0.010, "so_lr3e-4": 0.015})
+  assert setting.kept == tuple(c.name for c in cands[:4]) and setting.left_out == tuple(c.name for c in cands[4:])
+  picked, _ = choice.adapt_choice(scored, "v", cands)
+  assert (picked.candidate, picked.step) == ("dann_lam0.3_lr1e-3", 200)
+  alone, none = choice.adapt_choice(scored, "v", cands, source_setting=False)
+  assert (alone.candidate, alone.step, none) == ("dann_lam1_lr3e-4", 200, None)
+  # A tie keeps both learning rates.
+  scored["so_lr3e-4"]["100"]["source_val_accuracy"] = 0.99
+  assert choice.settings_on_source(scored, cands).kept == tuple(c.name for c in cands)
+  # A learning rate whose source-only run has no source measure (failed, or None/NaN) is left out...
+  del scored["so_lr3e-4"]
+  assert choice.settings_on_source(scored, cands).left_out == tuple(c.name for c in cands[5:])
+  scored["so_lr1e-3"] = _sourced({100: (0.5, float("nan")), 200: (0.4, None)})
+  # ... unless no learning rate has one: then the validator compares every candidate.
+  assert choice.settings_on_source(scored, cands) == choice.SettingChoice({}, tuple(scored), ())
+  # The training setting is every override but the adaptation strength.
+  assert cands[1].setting == cands[0].setting == (("learning_rate", 1e-3),) != cands[4].setting
+
+
+def test_the_report_says_which_learning_rate_the_source_chose_and_compares_only_its_candidates(tmp_path):
+  from dann_jax.runner.adapt_report import build_report, markdown
+
+  cands = default_candidates()[:2] + default_candidates()[4:6]  # so and DANN at lam 0.1, at both rates
+  scored = {
+    "so_lr1e-3": _sourced({100: (0.3, 0.99)}),
+    "dann_lam0.1_lr1e-3": _sourced({100: (0.2, 0.98)}),
+    "so_lr3e-4": _sourced({100: (0.1, 0.97)}),  # outscores every 1e-3 checkpoint, but errs more on source
+    "dann_lam0.1_lr3e-4": _sourced({100: (0.0, 0.97)}),
+  }
+  picked, setting = choice.adapt_choice(scored, "v", cands)
+  pair = type("Pair", (), {"name": "a->b"})()
+  trained = {n: (tmp_path, {}) for n in scored}
+  report = build_report(pair, 0, "v", None, cands, scored, trained, {}, picked, tmp_path, setting)
+  assert (report["chosen"]["candidate"], report["chosen"]["risk"]) == ("dann_lam0.1_lr1e-3", 0.2)
+  assert report["setting_check"]["left_out"] == ["so_lr3e-4", "dann_lam0.1_lr3e-4"]
+  assert [r["compared"] for r in report["candidates"].values()] == [True, True, False, False]
+  # "ranks this DANN above source only" compares with the source-only checkpoint of its own learning rate
+  assert "the best source-only checkpoint scored 0.3000" in report["chosen"]["why"]
+  assert "of the 2 checkpoints of 2 candidates" in report["chosen"]["why"]
+  assert "training setting chosen on held-out source images" in report["chosen"]["why"]
+  page = markdown(report, 0)
+  assert "so_lr1e-3 0.0100, so_lr3e-4 0.0300" in page and "dann_lam0.1_lr3e-4 (setting left out)" in page
+
+
 def _info_max_risk(logits):
   p = np.exp(logits - logits.max(1, keepdims=True))
   p /= p.sum(1, keepdims=True)

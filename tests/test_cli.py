@@ -618,8 +618,17 @@ def test_adapt_on_own_folders_with_an_unlabelled_target(own_folders, tmp_path, c
   assert f"chosen: {chosen['candidate']} at step {chosen['step']}" in printed
   assert chosen["target_accuracy"] is None and "target accuracy" not in printed  # no label to report
   assert len(report["candidates"]) == 8 and all(r["checkpoints"] for r in report["candidates"].values())
-  risks = [c["risk"] for r in report["candidates"].values() for c in r["checkpoints"].values()]
-  assert chosen["risk"] == min(risks)
+  # The learning rate(s) whose source-only candidate errs least on held-out source images; the lowest risk there.
+  rows = report["candidates"]
+  error = {
+    r["overrides"]["learning_rate"]: 1 - max(c["source_val_accuracy"] for c in r["checkpoints"].values())
+    for r in rows.values()
+    if r["method"] == "source_only"
+  }
+  rates = {lr for lr, e in error.items() if e == min(error.values())}
+  compared = [n for n, r in rows.items() if r["overrides"]["learning_rate"] in rates]
+  assert [n for n, r in rows.items() if r["compared"]] == compared
+  assert chosen["risk"] == min(c["risk"] for n in compared for c in rows[n]["checkpoints"].values())
   assert (out / "chosen_s0" / "run.json").exists() and (out / "report_s0.md").exists()
   # Run again, it reuses every candidate and keeps the same checkpoint.
   assert main(args) == 0
@@ -630,6 +639,11 @@ def test_adapt_on_own_folders_with_an_unlabelled_target(own_folders, tmp_path, c
   checked = json.loads((out / "adapt_s0.json").read_text())
   assert checked["class_share_check"]["margin"] == 1 and checked["class_share_check"]["left_out"] == []
   assert (checked["chosen"]["candidate"], checked["chosen"]["step"]) == (chosen["candidate"], chosen["step"])
+  # --all-settings: the validator alone, over every candidate's checkpoints.
+  assert main([*args, "--all-settings"]) == 0
+  alone = json.loads((out / "adapt_s0.json").read_text())
+  assert alone["setting_check"] is None and all(r["compared"] for r in alone["candidates"].values())
+  assert alone["chosen"]["risk"] == min(c["risk"] for r in rows.values() for c in r["checkpoints"].values())
   capsys.readouterr()
   assert main([*args, "--class-share-margin", "-0.1"]) == 2
   assert "share_margin=-0.1 must be a number >= 0" in _one_error(capsys)

@@ -16,9 +16,10 @@ def register(subparsers) -> None:
     "adapt",
     help="adapt to an unlabelled target: train candidates, choose one without target labels",
     description="Train source only and DANN at several adaptation strengths (lam_max 0.1, 0.3, 1; learning "
-    "rates 1e-3 and 3e-4; 8 candidates of --steps each under the quick preset, with the guard on), score every "
-    "evaluation checkpoint with a label-free validator, and keep the one with the lowest risk. Source only is a "
-    "candidate: a DANN is kept only if the validator ranks it above source only. Writes OUT/chosen_s<seed>/ (a "
+    "rates 1e-3 and 3e-4; 8 candidates of --steps each under the quick preset, with the guard on), choose the "
+    "learning rate whose source-only candidate fits held-out source images best, score every evaluation "
+    "checkpoint of its candidates with a label-free validator, and keep the one with the lowest risk. Source only "
+    "is a candidate: a DANN is kept only if the validator ranks it above source only. Writes OUT/chosen_s<seed>/ (a "
     "run folder), OUT/report_s<seed>.md, OUT/adapt_s<seed>.json and OUT/scores_s<seed>.png; target accuracy "
     "is reported only where the target has labels, and never used. A repeated command reuses finished candidates.",
   )
@@ -47,6 +48,12 @@ def register(subparsers) -> None:
     help="the class-share check: keep a DANN checkpoint only if the shares of its predicted target classes are "
     "no farther (total variation) from the source's label shares than the best source-only checkpoint's, plus M "
     "(e.g. 0.05); assumes both domains have about the same class shares (default: no check)",
+  )
+  p.add_argument(
+    "--all-settings",
+    action="store_true",
+    help="let the validator compare the checkpoints of every learning rate (default: the learning rate is chosen "
+    "first on held-out source images, by its source-only candidate's error)",
   )
   p.add_argument("--data-dir", default=None, help="data cache (default $DANN_JAX_DATA or ~/.cache/dann_jax)")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -80,6 +87,7 @@ def run(args) -> int:
     data_dir=args.data_dir,
     guard=not args.no_guard,
     share_margin=args.class_share_margin,
+    source_setting=not args.all_settings,
     progress=not args.no_progress,
   )
   c = report["chosen"]

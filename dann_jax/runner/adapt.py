@@ -1,11 +1,13 @@
 """Adaptation a user can trust without target labels: train candidates, let a validator choose.
 
 `adapt` trains every candidate of `dann_jax.runner.candidates` (source only and DANN at
-several adaptation strengths) with the guard on (`dann_jax.training.guard`), scores
-every evaluation checkpoint of every candidate with one label-free validator
+several adaptation strengths, at two learning rates) with the guard on
+(`dann_jax.training.guard`), chooses the learning rate on held-out source images
+(the one whose source-only candidate fits them best), scores every evaluation
+checkpoint of that learning rate's candidates with one label-free validator
 (`dann_jax.validation.selection`), and keeps the checkpoint with the lowest risk. Source
 only is a candidate, so a DANN is chosen only when the validator ranks it
-above every source-only checkpoint. Target labels, where the data have them,
+above every source-only checkpoint of its learning rate. Target labels, where the data have them,
 are read after the choice, to report accuracy; they never enter it.
 
 The folder it writes:
@@ -36,9 +38,12 @@ from dann_jax.runner.choice import (  # noqa: F401  (re-exported: `adapt.choose`
   SCORES,
   VIEW_SIZES,
   Choice,
+  SettingChoice,
+  adapt_choice,
   check_share_margin,
   choose,
   score_checkpoints,
+  settings_on_source,
   share_bound,
 )
 from dann_jax.training import checkpoint
@@ -63,6 +68,7 @@ def adapt(
   data_dir=None,
   guard: bool = True,
   share_margin: float | None = None,
+  source_setting: bool = True,
   progress: bool = True,
   log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -90,6 +96,9 @@ def adapt(
       no farther (total variation) from the source's label shares than the best
       source-only checkpoint's, plus this margin. It assumes both domains have
       about the same class shares. None: no check.
+    source_setting: choose the training setting (the learning rate) on
+      held-out source images first (`choice.settings_on_source`); False
+      compares every candidate's checkpoints by the validator alone.
     progress: show progress bars.
     log: called with one line per finished stage.
 
@@ -150,11 +159,14 @@ def adapt(
     scored[name] = score_checkpoints(folder, data, [validator], progress=bar.update if bar else None)
   if bar:
     bar.close()
-  source_only = [c.name for c in candidates if not c.adapts]
-  choice = choose(scored, validator, share_margin=share_margin, source_only=source_only)
+  choice, setting = adapt_choice(
+    scored, validator, candidates, source_setting=source_setting, share_margin=share_margin
+  )
   chosen_dir = out / f"chosen_s{seed}"
   _keep(run_folder(out, choice.candidate, seed), choice.step, chosen_dir)
-  report = build_report(pair, seed, validator, share_margin, candidates, scored, trained, failed, choice, chosen_dir)
+  report = build_report(
+    pair, seed, validator, share_margin, candidates, scored, trained, failed, choice, chosen_dir, setting
+  )
   write_text_atomic(out / f"adapt_s{seed}.json", json.dumps(report, indent=2))
   write_text_atomic(chosen_dir / "summary.json", json.dumps(report["chosen"], indent=2))
   from dann_jax.plots import validator_curves

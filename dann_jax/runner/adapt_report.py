@@ -13,7 +13,9 @@ import numpy as np
 from dann_jax.runner.choice import DRIFT, share_bound
 
 
-def build_report(pair, seed, validator, share_margin, candidates, scored, trained, failed, choice, chosen_dir) -> dict:
+def build_report(
+  pair, seed, validator, share_margin, candidates, scored, trained, failed, choice, chosen_dir, setting=None
+) -> dict:
   """The report `adapt` writes to `adapt_s<seed>.json`.
 
   Args:
@@ -27,16 +29,18 @@ def build_report(pair, seed, validator, share_margin, candidates, scored, traine
     failed: candidate name -> why it was left out.
     choice: the `choice.Choice` made.
     chosen_dir: where the chosen checkpoint was kept.
+    setting: the `choice.SettingChoice` made on held-out source images, or None (every candidate compared).
 
   Returns:
     The choice and why, every checkpoint's risk, drift and (reported only) target accuracy, and the candidates
     left out.
   """
   by_name = {c.name: c for c in candidates}
+  compared = {n: s for n, s in scored.items() if setting is None or n in setting.kept}
   best_so = min(
     (
       e["scores"][validator]
-      for name, steps in scored.items()
+      for name, steps in compared.items()
       if not by_name[name].adapts
       for e in steps.values()
       if not np.isnan(e["scores"][validator])
@@ -50,6 +54,7 @@ def build_report(pair, seed, validator, share_margin, candidates, scored, traine
       "method": by_name[name].method,
       "lam_max": by_name[name].lam_max,
       "overrides": dict(by_name[name].overrides),
+      "compared": name in compared,  # False: its training setting lost on held-out source images
       "guard_events": summary.get("guard", {}).get("events", []),
       "checkpoints": {
         step: {
@@ -69,8 +74,8 @@ def build_report(pair, seed, validator, share_margin, candidates, scored, traine
     final_so, final_so_source = last.get("target_accuracy"), last.get("source_val_accuracy")
   method, adapts = by_name[choice.candidate].method, by_name[choice.candidate].adapts
   why = (
-    f"lowest {validator} risk ({choice.score:.4f}) of the {sum(len(s) for s in scored.values())} checkpoints of "
-    f"{len(scored)} candidates"
+    f"lowest {validator} risk ({choice.score:.4f}) of the {sum(len(s) for s in compared.values())} checkpoints of "
+    f"{len(compared)} candidates"
   )
   if adapts and best_so is not None:
     why += f"; the best source-only checkpoint scored {best_so:.4f}, so the validator ranks this DANN above source only"
@@ -78,11 +83,11 @@ def build_report(pair, seed, validator, share_margin, candidates, scored, traine
     why += "; no DANN checkpoint scored better, so no adaptation is the choice"
   check = None
   if share_margin is not None:
-    bound = share_bound(scored, validator, share_margin, [n for n in scored if not by_name[n].adapts])
+    bound = share_bound(compared, validator, share_margin, [n for n in compared if not by_name[n].adapts])
     # Whatever outscored the choice was left out by the check (source-only checkpoints never are).
     left_out = sorted(
       (name, int(step))
-      for name, steps in scored.items()
+      for name, steps in compared.items()
       for step, e in steps.items()
       if e["scores"][validator] < choice.score
     )
@@ -93,6 +98,19 @@ def build_report(pair, seed, validator, share_margin, candidates, scored, traine
         f"{len(left_out)} DANN checkpoints scored better but predict target classes in shares farther from the "
         f"source's (drift above {bound:.3f}: the best source-only checkpoint's plus {share_margin:g})"
       )
+  setting_check = None
+  if setting is not None and setting.left_out:
+    errors = ", ".join(f"{n} {e:.4f}" for n, e in setting.source_error.items())
+    why = (
+      f"training setting chosen on held-out source images (lowest source-only error: {errors}), leaving out "
+      f"{', '.join(setting.left_out)}; then " + why
+    )
+  if setting is not None:
+    setting_check = {
+      "source_error": setting.source_error,
+      "kept": list(setting.kept),
+      "left_out": list(setting.left_out),
+    }
   return {
     "pair": pair.name,
     "seed": seed,
@@ -110,6 +128,7 @@ def build_report(pair, seed, validator, share_margin, candidates, scored, traine
       "target_accuracy": choice.target_accuracy,
     },
     "class_share_check": check,
+    "setting_check": setting_check,
     "source_only_source_val_accuracy": final_so_source,
     "source_only_target_accuracy": final_so,
     "candidates": rows,
@@ -149,6 +168,7 @@ def markdown(report: dict, seed: int) -> str:
     )
     + ".",
     "",
+    *_setting_lines(report.get("setting_check")),
     f"![risk per checkpoint](scores_s{seed}.png)",
     "",
     "| candidate | lam_max | best risk (step) | final risk | source acc at best risk | class-share drift at best "
@@ -160,6 +180,7 @@ def markdown(report: dict, seed: int) -> str:
     best = min(cps, key=lambda s: (np.isnan(cps[s]["risk"]), cps[s]["risk"]))
     last = max(cps, key=int)
     guard_words = ", ".join(f"{e['reason']}@{e['step']}" for e in r["guard_events"]) or "-"
+    name = name if r.get("compared", True) else f"{name} (setting left out)"
     lines.append(
       f"| {name} | {r['lam_max']:g} | {cps[best]['risk']:.4f} ({best}) | {cps[last]['risk']:.4f} | "
       f"{_acc(cps[best].get('source_val_accuracy'))} | {_acc(cps[best].get(DRIFT))} | "
@@ -169,3 +190,15 @@ def markdown(report: dict, seed: int) -> str:
   for name, why in report["failed"].items():
     lines.append(f"| {name} | - | failed: {why} | | | | | | |")
   return "\n".join(lines) + "\n"
+
+
+def _setting_lines(check: dict | None) -> list[str]:
+  if check is None:
+    return []
+  errors = ", ".join(f"{n} {e:.4f}" for n, e in check["source_error"].items())
+  left = ", ".join(check["left_out"]) or "none"
+  return [
+    f"Training setting (chosen on held-out source images, by each setting's source-only error: {errors}): "
+    f"compared {', '.join(check['kept'])}; left out {left}.",
+    "",
+  ]

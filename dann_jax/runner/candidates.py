@@ -4,10 +4,12 @@ A user without target labels cannot know in advance how strongly to adapt: on
 some pairs DANN at the paper's λ_max = 1 helps a lot, on others it hurts, and
 the right answer may be no adaptation at all. So the candidates span the
 adaptation strength, from λ_max = 0 (source only) up to the paper's 1, at two
-learning rates, all under the quick preset's budget; a label-free validator
-(`dann_jax.validation.selection`) then chooses among every evaluation checkpoint of
-every candidate. Source only is always a candidate, so a chosen DANN is one
-the validator ranks above source only.
+learning rates, all under the quick preset's budget. `adapt` chooses the
+learning rate on held-out source images (`dann_jax.runner.choice.settings_on_source`)
+and a label-free validator (`dann_jax.validation.selection`) then chooses among
+every evaluation checkpoint of that learning rate's candidates. Source only is
+a candidate at each learning rate, so a chosen DANN is one the validator ranks
+above source only.
 
 The grid was fixed before any of its runs was trained; it was not tuned on
 any pair's target labels.
@@ -23,6 +25,10 @@ from dann_jax.core import methods
 LEARNING_RATES = (1e-3, 3e-4)
 # λ_max of the DANN candidates; λ_max = 0 is the source-only candidate.
 LAMBDA_MAXES = (0.1, 0.3, 1.0)
+# The overrides that set how strongly a candidate adapts. Every other override
+# (the learning rate here) is a training setting, which `adapt` chooses on
+# held-out source images (`dann_jax.runner.choice.settings_on_source`).
+ADAPTATION_FIELDS = ("lam_max",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +49,11 @@ class Candidate:
   def adapts(self) -> bool:
     """Whether the candidate plays the adversarial game (False: a no-adaptation baseline)."""
     return methods.get(self.method).adversarial
+
+  @property
+  def setting(self) -> tuple:
+    """The candidate's training setting: its overrides but the adaptation strength, as sorted (field, value) pairs."""
+    return tuple(sorted((k, v) for k, v in self.overrides.items() if k not in ADAPTATION_FIELDS))
 
   @property
   def lam_max(self) -> float:

@@ -3,9 +3,12 @@
 `score_checkpoints` scores each evaluation checkpoint of a run folder on a
 seeded label-free view (source train, held-out source and target train
 images) and caches the scores in the folder; `choose` takes the checkpoint
-with the lowest risk, optionally under the class-share check. `dann-jax adapt`
-(`dann_jax.runner.adapt`) and the demo choose through these; target labels
-are read only after scoring, to report accuracy.
+with the lowest risk, optionally under the class-share check;
+`settings_on_source` first chooses the candidates' training setting (the
+learning rate of the default grid) on held-out source images, and
+`adapt_choice` is the two together, the rule of `dann-jax adapt`
+(`dann_jax.runner.adapt`). Target labels are read only after scoring, to
+report accuracy.
 """
 
 from __future__ import annotations
@@ -117,6 +120,80 @@ def choose(
   risk = lambda e: e[2]["scores"][validator]
   name, step, e = min(entries, key=lambda e: (np.isnan(risk(e)), risk(e), order[e[0]], e[1]))
   return Choice(name, step, float(risk((name, step, e))), e.get("target_accuracy"))
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingChoice:
+  """The training setting chosen on held-out source images.
+
+  Attributes:
+    source_error: per setting, named by its source-only candidate: that
+      candidate's lowest held-out source error over its checkpoints.
+    kept: the candidates of the chosen setting, in the order given.
+    left_out: the other candidates.
+  """
+
+  source_error: dict[str, float]
+  kept: tuple[str, ...]
+  left_out: tuple[str, ...]
+
+
+def settings_on_source(scored: dict[str, dict], candidates: Sequence) -> SettingChoice:
+  """Chooses the training setting by the source-only candidates' held-out source error.
+
+  A training setting is what a candidate overrides besides its adaptation
+  strength (`Candidate.setting`: the learning rate of the default grid). How
+  well a setting trains the network is a question the source labels answer,
+  so each setting is judged by its own source-only candidate: the lowest
+  held-out source error over that candidate's checkpoints. The setting(s)
+  with the lowest error are kept; the validator then compares adaptation
+  strengths and checkpoints within them. Without this step a validator may
+  prefer a setting that fits the source worse (one that trains more slowly
+  gives smoother target predictions, which confidence-based validators reward).
+
+  A setting with no scored source-only candidate (none given, or it failed)
+  has no source measure and is left out, unless no setting has one: then
+  every candidate is kept.
+
+  Args:
+    scored: candidate name -> `score_checkpoints` output (its entries'
+      `source_val_accuracy` is read).
+    candidates: the `Candidate`s; those not in `scored` are ignored.
+  """
+  present = [c for c in candidates if c.name in scored]
+  judged = {}  # setting -> (its source-only candidate, that candidate's lowest held-out source error)
+  for c in present:
+    if not c.adapts and c.setting not in judged:
+      acc = [e.get("source_val_accuracy") for e in scored[c.name].values()]
+      acc = [a for a in acc if a is not None and not np.isnan(a)]
+      if acc:
+        judged[c.setting] = (c.name, 1.0 - max(acc))
+  if not judged:
+    return SettingChoice({}, tuple(c.name for c in present), ())
+  best = min(e for _, e in judged.values())
+  kept = tuple(c.name for c in present if c.setting in judged and judged[c.setting][1] == best)
+  left_out = tuple(c.name for c in present if c.name not in kept)
+  return SettingChoice(dict(judged.values()), kept, left_out)
+
+
+def adapt_choice(
+  scored: dict[str, dict],
+  validator: str,
+  candidates: Sequence,
+  *,
+  source_setting: bool = True,
+  share_margin: float | None = None,
+) -> tuple[Choice, SettingChoice | None]:
+  """`dann-jax adapt`'s rule: the training setting on held-out source images (`settings_on_source`, unless
+  `source_setting` is False), then the checkpoint with the lowest risk among its candidates (`choose`).
+
+  Returns:
+    The choice and the setting choice (None when `source_setting` is False).
+  """
+  setting = settings_on_source(scored, candidates) if source_setting else None
+  kept = {n: s for n, s in scored.items() if setting is None or n in setting.kept}
+  source_only = [c.name for c in candidates if not c.adapts and c.name in kept]
+  return choose(kept, validator, share_margin=share_margin, source_only=source_only), setting
 
 
 def share_bound(scored: dict[str, dict], validator: str, share_margin: float, source_only: Sequence[str]) -> float:

@@ -9,8 +9,8 @@ choice made without that pair's target labels).
 
 Where a seed's run folders are gone but the benchmark kept their scores
 (experiments/results/selection/scores/), the choice is made from those scores
-with the same rule (`dann_jax.runner.choice.choose`, the source-only baseline being
-the first source-only candidate's final checkpoint).
+with the same rule (`dann_jax.runner.choice.adapt_choice`, the source-only baseline
+being the first source-only candidate's final checkpoint).
 
 Run (after validator_bench.py train/score/report):
   python experiments/selection/adapt_table.py
@@ -32,7 +32,7 @@ from dann_jax.data.pairs import PAIRS  # noqa: E402
 from dann_jax.io import write_text_atomic  # noqa: E402
 from dann_jax.runner.adapt import adapt  # noqa: E402
 from dann_jax.runner.candidates import default_candidates  # noqa: E402
-from dann_jax.runner.choice import choose  # noqa: E402
+from dann_jax.runner.choice import adapt_choice  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "quick"
 
@@ -47,7 +47,9 @@ def main() -> int:
   table = {"validator": default, "seeds": [], "pairs": {}}
   seeds_done = set()
   for name in PAIR_NAMES:
-    lopo = bench["pairs"].get(name, {}).get("lopo_validator")
+    # the validator chosen without this pair, on the measure of the checkpoints adapt compares
+    measured = bench["pairs"].get(name, {})
+    lopo = measured.get("lopo_validator_adapt_set", measured.get("lopo_validator"))
     data, entry = (
       None,
       {"source_only": [], "adapt": [], "chosen": [], "seeds": [], "lopo_validator": lopo, "adapt_lopo": []},
@@ -67,10 +69,10 @@ def main() -> int:
       elif all(archive_file(name, c.name, seed).exists() for c in default_candidates()):
         scored = {c.name: json.loads(archive_file(name, c.name, seed).read_text()) for c in default_candidates()}
         so = final_source_only(scored)
-        choice = choose(scored, default)
+        choice, _ = adapt_choice(scored, default, default_candidates())
         picked = (choice.target_accuracy, f"{choice.candidate}@{choice.step}")
         if lopo is not None:
-          entry["adapt_lopo"].append(choose(scored, lopo).target_accuracy)
+          entry["adapt_lopo"].append(adapt_choice(scored, lopo, default_candidates())[0].target_accuracy)
       else:
         continue
       entry["seeds"].append(seed)
@@ -113,11 +115,12 @@ def markdown(table: dict) -> str:
     "Command: `python experiments/selection/adapt_table.py` (after `experiments/selection/validator_bench.py`).",
     "",
     f"Per pair and seed, `dann-jax adapt` trains the eight candidates (source only and DANN at lam_max 0.1 / 0.3 / "
-    f"1, learning rates 1e-3 and 3e-4, quick preset, guard on) and keeps the checkpoint with the lowest "
-    f"**{table['validator']}** risk. Target test accuracy is read after the choice. Source only is the quick "
+    f"1, learning rates 1e-3 and 3e-4, quick preset, guard on), chooses the learning rate on held-out source "
+    "images (the one whose source-only candidate errs least there) and keeps the checkpoint of its candidates "
+    f"with the lowest **{table['validator']}** risk. Target test accuracy is read after the choice. Source only is the quick "
     "preset's source-only run (final checkpoint). `bar`: adapt mean ≥ source-only mean and no seed more than .01 "
     "below its own source-only run. `leave-one-pair-out`: the same with the validator the benchmark picks "
-    "without this pair. A pair marked (earlier table) keeps the previous table's entry: its run folders and "
+    "without this pair (on the checkpoints adapt compares). A pair marked (earlier table) keeps the previous table's entry: its run folders and "
     "scores were not kept here (retraining it, same seeds, gives the same numbers).",
     "",
     "| pair | seeds | source only | adapt | chosen | bar | leave-one-pair-out validator: adapt |",

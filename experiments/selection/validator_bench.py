@@ -34,7 +34,7 @@ import numpy as np
 
 from dann_jax.data.pairs import PAIRS
 from dann_jax.runner.candidates import default_candidates
-from dann_jax.runner.choice import VIEW_SIZES, choose
+from dann_jax.runner.choice import VIEW_SIZES, adapt_choice, settings_on_source
 
 PAIR_NAMES = (
   "mnist->mnist-m",
@@ -259,24 +259,32 @@ def summarize(rows: list[dict], pairs, seeds, kept: dict | None = None) -> dict:
     }
     if incomplete:
       entry["incomplete_seeds"] = incomplete  # candidates not scored, per seed left out
+    # The checkpoints `dann-jax adapt` compares: those of the training setting (learning rate) chosen on held-out
+    # source images.
+    scored, compared = {}, {}
+    for s in complete:
+      for r in per_seed[s]:
+        scored.setdefault(s, {}).setdefault(r["candidate"], {})[str(r["step"])] = r
+      names = settings_on_source(scored[s], default_candidates()).kept
+      compared[s] = [r for r in per_seed[s] if r["candidate"] in names]
+    entry["adapt_set"] = {str(s): sorted({r["candidate"] for r in compared[s]}) for s in complete}
     for c in criteria:
-      sp, wsp, selected, chosen = [], [], [], []
+      sp, wsp, wsp_set, selected, chosen = [], [], [], [], []
       for s in complete:
         rs = per_seed[s]
         risk = np.array([r["scores"][c] for r in rs])
         acc = np.array([r["target_accuracy"] for r in rs])
         sp.append(weighted_spearman(risk, acc, power=0))
         wsp.append(weighted_spearman(risk, acc))
-        # The checkpoint `dann-jax adapt` would keep with this validator.
-        scored = {}
-        for r in rs:
-          scored.setdefault(r["candidate"], {})[str(r["step"])] = r
-        p = choose(scored, c)
+        risk = np.array([r["scores"][c] for r in compared[s]])
+        wsp_set.append(weighted_spearman(risk, np.array([r["target_accuracy"] for r in compared[s]])))
+        p, _ = adapt_choice(scored[s], c, default_candidates())  # the checkpoint adapt would keep with c
         selected.append(p.target_accuracy)
         chosen.append(f"{p.candidate}@{p.step}")
       entry["validators"][c] = {
         "spearman": float(np.nanmean(sp)),
         "weighted_spearman": float(np.nanmean(wsp)),
+        "weighted_spearman_adapt_set": float(np.nanmean(wsp_set)),
         "selected": selected,
         "chosen": chosen,
         "gain_over_source_only": float(np.mean(np.array(selected) - np.array(so))),
@@ -289,17 +297,21 @@ def summarize(rows: list[dict], pairs, seeds, kept: dict | None = None) -> dict:
       out["pairs"][name] = {**entry, "from_earlier_report": True}
   measured = out["pairs"]
   if len(measured) >= 2:
-    corr = {p: {c: v["weighted_spearman"] for c, v in e["validators"].items()} for p, e in measured.items()}
-    lopo = leave_one_out_choice(corr)
-    for p in measured:
-      measured[p]["lopo_validator"] = lopo[p]
-    mean_w = {c: float(np.mean([corr[p][c] for p in measured])) for c in criteria}
     from dann_jax.names import DEFAULT_CRITERION
 
-    out["best"] = max(criteria, key=lambda c: mean_w[c])
+    for key, suffix in (("weighted_spearman", ""), ("weighted_spearman_adapt_set", "_adapt_set")):
+      # (a pair kept from an earlier report may lack the measure)
+      corr = {p: {c: v[key] for c, v in e["validators"].items() if key in v} for p, e in measured.items()}
+      corr = {p: v for p, v in corr.items() if v}
+      if len(corr) < 2:
+        continue
+      lopo = leave_one_out_choice(corr)
+      for p in corr:
+        measured[p]["lopo_validator" + suffix] = lopo[p]
+      out["mean_weighted_spearman" + suffix] = {c: float(np.mean([corr[p][c] for p in corr])) for c in criteria}
+      out["lopo_weighted_spearman" + suffix] = float(np.mean([corr[p][lopo[p]] for p in corr]))
+    out["best"] = max(criteria, key=lambda c: out["mean_weighted_spearman"][c])
     out["default"] = DEFAULT_CRITERION  # what `dann-jax adapt` and `select` use
-    out["mean_weighted_spearman"] = mean_w
-    out["lopo_weighted_spearman"] = float(np.mean([corr[p][lopo[p]] for p in measured]))
   return out
 
 
@@ -320,7 +332,8 @@ def final_checkpoints(per_seed: dict, seeds, criteria) -> dict:
       acc = np.array([f["target_accuracy"] for f in finals])
       wsp.append(weighted_spearman(risk, acc))
       # the candidate `dann-jax adapt` would keep among these checkpoints
-      selected.append(choose({f["candidate"]: {str(f["step"]): f} for f in finals}, c).target_accuracy)
+      p, _ = adapt_choice({f["candidate"]: {str(f["step"]): f} for f in finals}, c, default_candidates())
+      selected.append(p.target_accuracy)
       used.append(s)
     if used:
       out[c] = {"seeds": used, "weighted_spearman": float(np.nanmean(wsp)), "selected": selected}
@@ -356,6 +369,15 @@ def _accs(xs) -> str:
   return f"{np.mean(xs):.4f} ({'/'.join(f'{x:.3f}' for x in xs)})"
 
 
+def _sets(adapt_set: dict) -> str:
+  """Per seed, the learning rates of the candidates adapt compared, e.g. "lr1e-3 (seeds 0, 1, 2)"."""
+  by_rate = {}
+  for seed, names in adapt_set.items():
+    rates = ", ".join(sorted({n.rsplit("_", 1)[-1] for n in names}))
+    by_rate.setdefault(rates, []).append(seed)
+  return "; ".join(f"{r} (seeds {', '.join(s)})" for r, s in by_rate.items()) or "-"
+
+
 def markdown(table: dict) -> str:
   lines = [
     "# Label-free validators against target accuracy",
@@ -364,24 +386,38 @@ def markdown(table: dict) -> str:
     "",
     f"Candidates (quick preset budget): {', '.join(table['protocol']['candidates'])}; every evaluation checkpoint "
     "(every 300 steps) of every candidate is scored. Risks are label-free; target test accuracy is measured beside "
-    "them for this report only. `selected` is the target accuracy of the checkpoint with the lowest risk, per seed; "
-    "gain is over the quick preset's source-only run (final checkpoint); regret is against the best checkpoint. "
+    "them for this report only. `selected` is the target accuracy, per seed, of the checkpoint `dann-jax adapt` "
+    "keeps with that validator: the learning rate is chosen first on held-out source images (the one whose "
+    "source-only candidate errs least there), then the checkpoint with the lowest risk among that learning rate's "
+    "candidates (its *set*). Gain is over the quick preset's source-only run (final checkpoint); regret is against "
+    "the best checkpoint. Weighted Spearman is measured over every checkpoint and over the set alone. "
     "Reverse validation trains a model per score, so it scores each candidate's final checkpoint only: it is "
     "compared with the others on those checkpoints in the last table.",
     "",
   ]
   if "default" in table:
+    mean_all, mean_set = table["mean_weighted_spearman"], table.get("mean_weighted_spearman_adapt_set", {})
     lines += [
       f"**Best validator: {table['best']}** (weighted Spearman averaged over the measured pairs, "
-      f"{table['mean_weighted_spearman'][table['best']]:.3f}); the library's default, used by `dann-jax adapt`: "
-      f"**{table['default']}** ({table['mean_weighted_spearman'][table['default']]:.3f}), set to the best once "
-      "every pair had three seeds. "
-      f"Leave-one-pair-out (each pair's choice made without its own target labels): mean weighted Spearman "
-      f"{table['lopo_weighted_spearman']:.3f}.",
+      f"{mean_all[table['best']]:.3f}); the library's default, used by `dann-jax adapt`: "
+      f"**{table['default']}** ({mean_all[table['default']]:.3f} over every checkpoint"
+      + (f", {mean_set[table['default']]:.3f} over adapt's set" if mean_set else "")
+      + "), set to the best once every pair had three seeds. "
+      f"Leave-one-pair-out (each pair's validator chosen from the other pairs, without its own target labels): "
+      f"mean weighted Spearman {table['lopo_weighted_spearman']:.3f} over every checkpoint"
+      + (
+        f", {table['lopo_weighted_spearman_adapt_set']:.3f} over adapt's set"
+        if "lopo_weighted_spearman_adapt_set" in table
+        else ""
+      )
+      + ".",
       "",
-      "| validator | mean weighted Spearman |",
-      "|---|---|",
-      *[f"| {c} | {v:.3f} |" for c, v in sorted(table["mean_weighted_spearman"].items(), key=lambda kv: -kv[1])],
+      "| validator | mean weighted Spearman, every checkpoint | over adapt's set |",
+      "|---|---|---|",
+      *[
+        f"| {c} | {v:.3f} | {mean_set[c]:.3f} |" if c in mean_set else f"| {c} | {v:.3f} | - |"
+        for c, v in sorted(mean_all.items(), key=lambda kv: -kv[1])
+      ],
       "",
     ]
   for name, e in table["pairs"].items():
@@ -395,15 +431,18 @@ def markdown(table: dict) -> str:
       )
       + f"Seeds {e['seeds']}, {e['checkpoints_per_seed']} checkpoints per seed. Source only {_accs(e['source_only'])}; "
       f"best checkpoint (oracle) {_accs(e['best_checkpoint'])}; chosen without this pair: "
-      f"**{e.get('lopo_validator', '-')}**."
+      f"**{e.get('lopo_validator', '-')}** (every checkpoint), **{e.get('lopo_validator_adapt_set', '-')}** "
+      f"(adapt's set). Adapt's set: {_sets(e.get('adapt_set', {}))}."
       + "".join(f" Seed {s} left out: {', '.join(m)} not scored." for s, m in e.get("incomplete_seeds", {}).items()),
       "",
-      "| validator | Spearman | weighted Spearman | selected | gain | regret | chosen |",
-      "|---|---|---|---|---|---|---|",
+      "| validator | Spearman | weighted Spearman | weighted Spearman, adapt's set | selected | gain | regret | "
+      "chosen |",
+      "|---|---|---|---|---|---|---|---|",
     ]
     for c, v in e["validators"].items():
+      in_set = f"{v['weighted_spearman_adapt_set']:+.3f}" if "weighted_spearman_adapt_set" in v else "-"
       lines.append(
-        f"| {c} | {v['spearman']:+.3f} | {v['weighted_spearman']:+.3f} | {_accs(v['selected'])} | "
+        f"| {c} | {v['spearman']:+.3f} | {v['weighted_spearman']:+.3f} | {in_set} | {_accs(v['selected'])} | "
         f"{v['gain_over_source_only']:+.4f} | {v['regret']:.4f} | {', '.join(v['chosen'])} |"
       )
     lines.append("")
