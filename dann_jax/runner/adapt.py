@@ -38,12 +38,10 @@ from dann_jax.runner.choice import (  # noqa: F401  (re-exported: `adapt.choose`
   SCORES,
   VIEW_SIZES,
   Choice,
-  SettingChoice,
   adapt_choice,
   check_share_margin,
   choose,
   score_checkpoints,
-  settings_on_source,
   share_bound,
 )
 from dann_jax.training import checkpoint

@@ -6,9 +6,11 @@ trained on each offline pair and seed; every evaluation checkpoint is then
 scored by every validator of `dann_jax.validation.selection` and its target test
 accuracy is measured beside the scores (for the report only). The report
 gives, per pair and validator, the Spearman and weighted Spearman correlation
-between -risk and target accuracy, the accuracy of the checkpoint the
-validator picks per seed, its gain over source only and its regret against
-the best checkpoint; the default validator is chosen leave-one-pair-out.
+between -risk and target accuracy (over every checkpoint, and over the
+checkpoints `dann-jax adapt` compares: those of the learning rate chosen on
+held-out source images), the accuracy of the checkpoint adapt keeps with that
+validator per seed, its gain over source only and its regret against the best
+checkpoint; the default validator is chosen leave-one-pair-out.
 
 Run (each step resumes where it stopped; run.json / checkpoints / scores.json
 are reused):
