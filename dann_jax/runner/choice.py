@@ -147,9 +147,9 @@ def settings_on_source(scored: dict[str, dict], candidates: Sequence) -> Setting
   so each setting is judged by its own source-only candidate: the lowest
   held-out source error over that candidate's checkpoints. The setting(s)
   with the lowest error are kept; the validator then compares adaptation
-  strengths and checkpoints within them. Without this step a validator may
-  prefer a setting that fits the source worse (one that trains more slowly
-  gives smoother target predictions, which confidence-based validators reward).
+  strengths and checkpoints within them. Without this step a confidence-based
+  validator may prefer a setting that fits the source worse but predicts the
+  target more confidently.
 
   A setting with no scored source-only candidate (none given, or it failed)
   has no source measure and is left out, unless no setting has one: then
