@@ -263,3 +263,56 @@ def test_adapt_leaves_out_a_candidate_whose_run_fails_and_refuses_shared_names(t
   lrs = [c.overrides["learning_rate"] for c in default_candidates(learning_rates=(1e-3, 1.4e-3), lambda_maxes=(1.0,))]
   names = [c.name for c in default_candidates(learning_rates=(1e-3, 1.4e-3), lambda_maxes=(1.0,))]
   assert lrs == [1e-3, 1e-3, 1.4e-3, 1.4e-3] and len(set(names)) == 4 and "so_lr1.4e-3" in names
+
+
+FOUR = (
+  Candidate("so_a", "source_only", {"learning_rate": 1e-3, "eval_every": 3}),
+  Candidate("dann_a", "dann", {"learning_rate": 1e-3, "lam_max": 1.0, "eval_every": 3}),
+  Candidate("so_b", "source_only", {"learning_rate": 3e-4, "eval_every": 3}),
+  Candidate("dann_b", "dann", {"learning_rate": 3e-4, "lam_max": 1.0, "eval_every": 3}),
+)
+
+
+@pytest.mark.slow
+def test_adapt_trains_source_only_first_and_no_dann_at_a_learning_rate_that_lost_on_source(
+  tiny_mnist, tmp_path, monkeypatch
+):
+  import dann_jax.runner.runs
+  from dann_jax.data.pair_data import load_pair_data
+  from dann_jax.data.pairs import PAIRS
+
+  pair = PAIRS["mnist->mnist-m"]
+  data = load_pair_data(pair, data_dir=tiny_mnist)
+  real_score, real_train = adapt.score_checkpoints, dann_jax.runner.runs.train_or_reuse
+
+  def score(folder, data, criteria, **kwargs):  # so_b fits the held-out source images worse than so_a
+    scores = real_score(folder, data, criteria, **kwargs)
+    accuracy = 0.5 if folder.name.startswith("so_b") else 0.9
+    return {step: {**e, "source_val_accuracy": accuracy} for step, e in scores.items()}
+
+  trained = []
+
+  def train(pair, method, folder, **kwargs):
+    trained.append(folder.name)
+    return real_train(pair, method, folder, **kwargs)
+
+  monkeypatch.setattr(adapt, "score_checkpoints", score)
+  monkeypatch.setattr(dann_jax.runner.runs, "train_or_reuse", train)
+  out = tmp_path / "adapt"
+  kw = dict(out_dir=out, steps=6, batch_size=8, candidates=FOUR, validator="info-max", progress=False)
+  logged = []
+  report = adapt.adapt(pair, data=data, log=logged.append, **kw)
+  assert trained == ["so_a_s0", "so_b_s0", "dann_a_s0"] and not (out / "dann_b_s0").exists()
+  assert list(report["not_trained"]) == ["dann_b"]
+  assert "source-only error so_a 0.1000, so_b 0.5000" in report["not_trained"]["dann_b"]
+  assert any(line.startswith("[4/4] dann_b: not trained") for line in logged)
+  rows = report["candidates"]
+  assert [n for n, r in rows.items() if r["compared"]] == ["so_a", "dann_a"]
+  risks = {(n, int(s)): e["risk"] for n in ("so_a", "dann_a") for s, e in rows[n]["checkpoints"].items()}
+  assert (report["chosen"]["candidate"], report["chosen"]["step"]) == min(risks, key=risks.get)
+  assert "| dann_b | - | not trained: its training setting lost" in (out / "report_s0.md").read_text()
+  # Without the source choice, dann_b trains too and all four are compared (the other three are reused).
+  trained.clear()
+  alone = adapt.adapt(pair, data=data, source_setting=False, log=logged.append, **kw)
+  assert trained == ["so_a_s0", "so_b_s0", "dann_a_s0", "dann_b_s0"] and (out / "dann_b_s0" / "summary.json").exists()
+  assert alone["not_trained"] == {} and all(r["compared"] for r in alone["candidates"].values())

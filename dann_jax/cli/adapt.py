@@ -15,13 +15,13 @@ def register(subparsers) -> None:
   p = subparsers.add_parser(
     "adapt",
     help="adapt to an unlabelled target: train candidates, choose one without target labels",
-    description="Train source only and DANN at several adaptation strengths (lam_max 0.1, 0.3, 1; learning "
-    "rates 1e-3 and 3e-4; 8 candidates of --steps each under the quick preset, with the guard on), choose the "
-    "learning rate whose source-only candidate fits held-out source images best, score every evaluation "
-    "checkpoint of its candidates with a label-free validator, and keep the one with the lowest risk. Source only "
-    "is a candidate: a DANN is kept only if the validator ranks it above source only. Writes OUT/chosen_s<seed>/ (a "
-    "run folder), OUT/report_s<seed>.md, OUT/adapt_s<seed>.json and OUT/scores_s<seed>.png; target accuracy "
-    "is reported only where the target has labels, and never used. A repeated command reuses finished candidates.",
+    description="Train source only at learning rates 1e-3 and 3e-4 (quick preset, --steps each, guard on), keep "
+    "the learning rate whose source-only run errs least on held-out source images, train DANN there at lam_max "
+    "0.1, 0.3 and 1, score every evaluation checkpoint of those four candidates with a label-free validator, and "
+    "keep the one with the lowest risk. Source only is a candidate: a DANN is kept only if the validator ranks it "
+    "above source only. Writes OUT/chosen_s<seed>/ (a run folder), OUT/report_s<seed>.md, OUT/adapt_s<seed>.json "
+    "and OUT/scores_s<seed>.png; target accuracy is reported only where the target has labels, and never used. A "
+    "repeated command reuses finished candidates.",
   )
   add_domain_arguments(p)
   p.add_argument("--out", default="runs/adapt", help="folder to write (default runs/adapt)")
@@ -52,8 +52,8 @@ def register(subparsers) -> None:
   p.add_argument(
     "--all-settings",
     action="store_true",
-    help="let the validator compare the checkpoints of every learning rate (default: the learning rate is chosen "
-    "first on held-out source images, by its source-only candidate's error)",
+    help="train DANN at every learning rate and let the validator compare all eight candidates' checkpoints "
+    "(default: the learning rate is chosen first on held-out source images, by its source-only run's error)",
   )
   p.add_argument("--data-dir", default=None, help="data cache (default $DANN_JAX_DATA or ~/.cache/dann_jax)")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -71,8 +71,13 @@ def run(args) -> int:
   candidates = default_candidates()
   steps = args.steps or 3000
   print(
-    f"dann-jax adapt {pair.name}: {len(candidates)} candidates x {steps:,} steps "
-    f"({len(candidates) * steps:,} steps in all; finished ones in {args.out} are reused)",
+    f"dann-jax adapt {pair.name}: up to {len(candidates)} candidates x {steps:,} steps, source only first"
+    + (
+      ""
+      if args.all_settings
+      else "; a learning rate whose source-only run errs more on held-out source images trains no DANN"
+    )
+    + f" (finished runs in {args.out} are reused)",
     flush=True,
   )
   report = adapt(

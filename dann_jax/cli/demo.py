@@ -63,8 +63,9 @@ def _append_choice(report: Path, choice) -> None:
     f"\n## Label-free choice\n\nScored without any target label by `{DEFAULT_CRITERION}` (the default validator "
     f"of `dann-jax adapt`), the checkpoint ranked first among both runs' checkpoints is **{choice.candidate} at step "
     f"{choice.step:,}** (risk {choice.score:.4f}); its target accuracy, read afterwards, is "
-    f"{choice.target_accuracy:.4f}. `dann-jax adapt --source mnist --target mnist-m` makes the same choice over "
-    "eight candidates (source only and DANN at several adaptation strengths).\n"
+    f"{choice.target_accuracy:.4f}. `dann-jax adapt --source mnist --target mnist-m` chooses the same way among "
+    "more candidates (source only and DANN at several adaptation strengths, at the learning rate chosen on held-out "
+    "source images).\n"
   )
   write_text_atomic(report, text)
 

@@ -42,6 +42,7 @@ from dann_jax.runner.choice import (  # noqa: F401  (re-exported: `adapt.choose`
   check_share_margin,
   choose,
   score_checkpoints,
+  settings_on_source,
   share_bound,
 )
 from dann_jax.training import checkpoint
@@ -73,7 +74,10 @@ def adapt(
   """Trains the candidates on `pair`, chooses a checkpoint without target labels, and reports.
 
   Finished candidates in `out_dir` are reused and interrupted ones resumed,
-  so a repeated call only does what is left.
+  so a repeated call only does what is left. With `source_setting`, the
+  source-only candidates train first, and the other candidates of a training
+  setting whose source-only candidate errs more on held-out source images are
+  not trained at all (the choice could not keep them); the report lists them.
 
   Args:
     pair: the adaptation pair (`dann_jax.data.pairs.get_pair`; a user's
@@ -122,8 +126,21 @@ def adapt(
     raise ValueError(f"candidates share the names {twice}: each needs its own name (its run folder's)")
   out = Path(out_dir)
   data = data or load_pair_data(pair, data_dir=data_dir, splits=splits)
-  trained, failed = {}, {}
-  for i, cand in enumerate(candidates, 1):
+  trained, failed, skipped, scored = {}, {}, {}, {}
+  # Source-only candidates first: with `source_setting`, their held-out source error chooses the training
+  # setting before any other candidate trains, and the candidates of a setting that lost are not trained.
+  order = sorted(candidates, key=lambda c: c.adapts)
+  winners, judged = None, not source_setting
+  for i, cand in enumerate(order, 1):
+    if cand.adapts and not judged:
+      for name, (folder, _) in trained.items():
+        scored[name] = score_checkpoints(folder, data, [validator])
+      winners, why_not = _winning_settings(scored, candidates)
+      judged = True
+    if cand.adapts and winners is not None and cand.setting not in winners:
+      skipped[cand.name] = why_not
+      log(f"[{i}/{len(order)}] {cand.name}: not trained ({why_not})")
+      continue
     folder = run_folder(out, cand.name, seed)
     t0 = time.perf_counter()
     try:
@@ -143,27 +160,28 @@ def adapt(
       )
     except (Diverged, Unrecoverable) as e:  # even where the guard could not help: the candidate is left out
       failed[cand.name] = str(e)
-      log(f"[{i}/{len(candidates)}] {cand.name}: failed, left out ({e})")
+      log(f"[{i}/{len(order)}] {cand.name}: failed, left out ({e})")
       continue
     trained[cand.name] = (folder, result.summary)
     events = len(result.summary.get("guard", {}).get("events", []))
     log(
-      f"[{i}/{len(candidates)}] {cand.name}: trained in {time.perf_counter() - t0:.0f} s"
+      f"[{i}/{len(order)}] {cand.name}: trained in {time.perf_counter() - t0:.0f} s"
       + (f", {events} guard recoveries" if events else "")
     )
-  scored = {}
-  bar = _bar(sum(len(checkpoint.all_steps(f / "checkpoint")) for f, _ in trained.values()), progress, validator)
-  for name, (folder, _) in trained.items():
+  left = {name: folder for name, (folder, _) in trained.items() if name not in scored}
+  bar = _bar(sum(len(checkpoint.all_steps(f / "checkpoint")) for f in left.values()), progress, validator)
+  for name, folder in left.items():
     scored[name] = score_checkpoints(folder, data, [validator], progress=bar.update if bar else None)
   if bar:
     bar.close()
+  scored = {c.name: scored[c.name] for c in candidates if c.name in scored}  # in the order given
   choice, setting = adapt_choice(
     scored, validator, candidates, source_setting=source_setting, share_margin=share_margin
   )
   chosen_dir = out / f"chosen_s{seed}"
   _keep(run_folder(out, choice.candidate, seed), choice.step, chosen_dir)
   report = build_report(
-    pair, seed, validator, share_margin, candidates, scored, trained, failed, choice, chosen_dir, setting
+    pair, seed, validator, share_margin, candidates, scored, trained, failed, choice, chosen_dir, setting, skipped
   )
   write_text_atomic(out / f"adapt_s{seed}.json", json.dumps(report, indent=2))
   write_text_atomic(chosen_dir / "summary.json", json.dumps(report["chosen"], indent=2))
@@ -172,6 +190,18 @@ def adapt(
   validator_curves(report, out / f"scores_s{seed}.png")
   write_text_atomic(out / f"report_s{seed}.md", markdown(report, seed))
   return report
+
+
+def _winning_settings(scored: dict[str, dict], candidates: Sequence[Candidate]) -> tuple[set | None, str]:
+  """The training settings `choice.settings_on_source` keeps, judged from the scored source-only candidates
+  (None when none of them has a source measure: then every candidate is trained), and why the others lose."""
+  setting = settings_on_source(scored, candidates)
+  if not setting.source_error:
+    return None, ""
+  errors = ", ".join(f"{n} {e:.4f}" for n, e in setting.source_error.items())
+  return {c.setting for c in candidates if c.name in setting.kept}, (
+    f"its training setting lost on held-out source images; source-only error {errors}"
+  )
 
 
 def _bar(total: int, progress: bool, validator: str):

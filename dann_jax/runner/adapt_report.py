@@ -14,7 +14,18 @@ from dann_jax.runner.choice import DRIFT, share_bound
 
 
 def build_report(
-  pair, seed, validator, share_margin, candidates, scored, trained, failed, choice, chosen_dir, setting=None
+  pair,
+  seed,
+  validator,
+  share_margin,
+  candidates,
+  scored,
+  trained,
+  failed,
+  choice,
+  chosen_dir,
+  setting=None,
+  skipped=None,
 ) -> dict:
   """The report `adapt` writes to `adapt_s<seed>.json`.
 
@@ -30,6 +41,7 @@ def build_report(
     choice: the `choice.Choice` made.
     chosen_dir: where the chosen checkpoint was kept.
     setting: the `choice.SettingChoice` made on held-out source images, or None (every candidate compared).
+    skipped: candidate name -> why it was not trained (its training setting lost on held-out source images).
 
   Returns:
     The choice and why, every checkpoint's risk, drift and (reported only) target accuracy, and the candidates
@@ -133,6 +145,7 @@ def build_report(
     "source_only_target_accuracy": final_so,
     "candidates": rows,
     "failed": failed,
+    "not_trained": dict(skipped or {}),
     "target_accuracy_note": "measured on labelled target test images after the choice, for reporting only; "
     "None where the target has no labels",
   }
@@ -189,6 +202,8 @@ def markdown(report: dict, seed: int) -> str:
     )
   for name, why in report["failed"].items():
     lines.append(f"| {name} | - | failed: {why} | | | | | | |")
+  for name, why in report.get("not_trained", {}).items():
+    lines.append(f"| {name} | - | not trained: {why} | | | | | | |")
   return "\n".join(lines) + "\n"
 
 
