@@ -311,6 +311,12 @@ def test_adapt_trains_source_only_first_and_no_dann_at_a_learning_rate_that_lost
   risks = {(n, int(s)): e["risk"] for n in ("so_a", "dann_a") for s, e in rows[n]["checkpoints"].items()}
   assert (report["chosen"]["candidate"], report["chosen"]["step"]) == min(risks, key=risks.get)
   assert "| dann_b | - | not trained: its training setting lost" in (out / "report_s0.md").read_text()
+  # A DANN at a learning rate with no source-only run has nothing to be judged by on source: not trained either.
+  odd = Candidate("dann_c", "dann", {"learning_rate": 1e-2, "lam_max": 1.0, "eval_every": 3})
+  trained.clear()
+  again = adapt.adapt(pair, data=data, log=logged.append, **{**kw, "candidates": (*FOUR, odd)})
+  assert trained == ["so_a_s0", "so_b_s0", "dann_a_s0"] and again["chosen"] == report["chosen"]
+  assert again["not_trained"]["dann_c"] == "no source-only candidate at its training setting to judge it by"
   # Without the source choice, dann_b trains too and all four are compared (the other three are reused).
   trained.clear()
   alone = adapt.adapt(pair, data=data, source_setting=False, log=logged.append, **kw)

@@ -138,8 +138,9 @@ def adapt(
       winners, why_not = _winning_settings(scored, candidates)
       judged = True
     if cand.adapts and winners is not None and cand.setting not in winners:
-      skipped[cand.name] = why_not
-      log(f"[{i}/{len(order)}] {cand.name}: not trained ({why_not})")
+      judgeable = any(c.setting == cand.setting for c in candidates if not c.adapts)
+      skipped[cand.name] = why_not if judgeable else "no source-only candidate at its training setting to judge it by"
+      log(f"[{i}/{len(order)}] {cand.name}: not trained ({skipped[cand.name]})")
       continue
     folder = run_folder(out, cand.name, seed)
     t0 = time.perf_counter()
