@@ -27,8 +27,8 @@ import numpy as np
 from dann_jax.io import write_text_atomic
 
 RUNS = Path("runs/guard")
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "selection"
 RESULTS_ROOT = Path(__file__).resolve().parents[1] / "results"
+RESULTS = RESULTS_ROOT / "selection"
 
 
 def optdigits_source_only() -> list[float]:
