@@ -44,6 +44,7 @@ from dann_jax.runner.choice import (  # noqa: F401  (re-exported: `adapt.choose`
   score_checkpoints,
   settings_on_source,
   share_bound,
+  source_error_words,
 )
 from dann_jax.training import checkpoint
 from dann_jax.validation import selection
@@ -199,9 +200,8 @@ def _winning_settings(scored: dict[str, dict], candidates: Sequence[Candidate]) 
   setting = settings_on_source(scored, candidates)
   if not setting.source_error:
     return None, ""
-  errors = ", ".join(f"{n} {e:.4f}" for n, e in setting.source_error.items())
   return {c.setting for c in candidates if c.name in setting.kept}, (
-    f"its training setting lost on held-out source images; source-only error {errors}"
+    f"its training setting lost on held-out source images; source-only error {source_error_words(setting.source_error)}"
   )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dann_jax.runner.choice import DRIFT, share_bound
+from dann_jax.runner.choice import DRIFT, share_bound, source_error_words
 
 
 def build_report(
@@ -112,9 +112,9 @@ def build_report(
       )
   setting_check = None
   if setting is not None and setting.left_out:
-    errors = ", ".join(f"{n} {e:.4f}" for n, e in setting.source_error.items())
     why = (
-      f"training setting chosen on held-out source images (lowest source-only error: {errors}), leaving out "
+      "training setting chosen on held-out source images (lowest source-only error: "
+      f"{source_error_words(setting.source_error)}), leaving out "
       f"{', '.join(setting.left_out)}; then " + why
     )
   if setting is not None:
@@ -210,10 +210,10 @@ def markdown(report: dict, seed: int) -> str:
 def _setting_lines(check: dict | None) -> list[str]:
   if check is None:
     return []
-  errors = ", ".join(f"{n} {e:.4f}" for n, e in check["source_error"].items())
   left = ", ".join(check["left_out"]) or "none"
   return [
-    f"Training setting (chosen on held-out source images, by each setting's source-only error: {errors}): "
+    "Training setting (chosen on held-out source images, by each setting's source-only error: "
+    f"{source_error_words(check['source_error'])}): "
     f"compared {', '.join(check['kept'])}; left out {left}.",
     "",
   ]

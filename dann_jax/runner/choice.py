@@ -176,6 +176,11 @@ def settings_on_source(scored: dict[str, dict], candidates: Sequence) -> Setting
   return SettingChoice(dict(judged.values()), kept, left_out)
 
 
+def source_error_words(source_error: dict[str, float]) -> str:
+  """`SettingChoice.source_error` as words for logs and reports: "so_lr1e-3 0.0105, so_lr3e-4 0.0160"."""
+  return ", ".join(f"{name} {error:.4f}" for name, error in source_error.items())
+
+
 def adapt_choice(
   scored: dict[str, dict],
   validator: str,

@@ -149,11 +149,12 @@ def report(args) -> None:
   from dann_jax.validation.selection import leave_one_out_choice
 
   bench = json.loads((RESULTS / "validators.json").read_text())["pairs"]
-  for key, suffix in (("weighted_spearman", ""), ("weighted_spearman_adapt_set", "_adapt_set")):
-    corr = {
-      name: {c: v[key] for c, v in e["validators"].items() if key in v}
-      for name, e in [*bench.items(), *out["pairs"].items()]
-    }
+  pairs = [*bench.items(), *out["pairs"].items()]
+  per_measure = {  # output suffix -> pair -> validator -> weighted Spearman
+    suffix: {name: {c: v[key] for c, v in e["validators"].items() if key in v} for name, e in pairs}
+    for key, suffix in (("weighted_spearman", ""), ("weighted_spearman_adapt_set", "_adapt_set"))
+  }
+  for suffix, corr in per_measure.items():
     if not all(corr.values()):  # a benchmark report from before the measure existed
       continue
     lopo = leave_one_out_choice(corr)
@@ -165,9 +166,9 @@ def report(args) -> None:
       # the benchmark's pairs only (the bar there is >= 0.5), each with the validator chosen on every other pair
       "benchmark_mean": float(np.mean([chosen[name] for name in bench])),
     }
-    if not suffix:
-      pooled = {c: float(np.mean([corr[name][c] for name in corr])) for c in next(iter(corr.values()))}
   # fresh_pairs_plan_2.md's rule for the library's default: the best mean weighted Spearman over every pair
+  corr = per_measure[""]
+  pooled = {c: float(np.mean([corr[name][c] for name in corr])) for c in next(iter(corr.values()))}
   out["mean_over_all_pairs"] = dict(sorted(pooled.items(), key=lambda kv: -kv[1]))
   write_text_atomic(RESULTS / "fresh_pairs.json", json.dumps(out, indent=1))
   write_text_atomic(RESULTS / "fresh_pairs.md", markdown(out))

@@ -28,7 +28,10 @@ import numpy as np
 from dann_jax.io import write_text_atomic
 from dann_jax.names import DEFAULT_CRITERION
 from dann_jax.runner.candidates import default_candidates
-from dann_jax.runner.choice import SCORES, adapt_choice
+from dann_jax.runner.choice import SCORES, adapt_choice, source_error_words
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from adapt_table import final_source_only  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "selection" / "more_seeds"
 
@@ -54,11 +57,9 @@ def collect(runs: Path | None, folder: Path, seeds) -> dict[int, dict[str, dict]
 
 def summarize(per_seed: dict[int, dict[str, dict]], validator: str) -> dict:
   candidates = default_candidates()
-  baseline = next(c.name for c in candidates if not c.adapts)  # the quick preset's source-only run
   rows = []
   for seed, scored in sorted(per_seed.items()):
-    steps = scored[baseline]
-    source_only = steps[str(max(map(int, steps)))]["target_accuracy"]
+    source_only = final_source_only(scored)  # the quick preset's source-only run
     with_source, setting = adapt_choice(scored, validator, candidates)
     alone, _ = adapt_choice(scored, validator, candidates, source_setting=False)
     rows.append(
@@ -97,7 +98,7 @@ def markdown(pair: str, report: dict) -> str:
     "|---|---|---|---|---|---|---|---|",
   ]
   for r in report["per_seed"]:
-    errors = ", ".join(f"{n} {e:.4f}" for n, e in r["source_error"].items())
+    errors = source_error_words(r["source_error"])
     lines.append(
       f"| {r['seed']} | {r['source_only']:.4f} | {r['adapt']:.4f} | {r['adapt_chosen']} | "
       f"{r['validator_alone']:.4f} | {r['validator_alone_chosen']} | {r['best_checkpoint']:.4f} | {errors} |"
