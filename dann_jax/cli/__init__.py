@@ -77,10 +77,16 @@ def as_flags(message: str) -> str:
   return re.sub(r"`(\w+)`", lambda m: ARGUMENT_FLAGS.get(m.group(1), m.group(0)), message)
 
 
-# XLA:CPU allocates a step's tens of MB of temporaries per execution, above
-# glibc's default mmap threshold (32 MB at most), so every step would page-fault
-# fresh memory; these thresholds keep freed memory in the heap instead.
-MALLOC_TUNING = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
+# XLA:CPU allocates a step's tens to hundreds of MB of temporaries per
+# execution, above glibc's default mmap threshold (32 MB at most), so every step
+# would page-fault fresh memory; these thresholds keep freed memory in the heap
+# instead. XLA allocates from its worker threads, and a thread's own arena
+# cannot hold a block over 64 MB (glibc maps each one afresh whatever the
+# threshold: the SVHN net's step faulted in 210 MB per step); one arena, the
+# main heap, can.
+MALLOC_TUNING = (
+  "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296:glibc.malloc.arena_max=1"
+)
 MALLOC_OPT_OUT = "DANN_JAX_MALLOC_TUNING"
 
 
