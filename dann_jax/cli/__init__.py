@@ -84,9 +84,7 @@ def as_flags(message: str) -> str:
 # cannot hold a block over 64 MB (glibc maps each one afresh whatever the
 # threshold: the SVHN net's step faulted in 210 MB per step); one arena, the
 # main heap, can.
-MALLOC_TUNING = (
-  "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296:glibc.malloc.arena_max=1"
-)
+MALLOC_TUNING = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296:glibc.malloc.arena_max=1"
 MALLOC_OPT_OUT = "DANN_JAX_MALLOC_TUNING"
 
 
