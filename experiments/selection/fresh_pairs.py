@@ -120,7 +120,7 @@ def report(args) -> None:
   from dann_jax.runner.choice import adapt_choice
 
   sys.path.insert(0, str(Path(__file__).resolve().parent))
-  from validator_bench import summarize
+  from validator_bench import MEASURES, correlations, summarize
 
   rows, names = [], []
   for src, tgt in PAIRS:
@@ -150,10 +150,7 @@ def report(args) -> None:
 
   bench = json.loads((RESULTS / "validators.json").read_text())["pairs"]
   pairs = [*bench.items(), *out["pairs"].items()]
-  per_measure = {  # output suffix -> pair -> validator -> weighted Spearman
-    suffix: {name: {c: v[key] for c, v in e["validators"].items() if key in v} for name, e in pairs}
-    for key, suffix in (("weighted_spearman", ""), ("weighted_spearman_adapt_set", "_adapt_set"))
-  }
+  per_measure = {suffix: correlations(pairs, key) for key, suffix in MEASURES}  # suffix -> pair -> validator -> value
   for suffix, corr in per_measure.items():
     if not all(corr.values()):  # a benchmark report from before the measure existed
       continue

@@ -222,6 +222,16 @@ def load_rows(pairs, seeds) -> list[dict]:
 SOURCE_ONLY = "so_lr1e-3"  # the quick preset's own source-only run, the baseline
 
 
+# The report's two correlation measures: (the key in each validator's entry, the suffix of the summary keys
+# computed from it): over every checkpoint, and over the checkpoints `dann-jax adapt` compares.
+MEASURES = (("weighted_spearman", ""), ("weighted_spearman_adapt_set", "_adapt_set"))
+
+
+def correlations(entries, key: str) -> dict[str, dict[str, float]]:
+  """Pair -> validator -> its `key` measure, from (pair, entry) items; a validator without that measure is left out."""
+  return {name: {c: v[key] for c, v in e["validators"].items() if key in v} for name, e in entries}
+
+
 def final_row(rows: list[dict], candidate: str) -> dict | None:
   mine = [r for r in rows if r["candidate"] == candidate]
   return max(mine, key=lambda r: r["step"], default=None)
@@ -301,10 +311,9 @@ def summarize(rows: list[dict], pairs, seeds, kept: dict | None = None) -> dict:
   if len(measured) >= 2:
     from dann_jax.names import DEFAULT_CRITERION
 
-    for key, suffix in (("weighted_spearman", ""), ("weighted_spearman_adapt_set", "_adapt_set")):
+    for key, suffix in MEASURES:
       # (a pair kept from an earlier report may lack the measure)
-      corr = {p: {c: v[key] for c, v in e["validators"].items() if key in v} for p, e in measured.items()}
-      corr = {p: v for p, v in corr.items() if v}
+      corr = {p: v for p, v in correlations(measured.items(), key).items() if v}
       if len(corr) < 2:
         continue
       lopo = leave_one_out_choice(corr)
