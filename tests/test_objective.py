@@ -158,6 +158,26 @@ def test_shards_with_unequal_labelled_rows_sum_to_the_global_objective():
   np.testing.assert_allclose(np.asarray(metrics["domain_loss"]), ld, rtol=1e-5)
 
 
+def test_the_library_runners_trace_without_the_label_check():
+  """The loop's jitted steps carry no effect (the check's effect would keep jit
+  off its C++ dispatch path); a plain `jax.jit(train_step)` keeps the check."""
+  from dann_jax.core.config import TrainConfig
+  from dann_jax.core.train import create_train_state, train_step
+  from dann_jax.data.batching import make_domain_pair
+  from dann_jax.training import loop
+
+  batch = _batch(jax.random.key(0))
+  state = create_train_state(mnist_dann(), TrainConfig(total_steps=10, batch_size=8), batch["image"])
+  assert jax.make_jaxpr(jax.jit(train_step))(state, batch).effects  # the check is there
+  assert not jax.make_jaxpr(loop.jit_train_step)(state, batch).effects
+  rng = np.random.default_rng(0)
+  domain = (rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 16).astype(np.int32))
+  pair = make_domain_pair(domain, domain)
+  assert not jax.make_jaxpr(loop.jit_step_on_pair, static_argnums=2)(state, pair, 8).effects
+  # The context ends with the trace: the plain step still checks afterwards.
+  assert jax.make_jaxpr(jax.jit(train_step))(state, batch).effects
+
+
 def test_the_documented_checkify_line_catches_a_bad_label_in_the_jitted_step():
   from jax.experimental import checkify
 

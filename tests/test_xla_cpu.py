@@ -326,6 +326,18 @@ def test_cpu_jit_matches_jit_with_static_and_donated_arguments():
   np.testing.assert_allclose(decorated(k, x, power=2)[0], expected[0], rtol=1e-5)
 
 
+def test_cpu_jit_composes_inside_other_transformations():
+  """Inside a user's jit or vmap the compiler options cannot apply (they belong
+  to the outermost jit): the call is the plain jit of the same function."""
+  x = jax.random.normal(jax.random.key(0), (2, 3, 14, 14, 4))
+  k = jax.random.normal(jax.random.key(1), (5, 5, 4, 6))
+  fast = xla_cpu.cpu_jit(lambda x, k: jnp.sum(nn.relu(_fast_conv(x, k, "VALID")) ** 2))
+  alone = np.stack([fast(xi, k) for xi in x])
+  np.testing.assert_allclose(jax.jit(lambda x, k: fast(x[0], k))(x, k), alone[0], rtol=1e-5)
+  np.testing.assert_allclose(jax.vmap(fast, in_axes=(0, None))(x, k), alone, rtol=1e-5)
+  np.testing.assert_allclose(jax.grad(fast, argnums=1)(x[1], k), jax.grad(jax.jit(fast), argnums=1)(x[1], k), rtol=1e-5)
+
+
 def test_cpu_compiler_options_leave_a_donating_train_step_bit_for_bit_unchanged():
   from helpers import image_batch, linen_state
 

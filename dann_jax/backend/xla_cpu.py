@@ -102,11 +102,15 @@ def plain_convolutions():
 class _CpuJit:
   """`jax.jit(fun)`, or on CPU: traced under `plain_convolutions()` and
   compiled with `CPU_COMPILER_OPTIONS`. The backend is looked up at the first
-  call, so that importing the library does not initialise JAX."""
+  call, so that importing the library does not initialise JAX.
+
+  Called inside another transformation (any argument a tracer), it is the
+  plain `jax.jit(fun)`: compiler options belong to the outermost jit."""
 
   def __init__(self, fun: Callable, jit_kwargs: dict[str, Any]):
     functools.update_wrapper(self, fun)
     self._fun, self._jit_kwargs, self._jitted = fun, jit_kwargs, None
+    self._nested = jax.jit(fun, **jit_kwargs)
 
   def _compiled(self):
     if self._jitted is None:
@@ -120,11 +124,14 @@ class _CpuJit:
 
         self._jitted = jax.jit(traced, compiler_options=CPU_COMPILER_OPTIONS, **self._jit_kwargs)
       else:
-        self._jitted = jax.jit(self._fun, **self._jit_kwargs)
+        self._jitted = self._nested
     return self._jitted
 
   def __call__(self, *args, **kwargs):
-    return self._compiled()(*args, **kwargs)
+    jitted = self._compiled()
+    if jitted is not self._nested and any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs))):
+      return self._nested(*args, **kwargs)
+    return jitted(*args, **kwargs)
 
   def lower(self, *args, **kwargs):
     return self._compiled().lower(*args, **kwargs)

@@ -158,9 +158,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
 
   Labels in rows the method trains on must lie in [0, classes). `fit` checks
   every label once where the data enter; an eager call raises `ValueError`;
-  under `jax.jit` the check is a `checkify` check, free unless the step is
-  wrapped: `err, out = checkify.checkify(jax.jit(train_step))(state, batch);
-  err.throw()` (`from jax.experimental import checkify`).
+  under your own `jax.jit` the check is a `checkify` check, a no-op unless the
+  step is wrapped: `err, out = checkify.checkify(jax.jit(train_step))(state,
+  batch); err.throw()` (`from jax.experimental import checkify`). The
+  library's jitted steps (`dann_jax.training.loop`) leave it out: their callers
+  check labels where the data enter, and the check's effect would keep each
+  call off jit's C++ dispatch path.
   """
   lam = state.adaptation_factor(state.step)
   dropout_key = jax.random.fold_in(step_key(state.key, state.step), DROPOUT_STREAM)

@@ -20,6 +20,7 @@ arXiv 1409.7495.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterator
 
 import jax
@@ -28,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from dann_jax.backend.xla_cpu import cpu_jit
-from dann_jax.core import methods
+from dann_jax.core import methods, objective
 from dann_jax.core import nnx as dann_nnx
 from dann_jax.core.train import DATA_STREAM, TrainState, train_step
 from dann_jax.data.batching import half_batch, sample_batch
@@ -195,8 +196,20 @@ def chunk_sizes(start: int, stop: int, every: int) -> Iterator[int]:
 def runner_jit(fun: Callable | None = None, **jit_kwargs):
   """The one choice of jit for every step and runner (single- and
   multi-device): `dann_jax.backend.xla_cpu.cpu_jit`, which is `jax.jit` except that on
-  CPU it runs the convolutions on XLA's Eigen kernels."""
-  return cpu_jit(fun, **jit_kwargs)
+  CPU it runs the convolutions on XLA's Eigen kernels.
+
+  `fun` is traced under `objective.labels_checked_upstream()`: the callers check
+  labels where the data enter (`fit`, `check_labels`), and without the
+  in-graph check jit dispatches each call from C++."""
+  if fun is None:
+    return lambda fun: runner_jit(fun, **jit_kwargs)
+
+  @functools.wraps(fun)
+  def traced(*args, **kwargs):
+    with objective.labels_checked_upstream():
+      return fun(*args, **kwargs)
+
+  return cpu_jit(traced, **jit_kwargs)
 
 
 jit_train_step = runner_jit(train_step, static_argnames="axis_name", donate_argnums=0)
