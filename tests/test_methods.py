@@ -213,3 +213,75 @@ def test_revealed_target_labels_keep_both_halves_for_source_only():
   assert methods.batch_rows(methods.DANN, target_labels_revealed=False) == "both"
   with pytest.raises(ValueError, match="labelled_rows_only needs adversarial=False"):
     methods.Method("half-dann", methods.DANN.loss, labelled_rows_only=True)
+
+
+class _RowsHead(flax.linen.Module):
+  """A label predictor that records how many rows a step traces it on."""
+
+  @flax.linen.compact
+  def __call__(self, x, train: bool = False):
+    _TRACED.append(x.shape[0])
+    return flax.linen.Dense(10)(x)
+
+
+def test_the_labelled_prefix_of_the_loops_batches():
+  dann, so = methods.DANN, methods.SOURCE_ONLY
+  assert methods.labelled_prefix(dann, 128, target_labels_revealed=False) == 64
+  assert methods.labelled_prefix(dann, 128, target_labels_revealed=True) is None  # labelled target rows too
+  assert methods.labelled_prefix(so, 128, False) is None  # its batches are the labelled rows already
+  own = dataclasses.replace(dann, name="dann-own", labelled_logits_only=False)  # may read every row's logits
+  assert methods.labelled_prefix(own, 128, False) is None
+  on_target = dataclasses.replace(dann, name="dann-target", labelled="target")  # labelled rows are the second half
+  assert methods.labelled_prefix(on_target, 128, False) is None
+
+
+@pytest.mark.parametrize("factory", [mnist_dann, svhn_dann])
+def test_dann_on_the_labelled_prefix_takes_the_whole_batchs_steps(factory):
+  """The label predictor on the labelled rows alone: the same steps (dropout masks included), less work."""
+  pair = _pair()
+  states = []
+  for method in (methods.DANN, dataclasses.replace(methods.DANN, name="dann-all-rows", labelled_logits_only=False)):
+    config = TrainConfig(method=method, total_steps=6, batch_size=8)
+    state = create_train_state(factory(), config, jnp.zeros((1, 32, 32, 3)), key=jax.random.key(5))
+    states.append(fit(state, pair, num_steps=6, batch_size=8, num_classes=10))
+  assert_trees_close(states[0].params, states[1].params, atol=1e-5, rtol=1e-4)
+
+
+def test_the_loop_runs_the_label_predictor_on_the_labelled_rows_only():
+  from dann_jax.training import loop
+
+  model = mnist_dann().clone(label_predictor=_RowsHead())
+  state = create_train_state(model, TrainConfig(total_steps=6, batch_size=8), jnp.zeros((1, 32, 32, 3)))
+  _TRACED.clear()
+  jax.eval_shape(lambda s, p: loop.step_on_pair(s, p, 8), state, _pair())
+  assert _TRACED == [4]
+  _TRACED.clear()
+  jax.eval_shape(train_step, state, image_batch(jax.random.key(0)))  # no promise: every row
+  assert _TRACED == [8]
+  # the NNX front door: the same network bridged, stepped by the NNX loop
+  from flax import nnx
+
+  from dann_jax.core import nnx as dann_nnx
+
+  nnx_state = dann_nnx.create_train_state(dann_nnx.bridge(model, rngs=nnx.Rngs(0)), TrainConfig(total_steps=6))
+  graphdef, arrays = nnx.split(nnx_state)
+  _TRACED.clear()
+  jax.eval_shape(lambda a, p: loop.nnx_step_on_pair(graphdef, a, p, 8), arrays, _pair())
+  assert _TRACED[-1] == 4
+
+
+class _OwnNetwork(flax.linen.Module):
+  """A network of one's own with DANN's call signature and no `labelled_rows`."""
+
+  @flax.linen.compact
+  def __call__(self, x, lam, *, train: bool):
+    f = x.reshape(x.shape[0], -1)[:, :16]
+    return flax.linen.Dense(10)(f), flax.linen.Dense(1)(f)[:, 0]
+
+
+def test_a_network_without_labelled_rows_still_trains_on_the_prefix_promise():
+  batch = image_batch(jax.random.key(0))
+  state = create_train_state(_OwnNetwork(), TrainConfig(total_steps=6, batch_size=8), batch["image"])
+  promised, _ = train_step(state, batch, labelled_rows=4)
+  plain, _ = train_step(state, batch)
+  assert_trees_close(promised.params, plain.params)

@@ -50,6 +50,11 @@ class Method:
       rows whose labels it uses. The step then skips the domain classifier
       (`domain_logits` is None) and the training loop samples only those rows
       (`batch_rows`), so the step costs about half. Needs `adversarial=False`.
+    labelled_logits_only: the loss reads the class logits of the rows whose
+      labels it uses and of no other row (DANN: L_y on those rows, L_d on the
+      domain logits of all). Where a batch puts those rows first (the loop's
+      batches, `labelled_prefix`), the step runs the label predictor on them
+      alone: the same loss and gradients for less work.
     description: one line for `--help` and reports.
   """
 
@@ -58,6 +63,7 @@ class Method:
   labelled: Literal["source", "target"] = "source"
   adversarial: bool = True
   labelled_rows_only: bool = False
+  labelled_logits_only: bool = False
   description: str = ""
 
   def __post_init__(self):
@@ -93,6 +99,22 @@ def batch_rows(method: Method, target_labels_revealed: bool) -> Literal["both", 
   return "both" if target_labels_revealed else "source"
 
 
+def labelled_prefix(method: Method, batch_size: int, target_labels_revealed: bool) -> int | None:
+  """How many leading rows of the training loop's batch of `batch_size` hold
+  every row whose class logits `method`'s loss reads, or None when that is not
+  a prefix (`train_step(..., labelled_rows=...)`).
+
+  The loop's batches are the source half, then the target half
+  (`dann_jax.data.batching.sample_batch`); with no target label revealed, a
+  source-labelled method's labelled rows are the first half.
+  """
+  if not method.labelled_logits_only or method.labelled != "source" or target_labels_revealed:
+    return None
+  if batch_rows(method, target_labels_revealed) != "both":
+    return None
+  return batch_size // 2
+
+
 def batch_loss(method: Method, class_logits, domain_logits, batch, *, axis_name: str | None = None):
   """`method`'s `(loss, metrics)` on one batch of model outputs."""
   objective.check_batch(batch)
@@ -103,6 +125,7 @@ DANN = Method(
   "dann",
   objective.saddle_point_loss,
   adversarial=True,
+  labelled_logits_only=True,
   description="domain-adversarial training: L_y on source labels + L_d through the gradient reversal layer",
 )
 SOURCE_ONLY = Method(

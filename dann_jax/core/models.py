@@ -30,6 +30,13 @@ def _takes_train(module: nn.Module) -> bool:
   return "train" in inspect.signature(module.__call__).parameters
 
 
+def takes_labelled_rows(module: Any) -> bool:
+  """Whether `module`'s call takes `labelled_rows` (`DANN` does; a network of
+  one's own with DANN's call signature need not)."""
+  call = getattr(module, "__call__", None)
+  return call is not None and "labelled_rows" in inspect.signature(call).parameters
+
+
 def _apply(module: nn.Module, x, train: bool):
   """Calls `module`, passing `train` only to modules that accept it."""
   return module(x, train=train) if _takes_train(module) else module(x)
@@ -128,16 +135,21 @@ class DANN(nn.Module):
   domain_classifier: nn.Module
   input_shape: tuple[int, ...] | None = None
 
-  def __call__(self, x, lam, *, train: bool):
+  def __call__(self, x, lam, *, train: bool, labelled_rows: int | None = None):
     """Returns `(class_logits, domain_logits)` of shapes (batch, classes), (batch,).
 
     Args:
       x: an NHWC image batch (or whatever `features` takes).
       lam: the adaptation factor λ of the gradient reversal layer.
       train: training mode (dropout on).
+      labelled_rows: if set (static), the label predictor runs on the first
+        `labelled_rows` rows alone and `class_logits` has that many rows (a
+        training step whose loss reads no other row's class logits). Each row's
+        logits are those of the whole batch's call, dropout masks included
+        under JAX's default `jax_threefry_partitionable` random bits.
     """
     f = self.embed(x, train=train)
-    class_logits = _apply(self.label_predictor, f, train)
+    class_logits = _apply(self.label_predictor, f if labelled_rows is None else f[:labelled_rows], train)
     domain_logits = _apply(self.domain_classifier, gradient_reversal(f, lam), train)
     if domain_logits.ndim == 2 and domain_logits.shape[-1] == 1:
       domain_logits = domain_logits[:, 0]

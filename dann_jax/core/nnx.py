@@ -64,7 +64,15 @@ from jax import lax
 
 from dann_jax.core import methods, models, train
 from dann_jax.core.config import TrainConfig
-from dann_jax.core.train import DROPOUT_STREAM, clip_unit_norms, make_optimizer, make_schedules, step_key
+from dann_jax.core.train import (
+  DROPOUT_STREAM,
+  clip_unit_norms,
+  labelled_rows_call,
+  make_optimizer,
+  make_schedules,
+  pad_rows,
+  step_key,
+)
 
 # The three parts of a DANN, as they are named in both front doors.
 PARTS = ("features", "label_predictor", "domain_classifier")
@@ -364,7 +372,9 @@ def from_linen_state(state: TrainState, linen_state: train.TrainState) -> TrainS
   return state
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | None = None):
+def train_step(
+  state: TrainState, batch: dict[str, jax.Array], axis_name: str | None = None, labelled_rows: int | None = None
+):
   """One optimizer step on `state.method`'s loss (DANN: L_y + L_d through the GRL).
 
   The NNX counterpart of `dann_jax.core.train.train_step`, with the same loss
@@ -381,6 +391,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
       `jax.pmap` or `jax.vmap` of a function that `nnx.merge`s the state);
       gradients and statistics are then combined over it so every member
       takes the step of the global batch.
+    labelled_rows: static; the Linen step's promise that the labelled rows
+      are the batch's first `labelled_rows` (the label predictor then runs on
+      them alone).
 
   Returns:
     `(state, metrics)`: `state` itself (so loops written for the Linen step
@@ -392,6 +405,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
   if axis_name is not None:
     dropout_key = jax.random.fold_in(dropout_key, lax.axis_index(axis_name))
 
+  prefix = labelled_rows_call(state.method, getattr(state.model, "to_nnx__module", None), labelled_rows)
+  rows = {} if prefix is None else {"labelled_rows": prefix}
+
   def loss_fn(model):
     # `ToNNX` hands a bare key to Linen as its "params" stream, which Linen's
     # `make_rng("dropout")` falls back to when no "dropout" stream is given
@@ -400,7 +416,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], axis_name: str | 
     if state.method.labelled_rows_only:  # no domain classifier, as in the Linen step
       class_logits, domain_logits = model.classify(batch["image"], train=True, rngs=dropout_key), None
     else:
-      class_logits, domain_logits = model(batch["image"], lam, train=True, rngs=dropout_key)
+      class_logits, domain_logits = model(batch["image"], lam, train=True, rngs=dropout_key, **rows)
+      if prefix is not None:
+        class_logits = pad_rows(class_logits, batch["image"].shape[0])
     return methods.batch_loss(state.method, class_logits, domain_logits, batch, axis_name=axis_name)
 
   grads, metrics = nnx.grad(loss_fn, has_aux=True)(state.model)

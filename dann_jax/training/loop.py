@@ -58,11 +58,20 @@ def step_batch(pair, run_key: jax.Array, step: jax.Array, batch_size: int, metho
 def step_on_pair(
   state: TrainState, pair, batch_size: int, prepare: Callable | None = None, axis_name: str | None = None
 ):
-  """One step on a batch sampled on the device from `pair` (see `train_on_pair`)."""
+  """One step on a batch sampled on the device from `pair` (see `train_on_pair`).
+
+  Without `prepare` (one device) the batch keeps its source-first layout, and
+  a DANN step runs the label predictor on the labelled rows alone
+  (`methods.labelled_prefix`)."""
   batch = step_batch(pair, state.key, state.step, batch_size, state.method)
   if prepare is not None:
-    batch = prepare(batch)
-  return train_step(state, batch, axis_name=axis_name)
+    return train_step(state, prepare(batch), axis_name=axis_name)
+  return train_step(state, batch, axis_name=axis_name, labelled_rows=pair_prefix(state.method, pair, batch_size))
+
+
+def pair_prefix(method, pair, batch_size: int) -> int | None:
+  """`methods.labelled_prefix` of the batches `step_batch` samples from `pair`."""
+  return methods.labelled_prefix(method, batch_size, pair.target_label_known is not None)
 
 
 def train_on_pair(
@@ -212,7 +221,7 @@ def runner_jit(fun: Callable | None = None, **jit_kwargs):
   return cpu_jit(traced, **jit_kwargs)
 
 
-jit_train_step = runner_jit(train_step, static_argnames="axis_name", donate_argnums=0)
+jit_train_step = runner_jit(train_step, static_argnames=("axis_name", "labelled_rows"), donate_argnums=0)
 jit_train_steps = runner_jit(train_steps, donate_argnums=0)
 jit_train_on_pair = runner_jit(train_on_pair, static_argnums=(2, 3), donate_argnums=0)
 jit_step_on_pair = runner_jit(step_on_pair, static_argnums=2, donate_argnums=0)
@@ -227,7 +236,7 @@ def nnx_step_on_pair(graphdef, arrays, pair, batch_size: int):
   """
   state = nnx.merge(graphdef, arrays)
   batch = step_batch(pair, state.key.get_value(), state.step, batch_size, state.method)
-  _, metrics = dann_nnx.train_step(state, batch)
+  _, metrics = dann_nnx.train_step(state, batch, labelled_rows=pair_prefix(state.method, pair, batch_size))
   return nnx.state(state), metrics
 
 

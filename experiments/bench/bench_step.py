@@ -3,9 +3,12 @@
 Both frameworks run the paper's MNIST and SVHN networks on the same batch of
 128 (64 source + 64 target) random 32x32x3 images: forward, label and domain
 losses through a gradient reversal layer, backward, and an SGD-momentum step.
+As in training, the label predictor runs on the 64 labelled rows and the
+domain classifier on all 128.
 The steps alternate in one process (JAX, PyTorch, JAX, ...) so that both see
 the same machine load; each reports the median of the timed steps after a
-warm-up. The JAX step is `dann_jax.training.loop.jit_train_step` (on CPU compiled
+warm-up. The JAX step is `dann_jax.training.loop.jit_train_step` with the
+`labelled_rows` the training loop passes (on CPU compiled
 with `dann_jax.backend.xla_cpu.CPU_COMPILER_OPTIONS`); the plain Flax step (`nn.Conv` +
 `nn.max_pool` under a stock `jax.jit`, the formulation before
 `dann_jax.backend.xla_cpu`) is timed alongside for the MNIST net.
@@ -115,12 +118,13 @@ def jax_stepper(
   if rows != "both":
     keep = np.asarray(batch["domain"]) == (0 if rows == "source" else 1)
     batch = {name: np.asarray(value)[keep] for name, value in batch.items()}
+  prefix = None if plain_jit else methods.labelled_prefix(methods.get(method), len(batch["label"]), False)
   batch = jax.device_put(batch)
   holder = [train.create_train_state(model, TrainConfig(method=method), batch["image"])]
   jitted = jax.jit(train.train_step, donate_argnums=0) if plain_jit else loop.jit_train_step
 
   def step():
-    holder[0], metrics = jitted(holder[0], batch)
+    holder[0], metrics = jitted(holder[0], batch, labelled_rows=prefix)
     jax.block_until_ready((holder[0], metrics))
 
   return step
@@ -132,6 +136,9 @@ def jax_stepper(
 
 def torch_stepper(net_name: str, batch: dict[str, np.ndarray], device: str = "cpu") -> Callable[[], None]:
   """The same network, loss and optimizer in PyTorch eager (NCHW).
+
+  As the JAX step, the label predictor runs on the labelled (source) rows
+  only, and the domain classifier on all.
 
   On "cuda" the closure synchronizes the device before it returns, as the JAX
   closure blocks on its results.
@@ -190,9 +197,9 @@ def torch_stepper(net_name: str, batch: dict[str, np.ndarray], device: str = "cp
         self.label = mlp((5 * 5 * 48, 100, 100, 10), 0.0)
         self.domain = mlp((5 * 5 * 48, 100, 1), 0.0)
 
-    def forward(self, x, lam):
+    def forward(self, x, lam, labelled):
       f = self.features(x)
-      return (self.label(f), self.domain(GradientReversal.apply(f, lam)).squeeze(1))
+      return (self.label(f[:labelled]), self.domain(GradientReversal.apply(f, lam)).squeeze(1))
 
   torch.manual_seed(0)
   net = Dann(net_name == "svhn").to(device)
@@ -201,13 +208,15 @@ def torch_stepper(net_name: str, batch: dict[str, np.ndarray], device: str = "cp
   x = torch.from_numpy(np.ascontiguousarray(batch["image"].transpose(0, 3, 1, 2))).to(device)
   label = torch.from_numpy(batch["label"]).long().to(device)
   domain = torch.from_numpy(batch["domain"]).float().to(device)
-  mask = torch.from_numpy(batch["label_mask"]).float().to(device)
+  labelled = int(batch["label_mask"].sum())
+  if not batch["label_mask"][:labelled].all():
+    raise ValueError("the batch's labelled rows must come first")
   sync = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
 
   def step():
     opt.zero_grad(set_to_none=True)
-    class_logits, domain_logits = net(x, 0.5)
-    label_loss = (F.cross_entropy(class_logits, label, reduction="none") * mask).sum() / mask.sum()
+    class_logits, domain_logits = net(x, 0.5, labelled)
+    label_loss = F.cross_entropy(class_logits, label[:labelled])
     domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domain)
     (label_loss + domain_loss).backward()
     opt.step()
