@@ -67,7 +67,7 @@ from dann_jax.core.config import TrainConfig
 from dann_jax.core.train import (
   DROPOUT_STREAM,
   clip_unit_norms,
-  labelled_rows_call,
+  labelled_rows_for,
   make_optimizer,
   make_schedules,
   pad_rows,
@@ -405,7 +405,7 @@ def train_step(
   if axis_name is not None:
     dropout_key = jax.random.fold_in(dropout_key, lax.axis_index(axis_name))
 
-  prefix = labelled_rows_call(state.method, getattr(state.model, "to_nnx__module", None), labelled_rows)
+  prefix = labelled_rows_for(state.method, getattr(state.model, "to_nnx__module", None), labelled_rows)
   rows = {} if prefix is None else {"labelled_rows": prefix}
 
   def loss_fn(model):

@@ -39,7 +39,8 @@ def labels_checked_upstream():
   (`dann_jax.training.loop.runner_jit`). The check is a no-op unless the caller
   wraps the function in `jax.experimental.checkify.checkify`, but its effect
   still keeps `jax.jit` off its C++ dispatch path: each call of the MNIST
-  step then spends ~1.4 ms in Python on a 2-core CPU. Only tracing reads it.
+  step then spends about 1 ms more in Python on a 2-core CPU. Only tracing
+  reads it.
   """
   previous = getattr(_trace, "unchecked", False)
   _trace.unchecked = True

@@ -139,7 +139,7 @@ def clip_unit_norms(params, max_norm: float):
   return jax.tree_util.tree_map_with_path(clip, params)
 
 
-def labelled_rows_call(method: methods.Method, module: Any, labelled_rows: int | None) -> int | None:
+def labelled_rows_for(method: methods.Method, module: Any, labelled_rows: int | None) -> int | None:
   """The `labelled_rows` to pass to the network's call: the step's promise
   `labelled_rows`, where the method reads no other row's class logits and the
   network takes it; else None (the label predictor sees every row)."""
@@ -171,7 +171,7 @@ def train_step(
       `labelled_rows` (as `methods.labelled_prefix` says of the loop's
       batches). For a method with `labelled_logits_only` (DANN) the label
       predictor then runs on those rows alone: the same step, to float
-      rounding, for less work (~12% of the SVHN net's step on a 2-core CPU).
+      rounding, for less work (about 15% of the SVHN net's step on a 2-core CPU).
 
   Returns:
     `(new_state, metrics)` with `loss`, `label_loss`, `domain_loss` and
@@ -192,7 +192,7 @@ def train_step(
   if axis_name is not None:
     dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
   mutable = list(state.model_state)
-  prefix = labelled_rows_call(state.method, getattr(state.apply_fn, "__self__", None), labelled_rows)
+  prefix = labelled_rows_for(state.method, getattr(state.apply_fn, "__self__", None), labelled_rows)
   rows = {} if prefix is None else {"labelled_rows": prefix}
 
   def loss_fn(params):
