@@ -122,6 +122,29 @@ def main():
         assert "domain_loss" not in metrics, sorted(metrics)
         assert_same_step(state, metrics, alone)
 
+  def label_predictor_on_labelled_rows():
+    # DANN's label predictor sees each device's source share only: 8 of 16 rows globally, 2 of 4 per device.
+    import flax.linen as nn
+
+    seen = []
+
+    class Head(nn.Module):
+      @nn.compact
+      def __call__(self, x, train=False):
+        seen.append(x.shape[0])
+        return nn.Dense(10)(x)
+
+    model = mnist_dann().clone(label_predictor=Head())
+    start = create_train_state(model, TrainConfig(total_steps=10, batch_size=BATCH), np.zeros((2, 32, 32, 3)))
+    for runner, rows in (
+      (parallel.make_sharded_runner(mesh, stepwise=True), BATCH // 2),
+      (parallel.make_sharded_runner(mesh, stepwise=False), BATCH // 2),
+      (parallel.make_pmap_runner(jax.devices()[:NUM_DEVICES]), BATCH // 2 // NUM_DEVICES),
+    ):
+      seen.clear()
+      runner(jax.tree.map(jnp.copy, start), pair, 1, BATCH)
+      assert seen and set(seen) == {rows}, (seen, rows)
+
   def too_many_devices():
     for make in (lambda: parallel.make_mesh(NUM_DEVICES + 1), lambda: parallel.make_runner("pmap", NUM_DEVICES + 1)):
       try:
@@ -146,6 +169,7 @@ def main():
     pmap_train_step,
     fit_with_runners,
     baselines_on_half_batches,
+    label_predictor_on_labelled_rows,
     too_many_devices,
     indivisible_batch,
   )

@@ -285,3 +285,17 @@ def test_a_network_without_labelled_rows_still_trains_on_the_prefix_promise():
   promised, _ = train_step(state, batch, labelled_rows=4)
   plain, _ = train_step(state, batch)
   assert_trees_close(promised.params, plain.params)
+
+
+@pytest.mark.parametrize(
+  "labelled_rows, rows", [(3, [0, 1, 2]), ((1, 3), [0, 1, 2]), ((4, 2), [0, 1, 4, 5, 8, 9, 12, 13])]
+)
+def test_labelled_rows_name_a_prefix_or_the_first_rows_of_each_block(labelled_rows, rows):
+  from dann_jax.core.models import labelled_part, spread_labelled
+
+  x = np.arange(16 * 3, dtype=np.float32).reshape(16, 3)
+  part = labelled_part(jnp.asarray(x), labelled_rows)
+  np.testing.assert_array_equal(part, x[rows])
+  expected = np.zeros_like(x)
+  expected[rows] = x[rows]
+  np.testing.assert_array_equal(spread_labelled(part, 16, labelled_rows), expected)

@@ -25,6 +25,7 @@ CHECKS = (
   "pmap_train_step",
   "fit_with_runners",
   "baselines_on_half_batches",
+  "label_predictor_on_labelled_rows",
   "too_many_devices",
   "indivisible_batch",
 )

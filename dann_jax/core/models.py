@@ -37,6 +37,31 @@ def takes_labelled_rows(module: Any) -> bool:
   return call is not None and "labelled_rows" in inspect.signature(call).parameters
 
 
+def row_blocks(labelled_rows: int | tuple[int, int]) -> tuple[int, int]:
+  """`labelled_rows` as (blocks, rows): the first `rows` rows of each of
+  `blocks` equal row blocks of a batch; an int n is (1, n), a prefix."""
+  if isinstance(labelled_rows, tuple):
+    return labelled_rows
+  return 1, labelled_rows
+
+
+def labelled_part(x: jax.Array, labelled_rows: int | tuple[int, int]) -> jax.Array:
+  """The rows of `x` that `labelled_rows` names (`row_blocks`), in order."""
+  blocks, rows = row_blocks(labelled_rows)
+  if blocks == 1:
+    return x[:rows]
+  return x.reshape((blocks, -1) + x.shape[1:])[:, :rows].reshape((blocks * rows,) + x.shape[1:])
+
+
+def spread_labelled(part: jax.Array, batch_rows: int, labelled_rows: int | tuple[int, int]) -> jax.Array:
+  """`part` (the rows `labelled_part` took) back at its rows of a batch of
+  `batch_rows`, zeros in every other row."""
+  blocks, rows = row_blocks(labelled_rows)
+  per_block = part.reshape((blocks, rows) + part.shape[1:])
+  pad = ((0, 0), (0, batch_rows // blocks - rows)) + ((0, 0),) * (part.ndim - 1)
+  return jnp.pad(per_block, pad).reshape((batch_rows,) + part.shape[1:])
+
+
 def _apply(module: nn.Module, x, train: bool):
   """Calls `module`, passing `train` only to modules that accept it."""
   return module(x, train=train) if _takes_train(module) else module(x)
@@ -135,21 +160,23 @@ class DANN(nn.Module):
   domain_classifier: nn.Module
   input_shape: tuple[int, ...] | None = None
 
-  def __call__(self, x, lam, *, train: bool, labelled_rows: int | None = None):
+  def __call__(self, x, lam, *, train: bool, labelled_rows: int | tuple[int, int] | None = None):
     """Returns `(class_logits, domain_logits)` of shapes (batch, classes), (batch,).
 
     Args:
       x: an NHWC image batch (or whatever `features` takes).
       lam: the adaptation factor λ of the gradient reversal layer.
       train: training mode (dropout on).
-      labelled_rows: if set (static), the label predictor runs on the first
-        `labelled_rows` rows alone and `class_logits` has that many rows (a
-        training step whose loss reads no other row's class logits). Each row's
-        logits are those of the whole batch's call, dropout masks included
-        under JAX's default `jax_threefry_partitionable` random bits.
+      labelled_rows: if set (static), the label predictor runs on these rows
+        alone and `class_logits` has one row for each (a training step whose
+        loss reads no other row's class logits): an int n names the first n
+        rows, `(blocks, n)` the first n rows of each of `blocks` equal row
+        blocks (`labelled_part`). Each row's logits are those of the whole
+        batch's call; with a prefix, dropout masks included (under JAX's
+        default `jax_threefry_partitionable` random bits).
     """
     f = self.embed(x, train=train)
-    class_logits = _apply(self.label_predictor, f if labelled_rows is None else f[:labelled_rows], train)
+    class_logits = _apply(self.label_predictor, f if labelled_rows is None else labelled_part(f, labelled_rows), train)
     domain_logits = _apply(self.domain_classifier, gradient_reversal(f, lam), train)
     if domain_logits.ndim == 2 and domain_logits.shape[-1] == 1:
       domain_logits = domain_logits[:, 0]

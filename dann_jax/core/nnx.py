@@ -70,7 +70,6 @@ from dann_jax.core.train import (
   labelled_rows_for,
   make_optimizer,
   make_schedules,
-  pad_rows,
   step_key,
 )
 
@@ -373,7 +372,10 @@ def from_linen_state(state: TrainState, linen_state: train.TrainState) -> TrainS
 
 
 def train_step(
-  state: TrainState, batch: dict[str, jax.Array], axis_name: str | None = None, labelled_rows: int | None = None
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  axis_name: str | None = None,
+  labelled_rows: int | tuple[int, int] | None = None,
 ):
   """One optimizer step on `state.method`'s loss (DANN: L_y + L_d through the GRL).
 
@@ -391,9 +393,8 @@ def train_step(
       `jax.pmap` or `jax.vmap` of a function that `nnx.merge`s the state);
       gradients and statistics are then combined over it so every member
       takes the step of the global batch.
-    labelled_rows: static; the Linen step's promise that the labelled rows
-      are the batch's first `labelled_rows` (the label predictor then runs on
-      them alone).
+    labelled_rows: static; the Linen step's promise of where the labelled
+      rows are (the label predictor then runs on them alone).
 
   Returns:
     `(state, metrics)`: `state` itself (so loops written for the Linen step
@@ -418,7 +419,7 @@ def train_step(
     else:
       class_logits, domain_logits = model(batch["image"], lam, train=True, rngs=dropout_key, **rows)
       if prefix is not None:
-        class_logits = pad_rows(class_logits, batch["image"].shape[0])
+        class_logits = models.spread_labelled(class_logits, batch["image"].shape[0], prefix)
     return methods.batch_loss(state.method, class_logits, domain_logits, batch, axis_name=axis_name)
 
   grads, metrics = nnx.grad(loss_fn, has_aux=True)(state.model)

@@ -139,22 +139,20 @@ def clip_unit_norms(params, max_norm: float):
   return jax.tree_util.tree_map_with_path(clip, params)
 
 
-def labelled_rows_for(method: methods.Method, module: Any, labelled_rows: int | None) -> int | None:
-  """The `labelled_rows` to pass to the network's call: the step's promise
-  `labelled_rows`, where the method reads no other row's class logits and the
-  network takes it; else None (the label predictor sees every row)."""
+def labelled_rows_for(method: methods.Method, module: Any, labelled_rows) -> tuple[int, int] | None:
+  """The `labelled_rows` to pass to the network's call (as `models.row_blocks`):
+  the step's promise, where the method reads no other row's class logits and
+  the network takes it; else None (the label predictor sees every row)."""
   if labelled_rows is None or not method.labelled_logits_only or not models.takes_labelled_rows(module):
     return None
-  return int(labelled_rows)
-
-
-def pad_rows(class_logits: jax.Array, rows: int) -> jax.Array:
-  """`class_logits` of the first rows, zero-padded to `rows` rows (rows the loss does not read)."""
-  return jnp.pad(class_logits, ((0, rows - class_logits.shape[0]),) + ((0, 0),) * (class_logits.ndim - 1))
+  return models.row_blocks(labelled_rows)
 
 
 def train_step(
-  state: TrainState, batch: dict[str, jax.Array], axis_name: str | None = None, labelled_rows: int | None = None
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  axis_name: str | None = None,
+  labelled_rows: int | tuple[int, int] | None = None,
 ):
   """One optimizer step on `state.method`'s loss; for DANN, on L_y + L_d
   through the GRL (the paper's updates (4)-(6)).
@@ -169,9 +167,11 @@ def train_step(
     labelled_rows: static; a promise that the rows the method's labels come
       from (`methods.label_rows`) are exactly the batch's first
       `labelled_rows` (as `methods.labelled_prefix` says of the loop's
-      batches). For a method with `labelled_logits_only` (DANN) the label
-      predictor then runs on those rows alone: the same step, to float
-      rounding, for less work (about 15% of the SVHN net's step on a 2-core CPU).
+      batches), or with `(blocks, n)` the first n of each of `blocks` equal
+      row blocks (a multi-device runner's layout). For a method with
+      `labelled_logits_only` (DANN) the label predictor then runs on those
+      rows alone: the same step, to float rounding, for less work (about 15%
+      of the SVHN net's step on a 2-core CPU).
 
   Returns:
     `(new_state, metrics)` with `loss`, `label_loss`, `domain_loss` and
@@ -205,7 +205,7 @@ def train_step(
       out = state.apply_fn(variables, batch["image"], lam, **rows, **train)
       (class_logits, domain_logits), new_model_state = out if mutable else (out, state.model_state)
       if prefix is not None:
-        class_logits = pad_rows(class_logits, batch["image"].shape[0])
+        class_logits = models.spread_labelled(class_logits, batch["image"].shape[0], prefix)
     loss, metrics = methods.batch_loss(state.method, class_logits, domain_logits, batch, axis_name=axis_name)
     return loss, (metrics, new_model_state)
 

@@ -56,22 +56,35 @@ def step_batch(pair, run_key: jax.Array, step: jax.Array, batch_size: int, metho
 
 
 def step_on_pair(
-  state: TrainState, pair, batch_size: int, prepare: Callable | None = None, axis_name: str | None = None
+  state: TrainState,
+  pair,
+  batch_size: int,
+  prepare: Callable | None = None,
+  axis_name: str | None = None,
+  blocks: int = 1,
 ):
   """One step on a batch sampled on the device from `pair` (see `train_on_pair`).
 
-  Without `prepare` (one device) the batch keeps its source-first layout, and
-  a DANN step runs the label predictor on the labelled rows alone
-  (`methods.labelled_prefix`)."""
+  A DANN step runs the label predictor on the labelled rows alone
+  (`methods.labelled_prefix`): the first half of the sampled batch, or with
+  `blocks` > 1 the source share of each block `prepare` leaves."""
   batch = step_batch(pair, state.key, state.step, batch_size, state.method)
   if prepare is not None:
-    return train_step(state, prepare(batch), axis_name=axis_name)
-  return train_step(state, batch, axis_name=axis_name, labelled_rows=pair_prefix(state.method, pair, batch_size))
+    batch = prepare(batch)
+  return train_step(
+    state, batch, axis_name=axis_name, labelled_rows=_labelled_rows(state, pair, batch, batch_size, blocks)
+  )
 
 
-def pair_prefix(method, pair, batch_size: int) -> int | None:
-  """`methods.labelled_prefix` of the batches `step_batch` samples from `pair`."""
-  return methods.labelled_prefix(method, batch_size, pair.target_label_known is not None)
+def _labelled_rows(state, pair, batch, batch_size: int, blocks: int) -> tuple[int, int] | None:
+  """Where the labelled rows of the step's batch are (`models.row_blocks`): the
+  sampled batch's labelled prefix, cut into `blocks` [source share, target
+  share] blocks, of which the step's batch holds all (sharding) or one (pmap)."""
+  prefix = methods.labelled_prefix(state.method, batch_size, pair.target_label_known is not None)
+  if prefix is None:
+    return None
+  rows = jax.tree.leaves(batch)[0].shape[0]
+  return rows * blocks // batch_size, prefix // blocks
 
 
 def train_on_pair(
@@ -81,6 +94,7 @@ def train_on_pair(
   batch_size: int,
   prepare: Callable | None = None,
   axis_name: str | None = None,
+  blocks: int = 1,
 ):
   """Runs `num_steps` steps in one `lax.scan`, sampling batches on the device.
 
@@ -91,11 +105,15 @@ def train_on_pair(
     batch_size: samples per step (static), half source and half target.
     prepare: applied to each sampled batch (a multi-device runner's split).
     axis_name: passed to `train_step` inside `jax.pmap`.
+    blocks: how many [source share, target share] row blocks `prepare` cuts
+      the batch into (the devices' shares; 1 without `prepare`).
 
   Returns:
     `(state, metrics)` with each metric stacked to shape (num_steps,).
   """
-  return jax.lax.scan(lambda s, _: step_on_pair(s, pair, batch_size, prepare, axis_name), state, None, length=num_steps)
+  return jax.lax.scan(
+    lambda s, _: step_on_pair(s, pair, batch_size, prepare, axis_name, blocks), state, None, length=num_steps
+  )
 
 
 def prefers_host_loop() -> bool:
@@ -236,7 +254,7 @@ def nnx_step_on_pair(graphdef, arrays, pair, batch_size: int):
   """
   state = nnx.merge(graphdef, arrays)
   batch = step_batch(pair, state.key.get_value(), state.step, batch_size, state.method)
-  _, metrics = dann_nnx.train_step(state, batch, labelled_rows=pair_prefix(state.method, pair, batch_size))
+  _, metrics = dann_nnx.train_step(state, batch, labelled_rows=_labelled_rows(state, pair, batch, batch_size, 1))
   return nnx.state(state), metrics
 
 

@@ -161,11 +161,11 @@ def make_sharded_runner(mesh: Mesh, stepwise: bool | None = None) -> Runner:
 
   @runner_jit(static_argnums=(2, 3), donate_argnums=0, out_shardings=replicated)
   def run(state, pair, num_steps, batch_size):
-    return _per_seed(lambda s: train_on_pair(s, pair, num_steps, batch_size, prepare), state)
+    return _per_seed(lambda s: train_on_pair(s, pair, num_steps, batch_size, prepare, blocks=num_devices), state)
 
   @runner_jit(static_argnums=2, donate_argnums=0, out_shardings=replicated)
   def one_step(state, pair, batch_size):
-    return _per_seed(lambda s: step_on_pair(s, pair, batch_size, prepare), state)
+    return _per_seed(lambda s: step_on_pair(s, pair, batch_size, prepare, blocks=num_devices), state)
 
   if stepwise is None:
     stepwise = prefers_host_loop()
@@ -293,7 +293,9 @@ def make_pmap_runner(devices: Sequence[Any], axis_name: str = PMAP_AXIS) -> Runn
     jax.pmap, axis_name=axis_name, devices=devices, static_broadcasted_argnums=(2, 3), donate_argnums=0
   )
   def run(state, pair, num_steps, batch_size):
-    return _per_seed(lambda s: train_on_pair(s, pair, num_steps, batch_size, own_shard, axis_name), state)
+    return _per_seed(
+      lambda s: train_on_pair(s, pair, num_steps, batch_size, own_shard, axis_name, blocks=num_devices), state
+    )
 
   def runner(state, pair, num_steps, batch_size):
     check_split(batch_size, num_devices)
