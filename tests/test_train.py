@@ -255,3 +255,37 @@ def test_max_norm_clips_each_units_incoming_weights():
   free, _ = jax.jit(train_step)(linen_state(config.replace(max_norm=None), batch), batch)
   w = free.params["features"]["Conv_1"]["kernel"]
   assert np.sqrt(np.sum(np.asarray(w) ** 2, axis=(0, 1, 2))).max() > 0.5
+
+
+def test_create_train_state_initialises_as_eager_init_bit_for_bit():
+  from dann_jax.core import models
+
+  config = TrainConfig(total_steps=10)
+  key = jax.random.key(3)
+  state = create_train_state(models.mnist_dann(), config, jnp.zeros((1, 32, 32, 3)), key)
+  init_key, _ = jax.random.split(key)
+  eager = models.mnist_dann().init(
+    {"params": init_key, "dropout": init_key}, jnp.zeros((1, 32, 32, 3)), 0.0, train=False
+  )
+  jax.tree.map(np.testing.assert_array_equal, state.params, eager["params"])
+
+
+class _ScaledInput(nn.Module):
+  """A network with an array attribute: not hashable, so not a static argument of jit."""
+
+  scale: np.ndarray
+
+  @nn.compact
+  def __call__(self, x, lam, *, train: bool):
+    f = (x * self.scale).reshape(x.shape[0], -1)[:, :8]
+    return nn.Dense(10)(f), nn.Dense(1)(f)[:, 0]
+
+
+def test_an_unhashable_network_is_initialised_eagerly():
+  model = _ScaledInput(scale=np.ones((32, 32, 3), np.float32))
+  with pytest.raises(TypeError):
+    hash(model)
+  state = create_train_state(model, TrainConfig(total_steps=10), jnp.zeros((1, 32, 32, 3)), jax.random.key(0))
+  init_key, _ = jax.random.split(jax.random.key(0))
+  eager = model.init({"params": init_key, "dropout": init_key}, jnp.zeros((1, 32, 32, 3)), 0.0, train=False)
+  jax.tree.map(np.testing.assert_array_equal, state.params, eager["params"])

@@ -13,6 +13,7 @@ of Sec. 5 of Ganin & Lempitsky, arXiv 1409.7495.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -88,6 +89,27 @@ def make_optimizer(config: TrainConfig, learning_rate: optax.Schedule) -> optax.
   return optax.chain(*parts)
 
 
+def init_variables(model: nn.Module, rngs: dict[str, jax.Array], sample_images: jax.Array) -> dict[str, Any]:
+  """`model.init(rngs, sample_images, 0.0, train=False)`, compiled once per network.
+
+  Run eagerly, `init` compiles each operation of the network on its own: 6.4 s
+  for the SVHN net and 2.9 s for the MNIST net on a 2-core CPU, against 2.6
+  and 1.7-2.0 s as one jitted function (the module a static argument: equal
+  networks share the compilation), with the same values bit for bit. A module
+  that cannot be hashed is initialised eagerly.
+  """
+  try:
+    hash(model)
+  except TypeError:
+    return model.init(rngs, sample_images, 0.0, train=False)
+  return _jitted_init(model, rngs, sample_images)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jitted_init(model: nn.Module, rngs: dict[str, jax.Array], sample_images: jax.Array) -> dict[str, Any]:
+  return model.init(rngs, sample_images, 0.0, train=False)
+
+
 def create_train_state(
   model: nn.Module, config: TrainConfig, sample_images: jax.Array, key: jax.Array | None = None
 ) -> TrainState:
@@ -105,7 +127,7 @@ def create_train_state(
   if key is None:
     key = jax.random.key(config.seed)
   init_key, run_key = jax.random.split(key)
-  variables = model.init({"params": init_key, "dropout": init_key}, sample_images, 0.0, train=False)
+  variables = init_variables(model, {"params": init_key, "dropout": init_key}, sample_images)
   variables = dict(variables)
   params = variables.pop("params")
   variables.pop("intermediates", None)
