@@ -52,15 +52,15 @@ arXiv 1409.7495 (appendix / JMLR 2016 Fig. 4).
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
+
+from dann_jax.backend.tracing import TraceFlag
 
 # XLA:CPU debug options for this project's jitted steps: jax 0.10's default
 # set of YNNPACK library fusions (individual dots and reductions) without
@@ -78,10 +78,9 @@ EIGEN_CONVOLUTIONS = {
 # kernel, 8 ms; 11 with region analysis). Values are unchanged, bit for bit.
 CPU_COMPILER_OPTIONS = {**EIGEN_CONVOLUTIONS, "xla_cpu_copy_insertion_use_region_analysis": True}
 
-_trace = threading.local()
+_PLAIN = TraceFlag()
 
 
-@contextlib.contextmanager
 def plain_convolutions():
   """Within: `conv_general_dilated` computes no spare output rows.
 
@@ -91,12 +90,7 @@ def plain_convolutions():
   at most 4 input channels a row-stacked forward (module docstring).
   Only tracing reads it; compiled functions keep what they were traced with.
   """
-  previous = getattr(_trace, "plain", False)
-  _trace.plain = True
-  try:
-    yield
-  finally:
-    _trace.plain = previous
+  return _PLAIN.set()
 
 
 class _CpuJit:
@@ -115,14 +109,7 @@ class _CpuJit:
   def _compiled(self):
     if self._jitted is None:
       if jax.default_backend() == "cpu":
-        fun = self._fun
-
-        @functools.wraps(fun)
-        def traced(*args, **kwargs):
-          with plain_convolutions():
-            return fun(*args, **kwargs)
-
-        self._jitted = jax.jit(traced, compiler_options=CPU_COMPILER_OPTIONS, **self._jit_kwargs)
+        self._jitted = jax.jit(_PLAIN.around(self._fun), compiler_options=CPU_COMPILER_OPTIONS, **self._jit_kwargs)
       else:
         self._jitted = self._nested
     return self._jitted
@@ -415,7 +402,7 @@ def conv_general_dilated(
     applies = not any(low or high for low, high in pads)
   if not applies or jax.default_backend() != "cpu":
     return plain(lhs, rhs)
-  if getattr(_trace, "plain", False):
+  if _PLAIN.is_set():
     if feature_group_count != 1:
       return plain(lhs, rhs)
     return _valid_conv(lhs, rhs, precision)

@@ -17,21 +17,19 @@ References: Eq. (2)-(6) and Sec. 3.2 of Ganin & Lempitsky, arXiv 1409.7495.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.experimental import checkify
 
+from dann_jax.backend.tracing import TraceFlag
+
 BATCH_KEYS = ("label", "domain", "label_mask")
 
-_trace = threading.local()
+LABELS_CHECKED_UPSTREAM = TraceFlag()
 
 
-@contextlib.contextmanager
 def labels_checked_upstream():
   """Within: traced losses carry no `checkify` check of their labels.
 
@@ -40,14 +38,9 @@ def labels_checked_upstream():
   wraps the function in `jax.experimental.checkify.checkify`, but its effect
   still keeps `jax.jit` off its C++ dispatch path: each call of the MNIST
   step then spends about 1 ms more in Python on a 2-core CPU. Only tracing
-  reads it.
+  reads it (`LABELS_CHECKED_UPSTREAM`; its `around(fun)` traces `fun` so).
   """
-  previous = getattr(_trace, "unchecked", False)
-  _trace.unchecked = True
-  try:
-    yield
-  finally:
-    _trace.unchecked = previous
+  return LABELS_CHECKED_UPSTREAM.set()
 
 
 def global_sum(x, axis_name: str | None):
@@ -80,7 +73,7 @@ def _checked_labels(labels, label_mask, num_classes: int):
   used = jnp.asarray(label_mask).astype(bool)
   # Inside a trace even operations on constants give tracers.
   if isinstance(valid, jax.core.Tracer) or isinstance(used, jax.core.Tracer):
-    if getattr(_trace, "unchecked", False):
+    if LABELS_CHECKED_UPSTREAM.is_set():
       return jnp.where(valid, labels, 0)
     checkify.debug_check(
       jnp.all(valid | ~used), f"batch['label'] must lie in [0, {num_classes}) where label_mask is set"

@@ -20,7 +20,6 @@ arXiv 1409.7495.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Iterator
 
 import jax
@@ -230,13 +229,7 @@ def runner_jit(fun: Callable | None = None, **jit_kwargs):
   in-graph check jit dispatches each call from C++."""
   if fun is None:
     return lambda fun: runner_jit(fun, **jit_kwargs)
-
-  @functools.wraps(fun)
-  def traced(*args, **kwargs):
-    with objective.labels_checked_upstream():
-      return fun(*args, **kwargs)
-
-  return cpu_jit(traced, **jit_kwargs)
+  return cpu_jit(objective.LABELS_CHECKED_UPSTREAM.around(fun), **jit_kwargs)
 
 
 jit_train_step = runner_jit(train_step, static_argnames=("axis_name", "labelled_rows"), donate_argnums=0)
